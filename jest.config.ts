@@ -1,0 +1,34 @@
+import type { Config } from 'jest';
+
+// Tests import the package the way a user does (`credit-kit/server`, `credit-kit/client`); these map
+// those names onto the sources so no build is needed before testing.
+const moduleNameMapper = {
+  '^credit-kit/server$': '<rootDir>/server/index.ts',
+  '^credit-kit/client$': '<rootDir>/client/index.ts',
+};
+const transform = { '^.+\\.tsx?$': ['ts-jest', { tsconfig: '<rootDir>/tsconfig.json', isolatedModules: true }] };
+
+const config: Config = {
+  globalSetup: '<rootDir>/tools/jest/global-setup.ts',
+  globalTeardown: '<rootDir>/tools/jest/global-teardown.ts',
+  projects: [
+    {
+      displayName: 'server',
+      testEnvironment: 'node',
+      roots: ['<rootDir>/server', '<rootDir>/tools'],
+      testMatch: ['**/*.test.ts'],
+      moduleNameMapper,
+      transform,
+    },
+    {
+      displayName: 'client',
+      testEnvironment: 'jsdom',
+      roots: ['<rootDir>/client'],
+      testMatch: ['**/*.test.tsx', '**/*.test.ts'],
+      moduleNameMapper,
+      transform,
+    },
+  ],
+};
+
+export default config;

@@ -1,0 +1,122 @@
+/**
+ * credit-kit/server: prepaid usage credits for Express apps.
+ *
+ *   const credits = createCredits({ connection: mongoose.connection, getUserId: (req) => req.session.userId });
+ *   app.use('/api', credits.router());
+ *   app.post('/api/summarize', credits.requireCredits(5), handler);
+ */
+import type { RequestHandler, Router } from 'express';
+import type Stripe from 'stripe';
+import { CreditsCore, type DeductOptions, type GrantOptions, type GrantResult } from './core';
+import type { ReconcileReport, TransactionPage } from './ledger';
+import { createRequireCredits, type Cost } from './middleware';
+import { resolveOptions, type CreateCreditsOptions } from './options';
+import { Purchases, type FulfillmentResult } from './purchases';
+import { createRateLimiter, createRouter, keepRawBody } from './routes';
+import { MongoCreditStore } from './store/mongo-store';
+import type { CreditStore } from './store/types';
+import { assertId } from './validate';
+
+export interface Credits {
+  /** Express middleware: deducts `cost` before the route runs; refunds it if the route fails. */
+  requireCredits(cost: Cost): RequestHandler;
+  /** The seed's function: true when `amount` was deducted, false when the balance was too low (nothing changed). */
+  deductCredits(userId: string, amount: number, options?: DeductOptions): Promise<boolean>;
+  /** An admin or system grant, applied at most once per idempotency key. */
+  grantCredits(userId: string, amount: number, options: GrantOptions): Promise<GrantResult>;
+  getBalance(userId: string): Promise<number>;
+  /** The ledger, newest first; pass `nextCursor` back as `cursor` for older entries. */
+  listTransactions(userId: string, options?: { limit?: number; cursor?: string | null }): Promise<TransactionPage>;
+  /** The kit's routes: checkout, webhook, session, balance, transactions, pricing. Mount at `/api`. */
+  router(): Router;
+  /** Credits a Checkout Session (by id, fetched from Stripe, or a verified session object) exactly once. */
+  fulfillCheckoutSession(sessionOrId: string | Stripe.Checkout.Session): Promise<FulfillmentResult>;
+  /** For `express.json({ verify: credits.keepRawBody })` in apps that parse JSON before the router. */
+  keepRawBody: typeof keepRawBody;
+  /** Creates the collections' indexes. Called for you on first use; await it at start-up to fail early. */
+  init(): Promise<void>;
+  /**
+   * Finishes what a crash can leave half done (idempotency claims, journal entries not yet moved to the
+   * ledger, purchase adjustments). Idempotent; run it at start-up and every few minutes.
+   */
+  reconcile(): Promise<ReconcileReport & { adjustmentsApplied: number }>;
+  /** Waits for background work (journal moves, refunds after a failed response). For tests and shutdown. */
+  flush(): Promise<void>;
+  /** The storage port in use (the MongoDB store). */
+  readonly store: CreditStore;
+}
+
+export function createCredits(options: CreateCreditsOptions): Credits {
+  const resolved = resolveOptions(options);
+  const store = new MongoCreditStore({
+    connection: resolved.connection,
+    collectionPrefix: resolved.collectionPrefix,
+    timeoutMs: resolved.timeoutMs,
+  });
+  const core = new CreditsCore(resolved, store);
+  const purchases = new Purchases(core);
+  const requireCredits = createRequireCredits(core, createRateLimiter(core, resolved.rateLimit?.guarded));
+  core.requireCredits = requireCredits;
+
+  let initialised: Promise<void> | undefined;
+  const init = () => (initialised ??= core.ledger.db(() => store.init()).catch((err: unknown) => {
+    initialised = undefined; // try again next time
+    throw err;
+  }));
+  // Indexes are created in the background as soon as the connection is open; nothing waits for it.
+  resolved.connection.asPromise?.().then(() => init().catch(() => undefined), () => undefined);
+
+  return {
+    requireCredits,
+    deductCredits: (userId, amount, opts) => core.deductCredits(userId, amount, opts),
+    grantCredits: (userId, amount, opts) => core.grantCredits(userId, amount, opts),
+    getBalance: (userId) => core.ledger.getBalance(assertId(userId, 'userId')),
+    async listTransactions(userId, opts = {}) {
+      const limit = opts.limit ?? 20;
+      if (!Number.isSafeInteger(limit) || limit < 1 || limit > 1000) {
+        throw new RangeError('listTransactions: limit must be an integer from 1 to 1000.');
+      }
+      const cursor = opts.cursor ? Number(opts.cursor) : undefined;
+      return core.ledger.listTransactions(assertId(userId, 'userId'), { limit, ...(cursor ? { cursor } : {}) });
+    },
+    router: () => createRouter(core, purchases, createRateLimiter(core, resolved.rateLimit?.checkout)),
+    fulfillCheckoutSession: (sessionOrId) => purchases.fulfill(sessionOrId),
+    keepRawBody,
+    init,
+    async reconcile() {
+      const adjustmentsApplied = await purchases.reconcile(500);
+      return { ...(await core.ledger.reconcile()), adjustmentsApplied };
+    },
+    flush: () => core.flush(),
+    store,
+  };
+}
+
+export {
+  CreditsError,
+  CreditsConfigError,
+  InvalidRequestError,
+  InvalidAmountError,
+  UnauthenticatedError,
+  InsufficientCreditsError,
+  NotFoundError,
+  ConflictError,
+  StoreUnavailableError,
+  SignatureError,
+  PaymentProviderError,
+  ERROR_CODES,
+} from './errors';
+export type { CreditsErrorCode, CreditsErrorBody } from './errors';
+export type {
+  CreateCreditsOptions,
+  PricingOptions,
+  CreditBundle,
+  RefundRule,
+  OveragePolicy,
+  RateLimitOptions,
+} from './options';
+export type { CreditsContext, Cost } from './middleware';
+export type { DeductOptions, GrantOptions, GrantResult } from './core';
+export type { Transaction, TransactionPage, ReconcileReport, FaultPoint, LedgerHooks } from './ledger';
+export type { FulfillmentResult, FulfillmentStatus } from './purchases';
+export type { CreditStore, EntryKind, EntryRef, AccountSnapshot, LedgerEntry, Purchase } from './store/types';

@@ -1,0 +1,320 @@
+/**
+ * The credit ledger: every balance change is one atomic update of the account document that also journals
+ * the change inside it; the journal is then moved to the ledger collection, off the hot path. Changes that
+ * must happen once per key (grants, purchases, refunds, idempotent requests) first claim their key.
+ *
+ * Invariants, at every moment and after a crash between any two steps:
+ * - balance = sum of (ledger entries) ∪ (journal entries), counted once by id;
+ * - a key's entry is applied at most once: the claim is unique, and the entry id it names can enter the
+ *   journal only once (the update's filter refuses an id already there, and an entry leaves the journal
+ *   only after it is in the ledger, where recovery looks for it).
+ */
+import { randomUUID } from 'node:crypto';
+import { ConflictError, CreditsError, StoreUnavailableError } from './errors';
+import type {
+  AccountSnapshot,
+  ApplyOptions,
+  Claim,
+  CreditStore,
+  EntryKind,
+  EntryRef,
+  JournalEntry,
+  LedgerEntry,
+} from './store/types';
+
+/** Named points between the steps of a change, where tests inject crashes. */
+export type FaultPoint = 'after-claim' | 'after-apply' | 'before-move' | 'after-ledger-write' | 'after-purchase-update';
+
+export interface LedgerHooks {
+  /** Called at each step boundary; throwing here simulates a crash at that point. Tests only. */
+  fault?: (point: FaultPoint) => void | Promise<void>;
+  /** Told of errors in background work (moving journal entries); default: console.error. */
+  onBackgroundError?: (err: unknown) => void;
+}
+
+export interface ChangeInput {
+  kind: EntryKind;
+  amount: number;
+  reason?: string;
+  ref?: EntryRef;
+}
+
+export interface Applied {
+  entry: JournalEntry;
+  balance: number;
+}
+
+export type KeyedOutcome =
+  | ({ status: 'applied' } & Applied)
+  | { status: 'rejected' }
+  | { status: 'duplicate'; claim: Claim };
+
+export interface Transaction {
+  id: string;
+  kind: EntryKind;
+  amount: number;
+  balanceAfter: number;
+  seq: number;
+  createdAt: string;
+  reason?: string;
+  ref?: EntryRef;
+}
+
+export interface TransactionPage {
+  transactions: Transaction[];
+  /** Pass as `cursor` for the next (older) page; null on the last page. */
+  nextCursor: string | null;
+  /** The balance the listed entries lead to. */
+  balance: number;
+}
+
+export interface ReconcileReport {
+  claimsResolved: number;
+  claimsReleased: number;
+  accountsMoved: number;
+}
+
+export class Ledger {
+  private readonly moving = new Map<string, { latest: AccountSnapshot; dirty: boolean }>();
+  private readonly inFlight = new Set<Promise<void>>();
+
+  constructor(
+    readonly store: CreditStore,
+    private readonly leaseMs: number,
+    private readonly hooks: LedgerHooks = {},
+  ) {}
+
+  async fault(point: FaultPoint): Promise<void> {
+    if (this.hooks.fault) await this.hooks.fault(point);
+  }
+
+  /** Runs a store call, turning database failures into StoreUnavailableError (the kit fails closed). */
+  async db<T>(call: () => Promise<T>): Promise<T> {
+    try {
+      return await call();
+    } catch (err) {
+      if (err instanceof CreditsError) throw err;
+      throw new StoreUnavailableError(err);
+    }
+  }
+
+  /** One change with no key: one round trip. Returns null when the guard refused it. */
+  async apply(userId: string, change: ChangeInput, options: ApplyOptions = {}): Promise<Applied | null> {
+    const entry = newEntry(change);
+    const snapshot = await this.db(() => this.store.applyEntry(userId, entry, options));
+    if (!snapshot) return null;
+    await this.fault('after-apply');
+    this.scheduleMove(snapshot);
+    return { entry, balance: snapshot.balance };
+  }
+
+  /** One change applied at most once per (user, key), under any concurrency and across crashes. */
+  async applyOnce(userId: string, key: string, change: ChangeInput, options: ApplyOptions = {}): Promise<KeyedOutcome> {
+    const entry = { ...newEntry(change), key };
+    const claim: Claim = {
+      id: claimId(userId, key),
+      userId,
+      key,
+      entryId: entry.id,
+      state: 'pending',
+      createdAt: entry.at,
+    };
+    const existing = await this.db(() => this.store.insertClaim(claim));
+    if (existing) {
+      // A claim left pending by a crash is resolved here once its lease is over, then the key is free again.
+      if (existing.state === 'pending' && Date.now() - existing.createdAt.getTime() > this.leaseMs) {
+        if ((await this.resolveClaim(existing)) === 'released') return this.applyOnce(userId, key, change, options);
+      }
+      return { status: 'duplicate', claim: existing };
+    }
+    await this.fault('after-claim');
+
+    const snapshot = await this.db(() => this.store.applyEntry(userId, entry, options));
+    if (!snapshot) {
+      await this.db(() => this.store.releaseClaim(claim.id, entry.id));
+      return { status: 'rejected' };
+    }
+    await this.fault('after-apply');
+    this.scheduleMove(snapshot);
+    try {
+      await this.store.markClaimApplied(claim.id);
+    } catch (err) {
+      // The change itself is durable; recovery marks the claim later.
+      this.backgroundError(err);
+    }
+    return { status: 'applied', entry, balance: snapshot.balance };
+  }
+
+  /**
+   * Waits until another holder of the same key has finished, and says whether its change was applied.
+   * Used where a retry should learn the first attempt's outcome instead of getting a conflict.
+   */
+  async awaitClaim(claim: Claim, timeoutMs = 5000): Promise<'applied' | 'released'> {
+    const deadline = Date.now() + timeoutMs;
+    let current: Claim | null = claim;
+    for (let delay = 10; ; delay = Math.min(delay * 2, 200)) {
+      if (!current || current.entryId !== claim.entryId) return 'released';
+      if (current.state === 'applied') return 'applied';
+      if (Date.now() > deadline) {
+        throw new ConflictError('An operation with this idempotency key is still in progress; retry later.');
+      }
+      await sleep(delay);
+      current = await this.db(() => this.store.getClaim(claim.id));
+    }
+  }
+
+  getAccount(userId: string): Promise<AccountSnapshot | null> {
+    return this.db(() => this.store.getAccount(userId));
+  }
+
+  async getBalance(userId: string): Promise<number> {
+    return (await this.getAccount(userId))?.balance ?? 0;
+  }
+
+  /**
+   * The ledger newest first: journal entries not yet moved, then the ledger collection, read so that the
+   * page never counts an entry twice or skips one while a move is under way.
+   */
+  async listTransactions(userId: string, options: { limit: number; cursor?: number }): Promise<TransactionPage> {
+    const account = await this.getAccount(userId);
+    if (!account) return { transactions: [], nextCursor: null, balance: 0 };
+    const journalled = ledgerEntriesOf(account);
+    const firstJournalSeq = account.count - account.journal.length + 1;
+    const before = options.cursor ?? account.count + 1;
+
+    const fromJournal = journalled.filter((e) => e.seq < before).reverse().slice(0, options.limit);
+    const rest = options.limit - fromJournal.length;
+    const fromLedger =
+      rest > 0
+        ? await this.db(() => this.store.listLedger(userId, { beforeSeq: Math.min(before, firstJournalSeq), limit: rest }))
+        : [];
+    const page = [...fromJournal, ...fromLedger];
+    const last = page[page.length - 1];
+    return {
+      transactions: page.map(toTransaction),
+      nextCursor: last && last.seq > 1 ? String(last.seq) : null,
+      balance: account.balance,
+    };
+  }
+
+  /** Moves the journal of an account to the ledger collection in the background, coalescing per account. */
+  scheduleMove(snapshot: AccountSnapshot): void {
+    if (snapshot.journal.length === 0) return;
+    const state = this.moving.get(snapshot.userId);
+    if (state) {
+      if (snapshot.count > state.latest.count) state.latest = snapshot;
+      state.dirty = true;
+      return;
+    }
+    this.moving.set(snapshot.userId, { latest: snapshot, dirty: false });
+    const run = this.runMoves(snapshot.userId).finally(() => this.inFlight.delete(run));
+    this.inFlight.add(run);
+  }
+
+  private async runMoves(userId: string): Promise<void> {
+    await Promise.resolve(); // let the request that scheduled it answer first
+    const state = this.moving.get(userId)!;
+    try {
+      do {
+        state.dirty = false;
+        await this.moveSnapshot(state.latest);
+      } while (state.dirty);
+    } catch (err) {
+      this.backgroundError(err); // the entries stay journalled; reconcile() moves them later
+    } finally {
+      this.moving.delete(userId);
+    }
+  }
+
+  async moveSnapshot(snapshot: AccountSnapshot): Promise<void> {
+    if (snapshot.journal.length === 0) return;
+    await this.fault('before-move');
+    await this.store.moveToLedger(snapshot.userId, ledgerEntriesOf(snapshot), snapshot.journal);
+  }
+
+  /** Resolves when every background move started so far has finished. */
+  async flush(): Promise<void> {
+    while (this.inFlight.size > 0) await Promise.allSettled([...this.inFlight]);
+  }
+
+  /** Decides a claim whose holder may have crashed: applied if its entry is anywhere, else released. */
+  async resolveClaim(claim: Claim): Promise<'applied' | 'released'> {
+    const account = await this.getAccount(claim.userId);
+    const inJournal = account?.journal.some((e) => e.id === claim.entryId) ?? false;
+    if (inJournal || (await this.db(() => this.store.hasLedgerEntry(claim.entryId)))) {
+      if (account && inJournal) await this.moveSnapshot(account);
+      await this.db(() => this.store.markClaimApplied(claim.id));
+      return 'applied';
+    }
+    await this.db(() => this.store.releaseClaim(claim.id, claim.entryId));
+    return 'released';
+  }
+
+  /** Repairs what a crash can leave behind: stale claims and journals not yet moved. Idempotent. */
+  async reconcile(options: { batch?: number } = {}): Promise<ReconcileReport> {
+    const batch = options.batch ?? 500;
+    const report: ReconcileReport = { claimsResolved: 0, claimsReleased: 0, accountsMoved: 0 };
+    const stale = await this.db(() => this.store.pendingClaimsBefore(new Date(Date.now() - this.leaseMs), batch));
+    for (const claim of stale) {
+      if ((await this.resolveClaim(claim)) === 'applied') report.claimsResolved++;
+      else report.claimsReleased++;
+    }
+    for (const userId of await this.db(() => this.store.accountsWithJournal(batch))) {
+      const account = await this.getAccount(userId);
+      if (account && account.journal.length > 0) {
+        await this.db(() => this.moveSnapshot(account));
+        report.accountsMoved++;
+      }
+    }
+    return report;
+  }
+
+  private backgroundError(err: unknown): void {
+    (this.hooks.onBackgroundError ?? ((e) => console.error('[credit-kit] background ledger work failed:', e)))(err);
+  }
+}
+
+export function claimId(userId: string, key: string): string {
+  return JSON.stringify([userId, key]);
+}
+
+function newEntry(change: ChangeInput): JournalEntry {
+  const entry: JournalEntry = { id: randomUUID(), kind: change.kind, amount: change.amount, at: new Date() };
+  if (change.reason !== undefined) entry.reason = change.reason;
+  if (change.ref !== undefined) entry.ref = change.ref;
+  return entry;
+}
+
+/**
+ * Sequence numbers and balances-after of journal entries follow from one snapshot: every update adds one
+ * entry and bumps `count`, so the journal is the last `journal.length` entries, in order.
+ */
+export function ledgerEntriesOf(snapshot: AccountSnapshot): LedgerEntry[] {
+  const { journal, count, userId } = snapshot;
+  const out: LedgerEntry[] = new Array(journal.length);
+  let balanceAfter = snapshot.balance;
+  for (let i = journal.length - 1; i >= 0; i--) {
+    const entry = journal[i]!;
+    out[i] = { ...entry, userId, seq: count - (journal.length - 1 - i), balanceAfter };
+    balanceAfter -= entry.amount;
+  }
+  return out;
+}
+
+function toTransaction(entry: LedgerEntry): Transaction {
+  const t: Transaction = {
+    id: entry.id,
+    kind: entry.kind,
+    amount: entry.amount,
+    balanceAfter: entry.balanceAfter,
+    seq: entry.seq,
+    createdAt: new Date(entry.at).toISOString(),
+  };
+  if (entry.reason) t.reason = entry.reason;
+  if (entry.ref) t.ref = entry.ref;
+  return t;
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}

@@ -1,0 +1,213 @@
+/**
+ * credits.router(): the kit's HTTP routes, mounted by the app (at /api in the docs).
+ *
+ *   POST /stripe/checkout/credits        create a Checkout Session        (signed in, JSON only)
+ *   POST /stripe/webhook                 Stripe events, verified           (raw body, Stripe-Signature)
+ *   GET  /stripe/checkout/session/:id    success page: status, fulfil      (signed in, own sessions)
+ *   GET  /credits/balance                { balance, creditName }           (signed in)
+ *   GET  /credits/transactions           the ledger, paginated             (signed in)
+ *   GET  /credits/pricing                price, limits and bundles         (public)
+ */
+import express, { type ErrorRequestHandler, type Request, type RequestHandler, type Response, type Router } from 'express';
+import { rateLimit, ipKeyGenerator } from 'express-rate-limit';
+import type Stripe from 'stripe';
+import { createCheckoutSession, parseCheckoutBody } from './checkout';
+import type { CreditsCore } from './core';
+import { CreditsError, InvalidRequestError, NotFoundError, SignatureError } from './errors';
+import { resolveUserId, sendError } from './middleware';
+import type { Purchases } from './purchases';
+
+/** Where `express.json({ verify: credits.keepRawBody })` keeps the bytes for the webhook. */
+const RAW_BODY = Symbol.for('credit-kit.rawBody');
+
+/** For apps that must parse JSON globally before the router: keeps the raw bytes the webhook verifies. */
+export function keepRawBody(req: unknown, _res: unknown, buf: Buffer): void {
+  (req as Record<symbol, Buffer>)[RAW_BODY] = buf;
+}
+
+export function createRateLimiter(core: CreditsCore, limit: number | undefined): RequestHandler | undefined {
+  const rl = core.options.rateLimit;
+  if (!rl || limit === undefined || limit >= Number.MAX_SAFE_INTEGER) return undefined;
+  return rateLimit({
+    windowMs: rl.windowMs,
+    limit,
+    standardHeaders: 'draft-8',
+    legacyHeaders: false,
+    keyGenerator: async (req) => {
+      const user = await core.options.getUserId(req as Request);
+      return typeof user === 'string' && user ? `user:${user}` : ipKeyGenerator((req as Request).ip ?? '');
+    },
+    handler: (_req, res) => {
+      sendError(res as Response, new CreditsError('rate_limited', 'Too many requests; slow down and try again shortly.'));
+    },
+  });
+}
+
+export function createRouter(core: CreditsCore, purchases: Purchases, checkoutLimiter: RequestHandler | undefined): Router {
+  const { options } = core;
+  const router = express.Router();
+  const json = express.json({ limit: options.bodyLimit, strict: true, type: 'application/json' });
+
+  const handle =
+    (fn: (req: Request, res: Response) => Promise<void>): RequestHandler =>
+    (req, res) =>
+      void fn(req, res).catch((err: unknown) => sendError(res, err));
+
+  const requireStripe = (): Stripe => {
+    if (!options.stripe) {
+      throw new CreditsError('not_configured', 'Stripe is not configured: pass `stripe` and `webhookSecret` to createCredits.');
+    }
+    return options.stripe;
+  };
+
+  // JSON only: a cross-site HTML form can send urlencoded, multipart or text/plain, never application/json
+  // without a CORS preflight, so this is the checkout route's CSRF defence.
+  const jsonOnly: RequestHandler = (req, res, next) => {
+    if (!req.is('application/json')) {
+      return sendError(res, new CreditsError('unsupported_media_type', 'Send the body as JSON with Content-Type: application/json.'));
+    }
+    next();
+  };
+
+  const checkoutChain: RequestHandler[] = [jsonOnly, json];
+  if (checkoutLimiter) checkoutChain.unshift(checkoutLimiter);
+  router.post(
+    '/stripe/checkout/credits',
+    ...checkoutChain,
+    handle(async (req, res) => {
+      const userId = await resolveUserId(core, req);
+      const request = parseCheckoutBody(req.body, options);
+      const stripe = requireStripe();
+      const key = req.get('idempotency-key');
+      const session = await createCheckoutSession(stripe, options, userId, request, key && key.length <= 255 ? key : undefined);
+      res.status(201).json(
+        request.ui === 'embedded'
+          ? { id: session.id, clientSecret: session.clientSecret, credits: request.credits, amount: request.total }
+          : { id: session.id, url: session.url, credits: request.credits, amount: request.total },
+      );
+    }),
+  );
+
+  router.post(
+    '/stripe/webhook',
+    express.raw({ type: () => true, limit: '1mb' }),
+    handle(async (req, res) => {
+      const stripe = requireStripe();
+      const raw: unknown = Buffer.isBuffer(req.body) ? req.body : (req as unknown as Record<symbol, unknown>)[RAW_BODY];
+      if (!Buffer.isBuffer(raw)) {
+        throw new CreditsError(
+          'misconfigured',
+          'The webhook body was parsed before credit-kit could verify its signature. Mount credits.router() before ' +
+            'express.json(), or parse with express.json({ verify: credits.keepRawBody }).',
+        );
+      }
+      const signature = req.get('stripe-signature');
+      if (!signature) throw new SignatureError('Missing Stripe-Signature header.');
+      let event: Stripe.Event;
+      try {
+        event = stripe.webhooks.constructEvent(raw, signature, options.webhookSecret!, options.webhookToleranceSeconds);
+      } catch (err) {
+        throw new SignatureError('The Stripe-Signature does not match this body and secret, or is too old.', err);
+      }
+      const result = await handleEvent(purchases, event);
+      res.status(200).json({ received: true, type: event.type, ...result });
+    }),
+  );
+
+  router.get(
+    '/stripe/checkout/session/:id',
+    handle(async (req, res) => {
+      const userId = await resolveUserId(core, req);
+      const id = req.params.id;
+      if (typeof id !== 'string' || !/^cs_[A-Za-z0-9_]{1,250}$/.test(id)) {
+        throw new InvalidRequestError('That is not a Checkout Session id (cs_…).');
+      }
+      const session = await purchases.retrieveSession(id);
+      const owner = session.metadata?.credit_kit_user_id ?? session.client_reference_id;
+      if (owner !== userId) throw new NotFoundError('No such checkout session.');
+      const result = await purchases.fulfill(session);
+      res.json({
+        id: session.id,
+        status: result.status,
+        paymentStatus: session.payment_status,
+        credits: result.credits,
+        creditsAdded: result.creditsAdded,
+        balance: await core.ledger.getBalance(userId),
+        creditName: options.creditName,
+      });
+    }),
+  );
+
+  router.get(
+    '/credits/balance',
+    handle(async (req, res) => {
+      const userId = await resolveUserId(core, req);
+      res.json({ balance: await core.ledger.getBalance(userId), creditName: options.creditName });
+    }),
+  );
+
+  router.get(
+    '/credits/transactions',
+    handle(async (req, res) => {
+      const userId = await resolveUserId(core, req);
+      const limit = intParam(req.query.limit, 'limit', 20, 1, 100);
+      const cursor = req.query.cursor === undefined ? undefined : intParam(req.query.cursor, 'cursor', 0, 1, Number.MAX_SAFE_INTEGER);
+      res.json(await core.ledger.listTransactions(userId, { limit, ...(cursor !== undefined ? { cursor } : {}) }));
+    }),
+  );
+
+  router.get('/credits/pricing', (_req, res) => {
+    const p = options.pricing;
+    res.json({
+      creditName: options.creditName,
+      currency: p.currency,
+      creditPriceCents: p.creditPriceCents,
+      minQuantity: Math.max(p.minQuantity, Math.ceil(p.minimumChargeCents / p.creditPriceCents)),
+      maxQuantity: p.maxQuantity,
+      bundles: [...p.bundles.values()].map((b) => ({ id: b.id, credits: b.credits, price: b.price, name: b.name ?? null })),
+    });
+  });
+
+  // Body parser failures in the kit's own routes answer in the kit's error shape.
+  const bodyErrors: ErrorRequestHandler = (err: { type?: string; status?: number }, _req, res, next) => {
+    if (err?.type === 'entity.too.large') {
+      return sendError(res, new CreditsError('payload_too_large', `The body is larger than ${options.bodyLimit}.`));
+    }
+    if (err?.type === 'entity.parse.failed') return sendError(res, new InvalidRequestError('The body is not valid JSON.'));
+    if (err?.type && err.status && err.status < 500) return sendError(res, new InvalidRequestError('The body could not be read.'));
+    next(err);
+  };
+  router.use(bodyErrors);
+  return router;
+}
+
+function intParam(value: unknown, name: string, fallback: number, min: number, max: number): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'string' || !/^\d{1,16}$/.test(value) || Number(value) < min || Number(value) > max) {
+    throw new InvalidRequestError(`"${name}" must be a whole number from ${min} to ${max}.`);
+  }
+  return Number(value);
+}
+
+/** Dispatches a verified event. Anything not listed is acknowledged and ignored. */
+export async function handleEvent(purchases: Purchases, event: Stripe.Event): Promise<Record<string, unknown>> {
+  switch (event.type) {
+    case 'checkout.session.completed':
+    case 'checkout.session.async_payment_succeeded': {
+      const r = await purchases.fulfill(event.data.object);
+      return { status: r.status, creditsAdded: r.creditsAdded };
+    }
+    case 'checkout.session.async_payment_failed': {
+      const r = await purchases.paymentFailed(event.data.object);
+      return { status: r.status, creditsAdded: 0 };
+    }
+    case 'charge.refunded':
+      return purchases.chargeRefunded(event.data.object);
+    case 'charge.dispute.created':
+      return purchases.disputeCreated(event.data.object);
+    case 'charge.dispute.closed':
+      return purchases.disputeClosed(event.data.object);
+    default:
+      return { ignored: true };
+  }
+}

@@ -1,0 +1,265 @@
+import type { Connection } from 'mongoose';
+import type { Collection, Db, Document, Filter, UpdateFilter } from 'mongodb';
+import type {
+  AccountSnapshot,
+  ApplyOptions,
+  Claim,
+  CreditStore,
+  JournalEntry,
+  LedgerEntry,
+  Purchase,
+  PurchaseChange,
+  PurchaseCondition,
+} from './types';
+
+interface AccountDoc {
+  _id: string;
+  balance: number;
+  count: number;
+  journal: JournalEntry[];
+  createdAt: Date;
+  updatedAt: Date;
+}
+type LedgerDoc = Omit<LedgerEntry, 'id'> & { _id: string };
+type ClaimDoc = Omit<Claim, 'id'> & { _id: string };
+type PurchaseDoc = Omit<Purchase, 'id'> & { _id: string };
+
+export interface MongoStoreOptions {
+  connection: Connection;
+  /** Prefix of the collection names (default `credit_`): accounts, ledger, claims, purchases. */
+  collectionPrefix: string;
+  /** Upper bound of one database operation; past it the kit fails closed with 503. */
+  timeoutMs: number;
+}
+
+const DUPLICATE_KEY = 11000;
+
+export function isDuplicateKeyError(err: unknown): boolean {
+  return typeof err === 'object' && err !== null && (err as { code?: unknown }).code === DUPLICATE_KEY;
+}
+
+/**
+ * The MongoDB store, on the app's own mongoose connection. It uses the connection's native driver
+ * collections: the hot path is one `findOneAndUpdate` with no schema casting in the way.
+ */
+export class MongoCreditStore implements CreditStore {
+  private readonly options: MongoStoreOptions;
+  private db: Db | undefined;
+
+  constructor(options: MongoStoreOptions) {
+    this.options = options;
+  }
+
+  private collection<T extends Document>(name: string): Collection<T> {
+    if (!this.db) {
+      // getClient() exists once the app has called connect/openUri; mongoose names the database.
+      this.db = this.options.connection.getClient().db(this.options.connection.name);
+    }
+    return this.db.collection<T>(`${this.options.collectionPrefix}${name}`, { timeoutMS: this.options.timeoutMs });
+  }
+
+  private get accounts() {
+    return this.collection<AccountDoc>('accounts');
+  }
+  private get ledger() {
+    return this.collection<LedgerDoc>('ledger');
+  }
+  private get claims() {
+    return this.collection<ClaimDoc>('claims');
+  }
+  private get purchases() {
+    return this.collection<PurchaseDoc>('purchases');
+  }
+
+  async init(): Promise<void> {
+    await Promise.all([
+      this.ledger.createIndex({ userId: 1, seq: -1 }),
+      this.claims.createIndex({ state: 1, createdAt: 1 }),
+      this.purchases.createIndex({ paymentIntentId: 1 }),
+      this.accounts.createIndex({ 'journal.id': 1 }),
+    ]);
+  }
+
+  async applyEntry(userId: string, entry: JournalEntry, options: ApplyOptions = {}): Promise<AccountSnapshot | null> {
+    const filter: Filter<AccountDoc> = { _id: userId, 'journal.id': { $ne: entry.id } };
+    if (options.minBalance !== undefined) filter.balance = { $gte: options.minBalance };
+    const now = entry.at;
+    const update: UpdateFilter<AccountDoc> = {
+      $inc: { balance: entry.amount, count: 1 },
+      $push: { journal: stripUndefined(entry) },
+      $set: { updatedAt: now },
+    };
+    if (options.create) update.$setOnInsert = { createdAt: now };
+    try {
+      const doc = await this.accounts.findOneAndUpdate(filter, update, {
+        returnDocument: 'after',
+        upsert: options.create === true,
+      });
+      return doc ? toSnapshot(doc) : null;
+    } catch (err) {
+      // With upsert, an existing account whose journal already holds the entry makes the filter miss and
+      // the insert collide on _id: the entry was applied before, so nothing changes.
+      if (options.create && isDuplicateKeyError(err)) return null;
+      throw err;
+    }
+  }
+
+  async getAccount(userId: string): Promise<AccountSnapshot | null> {
+    const doc = await this.accounts.findOne({ _id: userId });
+    return doc ? toSnapshot(doc) : null;
+  }
+
+  async accountsWithJournal(limit: number): Promise<string[]> {
+    const docs = await this.accounts.find({ 'journal.0': { $exists: true } }, { limit }).toArray();
+    return docs.map((d) => d._id);
+  }
+
+  async moveToLedger(userId: string, entries: LedgerEntry[], journalled: JournalEntry[]): Promise<void> {
+    if (entries.length === 0) return;
+    await this.ledger.bulkWrite(
+      entries.map(({ id, ...rest }) => ({
+        updateOne: {
+          filter: { _id: id },
+          update: { $setOnInsert: stripUndefined(rest) as Partial<LedgerDoc> },
+          upsert: true,
+        },
+      })),
+      { ordered: false },
+    );
+    // $pullAll removes elements equal to the given ones, exactly the entries just written to the ledger.
+    await this.accounts.updateOne({ _id: userId }, { $pullAll: { journal: journalled } });
+  }
+
+  async hasLedgerEntry(entryId: string): Promise<boolean> {
+    return (await this.ledger.countDocuments({ _id: entryId }, { limit: 1 })) > 0;
+  }
+
+  async listLedger(userId: string, options: { beforeSeq?: number; limit: number }): Promise<LedgerEntry[]> {
+    const filter: Filter<LedgerDoc> = { userId };
+    if (options.beforeSeq !== undefined) filter.seq = { $lt: options.beforeSeq };
+    const docs = await this.ledger.find(filter).sort({ seq: -1 }).limit(options.limit).toArray();
+    return docs.map(({ _id, ...rest }) => ({ ...rest, id: _id }) as LedgerEntry);
+  }
+
+  async insertClaim(claim: Claim): Promise<Claim | null> {
+    const { id, ...rest } = claim;
+    try {
+      await this.claims.insertOne({ _id: id, ...rest });
+      return null;
+    } catch (err) {
+      if (!isDuplicateKeyError(err)) throw err;
+      const existing = await this.getClaim(id);
+      // Released between our insert and this read: report it as still held; the caller may retry.
+      return existing ?? claim;
+    }
+  }
+
+  async getClaim(claimId: string): Promise<Claim | null> {
+    const doc = await this.claims.findOne({ _id: claimId });
+    if (!doc) return null;
+    const { _id, ...rest } = doc;
+    return { ...rest, id: _id };
+  }
+
+  async markClaimApplied(claimId: string): Promise<void> {
+    await this.claims.updateOne({ _id: claimId }, { $set: { state: 'applied' } });
+  }
+
+  async releaseClaim(claimId: string, entryId: string): Promise<void> {
+    await this.claims.deleteOne({ _id: claimId, entryId, state: 'pending' });
+  }
+
+  async pendingClaimsBefore(time: Date, limit: number): Promise<Claim[]> {
+    const docs = await this.claims.find({ state: 'pending', createdAt: { $lt: time } }, { limit }).toArray();
+    return docs.map(({ _id, ...rest }) => ({ ...rest, id: _id }));
+  }
+
+  async getPurchase(id: string): Promise<Purchase | null> {
+    return toPurchase(await this.purchases.findOne({ _id: id }));
+  }
+
+  async findPurchaseByPaymentIntent(paymentIntentId: string): Promise<Purchase | null> {
+    return toPurchase(await this.purchases.findOne({ paymentIntentId }));
+  }
+
+  async ensurePurchase(init: Purchase): Promise<Purchase> {
+    const { id, ...rest } = init;
+    try {
+      const doc = await this.purchases.findOneAndUpdate(
+        { _id: id },
+        { $setOnInsert: rest },
+        { upsert: true, returnDocument: 'after' },
+      );
+      return toPurchase(doc) ?? init;
+    } catch (err) {
+      // Two first deliveries raced to insert; the other one won, read what it stored.
+      if (!isDuplicateKeyError(err)) throw err;
+      const existing = await this.getPurchase(id);
+      if (!existing) throw err;
+      return existing;
+    }
+  }
+
+  async updatePurchase(id: string, where: PurchaseCondition, change: PurchaseChange): Promise<Purchase | null> {
+    const filter: Filter<PurchaseDoc> = { _id: id };
+    if (where.statusIn) filter.status = { $in: where.statusIn };
+    if (where.notCredited) filter.creditedAt = null;
+    if (where.refundClawbackBelow !== undefined || where.refundClawbackIs !== undefined) {
+      filter.refundClawback = {
+        ...(where.refundClawbackBelow !== undefined ? { $lt: where.refundClawbackBelow } : {}),
+        ...(where.refundClawbackIs !== undefined ? { $eq: where.refundClawbackIs } : {}),
+      };
+    }
+    if (where.amountRefundedBelow !== undefined) filter.amountRefunded = { $lt: where.amountRefundedBelow };
+    if (where.withoutDispute !== undefined) filter['disputes.id'] = { $ne: where.withoutDispute };
+    if (where.disputeInStatus) {
+      filter.disputes = { $elemMatch: { id: where.disputeInStatus.id, status: where.disputeInStatus.status } };
+    }
+
+    const update: UpdateFilter<PurchaseDoc> & Record<string, unknown> = { $set: { ...change.set, updatedAt: new Date() } };
+    const push: Record<string, unknown> = {};
+    if (change.addDispute) push.disputes = change.addDispute;
+    if (change.pushAdjustment) push.pendingAdjustments = change.pushAdjustment;
+    if (Object.keys(push).length) update.$push = push;
+    if (change.pullAdjustment) update.$pullAll = { pendingAdjustments: [change.pullAdjustment] };
+
+    if (change.setDisputeStatus) {
+      // Rewrite the disputes array as a whole: positional updates are not portable to every server we support.
+      const current = await this.getPurchase(id);
+      if (!current) return null;
+      const target = change.setDisputeStatus;
+      (update.$set as Record<string, unknown>).disputes = current.disputes.map((d) =>
+        d.id === target.id ? { ...d, status: target.status } : d,
+      );
+      filter.updatedAt = current.updatedAt; // compare-and-set on the version we read
+    }
+
+    const before = await this.purchases.findOneAndUpdate(filter, update, { returnDocument: 'before' });
+    return toPurchase(before);
+  }
+
+  async purchasesWithPendingAdjustments(limit: number): Promise<Purchase[]> {
+    const docs = await this.purchases.find({ 'pendingAdjustments.0': { $exists: true } }, { limit }).toArray();
+    return docs.map((d) => toPurchase(d)!);
+  }
+}
+
+function toSnapshot(doc: AccountDoc): AccountSnapshot {
+  return { userId: doc._id, balance: doc.balance, count: doc.count, journal: doc.journal ?? [] };
+}
+
+function toPurchase(doc: PurchaseDoc | null): Purchase | null {
+  if (!doc) return null;
+  const { _id, ...rest } = doc;
+  return { ...rest, id: _id };
+}
+
+/** BSON stores `undefined` as null; leaving such keys out keeps journal entries comparable for $pullAll. */
+function stripUndefined<T extends object>(value: T): T {
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(value)) {
+    if (v === undefined) continue;
+    out[k] = v !== null && typeof v === 'object' && !(v instanceof Date) && !Array.isArray(v) ? stripUndefined(v) : v;
+  }
+  return out as T;
+}

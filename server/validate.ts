@@ -1,0 +1,26 @@
+import { InvalidAmountError, InvalidRequestError, describe } from './errors';
+
+/** Amounts of credits are positive safe integers, nothing else. */
+export function assertAmount(value: unknown, what = 'amount'): number {
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value <= 0) throw new InvalidAmountError(what, value);
+  return value;
+}
+
+/** Like assertAmount, but 0 is allowed (a metered call that used nothing). */
+export function assertNonNegativeAmount(value: unknown, what: string): number {
+  if (typeof value === 'number' && value === 0) return 0;
+  return assertAmount(value, what);
+}
+
+const MAX_ID_LENGTH = 256;
+
+/**
+ * A user id or idempotency key is a non-empty string of printable characters. Anything else, above all an
+ * object such as `{ "$ne": "" }`, is refused before it can reach a query.
+ */
+export function assertId(value: unknown, what: string): string {
+  if (typeof value !== 'string' || value.length === 0 || value.length > MAX_ID_LENGTH || /[\u0000-\u001f]/.test(value)) {
+    throw new InvalidRequestError(`${what} must be a non-empty string of at most ${MAX_ID_LENGTH} printable characters, got ${describe(value)}.`);
+  }
+  return value;
+}
