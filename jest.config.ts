@@ -6,7 +6,7 @@ const moduleNameMapper = {
   '^credit-kit/server$': '<rootDir>/server/index.ts',
   '^credit-kit/client$': '<rootDir>/client/index.ts',
 };
-const transform = { '^.+\\.tsx?$': ['ts-jest', { tsconfig: '<rootDir>/tsconfig.json', isolatedModules: true }] };
+const transform = { '^.+\\.tsx?$': ['ts-jest', { tsconfig: '<rootDir>/tsconfig.json' }] };
 
 const config: Config = {
   globalSetup: '<rootDir>/tools/jest/global-setup.ts',
@@ -25,6 +25,7 @@ const config: Config = {
       testEnvironment: 'jsdom',
       roots: ['<rootDir>/client'],
       testMatch: ['**/*.test.tsx', '**/*.test.ts'],
+      setupFilesAfterEnv: ['<rootDir>/client/test/setup.ts'],
       moduleNameMapper,
       transform,
     },

@@ -70,7 +70,7 @@ export function createCredits(options: CreateCreditsOptions): Credits {
     requireCredits,
     deductCredits: (userId, amount, opts) => core.deductCredits(userId, amount, opts),
     grantCredits: (userId, amount, opts) => core.grantCredits(userId, amount, opts),
-    getBalance: (userId) => core.ledger.getBalance(assertId(userId, 'userId')),
+    getBalance: async (userId) => core.ledger.getBalance(assertId(userId, 'userId')),
     async listTransactions(userId, opts = {}) {
       const limit = opts.limit ?? 20;
       if (!Number.isSafeInteger(limit) || limit < 1 || limit > 1000) {
