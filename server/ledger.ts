@@ -155,6 +155,8 @@ export class Ledger {
     for (let delay = 10; ; delay = Math.min(delay * 2, 200)) {
       if (!current || current.entryId !== claim.entryId) return 'released';
       if (current.state === 'applied') return 'applied';
+      // A holder that outlived its lease has crashed: decide its claim now instead of waiting it out.
+      if (Date.now() - current.createdAt.getTime() > this.leaseMs) return this.resolveClaim(current);
       if (Date.now() > deadline) {
         throw new ConflictError('An operation with this idempotency key is still in progress; retry later.');
       }

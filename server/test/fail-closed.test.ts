@@ -1,0 +1,57 @@
+/**
+ * Fail closed: with the database stopped, a guarded route answers 503 and does not run; once the database
+ * is back, the same app serves again without a restart.
+ */
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import express from 'express';
+import { createCredits } from 'credit-kit/server';
+import { startEmbeddedMongo, type EmbeddedMongo } from '../../tools/embedded';
+import { connect, headerUser, listen, post } from './helpers';
+
+it('answers 503 and runs nothing while the database is down, and recovers when it is back', async () => {
+  const dataDir = mkdtempSync(join(tmpdir(), 'ck-failclosed-'));
+  let mongo: EmbeddedMongo = await startEmbeddedMongo({ dataDir });
+  const listenAddr = new URL(mongo.uri).host;
+  const connection = await connect(mongo.uri);
+  const credits = createCredits({ connection, getUserId: headerUser, timeoutMs: 800 });
+  await credits.init();
+  let runs = 0;
+  const app = express();
+  app.post('/ai', credits.requireCredits(2), (_req, res) => {
+    runs++;
+    res.json({ ok: true });
+  });
+  const server = await listen(app);
+  try {
+    await credits.grantCredits('u', 10, { idempotencyKey: 'start' });
+    expect((await post(`${server.url}/ai`, 'u')).status).toBe(200);
+    expect(runs).toBe(1);
+    await credits.flush();
+
+    await mongo.kill();
+    const down = await Promise.all(Array.from({ length: 5 }, () => post(`${server.url}/ai`, 'u')));
+    for (const res of down) {
+      expect(res.status).toBe(503);
+      expect(await res.json()).toEqual({ error: { code: 'store_unavailable', message: expect.any(String) } });
+    }
+    expect(runs).toBe(1);
+    await expect(credits.deductCredits('u', 1)).rejects.toMatchObject({ code: 'store_unavailable' });
+
+    mongo = await startEmbeddedMongo({ dataDir, listen: listenAddr });
+    let status = 0;
+    for (let i = 0; i < 50 && status !== 200; i++) {
+      status = (await post(`${server.url}/ai`, 'u')).status;
+      if (status !== 200) await new Promise((r) => setTimeout(r, 200));
+    }
+    expect(status).toBe(200);
+    expect(runs).toBe(2);
+    await credits.flush();
+    expect(await credits.getBalance('u')).toBe(6);
+  } finally {
+    await server.close();
+    await connection.close();
+    await mongo.stop();
+  }
+});

@@ -1,0 +1,154 @@
+/**
+ * Property-based test of the ledger rules. Random batches of concurrent grants, deductions (with and
+ * without retried idempotency keys), guarded requests that fail (refund) or are metered (settle), with
+ * crashes injected between steps; then recovery. After every run:
+ *   1. no balance is below zero (nothing here may take it there);
+ *   2. every balance equals the sum of its ledger entries, and recovery leaves no entry unmoved;
+ *   3. every idempotency key was applied at most once.
+ */
+import { AsyncLocalStorage } from 'node:async_hooks';
+import { randomUUID } from 'node:crypto';
+import express from 'express';
+import fc from 'fast-check';
+import { createCredits, type Credits, type FaultPoint, type LedgerEntry } from 'credit-kit/server';
+import { connect, headerUser, listen, post } from './helpers';
+import type { Connection } from 'mongoose';
+
+const POINTS: FaultPoint[] = ['after-claim', 'after-apply', 'before-move'];
+const crashPlan = new AsyncLocalStorage<{ point: FaultPoint; fired: boolean }>();
+
+let connection: Connection;
+let credits: Credits;
+let server: { url: string; close(): Promise<void> };
+
+beforeAll(async () => {
+  // Injected crashes are reported as 500s by design; keep their logs out of the test output.
+  jest.spyOn(console, 'error').mockImplementation(() => undefined);
+  connection = await connect();
+  credits = createCredits({
+    connection,
+    getUserId: headerUser,
+    // Operations here take milliseconds; a short lease lets retries decide crashed claims quickly.
+    claimLeaseMs: 300,
+    hooks: {
+      fault(point) {
+        const plan = crashPlan.getStore();
+        if (plan && !plan.fired && plan.point === point) {
+          plan.fired = true;
+          throw new Error(`injected crash ${point}`);
+        }
+      },
+      onBackgroundError: () => undefined,
+    },
+  });
+  await credits.init();
+  const app = express();
+  app.use((req, _res, next) => {
+    const point = req.get('x-crash') as FaultPoint | undefined;
+    if (point) crashPlan.run({ point, fired: false }, next);
+    else next();
+  });
+  app.post('/ai/fail', credits.requireCredits(3), () => {
+    throw new Error('model failed');
+  });
+  app.post('/ai/meter', credits.requireCredits(5), async (req, res) => {
+    res.json(await req.credits!.settle(Number(req.get('x-used'))));
+  });
+  server = await listen(app);
+});
+
+afterAll(async () => {
+  await credits.flush();
+  await server.close();
+  await connection.close();
+});
+
+type Op =
+  | { type: 'grant'; user: number; amount: number; key: number }
+  | { type: 'deduct'; user: number; amount: number; key: number | null }
+  | { type: 'fail'; user: number; key: number | null }
+  | { type: 'meter'; user: number; used: number };
+type Planned = Op & { crash: FaultPoint | null };
+
+const op: fc.Arbitrary<Planned> = fc
+  .tuple(
+    fc.oneof(
+      fc.record({ type: fc.constant('grant' as const), user: fc.nat(1), amount: fc.integer({ min: 1, max: 20 }), key: fc.nat(4) }),
+      fc.record({
+        type: fc.constant('deduct' as const),
+        user: fc.nat(1),
+        amount: fc.integer({ min: 1, max: 15 }),
+        key: fc.option(fc.nat(4), { nil: null }),
+      }),
+      fc.record({ type: fc.constant('fail' as const), user: fc.nat(1), key: fc.option(fc.nat(4), { nil: null }) }),
+      fc.record({ type: fc.constant('meter' as const), user: fc.nat(1), used: fc.integer({ min: 0, max: 12 }) }),
+    ),
+    fc.option(fc.constantFrom(...POINTS), { nil: null, freq: 3 }),
+  )
+  .map(([o, crash]) => ({ ...o, crash }));
+
+async function run(o: Planned, users: string[]): Promise<void> {
+  const user = users[o.user]!;
+  const act = async () => {
+    switch (o.type) {
+      case 'grant':
+        await credits.grantCredits(user, o.amount, { idempotencyKey: `g${o.key}` });
+        return;
+      case 'deduct':
+        await credits.deductCredits(user, o.amount, o.key === null ? {} : { idempotencyKey: `d${o.key}` });
+        return;
+      case 'fail':
+        await post(`${server.url}/ai/fail`, user, undefined, {
+          ...(o.crash ? { 'x-crash': o.crash } : {}),
+          ...(o.key !== null ? { 'idempotency-key': `r${o.key}` } : {}),
+        });
+        return;
+      case 'meter':
+        await post(`${server.url}/ai/meter`, user, undefined, { 'x-used': String(o.used), ...(o.crash ? { 'x-crash': o.crash } : {}) });
+        return;
+    }
+  };
+  // An injected crash rejects the call, as a dead process would; an idempotency conflict may too.
+  await (o.crash ? crashPlan.run({ point: o.crash, fired: false }, act) : act()).catch(() => undefined);
+}
+
+async function allEntries(userId: string): Promise<{ balance: number; entries: LedgerEntry[]; journal: number }> {
+  const account = await credits.store.getAccount(userId);
+  const ledger = await credits.store.listLedger(userId, { limit: 100_000 });
+  const byId = new Map(ledger.map((e) => [e.id, e.amount]));
+  for (const j of account?.journal ?? []) byId.set(j.id, j.amount);
+  return {
+    balance: account?.balance ?? 0,
+    entries: ledger,
+    journal: account?.journal.length ?? 0,
+    ...{ sum: [...byId.values()].reduce((a, b) => a + b, 0) },
+  } as { balance: number; entries: LedgerEntry[]; journal: number; sum: number };
+}
+
+it('keeps rules 1-3 under random concurrent operations, retries and crashes', async () => {
+  await fc.assert(
+    fc.asyncProperty(fc.array(fc.array(op, { minLength: 1, maxLength: 6 }), { minLength: 2, maxLength: 6 }), async (batches) => {
+      const users = [`p-${randomUUID()}`, `p-${randomUUID()}`];
+      await credits.grantCredits(users[0]!, 10, { idempotencyKey: 'seed' });
+      for (const batch of batches) await Promise.all(batch.map((o) => run(o, users)));
+      await credits.flush();
+
+      // Recovery, as after a restart: claims older than the lease are decided, journals moved.
+      await new Promise((r) => setTimeout(r, 5));
+      const recovery = createCredits({ connection, getUserId: headerUser, claimLeaseMs: 1 });
+      await recovery.reconcile();
+
+      for (const user of users) {
+        const state = (await allEntries(user)) as Awaited<ReturnType<typeof allEntries>> & { sum: number };
+        expect(state.balance).toBeGreaterThanOrEqual(0); // rule 1
+        expect(state.sum).toBe(state.balance); // rule 2
+        expect(state.journal).toBe(0);
+        const keys = state.entries.filter((e) => e.key).map((e) => e.key);
+        expect(new Set(keys).size).toBe(keys.length); // rule 3
+        const page = await credits.listTransactions(user, { limit: 1000 });
+        expect(page.transactions.reduce((s, t) => s + t.amount, 0)).toBe(page.balance);
+      }
+    }),
+    { numRuns: 40 },
+  );
+}, 120_000);
