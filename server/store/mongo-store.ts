@@ -212,9 +212,6 @@ export class MongoCreditStore implements CreditStore {
     }
     if (where.amountRefundedBelow !== undefined) filter.amountRefunded = { $lt: where.amountRefundedBelow };
     if (where.withoutDispute !== undefined) filter['disputes.id'] = { $ne: where.withoutDispute };
-    if (where.disputeInStatus) {
-      filter.disputes = { $elemMatch: { id: where.disputeInStatus.id, status: where.disputeInStatus.status } };
-    }
 
     const update: UpdateFilter<PurchaseDoc> & Record<string, unknown> = { $set: { ...change.set, updatedAt: new Date() } };
     const push: Record<string, unknown> = {};
@@ -223,15 +220,21 @@ export class MongoCreditStore implements CreditStore {
     if (Object.keys(push).length) update.$push = push;
     if (change.pullAdjustment) update.$pullAll = { pendingAdjustments: [change.pullAdjustment] };
 
-    if (change.setDisputeStatus) {
-      // Rewrite the disputes array as a whole: positional updates are not portable to every server we support.
+    if (where.disputeInStatus || change.setDisputeStatus) {
+      // Conditions on and rewrites of array elements are done on a read copy, then written back with a
+      // compare-and-set on the version read: $elemMatch on fields and positional updates are not portable
+      // to every server we support (FerretDB lacks them).
       const current = await this.getPurchase(id);
       if (!current) return null;
+      const cond = where.disputeInStatus;
+      if (cond && !current.disputes.some((d) => d.id === cond.id && d.status === cond.status)) return null;
       const target = change.setDisputeStatus;
-      (update.$set as Record<string, unknown>).disputes = current.disputes.map((d) =>
-        d.id === target.id ? { ...d, status: target.status } : d,
-      );
-      filter.updatedAt = current.updatedAt; // compare-and-set on the version we read
+      if (target) {
+        (update.$set as Record<string, unknown>).disputes = current.disputes.map((d) =>
+          d.id === target.id ? { ...d, status: target.status } : d,
+        );
+      }
+      filter.updatedAt = current.updatedAt;
     }
 
     const before = await this.purchases.findOneAndUpdate(filter, update, { returnDocument: 'before' });
@@ -251,7 +254,8 @@ function toSnapshot(doc: AccountDoc): AccountSnapshot {
 function toPurchase(doc: PurchaseDoc | null): Purchase | null {
   if (!doc) return null;
   const { _id, ...rest } = doc;
-  return { ...rest, id: _id };
+  // Empty arrays set on insert are not kept by every server (FerretDB drops them); absent means empty.
+  return { ...rest, id: _id, disputes: rest.disputes ?? [], pendingAdjustments: rest.pendingAdjustments ?? [] };
 }
 
 /** BSON stores `undefined` as null; leaving such keys out keeps journal entries comparable for $pullAll. */

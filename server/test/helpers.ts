@@ -3,6 +3,7 @@
  * MONGODB_URI is set), a real HTTP server on a loopback port, and a Stripe client pointed at stripe-mock.
  */
 import { randomUUID } from 'node:crypto';
+import { createServer, request } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import express, { type Express, type Request } from 'express';
 import mongoose, { type Connection } from 'mongoose';
@@ -122,4 +123,88 @@ export async function audit(credits: Credits, userId: string): Promise<{ balance
     cursor = page.nextCursor;
   } while (cursor);
   return { balance: balance ?? 0, sum, entries, kinds };
+}
+
+export interface RecordedStripeRequest {
+  method: string;
+  path: string;
+  headers: Record<string, string | string[] | undefined>;
+  /** The form-encoded body parsed into its keys, as Stripe reads it. */
+  form: URLSearchParams;
+}
+
+/**
+ * A loopback proxy in front of stripe-mock that records what stripe-node sends: stripe-mock still checks
+ * every request against Stripe's OpenAPI spec, and the test can see the exact parameters.
+ */
+export async function recordingStripe(): Promise<{ stripe: Stripe; requests: RecordedStripeRequest[]; close(): Promise<void> }> {
+  const target = new URL(process.env.STRIPE_MOCK_URL ?? 'http://127.0.0.1:12111');
+  const requests: RecordedStripeRequest[] = [];
+  const proxy = createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      const body = Buffer.concat(chunks);
+      requests.push({ method: req.method!, path: req.url!, headers: req.headers, form: new URLSearchParams(body.toString()) });
+      const upstream = request(
+        { host: target.hostname, port: target.port, method: req.method, path: req.url, headers: req.headers },
+        (up) => {
+          res.writeHead(up.statusCode ?? 502, up.headers);
+          up.pipe(res);
+        },
+      );
+      upstream.end(body);
+    });
+  });
+  await new Promise<void>((r) => proxy.listen(0, '127.0.0.1', r));
+  const { port } = proxy.address() as AddressInfo;
+  const stripe = new Stripe('sk_test_123', { host: '127.0.0.1', port, protocol: 'http', maxNetworkRetries: 0 });
+  return { stripe, requests, close: () => new Promise((r) => proxy.close(() => r())) };
+}
+
+/** A Stripe event delivered the way Stripe does: JSON body and a Stripe-Signature made with the secret. */
+export function signedDelivery(
+  stripe: Stripe,
+  event: { id?: string; type: string; object: unknown },
+  opts: { secret?: string; timestamp?: number } = {},
+): { body: string; headers: Record<string, string> } {
+  const payload = JSON.stringify({
+    id: event.id ?? `evt_${randomUUID().replace(/-/g, '')}`,
+    object: 'event',
+    api_version: '2026-10-28',
+    created: Math.floor(Date.now() / 1000),
+    livemode: false,
+    pending_webhooks: 1,
+    request: { id: null, idempotency_key: null },
+    type: event.type,
+    data: { object: event.object },
+  });
+  const signature = stripe.webhooks.generateTestHeaderString({
+    payload,
+    secret: opts.secret ?? WEBHOOK_SECRET,
+    ...(opts.timestamp !== undefined ? { timestamp: opts.timestamp } : {}),
+  });
+  return { body: payload, headers: { 'content-type': 'application/json', 'stripe-signature': signature } };
+}
+
+/** A Checkout Session as the kit creates it and Stripe sends it back in events. */
+export function checkoutSession(
+  userId: string,
+  credits: number,
+  overrides: Record<string, unknown> = {},
+): Record<string, unknown> {
+  const id = `cs_test_${randomUUID().replace(/-/g, '')}`;
+  return {
+    id,
+    object: 'checkout.session',
+    mode: 'payment',
+    status: 'complete',
+    payment_status: 'paid',
+    amount_total: credits * 10,
+    currency: 'usd',
+    client_reference_id: userId,
+    payment_intent: `pi_${randomUUID().replace(/-/g, '')}`,
+    metadata: { credit_kit_user_id: userId, credit_kit_credits: String(credits) },
+    ...overrides,
+  };
 }
