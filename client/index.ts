@@ -1,1 +1,44 @@
-export {};
+'use client';
+/**
+ * credit-kit/client: React hooks and headless components that show and sell credits.
+ *
+ *   <CreditsProvider apiBase="/api">
+ *     <BalanceBadge lowBalanceThreshold={10} />
+ *     <BuyCreditsButton quantity={100} />
+ *   </CreditsProvider>
+ *
+ * Optional styles: import 'credit-kit/client/styles.css' (ck- classes, --ck- variables).
+ */
+export { CreditsProvider, type CreditsProviderProps } from './provider/CreditsProvider';
+export { useCredits, usePricing, type UseCreditsResult, type UsePricingResult } from './hooks/use-credits';
+export { useCreditsFetch, type UseCreditsFetchResult } from './hooks/use-credits-fetch';
+export { useCheckout, type UseCheckoutOptions, type UseCheckoutResult } from './hooks/use-checkout';
+export {
+  useCheckoutReturn,
+  type UseCheckoutReturnOptions,
+  type UseCheckoutReturnResult,
+} from './hooks/use-checkout-return';
+export { useCreditHistory, type UseCreditHistoryResult } from './hooks/use-credit-history';
+export { BalanceBadge, type BalanceBadgeProps } from './components/BalanceBadge/BalanceBadge';
+export { BuyCreditsButton, type BuyCreditsButtonProps } from './components/BuyCreditsButton/BuyCreditsButton';
+export { BuyCreditsForm, type BuyCreditsFormProps } from './components/BuyCreditsForm/BuyCreditsForm';
+export { CreditHistory, type CreditHistoryProps } from './components/CreditHistory/CreditHistory';
+export { CheckoutReturn, type CheckoutReturnProps } from './components/CheckoutReturn/CheckoutReturn';
+export { EmbeddedCheckout, type EmbeddedCheckoutProps } from './components/EmbeddedCheckout/EmbeddedCheckout';
+export { InsufficientCredits, type InsufficientCreditsProps } from './components/InsufficientCredits/InsufficientCredits';
+export { CreditsRequestError } from './core/errors';
+export type { FetchLike } from './core/request';
+export type {
+  Balance,
+  Pricing,
+  PricingBundle,
+  CreditTransaction,
+  TransactionKind,
+  TransactionPage,
+  CheckoutItem,
+  HostedCheckoutSession,
+  EmbeddedCheckoutSession,
+  CheckoutSessionStatus,
+  CheckoutSessionResult,
+  InsufficientCredits as InsufficientCreditsState,
+} from './core/types';

@@ -1,0 +1,77 @@
+import { forwardRef, type HTMLAttributes } from 'react';
+import { useCreditHistory } from '../../hooks/use-credit-history';
+import { useCredits } from '../../hooks/use-credits';
+import type { TransactionKind } from '../../core/types';
+import { cx, formatNumber } from '../cx';
+
+export interface CreditHistoryProps extends HTMLAttributes<HTMLDivElement> {
+  /** Entries per page (1-100). Default 20. */
+  pageSize?: number;
+  /** The table's caption. Default `Credit history`. */
+  caption?: string;
+}
+
+const KIND_LABELS: Record<TransactionKind, string> = {
+  purchase: 'Purchase',
+  usage: 'Usage',
+  refund: 'Refund',
+  grant: 'Grant',
+  settle: 'Adjustment for usage',
+  clawback: 'Payment refunded',
+  reversal: 'Dispute reversed',
+  adjustment: 'Adjustment',
+};
+
+/** The ledger as a table, newest first, with a "Load more" button while older entries remain. */
+export const CreditHistory = forwardRef<HTMLDivElement, CreditHistoryProps>(function CreditHistory(
+  { pageSize = 20, caption = 'Credit history', className, ...props },
+  ref,
+) {
+  const { transactions, hasMore, loadMore, isLoading, isLoadingMore, error } = useCreditHistory(pageSize);
+  const { creditName } = useCredits();
+  const state = isLoading ? 'loading' : error && !transactions.length ? 'error' : 'ready';
+  return (
+    <div ref={ref} className={cx('ck-history', className)} data-state={state} aria-busy={isLoading || isLoadingMore || undefined} {...props}>
+      {state === 'loading' && <p className="ck-status">Loading history…</p>}
+      {error && (
+        <p role="alert" className="ck-error">
+          {error.message}
+        </p>
+      )}
+      {state === 'ready' && !transactions.length && <p className="ck-status">No {creditName} used or bought yet.</p>}
+      {transactions.length > 0 && (
+        <table className="ck-table">
+          <caption>{caption}</caption>
+          <thead>
+            <tr>
+              <th scope="col">Date</th>
+              <th scope="col">Type</th>
+              <th scope="col">Amount</th>
+              <th scope="col">Balance</th>
+            </tr>
+          </thead>
+          <tbody>
+            {transactions.map((t) => (
+              <tr key={t.id} data-kind={t.kind}>
+                <td>
+                  <time dateTime={t.createdAt}>{new Date(t.createdAt).toLocaleString()}</time>
+                </td>
+                <td>{KIND_LABELS[t.kind] ?? t.kind}</td>
+                <td className={t.amount < 0 ? 'ck-debit' : 'ck-credit'}>
+                  {t.amount > 0 ? '+' : t.amount < 0 ? '−' : ''}
+                  {formatNumber(Math.abs(t.amount))}
+                </td>
+                <td>{formatNumber(t.balanceAfter)}</td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      )}
+      {hasMore && (
+        <button type="button" className="ck-button ck-more" onClick={loadMore} disabled={isLoadingMore} aria-busy={isLoadingMore || undefined}>
+          Load more
+        </button>
+      )}
+    </div>
+  );
+});

@@ -1,0 +1,89 @@
+import type { Stripe, StripeEmbeddedCheckout } from '@stripe/stripe-js';
+import { forwardRef, useEffect, useRef, useState, type HTMLAttributes } from 'react';
+import { CreditsRequestError } from '../../core/errors';
+import { intentKey } from '../../core/request';
+import type { CheckoutItem, EmbeddedCheckoutSession } from '../../core/types';
+import { useLatest } from '../../hooks/use-latest';
+import { useCreditsContext } from '../../provider/context';
+import { cx } from '../cx';
+
+export type EmbeddedCheckoutProps = Omit<HTMLAttributes<HTMLDivElement>, 'onError'> &
+  CheckoutItem & {
+    /** A Stripe.js instance, or the promise `loadStripe(publishableKey)` returns. */
+    stripe: Stripe | null | Promise<Stripe | null>;
+    /** The payment went through (only when the session does not redirect on completion). */
+    onComplete?: () => void;
+    onError?: (error: CreditsRequestError) => void;
+  };
+
+/**
+ * Stripe's Embedded Checkout inside the page: creates a session with `ui: "embedded"` and mounts
+ * `stripe.createEmbeddedCheckoutPage({ fetchClientSecret })` in a <div> React does not otherwise touch.
+ */
+export const EmbeddedCheckout = forwardRef<HTMLDivElement, EmbeddedCheckoutProps>(function EmbeddedCheckout(
+  { stripe, quantity, bundle, onComplete, onError, className, ...props },
+  ref,
+) {
+  const { api, revalidate } = useCreditsContext('EmbeddedCheckout');
+  const mountRef = useRef<HTMLDivElement>(null);
+  const [state, setState] = useState<'loading' | 'ready' | 'error'>('loading');
+  const [error, setError] = useState<CreditsRequestError | null>(null);
+  const latest = useLatest({ onComplete, onError, revalidate });
+  const body = bundle !== undefined ? { bundle, ui: 'embedded' } : { quantity, ui: 'embedded' };
+  const item = JSON.stringify(body);
+  // One key per item: React's development double effects reuse the same session instead of creating two.
+  const intent = useRef({ item, key: intentKey() });
+  if (intent.current.item !== item) intent.current = { item, key: intentKey() };
+
+  useEffect(() => {
+    let cancelled = false;
+    let checkout: StripeEmbeddedCheckout | undefined;
+    const { key } = intent.current;
+    setState('loading');
+    setError(null);
+    (async () => {
+      const instance = await stripe;
+      if (!instance) throw new CreditsRequestError(0, 'stripe_unavailable', 'Stripe.js could not be loaded.');
+      const created = await instance.createEmbeddedCheckoutPage({
+        fetchClientSecret: async () => {
+          const session = await api.post<EmbeddedCheckoutSession>('/stripe/checkout/credits', JSON.parse(item) as unknown, { 'Idempotency-Key': key });
+          if (!session.clientSecret) throw new CreditsRequestError(201, 'bad_response', 'The server did not return a client secret.');
+          return session.clientSecret;
+        },
+        onComplete: () => {
+          void latest.current.revalidate();
+          latest.current.onComplete?.();
+        },
+      });
+      if (cancelled || !mountRef.current) return created.destroy();
+      checkout = created;
+      created.mount(mountRef.current);
+      setState('ready');
+    })().catch((err: unknown) => {
+      if (cancelled) return;
+      const e =
+        err instanceof CreditsRequestError
+          ? err
+          : new CreditsRequestError(0, 'stripe_error', err instanceof Error ? err.message : 'Checkout could not be shown.', {}, err);
+      setError(e);
+      setState('error');
+      latest.current.onError?.(e);
+    });
+    return () => {
+      cancelled = true;
+      checkout?.destroy();
+    };
+  }, [stripe, api, item, latest]);
+
+  return (
+    <div ref={ref} className={cx('ck-embedded', className)} data-state={state} aria-busy={state === 'loading' || undefined} {...props}>
+      {state === 'loading' && <p className="ck-status">Loading checkout…</p>}
+      {error && (
+        <p role="alert" className="ck-error">
+          {error.message}
+        </p>
+      )}
+      <div ref={mountRef} className="ck-embedded-mount" />
+    </div>
+  );
+});
