@@ -7,10 +7,13 @@ import { useLatest } from '../../hooks/use-latest';
 import { useCreditsContext } from '../../provider/context';
 import { cx } from '../cx';
 
+/** What the component needs of Stripe.js: a `Stripe` instance from `loadStripe` has it. */
+export type EmbeddedCheckoutStripe = Pick<Stripe, 'createEmbeddedCheckoutPage'>;
+
 export type EmbeddedCheckoutProps = Omit<HTMLAttributes<HTMLDivElement>, 'onError'> &
   CheckoutItem & {
     /** A Stripe.js instance, or the promise `loadStripe(publishableKey)` returns. */
-    stripe: Stripe | null | Promise<Stripe | null>;
+    stripe: EmbeddedCheckoutStripe | null | Promise<EmbeddedCheckoutStripe | null>;
     /** The payment went through (only when the session does not redirect on completion). */
     onComplete?: () => void;
     onError?: (error: CreditsRequestError) => void;

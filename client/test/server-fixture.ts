@@ -1,0 +1,121 @@
+/**
+ * The real server the client tests talk to, run as a child process (`node -r tsx/cjs`) because mongoose
+ * does not run well inside jsdom: an Express app with credit-kit/server's router at /api, the embedded
+ * database (MONGODB_URI, a fresh database per process) and stripe-mock (STRIPE_MOCK_URL), exactly as
+ * server/test/helpers.ts wires them.
+ *
+ * Sign-in stand-in: the user id comes from the `x-test-user` header or the `ck_user` cookie.
+ * Test-only routes under /test: grant credits, count checkout POSTs, a route that always fails with 500.
+ * Prints `LISTENING <url>` on stdout once ready.
+ */
+import { randomUUID } from 'node:crypto';
+import type { AddressInfo } from 'node:net';
+import express, { type Request, type RequestHandler } from 'express';
+import mongoose from 'mongoose';
+import Stripe from 'stripe';
+import { createCredits } from '../../server';
+
+/** The jsdom document's origin (jest's default testEnvironmentOptions.url is http://localhost/). */
+const ALLOWED_ORIGIN = process.env.CK_FIXTURE_ORIGIN ?? 'http://localhost';
+
+function userOf(req: Request): string | null {
+  const header = req.get('x-test-user');
+  if (header) return header;
+  const cookie = /(?:^|;\s*)ck_user=([^;]+)/.exec(req.get('cookie') ?? '');
+  return cookie?.[1] ? decodeURIComponent(cookie[1]) : null;
+}
+
+const cors: RequestHandler = (req, res, next) => {
+  if (req.get('origin') === ALLOWED_ORIGIN) {
+    res.set({
+      'Access-Control-Allow-Origin': ALLOWED_ORIGIN,
+      'Access-Control-Allow-Credentials': 'true',
+      'Access-Control-Allow-Headers': 'content-type, idempotency-key, x-test-user',
+      'Access-Control-Allow-Methods': 'GET, POST',
+      Vary: 'Origin',
+    });
+  }
+  if (req.method === 'OPTIONS') {
+    res.sendStatus(204);
+    return;
+  }
+  next();
+};
+
+async function main(): Promise<void> {
+  const uri = process.env.MONGODB_URI;
+  if (!uri) throw new Error('MONGODB_URI is not set: start this fixture from a jest run, whose global setup starts the database.');
+  const stripeUrl = new URL(process.env.STRIPE_MOCK_URL ?? 'http://127.0.0.1:12111');
+
+  const connection = mongoose.createConnection(uri, {
+    dbName: `ck_client_${randomUUID().replace(/-/g, '').slice(0, 12)}`,
+    serverSelectionTimeoutMS: 2000,
+  });
+  await connection.asPromise();
+
+  const credits = createCredits({
+    connection,
+    getUserId: userOf,
+    stripe: new Stripe('sk_test_123', {
+      host: stripeUrl.hostname,
+      port: Number(stripeUrl.port),
+      protocol: 'http',
+      maxNetworkRetries: 0,
+    }),
+    webhookSecret: 'whsec_test',
+    publicUrl: 'http://localhost:3000',
+    pricing: { bundles: [{ id: 'starter', credits: 100, price: 900, name: 'Starter pack' }] },
+  });
+  await credits.init();
+
+  const checkoutPosts = new Map<string, number>();
+  const app = express();
+  app.use(cors);
+  app.post('/api/stripe/checkout/credits', (req, _res, next) => {
+    const user = userOf(req) ?? '';
+    checkoutPosts.set(user, (checkoutPosts.get(user) ?? 0) + 1);
+    next();
+  });
+  app.use('/api', credits.router());
+
+  // A guarded app route, as an AI app would have.
+  app.post('/api/ai', credits.requireCredits(10), (req, res) => {
+    res.json({ answer: 42, balance: req.credits?.balance });
+  });
+
+  // Test-only routes.
+  app.post('/test/grant', express.json(), async (req, res) => {
+    const { user, amount } = req.body as { user: string; amount: number };
+    res.json(await credits.grantCredits(user, amount, { idempotencyKey: randomUUID(), reason: 'test grant' }));
+  });
+  app.get('/test/checkout-posts', (req, res) => {
+    res.json({ count: checkoutPosts.get(String(req.query.user)) ?? 0 });
+  });
+  app.use('/test/broken', (_req, res) => {
+    res.status(500).json({ error: { code: 'internal', message: 'The server failed on purpose.' } });
+  });
+
+  const server = app.listen(0, '127.0.0.1');
+  await new Promise<void>((resolve) => server.once('listening', resolve));
+  const { port } = server.address() as AddressInfo;
+  process.stdout.write(`LISTENING http://127.0.0.1:${port}\n`);
+
+  const stop = async () => {
+    server.closeAllConnections();
+    server.close();
+    await credits.flush();
+    await connection.dropDatabase().catch(() => undefined);
+    await connection.close();
+    process.exit(0);
+  };
+  process.on('SIGTERM', () => void stop());
+  process.on('SIGINT', () => void stop());
+  // The parent (a jest worker) going away closes stdin: stop then too, so no fixture is ever orphaned.
+  process.stdin.on('end', () => void stop());
+  process.stdin.resume();
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`server-fixture failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,73 @@
+/**
+ * Starts client/test/server-fixture.ts in a child process and talks to its test-only routes.
+ */
+import { spawn } from 'node:child_process';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+
+export interface TestServer {
+  /** Origin of the fixture, e.g. http://127.0.0.1:41234. */
+  url: string;
+  /** Where the kit's router is mounted: pass as `apiBase`. */
+  apiBase: string;
+  grant(user: string, amount: number): Promise<number>;
+  /** How many checkout POSTs reached the server for this user. */
+  checkoutPosts(user: string): Promise<number>;
+  close(): Promise<void>;
+}
+
+const ROOT = join(__dirname, '..', '..');
+
+export async function startTestServer(): Promise<TestServer> {
+  const child = spawn(process.execPath, ['-r', 'tsx/cjs', join(__dirname, 'server-fixture.ts')], {
+    cwd: ROOT,
+    env: process.env,
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
+  let stderr = '';
+  child.stderr.on('data', (chunk: Buffer) => {
+    stderr += chunk.toString();
+  });
+  const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
+
+  const url = await new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`server-fixture did not start in 30 s.\n${stderr}`)), 30_000);
+    const lines = createInterface({ input: child.stdout });
+    lines.on('line', (line) => {
+      const match = /^LISTENING (\S+)$/.exec(line);
+      if (match?.[1]) {
+        clearTimeout(timer);
+        resolve(match[1]);
+      }
+    });
+    void exited.then((code) => {
+      clearTimeout(timer);
+      reject(new Error(`server-fixture exited with ${code} before listening.\n${stderr}`));
+    });
+  });
+
+  const json = async <T>(res: Response): Promise<T> => {
+    if (!res.ok) throw new Error(`${res.url} answered ${res.status}: ${await res.text()}`);
+    return (await res.json()) as T;
+  };
+
+  return {
+    url,
+    apiBase: `${url}/api`,
+    async grant(user, amount) {
+      const res = await fetch(`${url}/test/grant`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ user, amount }),
+      });
+      return (await json<{ balance: number }>(res)).balance;
+    },
+    async checkoutPosts(user) {
+      return (await json<{ count: number }>(await fetch(`${url}/test/checkout-posts?user=${encodeURIComponent(user)}`))).count;
+    },
+    async close() {
+      child.kill('SIGTERM');
+      await exited;
+    },
+  };
+}
