@@ -12,8 +12,9 @@ if (typeof globalThis.fetch !== 'function') installUndiciFetch();
 /**
  * undici runs here inside jsdom's global scope, which differs from Node's in three ways it notices:
  * - some web globals are missing: Node's own are lent (jsdom's stay in charge wherever it has one);
- * - jsdom's setTimeout returns a number, and undici calls `.unref()` on its socket timers: the number is
- *   boxed with no-op ref/unref, which jsdom's clearTimeout still accepts (it converts the box back);
+ * - jsdom's setTimeout returns a number, and undici calls `.unref()` and `.refresh()` on its timers: the
+ *   id is boxed in an object with those methods, which jsdom's clearTimeout still accepts (it converts
+ *   the box back to the id with valueOf);
  * - jsdom's performance has no markResourceTiming, which undici reports to.
  * Each test file gets its own connection pool, closed after the file, so no socket outlives its test.
  */
@@ -30,12 +31,23 @@ function installUndiciFetch(): void {
   }
 
   const domSetTimeout = globalThis.setTimeout;
-  const boxed = (...args: Parameters<typeof setTimeout>) =>
-    Object.assign(Object(domSetTimeout(...args)) as object, { ref: noop, unref: noop, hasRef: () => false });
-  function noop(this: unknown) {
-    return this;
+  const domClearTimeout = globalThis.clearTimeout;
+  function boxedSetTimeout(handler: TimerHandler, delay?: number, ...args: unknown[]) {
+    let id = domSetTimeout(handler, delay, ...args);
+    const timer = {
+      valueOf: () => id,
+      ref: () => timer,
+      unref: () => timer,
+      hasRef: () => false,
+      refresh() {
+        domClearTimeout(id);
+        id = domSetTimeout(handler, delay, ...args);
+        return timer;
+      },
+    };
+    return timer;
   }
-  Object.assign(globalThis, { setTimeout: boxed });
+  Object.assign(globalThis, { setTimeout: boxedSetTimeout });
 
   const perf = globalThis.performance as Performance & { markResourceTiming?: () => void };
   perf.markResourceTiming ??= () => undefined;
