@@ -51,8 +51,11 @@ export function renderKit(ui: ReactElement, server: TestServer, options: KitOpti
   });
 }
 
-/** A fetch that holds every request until `release()` is called, so a pending state can be observed. */
-export function heldFetch(): { fetch: FetchLike; release(): void; requests: Array<{ url: string; init: RequestInit | undefined }> } {
+/**
+ * A fetch that holds requests (every one, or those `hold` picks) until `release()` is called, so a
+ * pending state can be observed; the requests then go to the real server.
+ */
+export function heldFetch(hold: (url: string, init: RequestInit | undefined) => boolean = () => true): { fetch: FetchLike; release(): void; requests: Array<{ url: string; init: RequestInit | undefined }> } {
   let release!: () => void;
   const gate = new Promise<void>((resolve) => (release = resolve));
   const requests: Array<{ url: string; init: RequestInit | undefined }> = [];
@@ -61,11 +64,13 @@ export function heldFetch(): { fetch: FetchLike; release(): void; requests: Arra
     release: () => release(),
     fetch: async (input, init) => {
       requests.push({ url: String(input), init });
-      await gate;
+      if (hold(String(input), init)) await gate;
       return fetch(input, init);
     },
   };
 }
+
+export const isPost = (_url: string, init: RequestInit | undefined): boolean => init?.method === 'POST';
 
 /** An address nothing listens on: requests to it fail like a network error. */
 export const UNREACHABLE_API = 'http://127.0.0.1:9/api';
