@@ -1,6 +1,5 @@
 import { forwardRef, type HTMLAttributes } from 'react';
 import { useCreditHistory } from '../../hooks/use-credit-history';
-import { useCredits } from '../../hooks/use-credits';
 import type { TransactionKind } from '../../core/types';
 import { cx, formatNumber } from '../cx';
 
@@ -28,7 +27,6 @@ export const CreditHistory = forwardRef<HTMLDivElement, CreditHistoryProps>(func
   ref,
 ) {
   const { transactions, hasMore, loadMore, isLoading, isLoadingMore, error } = useCreditHistory(pageSize);
-  const { creditName } = useCredits();
   const state = isLoading ? 'loading' : error && !transactions.length ? 'error' : 'ready';
   return (
     <div ref={ref} className={cx('ck-history', className)} data-state={state} aria-busy={isLoading || isLoadingMore || undefined} {...props}>
@@ -38,7 +36,7 @@ export const CreditHistory = forwardRef<HTMLDivElement, CreditHistoryProps>(func
           {error.message}
         </p>
       )}
-      {state === 'ready' && !transactions.length && <p className="ck-status">No {creditName} used or bought yet.</p>}
+      {state === 'ready' && !transactions.length && <p className="ck-status">No transactions yet.</p>}
       {transactions.length > 0 && (
         <table className="ck-table">
           <caption>{caption}</caption>
