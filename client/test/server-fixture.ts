@@ -4,6 +4,7 @@
  * database (MONGODB_URI, a fresh database per process) and stripe-mock (STRIPE_MOCK_URL), exactly as
  * server/test/helpers.ts wires them.
  *
+ * stripe-mock's embedded sessions lack a client secret: see the note where the Stripe client is made.
  * Sign-in stand-in: the user id comes from the `x-test-user` header or the `ck_user` cookie.
  * Test-only routes under /test: grant credits, count checkout POSTs, a route that always fails with 500.
  * Prints `LISTENING <url>` on stdout once ready.
@@ -53,15 +54,29 @@ async function main(): Promise<void> {
   });
   await connection.asPromise();
 
+  const stripe = new Stripe('sk_test_123', {
+    host: stripeUrl.hostname,
+    port: Number(stripeUrl.port),
+    protocol: 'http',
+    maxNetworkRetries: 0,
+  });
+  // stripe-mock answers every session create with one fixture whose client_secret is null, even for
+  // ui_mode embedded_page, where real Stripe always returns one. Fill it in, shaped like Stripe's, so the
+  // embedded flow (server answer -> fetchClientSecret -> mount) can run end to end.
+  const sessions = stripe.checkout.sessions;
+  const create = sessions.create.bind(sessions);
+  sessions.create = (async (params?: Stripe.Checkout.SessionCreateParams, options?: Stripe.RequestOptions) => {
+    const session = await create(params, options);
+    if (params?.ui_mode === 'embedded_page' && !session.client_secret) {
+      session.client_secret = `${session.id}_secret_${randomUUID().replace(/-/g, '')}`;
+    }
+    return session;
+  }) as typeof sessions.create;
+
   const credits = createCredits({
     connection,
     getUserId: userOf,
-    stripe: new Stripe('sk_test_123', {
-      host: stripeUrl.hostname,
-      port: Number(stripeUrl.port),
-      protocol: 'http',
-      maxNetworkRetries: 0,
-    }),
+    stripe,
     webhookSecret: 'whsec_test',
     publicUrl: 'http://localhost:3000',
     pricing: { bundles: [{ id: 'starter', credits: 100, price: 900, name: 'Starter pack' }] },
