@@ -17,8 +17,9 @@ const STRIPE_URL = /^https:\/\/checkout\.stripe\.com\//;
 describe('BuyCreditsButton', () => {
   it('is a native button with a default label that the app can replace', async () => {
     const ref = createRef<HTMLButtonElement>();
-    const { rerender } = renderKit(<BuyCreditsButton quantity={100} ref={ref} className="cta" />, server, { user: newUser() });
+    const { rerender, container } = renderKit(<BuyCreditsButton quantity={100} ref={ref} className="cta" />, server, { user: newUser() });
     const button = screen.getByRole('button', { name: 'Buy 100 credits' });
+    expect(await axe(container)).toHaveNoViolations();
     expect(ref.current).toBe(button);
     expect(button).toHaveAttribute('type', 'button');
     expect(button).toHaveClass('cta', 'ck-button');
