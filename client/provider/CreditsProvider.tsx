@@ -25,6 +25,9 @@ export function CreditsProvider({ swr, ...props }: CreditsProviderProps) {
 
 const NO_CONFIG: SWRConfiguration = {};
 
+/** What a spend or a purchase changes (not pricing, not a checkout session's own status). */
+const CHANGES_WITH_BALANCE = new Set<unknown>(['/credits/balance', '/credits/transactions']);
+
 function KitProvider({ apiBase = '/api', fetch, children }: Omit<CreditsProviderProps, 'swr'>) {
   const { mutate } = useSWRConfig();
   const fetchRef = useRef(fetch);
@@ -32,7 +35,7 @@ function KitProvider({ apiBase = '/api', fetch, children }: Omit<CreditsProvider
   const api = useMemo(() => createRequester(apiBase, () => fetchRef.current), [apiBase]);
   const revalidate = useCallback(
     async () => {
-      await mutate((key) => Array.isArray(key) && key[0] === KEY && key[1] === api.base);
+      await mutate((key) => Array.isArray(key) && key[0] === KEY && key[1] === api.base && CHANGES_WITH_BALANCE.has(key[2]));
     },
     [mutate, api],
   );

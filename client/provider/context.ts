@@ -3,7 +3,7 @@ import type { Requester } from '../core/request';
 
 export interface CreditsContextValue {
   api: Requester;
-  /** Revalidates everything the kit shows (balance, history, pricing). */
+  /** Revalidates what a spend or purchase changes: the balance and the history. */
   revalidate(): Promise<void>;
 }
 

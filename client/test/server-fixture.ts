@@ -4,9 +4,10 @@
  * database (MONGODB_URI, a fresh database per process) and stripe-mock (STRIPE_MOCK_URL), exactly as
  * server/test/helpers.ts wires them.
  *
- * stripe-mock's embedded sessions lack a client secret: see the note where the Stripe client is made.
+ * stripe-mock keeps no state: emulateCheckoutState() below lays what Stripe would remember over its answers.
  * Sign-in stand-in: the user id comes from the `x-test-user` header or the `ck_user` cookie.
- * Test-only routes under /test: grant credits, count checkout POSTs, a route that always fails with 500.
+ * Test-only routes under /test: grant credits, count checkout POSTs, complete a checkout as the customer
+ * would on Stripe's page, and a route that always fails with 500.
  * Prints `LISTENING <url>` on stdout once ready.
  */
 import { randomUUID } from 'node:crypto';
@@ -60,18 +61,7 @@ async function main(): Promise<void> {
     protocol: 'http',
     maxNetworkRetries: 0,
   });
-  // stripe-mock answers every session create with one fixture whose client_secret is null, even for
-  // ui_mode embedded_page, where real Stripe always returns one. Fill it in, shaped like Stripe's, so the
-  // embedded flow (server answer -> fetchClientSecret -> mount) can run end to end.
-  const sessions = stripe.checkout.sessions;
-  const create = sessions.create.bind(sessions);
-  sessions.create = (async (params?: Stripe.Checkout.SessionCreateParams, options?: Stripe.RequestOptions) => {
-    const session = await create(params, options);
-    if (params?.ui_mode === 'embedded_page' && !session.client_secret) {
-      session.client_secret = `${session.id}_secret_${randomUUID().replace(/-/g, '')}`;
-    }
-    return session;
-  }) as typeof sessions.create;
+  const payments = emulateCheckoutState(stripe);
 
   const credits = createCredits({
     connection,
@@ -106,6 +96,11 @@ async function main(): Promise<void> {
   app.get('/test/checkout-posts', (req, res) => {
     res.json({ count: checkoutPosts.get(String(req.query.user)) ?? 0 });
   });
+  // What the customer does on Stripe's page: pays (or the payment is still processing).
+  app.post('/test/pay/:id', express.json(), (req, res) => {
+    const { outcome } = req.body as { outcome?: 'paid' | 'processing' };
+    res.status(payments.complete(req.params.id, outcome ?? 'paid') ? 204 : 404).end();
+  });
   app.use('/test/broken', (_req, res) => {
     res.status(500).json({ error: { code: 'internal', message: 'The server failed on purpose.' } });
   });
@@ -128,6 +123,56 @@ async function main(): Promise<void> {
   // The parent (a jest worker) going away closes stdin: stop then too, so no fixture is ever orphaned.
   process.stdin.on('end', () => void stop());
   process.stdin.resume();
+}
+
+/**
+ * stripe-mock is stateless: every session it creates is the same fixture with a fresh id, a null
+ * client_secret (even for ui_mode embedded_page, where real Stripe always returns one) and, on retrieval,
+ * no trace of what was created. This layer makes the Stripe client behave as Stripe does for the two
+ * calls the kit makes: create answers with a client secret for embedded sessions, and retrieve answers
+ * with what the kit wrote on the session (metadata, client_reference_id, amount) and with what happened
+ * on Stripe's page, which a test sets through /test/pay/:id. Sessions not created here (an id made up
+ * by a test) are answered by stripe-mock alone.
+ */
+function emulateCheckoutState(stripe: Stripe) {
+  const sessions = stripe.checkout.sessions;
+  const create = sessions.create.bind(sessions);
+  const retrieve = sessions.retrieve.bind(sessions);
+  const state = new Map<string, Partial<Stripe.Checkout.Session>>();
+
+  sessions.create = (async (params: Stripe.Checkout.SessionCreateParams = {}, options?: Stripe.RequestOptions) => {
+    const session = await create(params, options);
+    if (params.ui_mode === 'embedded_page' && !session.client_secret) {
+      session.client_secret = `${session.id}_secret_${randomUUID().replace(/-/g, '')}`;
+    }
+    const item = params.line_items?.[0];
+    state.set(session.id, {
+      // As Stripe stores it: strings only, empty values unset.
+      metadata: Object.fromEntries(
+        Object.entries(params.metadata ?? {}).flatMap(([k, v]) => (v === null || v === '' ? [] : [[k, String(v)]])),
+      ),
+      client_reference_id: params.client_reference_id ?? null,
+      amount_total: (item?.price_data?.unit_amount ?? 0) * (item?.quantity ?? 1),
+      currency: item?.price_data?.currency ?? 'usd',
+      status: 'open',
+      payment_status: 'unpaid',
+    });
+    return session;
+  }) as typeof sessions.create;
+
+  sessions.retrieve = (async (id: string, params?: Stripe.Checkout.SessionRetrieveParams, options?: Stripe.RequestOptions) => {
+    const session = await retrieve(id, params, options);
+    return Object.assign(session, state.get(id) ?? {});
+  }) as typeof sessions.retrieve;
+
+  return {
+    complete(id: string, outcome: 'paid' | 'processing'): boolean {
+      const s = state.get(id);
+      if (!s) return false;
+      Object.assign(s, { status: 'complete', payment_status: outcome === 'paid' ? 'paid' : 'unpaid' });
+      return true;
+    },
+  };
 }
 
 main().catch((err: unknown) => {

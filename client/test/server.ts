@@ -11,6 +11,10 @@ export interface TestServer {
   /** Where the kit's router is mounted: pass as `apiBase`. */
   apiBase: string;
   grant(user: string, amount: number): Promise<number>;
+  /** Completes a session the kit created, as the customer would on Stripe's page. */
+  pay(sessionId: string, outcome?: 'paid' | 'processing'): Promise<void>;
+  /** Creates a Checkout Session for this user through the kit's route; returns its id. */
+  createSession(user: string, quantity?: number): Promise<string>;
   /** How many checkout POSTs reached the server for this user. */
   checkoutPosts(user: string): Promise<number>;
   close(): Promise<void>;
@@ -61,6 +65,22 @@ export async function startTestServer(): Promise<TestServer> {
         body: JSON.stringify({ user, amount }),
       });
       return (await json<{ balance: number }>(res)).balance;
+    },
+    async pay(sessionId, outcome = 'paid') {
+      const res = await fetch(`${url}/test/pay/${encodeURIComponent(sessionId)}`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ outcome }),
+      });
+      if (res.status !== 204) throw new Error(`/test/pay answered ${res.status}`);
+    },
+    async createSession(user, quantity = 100) {
+      const res = await fetch(`${url}/api/stripe/checkout/credits`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'x-test-user': user },
+        body: JSON.stringify({ quantity }),
+      });
+      return (await json<{ id: string }>(res)).id;
     },
     async checkoutPosts(user) {
       return (await json<{ count: number }>(await fetch(`${url}/test/checkout-posts?user=${encodeURIComponent(user)}`))).count;
