@@ -8,6 +8,7 @@
  */
 import { screen, waitFor } from '@testing-library/react';
 import { axe } from 'jest-axe';
+import { StrictMode } from 'react';
 import type { StripeEmbeddedCheckout, StripeEmbeddedCheckoutOptions } from '@stripe/stripe-js';
 import { EmbeddedCheckout, type CreditsRequestError, type EmbeddedCheckoutStripe } from 'credit-kit/client';
 import { heldFetch, isPost, newUser, renderKit } from '../../test/render';
@@ -21,8 +22,12 @@ afterAll(() => server?.close());
 
 function stripeStandIn() {
   const calls = { secrets: [] as string[], mountedOn: [] as HTMLElement[], destroyed: 0, options: [] as StripeEmbeddedCheckoutOptions[] };
+  let alive = 0;
   const stripe: EmbeddedCheckoutStripe = {
     async createEmbeddedCheckoutPage(options) {
+      // Like Stripe.js: one Embedded Checkout at a time.
+      if (alive > 0) throw new Error('You cannot have multiple Embedded Checkout objects.');
+      alive++;
       calls.options.push(options);
       const secret = await options.fetchClientSecret?.();
       if (secret) calls.secrets.push(secret);
@@ -37,6 +42,7 @@ function stripeStandIn() {
         unmount() {},
         destroy() {
           calls.destroyed++;
+          alive--;
         },
       };
       return checkout;
@@ -78,6 +84,25 @@ describe('EmbeddedCheckout', () => {
 
     unmount();
     expect(calls.destroyed).toBe(1);
+  });
+
+  it("survives React's development double effects: one checkout at a time, one session", async () => {
+    const user = newUser();
+    const { stripe, calls } = stripeStandIn();
+    const onError = jest.fn();
+    renderKit(
+      <StrictMode>
+        <EmbeddedCheckout stripe={Promise.resolve(stripe)} quantity={100} onError={onError} data-testid="co" />
+      </StrictMode>,
+      server,
+      { user },
+    );
+    await waitFor(() => expect(screen.getByTestId('co')).toHaveAttribute('data-state', 'ready'));
+    expect(onError).not.toHaveBeenCalled();
+    expect(calls.mountedOn).toHaveLength(1);
+    // The first run was cancelled before it asked for a session: one session was created, not two.
+    expect(calls.secrets).toHaveLength(1);
+    expect(await server.checkoutPosts(user)).toBe(1);
   });
 
   it('buys a bundle', async () => {

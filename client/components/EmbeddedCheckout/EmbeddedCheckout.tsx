@@ -38,14 +38,22 @@ export const EmbeddedCheckout = forwardRef<HTMLDivElement, EmbeddedCheckoutProps
   const intent = useRef({ item, key: intentKey() });
   if (intent.current.item !== item) intent.current = { item, key: intentKey() };
 
+  // Stripe.js allows one Embedded Checkout at a time: a run starts once the previous one's is destroyed.
+  const previous = useRef<Promise<void>>(Promise.resolve());
+
   useEffect(() => {
     let cancelled = false;
     let checkout: StripeEmbeddedCheckout | undefined;
+    let release = () => {};
+    const prior = previous.current;
+    previous.current = new Promise<void>((resolve) => (release = resolve));
     const { key } = intent.current;
     setState('loading');
     setError(null);
     (async () => {
+      await prior;
       const instance = await stripe;
+      if (cancelled) return;
       if (!instance) throw new CreditsRequestError(0, 'stripe_unavailable', 'Stripe.js could not be loaded.');
       const created = await instance.createEmbeddedCheckoutPage({
         fetchClientSecret: async () => {
@@ -62,19 +70,24 @@ export const EmbeddedCheckout = forwardRef<HTMLDivElement, EmbeddedCheckoutProps
       checkout = created;
       created.mount(mountRef.current);
       setState('ready');
-    })().catch((err: unknown) => {
-      if (cancelled) return;
-      const e =
-        err instanceof CreditsRequestError
-          ? err
-          : new CreditsRequestError(0, 'stripe_error', err instanceof Error ? err.message : 'Checkout could not be shown.', {}, err);
-      setError(e);
-      setState('error');
-      latest.current.onError?.(e);
-    });
+    })()
+      .catch((err: unknown) => {
+        if (cancelled) return;
+        const e =
+          err instanceof CreditsRequestError
+            ? err
+            : new CreditsRequestError(0, 'stripe_error', err instanceof Error ? err.message : 'Checkout could not be shown.', {}, err);
+        setError(e);
+        setState('error');
+        latest.current.onError?.(e);
+      })
+      .finally(() => checkout || release());
     return () => {
       cancelled = true;
-      checkout?.destroy();
+      if (checkout) {
+        checkout.destroy();
+        release();
+      }
     };
   }, [stripe, api, item, latest]);
 
