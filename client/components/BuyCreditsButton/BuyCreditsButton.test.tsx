@@ -1,4 +1,4 @@
-import { screen, waitFor } from '@testing-library/react';
+import { act, screen, waitFor } from '@testing-library/react';
 import userEvent from '@testing-library/user-event';
 import { axe } from 'jest-axe';
 import { createRef } from 'react';
@@ -49,8 +49,14 @@ describe('BuyCreditsButton', () => {
     held.release();
     await waitFor(() => expect(redirect).toHaveBeenCalledTimes(1));
     expect(redirect.mock.calls[0]?.[0]).toMatch(STRIPE_URL);
-    // The page is leaving: the button stays busy so nothing is bought twice meanwhile.
+    // The page is leaving: the button stays busy so nothing is bought twice meanwhile...
     expect(button).toHaveAttribute('aria-busy', 'true');
+    // ...until the Back button brings the page back from the back-forward cache.
+    act(() => {
+      window.dispatchEvent(new PageTransitionEvent('pageshow', { persisted: true }));
+    });
+    expect(button).toBeEnabled();
+    expect(button).not.toHaveAttribute('aria-busy');
   });
 
   it('creates one session for a double click', async () => {
