@@ -9,6 +9,8 @@ const moduleNameMapper = {
 const transform = { '^.+\\.tsx?$': ['ts-jest', { tsconfig: '<rootDir>/tsconfig.json' }] };
 
 const config: Config = {
+  // The embedded database serialises commands and the machine may be busy: allow slow, not hung.
+  testTimeout: 30_000,
   globalSetup: '<rootDir>/tools/jest/global-setup.ts',
   globalTeardown: '<rootDir>/tools/jest/global-teardown.ts',
   projects: [

@@ -146,9 +146,16 @@ export async function startStripeMock(log?: Log): Promise<StripeMock> {
 }
 
 function controls(child: ChildProcess): RunningServer {
+  // A server never outlives the process that started it, even when that process ends without stopping it.
+  const killOnExit = () => child.kill('SIGKILL');
+  process.once('exit', killOnExit);
   const exited = new Promise<void>((res) => {
     if (child.exitCode !== null || child.signalCode !== null) res();
-    else child.once('exit', () => res());
+    else
+      child.once('exit', () => {
+        process.off('exit', killOnExit);
+        res();
+      });
   });
   const end = async (signal: NodeJS.Signals) => {
     if (child.exitCode === null && child.signalCode === null) child.kill(signal);

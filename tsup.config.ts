@@ -1,0 +1,27 @@
+import { defineConfig } from 'tsup';
+
+// Two entries, each as CommonJS (.js) and ESM (.mjs) with types, peers left external.
+const external = ['express', 'mongoose', 'mongodb', 'stripe', 'react', 'react-dom', 'swr', '@stripe/stripe-js', 'express-rate-limit'];
+
+export default defineConfig([
+  {
+    entry: { 'server/index': 'server/index.ts' },
+    format: ['cjs', 'esm'],
+    dts: true,
+    platform: 'node',
+    target: 'node20',
+    external,
+    sourcemap: true,
+  },
+  {
+    entry: { 'client/index': 'client/index.ts' },
+    format: ['cjs', 'esm'],
+    dts: true,
+    platform: 'browser',
+    target: 'es2020',
+    external,
+    // Next.js App Router: the client entry is a client module.
+    banner: { js: "'use client';" },
+    sourcemap: true,
+  },
+]);
