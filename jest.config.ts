@@ -19,6 +19,8 @@ const config: Config = {
       testEnvironment: 'node',
       roots: ['<rootDir>/server', '<rootDir>/tools'],
       testMatch: ['**/*.test.ts'],
+      // The reliability suite has its own command: npm run test:reliability.
+      testPathIgnorePatterns: ['/node_modules/', '<rootDir>/server/reliability/'],
       moduleNameMapper,
       transform,
     },

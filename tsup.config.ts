@@ -20,8 +20,8 @@ export default defineConfig([
     platform: 'browser',
     target: 'es2020',
     external,
-    // Next.js App Router: the client entry is a client module.
-    banner: { js: "'use client';" },
     sourcemap: true,
+    // The optional stylesheet ships as is: `import 'credit-kit/client/styles.css'`.
+    onSuccess: "node -e \"require('fs').copyFileSync('client/styles.css', 'dist/client/styles.css')\"",
   },
 ]);

@@ -141,6 +141,7 @@ export function createRouter(core: CreditsCore, purchases: Purchases, checkoutLi
   router.get(
     '/credits/balance',
     handle(async (req, res) => {
+      onlyQuery(req, []);
       const userId = await resolveUserId(core, req);
       res.json({ balance: await core.ledger.getBalance(userId), creditName: options.creditName });
     }),
@@ -149,6 +150,7 @@ export function createRouter(core: CreditsCore, purchases: Purchases, checkoutLi
   router.get(
     '/credits/transactions',
     handle(async (req, res) => {
+      onlyQuery(req, ['limit', 'cursor']);
       const userId = await resolveUserId(core, req);
       const limit = intParam(req.query.limit, 'limit', 20, 1, 100);
       const cursor = req.query.cursor === undefined ? undefined : intParam(req.query.cursor, 'cursor', 0, 1, Number.MAX_SAFE_INTEGER);
@@ -179,6 +181,15 @@ export function createRouter(core: CreditsCore, purchases: Purchases, checkoutLi
   };
   router.use(bodyErrors);
   return router;
+}
+
+/** Refuses query parameters a route does not read, such as `userId=` or `cursor[$gt]=`: nothing is silently ignored. */
+function onlyQuery(req: Request, allowed: string[]): void {
+  for (const key of Object.keys(req.query)) {
+    if (!allowed.includes(key)) {
+      throw new InvalidRequestError(`Unknown query parameter "${key.slice(0, 40)}".${allowed.length ? ` This route reads ${allowed.join(' and ')}.` : ''}`);
+    }
+  }
 }
 
 function intParam(value: unknown, name: string, fallback: number, min: number, max: number): number {

@@ -28,5 +28,8 @@ it('ships type declarations for both module systems and marks the client entry "
     expect(existsSync(join(root, 'dist', file))).toBe(true);
   }
   expect(readFileSync(join(root, 'dist/server/index.d.ts'), 'utf8')).toMatch(/declare function createCredits/);
-  expect(readFileSync(join(root, 'dist/client/index.mjs'), 'utf8').startsWith("'use client';")).toBe(true);
+  // Next.js App Router: the client entry is a client module, and its stylesheet ships beside it.
+  expect(readFileSync(join(root, 'dist/client/index.mjs'), 'utf8')).toMatch(/^['"]use client['"];/);
+  expect(readFileSync(join(root, 'dist/client/index.js'), 'utf8')).toMatch(/^("use strict";\s*)?['"]use client['"];/);
+  expect(existsSync(join(root, 'dist/client/styles.css'))).toBe(true);
 });

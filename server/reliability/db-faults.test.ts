@@ -1,0 +1,115 @@
+/**
+ * Database faults under load: 50 connections hammer a guarded route while the database process is killed
+ * and later restarted. While it is down every guarded request gets 503 and no route runs; afterwards the
+ * same app serves again; the ledger adds up, nothing was spent twice, and every 200 is one usage entry.
+ * A webhook delivered while the database is down gets a 5xx, and the same delivery afterwards credits once.
+ */
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import express from 'express';
+import { createCredits } from 'credit-kit/server';
+import { startEmbeddedMongo, type EmbeddedMongo } from '../../tools/embedded';
+import { audit, checkoutSession, connect, headerUser, listen, post, signedDelivery, stripeMockClient, WEBHOOK_SECRET } from '../test/helpers';
+
+jest.spyOn(console, 'error').mockImplementation(() => undefined);
+
+it('fails closed while the database is down and loses nothing across the outage', async () => {
+  const dataDir = mkdtempSync(join(tmpdir(), 'ck-faults-'));
+  let mongo: EmbeddedMongo = await startEmbeddedMongo({ dataDir });
+  const listenAddr = new URL(mongo.uri).host;
+  const connection = await connect(mongo.uri);
+  const stripe = stripeMockClient();
+  const credits = createCredits({ connection, getUserId: headerUser, timeoutMs: 500, stripe, webhookSecret: WEBHOOK_SECRET });
+  await credits.init();
+
+  let down = false;
+  let ranWhileDown = 0;
+  const ran: string[] = [];
+  const app = express();
+  app.use('/api', credits.router());
+  app.post('/ai', credits.requireCredits(1), (req, res) => {
+    if (down) ranWhileDown++;
+    ran.push(req.credits!.chargeId);
+    res.json({ chargeId: req.credits!.chargeId });
+  });
+  const server = await listen(app);
+  const users = Array.from({ length: 10 }, (_, i) => `fault-${i}`);
+  for (const u of users) await credits.grantCredits(u, 100_000, { idempotencyKey: 'start' });
+
+  const statuses: Record<number, number> = {};
+  const okCharges: string[] = [];
+  let downStatuses: number[] = [];
+  let stop = false;
+  const worker = async (i: number) => {
+    for (let n = 0; !stop && n < 100_000; n++) {
+      const wasDown = down;
+      const res = await post(`${server.url}/ai`, users[(i + n) % users.length]!).catch(() => null);
+      if (!res) continue;
+      statuses[res.status] = (statuses[res.status] ?? 0) + 1;
+      if (res.status === 200) okCharges.push(((await res.json()) as { chargeId: string }).chargeId);
+      else await res.arrayBuffer();
+      if (wasDown && down) downStatuses.push(res.status);
+    }
+  };
+  const load = Promise.all(Array.from({ length: 50 }, (_, i) => worker(i)));
+
+  try {
+    await new Promise((r) => setTimeout(r, 1500));
+    await mongo.kill();
+    down = true;
+    downStatuses = [];
+    await new Promise((r) => setTimeout(r, 2500));
+
+    // A purchase completed while the database is down: Stripe is told to retry.
+    const session = checkoutSession('fault-buyer', 40);
+    const delivery = signedDelivery(stripe, { type: 'checkout.session.completed', object: session });
+    const during = await fetch(`${server.url}/api/stripe/webhook`, { method: 'POST', headers: delivery.headers, body: delivery.body });
+    expect(during.status).toBeGreaterThanOrEqual(500);
+
+    mongo = await startEmbeddedMongo({ dataDir, listen: listenAddr });
+    down = false;
+    await new Promise((r) => setTimeout(r, 2500));
+    stop = true;
+    await load;
+
+    // The same delivery, retried by Stripe, credits once.
+    const after = await fetch(`${server.url}/api/stripe/webhook`, { method: 'POST', headers: delivery.headers, body: delivery.body });
+    expect(after.status).toBe(200);
+    const again = await fetch(`${server.url}/api/stripe/webhook`, { method: 'POST', headers: delivery.headers, body: delivery.body });
+    expect(again.status).toBe(200);
+
+    await credits.flush();
+    await createCredits({ connection, getUserId: headerUser, claimLeaseMs: 1 }).reconcile();
+
+    expect(downStatuses.length).toBeGreaterThan(0);
+    expect(new Set(downStatuses)).toEqual(new Set([503]));
+    expect(ranWhileDown).toBe(0);
+    expect(statuses[200]).toBeGreaterThan(0);
+    expect(okCharges.length).toBe(ran.length);
+
+    let usage = 0;
+    const usageIds = new Set<string>();
+    for (const u of users) {
+      const a = await audit(credits, u);
+      expect(a.sum).toBe(a.balance);
+      usage += a.kinds.usage ?? 0;
+      const spent = 100_000 - a.balance + (a.kinds.refund ?? 0);
+      expect(spent).toBeGreaterThanOrEqual(0);
+      const page = await credits.listTransactions(u, { limit: 1000 });
+      for (const t of page.transactions) if (t.kind === 'usage') usageIds.add(t.id);
+    }
+    // Every 200 matches exactly one usage entry, and every usage entry is a 200 (no refunds happened here).
+    expect(new Set(okCharges).size).toBe(okCharges.length);
+    expect(usage).toBe(okCharges.length);
+    for (const id of okCharges) expect(usageIds.has(id)).toBe(true);
+    expect(await credits.getBalance('fault-buyer')).toBe(40);
+    console.log(`db-faults: ${JSON.stringify(statuses)}; ${downStatuses.length} requests while down, all 503`);
+  } finally {
+    stop = true;
+    await load.catch(() => undefined);
+    await server.close();
+    await connection.close();
+    await mongo.stop();
+  }
+});
