@@ -76,12 +76,14 @@ export class MongoCreditStore implements CreditStore {
       this.ledger.createIndex({ userId: 1, seq: -1 }),
       this.claims.createIndex({ state: 1, createdAt: 1 }),
       this.purchases.createIndex({ paymentIntentId: 1 }),
-      this.accounts.createIndex({ 'journal.id': 1 }),
     ]);
   }
 
   async applyEntry(userId: string, entry: JournalEntry, options: ApplyOptions = {}): Promise<AccountSnapshot | null> {
-    const filter: Filter<AccountDoc> = { _id: userId, 'journal.id': { $ne: entry.id } };
+    const filter: Filter<AccountDoc> = { _id: userId };
+    // A keyed entry may be retried (by its holder or by recovery): the journal refuses its id twice. Other
+    // entries have fresh random ids, so the hot path skips the check.
+    if (entry.key !== undefined) filter['journal.id'] = { $ne: entry.id };
     if (options.minBalance !== undefined) filter.balance = { $gte: options.minBalance };
     const now = entry.at;
     const update: UpdateFilter<AccountDoc> = {

@@ -105,7 +105,7 @@ export interface CreditStore {
 
   /**
    * One atomic update of one account: add `entry.amount` to the balance and journal the entry, unless the
-   * journal already holds an entry with this id or the `minBalance` guard fails. Returns the account after
+   * `minBalance` guard fails or (for an entry with a `key`) the journal already holds an entry with this id. Returns the account after
    * the change, or null when nothing was changed.
    */
   applyEntry(userId: string, entry: JournalEntry, options?: ApplyOptions): Promise<AccountSnapshot | null>;
