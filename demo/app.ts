@@ -1,0 +1,208 @@
+/**
+ * The demo's Express app: a signed-cookie sign-in, the kit's router, two AI routes guarded by credits, and
+ * the React page. It uses credit-kit the way an application would, through `credit-kit/server` only.
+ */
+import cookieParser from 'cookie-parser';
+import express, { type ErrorRequestHandler, type Express, type Request, type RequestHandler, type Router } from 'express';
+import type { Credits } from 'credit-kit/server';
+import { analyze, ModelFailure, summarize, thinking } from './ai';
+import type { BuiltPage } from './build-page';
+import {
+  ANALYSIS_RESERVE,
+  SUMMARY_COST,
+  analysisCost,
+  textProblem,
+  type AnalysisResult,
+  type DemoInfo,
+  type DemoUser,
+  type SummaryResult,
+} from './shared';
+
+export const SESSION_COOKIE = 'demo_user';
+
+export interface DemoAppOptions {
+  credits: Credits;
+  /** Signs the session cookie. */
+  sessionSecret: string;
+  page: BuiltPage;
+  info: DemoInfo;
+  /** The Stripe simulator's checkout pages, when the demo runs without Stripe keys. */
+  simulatorPages?: Router;
+  secureCookies: boolean;
+  log: (line: string) => void;
+}
+
+/** The signed-in user, from the signed session cookie. A tampered cookie reads as signed out. */
+export function currentUser(req: Request): DemoUser | null {
+  const signed: unknown = req.signedCookies;
+  const name: unknown = typeof signed === 'object' && signed !== null ? (signed as Record<string, unknown>)[SESSION_COOKIE] : undefined;
+  if (typeof name !== 'string' || cleanName(name) !== name) return null;
+  return { id: userIdFor(name), name };
+}
+
+/** Demo users have no password: the same name is the same account. */
+const userIdFor = (name: string) => `demo:${name.toLowerCase()}`;
+
+/** A display name of 1-32 letters, digits, spaces and . ' -, or null. */
+function cleanName(value: unknown): string | null {
+  if (typeof value !== 'string') return null;
+  const name = value.trim().replace(/\s+/g, ' ');
+  return /^[\p{L}\p{N}][\p{L}\p{N} .'-]{0,31}$/u.test(name) ? name : null;
+}
+
+const jsonError = (code: string, message: string) => ({ error: { code, message } });
+
+export function createDemoApp(options: DemoAppOptions): Express {
+  const { credits, log } = options;
+  const app = express();
+  app.disable('x-powered-by');
+  app.use(cookieParser(options.sessionSecret));
+
+  // The console tells each webhook as it happens. express.raw reads the body first; the kit's router then
+  // verifies that same Buffer (it never needs the stream again).
+  app.post('/api/stripe/webhook', express.raw({ type: () => true, limit: '1mb' }), logWebhook(credits, log));
+
+  // The kit's routes: balance, history, pricing, checkout, webhook, checkout session. Mounted before any
+  // JSON parser, as the kit asks, so the webhook sees the raw body.
+  app.use('/api', credits.router());
+
+  const json = express.json({ limit: '32kb' });
+  // JSON only: a cross-site form cannot send it without a CORS preflight (the sign-in's CSRF defence).
+  const jsonOnly: RequestHandler = (req, res, next) => {
+    if (!req.is('application/json')) {
+      res.status(415).json(jsonError('unsupported_media_type', 'Send JSON.'));
+      return;
+    }
+    next();
+  };
+
+  // ---- sign-in: a name, a signed cookie, no password ---------------------------------------------------
+
+  app.get('/auth/me', (req, res) => {
+    res.json({ user: currentUser(req) });
+  });
+  app.post('/auth/sign-in', jsonOnly, json, (req, res) => {
+    const name = cleanName((req.body as { name?: unknown } | undefined)?.name);
+    if (!name) {
+      res.status(400).json(jsonError('invalid_name', "Use 1 to 32 letters, digits, spaces, dots, dashes or apostrophes."));
+      return;
+    }
+    res.cookie(SESSION_COOKIE, name, {
+      signed: true,
+      httpOnly: true,
+      sameSite: 'lax',
+      secure: options.secureCookies,
+      maxAge: 30 * 24 * 60 * 60 * 1000,
+      path: '/',
+    });
+    const user: DemoUser = { id: userIdFor(name), name };
+    log(`${user.id} signed in`);
+    res.json({ user });
+  });
+  app.post('/auth/sign-out', jsonOnly, (req, res) => {
+    res.clearCookie(SESSION_COOKIE, { path: '/' });
+    res.json({ user: null });
+  });
+
+  // ---- the AI features, paid with credits ----------------------------------------------------------------
+
+  /** Refuses a bad body before any credit is charged: a 4xx after the charge would not be refunded. */
+  const validText: RequestHandler = (req, res, next) => {
+    const problem = textProblem((req.body as { text?: unknown } | undefined)?.text);
+    if (problem) {
+      res.status(400).json(jsonError('invalid_text', problem));
+      return;
+    }
+    next();
+  };
+  const textOf = (req: Request) => (req.body as { text: string }).text;
+  const wantsFailure = (req: Request) => (req.body as { simulateFailure?: unknown }).simulateFailure === true;
+
+  // A fixed price: requireCredits charges 20 credits before the handler runs. If the handler throws, the
+  // answer is a 500 and the kit refunds the 20 credits.
+  app.post('/api/ai/summarize', jsonOnly, json, validText, credits.requireCredits(SUMMARY_COST), async (req, res) => {
+    await thinking();
+    if (wantsFailure(req)) throw new ModelFailure('The summarizer model failed (simulated for the demo).');
+    const summary = summarize(textOf(req));
+    const ctx = req.credits!;
+    log(`${ctx.userId}: summarized for ${ctx.charged} credits; balance ${ctx.balance}`);
+    const body: SummaryResult = { summary, charged: ctx.charged, balance: ctx.balance };
+    res.json(body);
+  });
+
+  // Metered: reserve the most a request can cost, do the work, then settle what it really used. The
+  // difference is refunded in the same step.
+  app.post('/api/ai/analyze', jsonOnly, json, validText, credits.requireCredits(ANALYSIS_RESERVE), async (req, res) => {
+    await thinking();
+    if (wantsFailure(req)) throw new ModelFailure('The analyzer model failed (simulated for the demo).');
+    const result = analyze(textOf(req));
+    const ctx = req.credits!;
+    const settled = await ctx.settle(analysisCost(result.words));
+    log(`${ctx.userId}: analyzed ${result.words} words, reserved ${ANALYSIS_RESERVE}, settled ${settled.charged}; balance ${settled.balance}`);
+    const body: AnalysisResult = { ...result, reserved: ANALYSIS_RESERVE, charged: settled.charged, balance: settled.balance };
+    res.json(body);
+  });
+
+  app.get('/demo/info', (_req, res) => {
+    res.json(options.info);
+  });
+
+  // ---- the page -------------------------------------------------------------------------------------------
+
+  if (options.simulatorPages) app.use('/simulated-checkout', options.simulatorPages);
+
+  app.get('/assets/:file', (req, res, next) => {
+    const file = options.page.files.get(req.params.file);
+    if (!file) return next();
+    res.type(file.type).set('cache-control', 'no-cache').send(Buffer.from(file.contents));
+  });
+  // One page: "/" and the two pages Checkout returns to (the kit's default success and cancel paths).
+  app.get(['/', '/success', '/cancel'], (_req, res) => {
+    res.type('html').set('cache-control', 'no-store').send(options.page.html);
+  });
+
+  const errors: ErrorRequestHandler = (err: unknown, req, res, _next) => {
+    const failure = err instanceof ModelFailure;
+    if (failure) log(`${currentUser(req)?.id ?? 'someone'}: ${req.path} failed: ${err.message} → 500, the kit refunds the charge`);
+    else console.error('[demo]', err);
+    if (res.headersSent) return;
+    res.status(500).json(jsonError(failure ? 'model_failed' : 'internal', failure ? err.message : 'Something went wrong.'));
+  };
+  app.use(errors);
+  return app;
+}
+
+/** Logs each webhook delivery and its answer. The body is read only for the log; the kit verifies it. */
+function logWebhook(credits: Credits, log: (line: string) => void): RequestHandler {
+  return (req, res, next) => {
+    let summary = 'an unreadable body';
+    let userId: string | undefined;
+    try {
+      const event = JSON.parse(Buffer.isBuffer(req.body) ? req.body.toString('utf8') : '') as {
+        id?: unknown;
+        type?: unknown;
+        data?: { object?: { id?: unknown; metadata?: Record<string, unknown> } };
+      };
+      const object = event.data?.object;
+      const user = object?.metadata?.credit_kit_user_id;
+      const credits = object?.metadata?.credit_kit_credits;
+      userId = typeof user === 'string' ? user : undefined;
+      summary = `${String(event.type)} ${String(event.id)}${object?.id ? ` for ${String(object.id)}` : ''}${
+        userId && typeof credits === 'string' ? ` (${credits} credits for ${userId})` : ''
+      }`;
+    } catch {
+      // Not JSON: the kit answers 400 and the log says so.
+    }
+    res.once('finish', () => {
+      const verdict = res.statusCode === 200 ? 'verified and handled' : res.statusCode === 400 ? 'refused: bad signature' : 'failed';
+      log(`webhook ${summary} → ${res.statusCode} ${verdict}`);
+      if (res.statusCode === 200 && userId) {
+        credits.getBalance(userId).then(
+          (balance) => log(`${userId} now has ${balance} credits`),
+          () => undefined,
+        );
+      }
+    });
+    next();
+  };
+}
