@@ -1,0 +1,313 @@
+/**
+ * `npm run test:e2e`: the demo's whole walkthrough in Debian's Chromium, driven by playwright-core.
+ *
+ * It starts the demo itself (`tsx demo/server.ts`, as `npm run demo` does) on a free port with a fresh
+ * temporary data directory, so with its own embedded database and the Stripe Checkout simulator, and stops
+ * it afterwards. Each step saves a screenshot to docs/screenshots/ (the README walkthrough shows them).
+ *
+ *   CHROMIUM=/path/to/chromium     another browser binary (default /usr/bin/chromium)
+ */
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdir, mkdtemp, readdir, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { after, before, test, type TestContext } from 'node:test';
+import { chromium, type Browser, type BrowserContext, type Locator, type Page } from 'playwright-core';
+
+const ROOT = join(__dirname, '..', '..');
+const SHOTS = join(ROOT, 'docs', 'screenshots');
+const FAILURES = join(ROOT, 'test-results');
+const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
+/** The first run may build the embedded database from source (about a minute). */
+const START_TIMEOUT = 240_000;
+const STEP_TIMEOUT = 60_000;
+const WAIT = 15_000;
+
+// ---- the demo server, as a child process ------------------------------------------------------------------
+
+interface Demo {
+  url: string;
+  output: string[];
+  stop(): Promise<void>;
+}
+
+async function startDemo(dataDir: string): Promise<Demo> {
+  const env: NodeJS.ProcessEnv = { ...process.env, PORT: '0', DEMO_DATA_DIR: dataDir };
+  // Embedded database and Stripe simulator, whatever the calling shell has set.
+  for (const name of ['MONGODB_URI', 'STRIPE_SECRET_KEY', 'STRIPE_WEBHOOK_SECRET', 'DEMO_PUBLIC_URL', 'DEMO_SESSION_SECRET']) delete env[name];
+  const child = spawn(process.execPath, [require.resolve('tsx/cli'), join(ROOT, 'demo', 'server.ts')], {
+    cwd: ROOT,
+    env,
+    stdio: ['ignore', 'pipe', 'pipe'],
+    detached: true, // its own process group, so a stuck demo can be ended with everything it started
+  });
+  const output: string[] = [];
+  const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
+  const url = await new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`The demo did not start in ${START_TIMEOUT / 1000} s:\n${output.join('\n')}`)), START_TIMEOUT);
+    for (const stream of [child.stdout, child.stderr]) {
+      createInterface({ input: stream }).on('line', (line) => {
+        output.push(line);
+        const m = /Open (http:\/\/\S+) in your browser/.exec(line);
+        if (m?.[1]) {
+          clearTimeout(timer);
+          resolve(m[1]);
+        }
+      });
+    }
+    void exited.then((code) => {
+      clearTimeout(timer);
+      reject(new Error(`The demo exited (${code}) before it was ready:\n${output.join('\n')}`));
+    });
+  });
+  return { url, output, stop: () => stopProcess(child, exited) };
+}
+
+async function stopProcess(child: ChildProcess, exited: Promise<unknown>): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  child.kill('SIGTERM');
+  const timer = new Promise<'timeout'>((resolve) => setTimeout(() => resolve('timeout'), 20_000).unref());
+  if ((await Promise.race([exited, timer])) === 'timeout' && child.pid) {
+    process.kill(-child.pid, 'SIGKILL');
+    await exited;
+  }
+}
+
+// ---- the walkthrough -------------------------------------------------------------------------------------
+
+let dataDir: string;
+let demo: Demo | undefined;
+let browser: Browser;
+let context: BrowserContext;
+let page: Page;
+const pageErrors: string[] = [];
+let broken: string | null = null;
+let shotNumber = 0;
+
+before(async () => {
+  if (!existsSync(CHROMIUM)) {
+    throw new Error(`No Chromium at ${CHROMIUM}. Install Debian's (apt-get install -y chromium) or set CHROMIUM=/path/to/chromium.`);
+  }
+  await mkdir(SHOTS, { recursive: true });
+  // This run's pictures replace the last run's, so a renamed or removed step leaves none behind.
+  for (const file of await readdir(SHOTS)) if (/^\d\d-[\w-]+\.png$/.test(file)) await rm(join(SHOTS, file));
+  dataDir = await mkdtemp(join(tmpdir(), 'credit-kit-demo-e2e-'));
+  demo = await startDemo(dataDir);
+  // playwright's launch() gives the browser a fresh temporary profile (--user-data-dir) and removes it after.
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: [
+      '--headless',
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-background-networking',
+      '--disable-quic',
+      '--no-first-run',
+      '--disable-component-update',
+      '--disable-sync',
+    ],
+  });
+  context = await browser.newContext({ viewport: { width: 1280, height: 900 }, locale: 'en-US', timezoneId: 'UTC' });
+  context.setDefaultTimeout(WAIT);
+  page = await context.newPage();
+  page.on('pageerror', (err) => pageErrors.push(`page error: ${err.message}`));
+  page.on('console', (msg) => {
+    // A 402 or 500 from the AI routes is part of the walkthrough; Chromium logs each as a failed resource.
+    if (msg.type() === 'error' && !/status of (402|500)/.test(msg.text())) pageErrors.push(`console error: ${msg.text()}`);
+  });
+});
+
+after(async () => {
+  await browser?.close().catch(() => undefined);
+  await demo?.stop();
+  if (dataDir) await rm(dataDir, { recursive: true, force: true });
+});
+
+/** A step of the walkthrough; once one fails, the rest are skipped (they depend on it). */
+function step(name: string, fn: () => Promise<void>): void {
+  test(name, { timeout: STEP_TIMEOUT }, async (t: TestContext) => {
+    if (broken) {
+      t.skip(`an earlier step failed: ${broken}`);
+      return;
+    }
+    try {
+      await fn();
+    } catch (err) {
+      broken = name;
+      await mkdir(FAILURES, { recursive: true });
+      const file = join(FAILURES, `e2e-failure-${name.replace(/\W+/g, '-')}.png`);
+      await page?.screenshot({ path: file, fullPage: true }).catch(() => undefined);
+      t.diagnostic(`screenshot: ${file}`);
+      t.diagnostic(`page URL: ${page?.url()}`);
+      t.diagnostic(`last lines of the demo's console:\n${demo?.output.slice(-25).join('\n')}`);
+      throw err;
+    }
+  });
+}
+
+/** Saves docs/screenshots/NN-name.png, with `focus` scrolled into the middle of the view. */
+async function shot(name: string, focus?: Locator): Promise<void> {
+  if (focus) await focus.evaluate((el) => el.scrollIntoView({ block: 'center' }));
+  else await page.evaluate(() => window.scrollTo(0, 0));
+  await page.evaluate(() => document.fonts.ready);
+  shotNumber++;
+  await page.screenshot({ path: join(SHOTS, `${String(shotNumber).padStart(2, '0')}-${name}.png`) });
+}
+
+const badge = () => page.getByTestId('balance');
+
+/** Waits until the balance badge reads exactly `text` (the kit's BalanceBadge: "80 credits"). */
+async function expectBalance(text: string): Promise<void> {
+  await page.locator('[data-testid="balance"]', { hasText: new RegExp(`^${escapeRegExp(text)}$`) }).waitFor();
+  assert.equal(await badge().textContent(), text);
+}
+
+const escapeRegExp = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+const step3 = () => page.getByRole('listitem').filter({ has: page.getByRole('heading', { name: 'Use the AI' }) });
+const step4 = () => page.getByRole('listitem').filter({ has: page.getByRole('heading', { name: 'History' }) });
+
+async function historyRows(): Promise<Array<{ type: string; amount: string; balance: string }>> {
+  return step4()
+    .locator('tbody tr')
+    .evaluateAll((rows) =>
+      rows.map((r) => {
+        const cells = [...r.querySelectorAll('td')].map((td) => td.textContent ?? '');
+        return { type: cells[1] ?? '', amount: cells[2] ?? '', balance: cells[3] ?? '' };
+      }),
+    );
+}
+
+/** On the simulated checkout page: checks what it shows, then pays with the given card. */
+async function payOnSimulator(total: string, card: 'pays' | 'declined'): Promise<void> {
+  await page.waitForURL(/\/simulated-checkout\/cs_test_sim_/);
+  await page.getByText('Simulated Stripe Checkout.').waitFor();
+  await page.getByLabel(card === 'pays' ? /Visa •••• 4242/ : /Visa •••• 0002/).check();
+  await page.getByRole('button', { name: `Pay ${total}` }).click();
+}
+
+step('opens the demo page, signed out', async () => {
+  await page.goto(demo!.url);
+  await page.getByRole('heading', { name: 'Prepaid credits for an AI app' }).waitFor();
+  await page.getByText('Sign in first (step 1).').first().waitFor();
+  await shot('signed-out');
+});
+
+step('1. signs in as a demo user and sees the balance badge', async () => {
+  await page.getByLabel('Your name').fill('Ada');
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.getByText('Signed in as').waitFor();
+  await expectBalance('0 credits (low balance)');
+  await shot('signed-in');
+});
+
+step('2. buys 100 credits with a chosen amount through the simulated checkout', async () => {
+  const quantity = page.getByLabel('Number of credits');
+  await quantity.fill('100');
+  await page.getByText('Total: $10.00').waitFor();
+  await page.getByRole('button', { name: 'Buy 100 credits', exact: true }).click();
+  await page.waitForURL(/\/simulated-checkout\//);
+  await page.getByText('Credits Bundle').waitFor();
+  await shot('simulated-checkout');
+  await payOnSimulator('$10.00', 'pays');
+  await page.waitForURL(/\/success\?session_id=cs_test_sim_/);
+  await page.getByText('100 credits added. Your balance is 100.').waitFor();
+  await expectBalance('100 credits');
+  await shot('purchase-confirmed');
+});
+
+step('3. summarizes for a fixed 20 credits', async () => {
+  await page.getByRole('button', { name: 'Summarize · 20 credits' }).click();
+  await step3().getByText('Charged 20 credits · balance 80').waitFor();
+  await expectBalance('80 credits');
+  await shot('summarized', step3());
+});
+
+step('3. analyzes: reserves 20 credits, settles 3 for 61 words', async () => {
+  await page.getByRole('button', { name: 'Analyze · 3 credits' }).click();
+  await step3().getByText('Reserved 20, charged 3, returned 17 · balance 77').waitFor();
+  await expectBalance('77 credits');
+  await shot('analyzed', step3());
+});
+
+step('3. a failed AI call is refunded', async () => {
+  await page.getByRole('button', { name: 'Summarize, but the model fails' }).click();
+  await step3().getByText('The summarizer model failed (simulated for the demo).').waitFor();
+  await step3().getByText('Its credits were refunded').waitFor();
+  await expectBalance('77 credits');
+  await step4().locator('tbody tr').first().filter({ hasText: 'Refund' }).waitFor();
+  const rows = await historyRows();
+  assert.deepEqual(rows.slice(0, 2), [
+    { type: 'Refund', amount: '+20', balance: '77' },
+    { type: 'Usage', amount: '−20', balance: '57' },
+  ]);
+  await shot('refunded', step3().getByText('The AI call failed.'));
+});
+
+step('3. runs out of credits and sees the insufficient-credits state', async () => {
+  for (const balance of [57, 37, 17]) {
+    await page.getByRole('button', { name: 'Summarize · 20 credits' }).click();
+    await step3().getByText(`Charged 20 credits · balance ${balance}`).waitFor();
+  }
+  await expectBalance('17 credits (low balance)');
+  await page.getByRole('button', { name: 'Summarize · 20 credits' }).click();
+  const insufficient = step3().locator('.ck-insufficient');
+  await insufficient.getByText('This needs 20 credits; your balance is 17.').waitFor();
+  await expectBalance('17 credits (low balance)');
+  await shot('insufficient-credits', insufficient);
+});
+
+step('2. buys again: cancels once, then a declined card credits nothing, then a card that pays', async () => {
+  await step3().locator('.ck-insufficient').getByRole('button', { name: 'Buy 100 credits' }).click();
+  await page.waitForURL(/\/simulated-checkout\//);
+  await page.getByText('$9.00').first().waitFor();
+  await page.getByRole('link', { name: /Cancel and go back/ }).click();
+  await page.waitForURL(/\/cancel$/);
+  await page.getByText('Checkout cancelled. Nothing was charged.').waitFor();
+  await expectBalance('17 credits (low balance)');
+  await shot('checkout-cancelled');
+
+  // The Starter bundle from step 2.
+  await page.getByRole('button', { name: 'Buy 100', exact: true }).first().click();
+  await payOnSimulator('$9.00', 'declined');
+  await page.getByText('Your card was declined.').waitFor();
+  await shot('card-declined');
+  // Nothing was credited: the app still says 17 (checked through the kit's balance route).
+  const balance = await page.evaluate(async () => (await (await fetch('/api/credits/balance')).json()) as { balance: number });
+  assert.equal(balance.balance, 17);
+
+  await payOnSimulator('$9.00', 'pays');
+  await page.waitForURL(/\/success\?session_id=/);
+  await page.getByText('100 credits added. Your balance is 117.').waitFor();
+  await expectBalance('117 credits');
+  await shot('bought-again');
+});
+
+step('4. the history lists every change and adds up to the balance', async () => {
+  await page.getByRole('button', { name: 'Dismiss' }).click();
+  await step4().getByRole('button', { name: 'Load more' }).click();
+  await step4().getByRole('button', { name: 'Load more' }).waitFor({ state: 'detached' });
+  const rows = await historyRows();
+  const amounts = rows.map((r) => Number(r.amount.replace('−', '-').replace('+', '')));
+  assert.equal(amounts.reduce((a, b) => a + b, 0), 117, `history: ${JSON.stringify(rows)}`);
+  assert.deepEqual(
+    rows.map((r) => r.type),
+    ['Purchase', 'Usage', 'Usage', 'Usage', 'Refund', 'Usage', 'Adjustment for usage', 'Usage', 'Usage', 'Purchase'],
+  );
+  await shot('history', step4().getByRole('table'));
+});
+
+step('keeps the data across a restart of the demo', async () => {
+  await demo!.stop();
+  demo = await startDemo(dataDir);
+  await page.goto(demo.url);
+  await page.getByText('Signed in as').waitFor();
+  await expectBalance('117 credits');
+});
+
+step('shows no errors in the browser console', async () => {
+  assert.deepEqual(pageErrors, []);
+});
