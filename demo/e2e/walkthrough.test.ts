@@ -14,7 +14,7 @@ import { mkdir, mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { after, before, test, type TestContext } from 'node:test';
+import { after, test, type TestContext } from 'node:test';
 import { chromium, type Browser, type BrowserContext, type Locator, type Page } from 'playwright-core';
 
 const ROOT = join(__dirname, '..', '..');
@@ -87,7 +87,7 @@ const pageErrors: string[] = [];
 let broken: string | null = null;
 let shotNumber = 0;
 
-before(async () => {
+step('starts the demo (embedded database, Stripe simulator) and Chromium', async () => {
   if (!existsSync(CHROMIUM)) {
     throw new Error(`No Chromium at ${CHROMIUM}. Install Debian's (apt-get install -y chromium) or set CHROMIUM=/path/to/chromium.`);
   }
@@ -119,7 +119,7 @@ before(async () => {
     // A 402 or 500 from the AI routes is part of the walkthrough; Chromium logs each as a failed resource.
     if (msg.type() === 'error' && !/status of (402|500)/.test(msg.text())) pageErrors.push(`console error: ${msg.text()}`);
   });
-});
+}, START_TIMEOUT + 30_000);
 
 after(async () => {
   await browser?.close().catch(() => undefined);
@@ -128,8 +128,8 @@ after(async () => {
 });
 
 /** A step of the walkthrough; once one fails, the rest are skipped (they depend on it). */
-function step(name: string, fn: () => Promise<void>): void {
-  test(name, { timeout: STEP_TIMEOUT }, async (t: TestContext) => {
+function step(name: string, fn: () => Promise<void>, timeout = STEP_TIMEOUT): void {
+  test(name, { timeout }, async (t: TestContext) => {
     if (broken) {
       t.skip(`an earlier step failed: ${broken}`);
       return;
