@@ -97,10 +97,7 @@ export function createRequireCredits(core: CreditsCore, limiter: RequestHandler 
         return sendError(res, err);
       }
 
-      const ctx = req.credits;
-      res.once('finish', () => {
-        if (core.options.refundOn({ status: res.statusCode })) core.track(refundFailedWork(core, ctx));
-      });
+      refundBeforeFailedAnswer(core, res, req.credits);
       next();
     };
 
@@ -129,6 +126,24 @@ function createContext(core: CreditsCore, userId: string, chargeId: string, rese
     },
   };
   return ctx;
+}
+
+/**
+ * Holds back the end of an answer the refund rule calls a failure (a thrown error and `next(err)` end as
+ * 5xx too) until the refund is durable, so a client that reads its balance right after the error sees it.
+ * A refund that cannot be written (database down) does not keep the answer back; it is logged.
+ */
+function refundBeforeFailedAnswer(core: CreditsCore, res: Response, ctx: CreditsContext): void {
+  const end = res.end;
+  res.end = function endAfterRefund(this: Response, ...args: unknown[]) {
+    res.end = end;
+    if (!core.options.refundOn({ status: res.statusCode })) return end.apply(this, args as Parameters<typeof end>);
+    const refunded = refundFailedWork(core, ctx)
+      .catch((err: unknown) => console.error('[credit-kit] refund after a failed request could not be written:', err))
+      .then(() => end.apply(this, args as Parameters<typeof end>));
+    core.track(refunded);
+    return this;
+  } as typeof res.end;
 }
 
 async function refundFailedWork(core: CreditsCore, ctx: CreditsContext & { settling?: Promise<unknown> }): Promise<void> {

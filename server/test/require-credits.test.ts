@@ -101,7 +101,9 @@ describe('requireCredits', () => {
     await h.credits.grantCredits(user, 10, { idempotencyKey: 'start' });
     const res = await post(`${h.url}${path}`, user);
     expect(res.status).toBe(status);
-    expect(await balanceOf(user)).toBe(10);
+    // The refund is durable before the failed answer is sent: no wait, no flush.
+    expect(await h.credits.getBalance(user)).toBe(10);
+    expect(await (await get(`${h.url}/api/credits/balance`, user)).json()).toEqual({ balance: 10, creditName: 'credits' });
     const page = await h.credits.listTransactions(user);
     const [refund, usage] = page.transactions;
     expect(usage).toMatchObject({ kind: 'usage', amount: -3, balanceAfter: 7 });
