@@ -58,10 +58,6 @@ export function createDemoApp(options: DemoAppOptions): Express {
   app.disable('x-powered-by');
   app.use(cookieParser(options.sessionSecret));
 
-  // The console tells each webhook as it happens. express.raw reads the body first; the kit's router then
-  // verifies that same Buffer (it never needs the stream again).
-  app.post('/api/stripe/webhook', express.raw({ type: () => true, limit: '1mb' }), logWebhook(credits, log));
-
   // The kit's routes: balance, history, pricing, checkout, webhook, checkout session. Mounted before any
   // JSON parser, as the kit asks, so the webhook sees the raw body.
   app.use('/api', credits.router());
@@ -172,37 +168,3 @@ export function createDemoApp(options: DemoAppOptions): Express {
   return app;
 }
 
-/** Logs each webhook delivery and its answer. The body is read only for the log; the kit verifies it. */
-function logWebhook(credits: Credits, log: (line: string) => void): RequestHandler {
-  return (req, res, next) => {
-    let summary = 'an unreadable body';
-    let userId: string | undefined;
-    try {
-      const event = JSON.parse(Buffer.isBuffer(req.body) ? req.body.toString('utf8') : '') as {
-        id?: unknown;
-        type?: unknown;
-        data?: { object?: { id?: unknown; metadata?: Record<string, unknown> } };
-      };
-      const object = event.data?.object;
-      const user = object?.metadata?.credit_kit_user_id;
-      const credits = object?.metadata?.credit_kit_credits;
-      userId = typeof user === 'string' ? user : undefined;
-      summary = `${String(event.type)} ${String(event.id)}${object?.id ? ` for ${String(object.id)}` : ''}${
-        userId && typeof credits === 'string' ? ` (${credits} credits for ${userId})` : ''
-      }`;
-    } catch {
-      // Not JSON: the kit answers 400 and the log says so.
-    }
-    res.once('finish', () => {
-      const verdict = res.statusCode === 200 ? 'verified and handled' : res.statusCode === 400 ? 'refused: bad signature' : 'failed';
-      log(`webhook ${summary} → ${res.statusCode} ${verdict}`);
-      if (res.statusCode === 200 && userId) {
-        credits.getBalance(userId).then(
-          (balance) => log(`${userId} now has ${balance} credits`),
-          () => undefined,
-        );
-      }
-    });
-    next();
-  };
-}

@@ -16,7 +16,7 @@ import type { AddressInfo } from 'node:net';
 import { join, relative, resolve } from 'node:path';
 import mongoose, { type Connection } from 'mongoose';
 import Stripe from 'stripe';
-import { createCredits, type Credits } from 'credit-kit/server';
+import { createCredits, type Credits, type WebhookReport } from 'credit-kit/server';
 import { startEmbeddedMongo, type EmbeddedMongo } from '../tools/embedded';
 import { createDemoApp, currentUser } from './app';
 import { buildPage } from './build-page';
@@ -115,6 +115,7 @@ async function main(): Promise<void> {
     webhookSecret,
     publicUrl,
     pricing: { creditPriceCents: 10, bundles: BUNDLES.map((b) => ({ ...b })) },
+    onWebhook: (r) => logWebhook(r, () => credits),
   });
   await credits.init();
   const report = await credits.reconcile();
@@ -202,3 +203,20 @@ main().catch((err: unknown) => {
   }
   process.exit(1);
 });
+
+/** The console tells each webhook delivery as the kit answers it, and the balance it leads to. */
+function logWebhook(r: WebhookReport, kit: () => Credits): void {
+  const object = r.event?.data.object as { id?: string; metadata?: Record<string, string> | null } | undefined;
+  const userId = object?.metadata?.credit_kit_user_id;
+  const credits = object?.metadata?.credit_kit_credits;
+  const what = r.event
+    ? `${r.event.type} ${r.event.id}${object?.id ? ` for ${object.id}` : ''}${userId && credits ? ` (${credits} credits for ${userId})` : ''}`
+    : 'a delivery';
+  const verdict = r.status === 200 ? 'verified and handled' : `refused: ${r.error?.message ?? 'error'}`;
+  log(`webhook ${what} → ${r.status} ${verdict}`);
+  if (r.status === 200 && userId) {
+    kit()
+      .getBalance(userId)
+      .then((balance) => log(`${userId} now has ${balance} credits`), () => undefined);
+  }
+}

@@ -114,6 +114,7 @@ export type {
   RefundRule,
   OveragePolicy,
   RateLimitOptions,
+  WebhookReport,
 } from './options';
 export type { CreditsContext, Cost } from './middleware';
 export type { DeductOptions, GrantOptions, GrantResult } from './core';

@@ -86,8 +86,21 @@ export interface CreateCreditsOptions {
   rateLimit?: RateLimitOptions;
   /** Largest JSON body the kit's routes accept. Default `16kb`. */
   bodyLimit?: string;
+  /** Told of every webhook delivery once it is answered: for logs and metrics. Errors it throws are ignored. */
+  onWebhook?: (report: WebhookReport) => void;
   /** Test hooks: fault injection between steps, background error reporting. */
   hooks?: LedgerHooks;
+}
+
+export interface WebhookReport {
+  /** The HTTP status the delivery got: 200 handled or ignored, 400 refused, 5xx Stripe will retry. */
+  status: number;
+  /** The verified event; absent when the delivery was refused before verification succeeded. */
+  event?: Stripe.Event;
+  /** What the kit did: `{ status, creditsAdded }` for a checkout, `{ clawedBack }`, `{ ignored: true }`, ... */
+  outcome?: Record<string, unknown>;
+  /** Why the delivery was refused or failed. */
+  error?: { code: string; message: string };
 }
 
 export interface ResolvedPricing {
@@ -117,6 +130,7 @@ export interface ResolvedOptions {
   webhookToleranceSeconds: number;
   rateLimit: Required<RateLimitOptions> | undefined;
   bodyLimit: string;
+  onWebhook: ((report: WebhookReport) => void) | undefined;
   hooks: LedgerHooks;
 }
 
@@ -138,6 +152,7 @@ const KNOWN_KEYS: ReadonlyArray<keyof CreateCreditsOptions> = [
   'webhookToleranceSeconds',
   'rateLimit',
   'bodyLimit',
+  'onWebhook',
   'hooks',
 ];
 
@@ -217,6 +232,7 @@ export function resolveOptions(options: CreateCreditsOptions, env: NodeJS.Proces
         }
       : undefined,
     bodyLimit: nonEmptyString(options.bodyLimit ?? '16kb', 'bodyLimit'),
+    onWebhook: optionalFunction(options.onWebhook, 'onWebhook'),
     hooks: options.hooks ?? {},
   };
 }
@@ -294,6 +310,13 @@ function resolveRefundRule(rule: RefundRule): (outcome: { status: number }) => b
     default:
       throw new CreditsConfigError(`createCredits: \`refundOn\` must be 'server-error', 'error', 'never' or a function, got ${JSON.stringify(rule)}.`);
   }
+}
+
+function optionalFunction<T>(value: T | undefined, name: string): T | undefined {
+  if (value !== undefined && typeof value !== 'function') {
+    throw new CreditsConfigError(`createCredits: \`${name}\` must be a function.`);
+  }
+  return value;
 }
 
 function positiveInt(value: unknown, name: string): number {

@@ -13,7 +13,8 @@ import { rateLimit, ipKeyGenerator } from 'express-rate-limit';
 import type Stripe from 'stripe';
 import { createCheckoutSession, parseCheckoutBody } from './checkout';
 import type { CreditsCore } from './core';
-import { CreditsError, InvalidRequestError, NotFoundError, SignatureError } from './errors';
+import { CreditsError, InvalidRequestError, NotFoundError, SignatureError, toCreditsError } from './errors';
+import type { WebhookReport } from './options';
 import { resolveUserId, sendError } from './middleware';
 import type { Purchases } from './purchases';
 
@@ -91,28 +92,51 @@ export function createRouter(core: CreditsCore, purchases: Purchases, checkoutLi
   router.post(
     '/stripe/webhook',
     express.raw({ type: () => true, limit: '1mb' }),
-    handle(async (req, res) => {
-      const stripe = requireStripe();
-      const raw: unknown = Buffer.isBuffer(req.body) ? req.body : (req as unknown as Record<symbol, unknown>)[RAW_BODY];
-      if (!Buffer.isBuffer(raw)) {
-        throw new CreditsError(
-          'misconfigured',
-          'The webhook body was parsed before credit-kit could verify its signature. Mount credits.router() before ' +
-            'express.json(), or parse with express.json({ verify: credits.keepRawBody }).',
-        );
-      }
-      const signature = req.get('stripe-signature');
-      if (!signature) throw new SignatureError('Missing Stripe-Signature header.');
-      let event: Stripe.Event;
-      try {
-        event = stripe.webhooks.constructEvent(raw, signature, options.webhookSecret!, options.webhookToleranceSeconds);
-      } catch (err) {
-        throw new SignatureError('The Stripe-Signature does not match this body and secret, or is too old.', err);
-      }
-      const result = await handleEvent(purchases, event);
-      res.status(200).json({ received: true, type: event.type, ...result });
-    }),
+    (req, res) => {
+      let event: Stripe.Event | undefined;
+      void receiveWebhook(req, (e) => (event = e))
+        .then((outcome) => {
+          res.status(200).json({ received: true, type: event?.type, ...outcome });
+          report({ status: 200, ...(event ? { event } : {}), outcome });
+        })
+        .catch((err: unknown) => {
+          sendError(res, err);
+          const e = toCreditsError(err);
+          report({ status: e.status, ...(event ? { event } : {}), error: { code: e.code, message: e.message } });
+        });
+    },
   );
+
+  const report = (r: WebhookReport) => {
+    try {
+      options.onWebhook?.(r);
+    } catch {
+      // A logging hook must never change what Stripe is told.
+    }
+  };
+
+  /** Verifies a delivery and applies its event; `seen` learns the event as soon as it is verified. */
+  async function receiveWebhook(req: Request, seen: (event: Stripe.Event) => void): Promise<Record<string, unknown>> {
+    const stripe = requireStripe();
+    const raw: unknown = Buffer.isBuffer(req.body) ? req.body : (req as unknown as Record<symbol, unknown>)[RAW_BODY];
+    if (!Buffer.isBuffer(raw)) {
+      throw new CreditsError(
+        'misconfigured',
+        'The webhook body was parsed before credit-kit could verify its signature. Mount credits.router() before ' +
+          'express.json(), or parse with express.json({ verify: credits.keepRawBody }).',
+      );
+    }
+    const signature = req.get('stripe-signature');
+    if (!signature) throw new SignatureError('Missing Stripe-Signature header.');
+    let event: Stripe.Event;
+    try {
+      event = stripe.webhooks.constructEvent(raw, signature, options.webhookSecret!, options.webhookToleranceSeconds);
+    } catch (err) {
+      throw new SignatureError('The Stripe-Signature does not match this body and secret, or is too old.', err);
+    }
+    seen(event);
+    return handleEvent(purchases, event);
+  }
 
   router.get(
     '/stripe/checkout/session/:id',

@@ -3,7 +3,7 @@
  * and a 402 turns into the kit's InsufficientCredits with a way to buy more.
  */
 import { useState } from 'react';
-import { InsufficientCredits, useCredits, useCreditsFetch } from 'credit-kit/client';
+import { InsufficientCredits, useCreditsFetch } from 'credit-kit/client';
 import {
   ANALYSIS_RESERVE,
   SAMPLE_TEXT,
@@ -24,7 +24,6 @@ type Outcome =
 
 export function AiStudio() {
   const { fetch, insufficient, dismiss } = useCreditsFetch();
-  const { refresh } = useCredits();
   const [text, setText] = useState(SAMPLE_TEXT);
   const [busy, setBusy] = useState<Action | null>(null);
   const [outcome, setOutcome] = useState<Outcome | null>(null);
@@ -50,8 +49,6 @@ export function AiStudio() {
         // 402 is shown by <InsufficientCredits> below; anything else is a failed call.
         const body = (await res.json().catch(() => null)) as { error?: { message?: string } } | null;
         setOutcome({ kind: 'failed', message: body?.error?.message ?? `The server answered ${res.status}.`, refunded: res.status >= 500 });
-        // The kit refunds a failed call just after the 500 is sent; ask for the balance again once it has.
-        if (res.status >= 500) setTimeout(() => void refresh(), 400);
       }
     } catch {
       setOutcome({ kind: 'failed', message: 'Could not reach the server.', refunded: false });

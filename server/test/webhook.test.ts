@@ -3,7 +3,7 @@
  * exactly once under duplicates, concurrency and reordering; refunds and disputes; forged deliveries.
  */
 import express from 'express';
-import { createCredits } from 'credit-kit/server';
+import { createCredits, type WebhookReport } from 'credit-kit/server';
 import type Stripe from 'stripe';
 import {
   audit,
@@ -21,9 +21,15 @@ import {
 
 let h: Harness;
 const stripe = stripeMockClient();
+const reports: WebhookReport[] = [];
 
 beforeAll(async () => {
-  h = await harness(() => undefined, { stripe, webhookSecret: WEBHOOK_SECRET, publicUrl: 'https://app.example.com' });
+  h = await harness(() => undefined, {
+    stripe,
+    webhookSecret: WEBHOOK_SECRET,
+    publicUrl: 'https://app.example.com',
+    onWebhook: (r) => reports.push(r),
+  });
 });
 afterAll(() => h.close());
 
@@ -189,6 +195,18 @@ it('answers the success page only for the signed-in owner (stripe-mock sessions 
   expect(res.status).toBe(404);
   expect((await get(`${h.url}/api/stripe/checkout/session/not-a-session`, 'w-buyer')).status).toBe(400);
   expect((await get(`${h.url}/api/stripe/checkout/session/cs_test_a1b2c3`, null)).status).toBe(401);
+});
+
+it('tells onWebhook of each delivery once answered: the event and outcome, or why it was refused', async () => {
+  reports.length = 0;
+  const session = checkoutSession('w-reported', 20);
+  await deliver({ id: 'evt_reported', type: 'checkout.session.completed', object: session });
+  const good = signedDelivery(stripe, { type: 'checkout.session.completed', object: session });
+  await fetch(`${h.url}/api/stripe/webhook`, { method: 'POST', headers: { ...good.headers, 'stripe-signature': 't=1,v1=00' }, body: good.body });
+  expect(reports).toEqual([
+    { status: 200, event: expect.objectContaining({ id: 'evt_reported', type: 'checkout.session.completed' }), outcome: { status: 'paid', creditsAdded: 20 } },
+    { status: 400, error: { code: 'invalid_signature', message: expect.any(String) } },
+  ]);
 });
 
 describe('an app that parses JSON before the router', () => {
