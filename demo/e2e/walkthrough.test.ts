@@ -3,7 +3,8 @@
  *
  * It starts the demo itself (`tsx demo/server.ts`, as `npm run demo` does) on a free port with a fresh
  * temporary data directory, so with its own embedded database and the Stripe Checkout simulator, and stops
- * it afterwards. Each step saves a screenshot to docs/screenshots/ (the README walkthrough shows them).
+ * it afterwards. Each step saves a screenshot to test-results/screenshots/, or with UPDATE_SCREENSHOTS=1 to
+ * docs/screenshots/ (the README walkthrough shows them).
  *
  *   CHROMIUM=/path/to/chromium     another browser binary (default /usr/bin/chromium)
  */
@@ -18,7 +19,8 @@ import { after, test, type TestContext } from 'node:test';
 import { chromium, type Browser, type BrowserContext, type Locator, type Page } from 'playwright-core';
 
 const ROOT = join(__dirname, '..', '..');
-const SHOTS = join(ROOT, 'docs', 'screenshots');
+// The README's pictures are refreshed on purpose (UPDATE_SCREENSHOTS=1); an ordinary run keeps its own.
+const SHOTS = process.env.UPDATE_SCREENSHOTS ? join(ROOT, 'docs', 'screenshots') : join(ROOT, 'test-results', 'screenshots');
 const FAILURES = join(ROOT, 'test-results');
 const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
 /** The first run may build the embedded database from source (about a minute). */
@@ -149,7 +151,7 @@ function step(name: string, fn: () => Promise<void>, timeout = STEP_TIMEOUT): vo
   });
 }
 
-/** Saves docs/screenshots/NN-name.png, with `focus` scrolled into the middle of the view. */
+/** Saves NN-name.png in SHOTS, with `focus` scrolled into the middle of the view. */
 async function shot(name: string, focus?: Locator): Promise<void> {
   if (focus) await focus.evaluate((el) => el.scrollIntoView({ block: 'center' }));
   else await page.evaluate(() => window.scrollTo(0, 0));
