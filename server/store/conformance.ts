@@ -1,0 +1,140 @@
+/**
+ * The CreditStore conformance suite: what any store must do for the ledger's guarantees to hold. Written
+ * once; a store's test file calls `describeCreditStore` with a factory (the MongoDB store does so in
+ * mongo-store.test.ts), so a second store later costs one call.
+ */
+import { randomUUID } from 'node:crypto';
+import type { CreditStore, JournalEntry, Purchase } from './types';
+
+export interface StoreUnderTest {
+  store: CreditStore;
+  /** Reads the stored account as the database holds it, bypassing the store (null when absent). */
+  rawAccount(userId: string): Promise<{ balance: number; journal: unknown[] } | null>;
+  close(): Promise<void>;
+}
+
+const entry = (amount: number, extra: Partial<JournalEntry> = {}): JournalEntry => ({
+  id: randomUUID(),
+  kind: amount < 0 ? 'usage' : 'grant',
+  amount,
+  at: new Date(),
+  ...extra,
+});
+
+export function describeCreditStore(name: string, create: () => Promise<StoreUnderTest>): void {
+  describe(`CreditStore conformance: ${name}`, () => {
+    let t: StoreUnderTest;
+    beforeAll(async () => {
+      t = await create();
+      await t.store.init();
+      await t.store.init(); // idempotent
+    });
+    afterAll(() => t.close());
+
+    it('creates an account only when asked, and journals each change with the balance', async () => {
+      const user = `c-${randomUUID()}`;
+      expect(await t.store.applyEntry(user, entry(-1), { minBalance: 1 })).toBeNull();
+      expect(await t.store.applyEntry(user, entry(5))).toBeNull();
+      expect(await t.rawAccount(user)).toBeNull();
+      const first = entry(5);
+      const after = await t.store.applyEntry(user, first, { create: true });
+      expect(after).toMatchObject({ userId: user, balance: 5, count: 1, journal: [expect.objectContaining({ id: first.id, amount: 5 })] });
+      expect(await t.rawAccount(user)).toMatchObject({ balance: 5, journal: [expect.objectContaining({ id: first.id })] });
+    });
+
+    it('applies a guarded deduction under concurrency exactly as often as the balance allows', async () => {
+      const user = `c-${randomUUID()}`;
+      await t.store.applyEntry(user, entry(100), { create: true });
+      const results = await Promise.all(Array.from({ length: 250 }, () => t.store.applyEntry(user, entry(-1), { minBalance: 1 })));
+      expect(results.filter(Boolean)).toHaveLength(100);
+      expect((await t.rawAccount(user))?.balance).toBe(0);
+      const counts = results.flatMap((r) => (r ? [r.count] : [])).sort((a, b) => a - b);
+      expect(counts).toEqual(Array.from({ length: 100 }, (_, i) => i + 2)); // each update saw its own count
+    });
+
+    it('refuses a keyed entry whose id the journal already holds, even concurrently, and with create', async () => {
+      const user = `c-${randomUUID()}`;
+      const keyed = entry(7, { key: 'grant:once' });
+      const results = await Promise.all(Array.from({ length: 20 }, () => t.store.applyEntry(user, keyed, { create: true })));
+      expect(results.filter(Boolean)).toHaveLength(1);
+      expect((await t.rawAccount(user))?.balance).toBe(7);
+    });
+
+    it('moves journal entries to the ledger idempotently and removes exactly those from the journal', async () => {
+      const user = `c-${randomUUID()}`;
+      await t.store.applyEntry(user, entry(10), { create: true });
+      const snap = (await t.store.applyEntry(user, entry(-3), { minBalance: 3 }))!;
+      const ledgerEntries = snap.journal.map((e, i) => ({ ...e, userId: user, seq: i + 1, balanceAfter: i === 0 ? 10 : 7 }));
+      await Promise.all([t.store.moveToLedger(user, ledgerEntries, snap.journal), t.store.moveToLedger(user, ledgerEntries, snap.journal)]);
+      const later = (await t.store.applyEntry(user, entry(1)))!;
+      expect(later.journal).toHaveLength(1);
+      expect((await t.rawAccount(user))?.journal).toHaveLength(1);
+      const listed = await t.store.listLedger(user, { limit: 10 });
+      expect(listed.map((e) => [e.seq, e.amount, e.balanceAfter])).toEqual([
+        [2, -3, 7],
+        [1, 10, 10],
+      ]);
+      expect(await t.store.listLedger(user, { limit: 10, beforeSeq: 2 })).toHaveLength(1);
+      expect(await t.store.hasLedgerEntry(ledgerEntries[0]!.id)).toBe(true);
+      expect(await t.store.accountsWithJournal(10_000)).toContain(user);
+    });
+
+    it('grants a claim to exactly one of many concurrent claimants, and releases only a pending one it names', async () => {
+      const claimId = `claim-${randomUUID()}`;
+      const base = { id: claimId, userId: 'u', key: 'k', state: 'pending' as const, createdAt: new Date() };
+      const results = await Promise.all(Array.from({ length: 20 }, (_, i) => t.store.insertClaim({ ...base, entryId: `e${i}` })));
+      const winners = results.filter((r) => r === null);
+      expect(winners).toHaveLength(1);
+      const held = (await t.store.getClaim(claimId))!;
+      await t.store.releaseClaim(claimId, 'not-the-holder');
+      expect(await t.store.getClaim(claimId)).not.toBeNull();
+      expect(await t.store.pendingClaimsBefore(new Date(Date.now() + 1000), 10_000)).toEqual(
+        expect.arrayContaining([expect.objectContaining({ id: claimId })]),
+      );
+      await t.store.markClaimApplied(claimId);
+      await t.store.releaseClaim(claimId, held.entryId);
+      expect((await t.store.getClaim(claimId))?.state).toBe('applied');
+    });
+
+    it('keeps a purchase record once and updates it only by compare-and-set', async () => {
+      const now = new Date();
+      const p: Purchase = {
+        id: `cs_${randomUUID()}`,
+        userId: 'buyer',
+        credits: 100,
+        amountTotal: 1000,
+        currency: 'usd',
+        status: 'open',
+        paymentIntentId: `pi_${randomUUID()}`,
+        creditedAt: null,
+        amountRefunded: 0,
+        refundClawback: 0,
+        disputes: [],
+        pendingAdjustments: [],
+        createdAt: now,
+        updatedAt: now,
+      };
+      const stored = await Promise.all(Array.from({ length: 10 }, () => t.store.ensurePurchase(p)));
+      expect(new Set(stored.map((s) => s.id))).toEqual(new Set([p.id]));
+      expect(await t.store.findPurchaseByPaymentIntent(p.paymentIntentId!)).toMatchObject({ id: p.id, credits: 100 });
+
+      const wins = await Promise.all(
+        Array.from({ length: 10 }, () => t.store.updatePurchase(p.id, { refundClawbackIs: 0 }, { set: { refundClawback: 50 } })),
+      );
+      expect(wins.filter(Boolean)).toHaveLength(1);
+      const adj = { key: 'refund:x:50', kind: 'clawback' as const, amount: -50, ref: { checkoutSessionId: p.id } };
+      await t.store.updatePurchase(p.id, {}, { pushAdjustment: adj, addDispute: { id: 'dp_1', clawback: 50, status: 'open' } });
+      expect((await t.store.purchasesWithPendingAdjustments(10_000)).map((x) => x.id)).toContain(p.id);
+      await t.store.updatePurchase(p.id, {}, { pullAdjustment: adj });
+      expect((await t.store.getPurchase(p.id))?.pendingAdjustments).toEqual([]);
+      expect(await t.store.updatePurchase(p.id, { withoutDispute: 'dp_1' }, { set: { status: 'paid' } })).toBeNull();
+      const closed = await Promise.all(
+        Array.from({ length: 5 }, () =>
+          t.store.updatePurchase(p.id, { disputeInStatus: { id: 'dp_1', status: 'open' } }, { setDisputeStatus: { id: 'dp_1', status: 'won' } }),
+        ),
+      );
+      expect(closed.filter(Boolean).length).toBeGreaterThanOrEqual(1);
+      expect((await t.store.getPurchase(p.id))?.disputes).toEqual([{ id: 'dp_1', clawback: 50, status: 'won' }]);
+    });
+  });
+}
