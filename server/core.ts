@@ -55,12 +55,14 @@ export class CreditsCore {
   /** Charges a guarded request: one guarded update, or a keyed one with an Idempotency-Key. */
   async charge(userId: string, amount: number, key: string | undefined, note: string): Promise<{ entryId: string; balance: number }> {
     const change = { kind: 'usage' as const, amount: -amount, ref: { note } };
+    // The request is refused if the database fails mid-charge; a charge that landed anyway is given back.
+    const undoIfUncertain = { checkAfterMs: 2 * this.options.timeoutMs };
     if (key === undefined) {
-      const applied = await this.ledger.apply(userId, change, { minBalance: amount });
+      const applied = await this.ledger.apply(userId, change, { minBalance: amount, undoIfUncertain });
       if (!applied) throw new InsufficientCreditsError(amount, await this.ledger.getBalance(userId));
       return { entryId: applied.entry.id, balance: applied.balance };
     }
-    const outcome = await this.ledger.applyOnce(userId, key, change, { minBalance: amount });
+    const outcome = await this.ledger.applyOnce(userId, key, change, { minBalance: amount, undoIfUncertain });
     if (outcome.status === 'duplicate') {
       throw new ConflictError('A request with this Idempotency-Key was already received; it is not run or charged again.', {
         idempotencyKey: key.slice('request:'.length),

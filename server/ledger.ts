@@ -23,7 +23,12 @@ import type {
 } from './store/types';
 
 /** Named points between the steps of a change, where tests inject crashes. */
-export type FaultPoint = 'after-claim' | 'after-apply' | 'before-move' | 'after-ledger-write' | 'after-purchase-update';
+export type FaultPoint =
+  | 'after-claim'
+  | 'reply-lost' // the update landed but its answer never reached us, as when a connection drops
+  | 'after-apply'
+  | 'before-move'
+  | 'after-purchase-update';
 
 export interface LedgerHooks {
   /** Called at each step boundary; throwing here simulates a crash at that point. Tests only. */
@@ -37,6 +42,11 @@ export interface ChangeInput {
   amount: number;
   reason?: string;
   ref?: EntryRef;
+}
+
+export interface Uncertain {
+  /** Give a spend back if it turns out to have landed although the call failed (see applyOrUndo). */
+  undoIfUncertain?: { checkAfterMs: number };
 }
 
 export interface Applied {
@@ -99,9 +109,9 @@ export class Ledger {
   }
 
   /** One change with no key: one round trip. Returns null when the guard refused it. */
-  async apply(userId: string, change: ChangeInput, options: ApplyOptions = {}): Promise<Applied | null> {
+  async apply(userId: string, change: ChangeInput, options: ApplyOptions & Uncertain = {}): Promise<Applied | null> {
     const entry = newEntry(change);
-    const snapshot = await this.db(() => this.store.applyEntry(userId, entry, options));
+    const snapshot = await this.applyOrUndo(userId, entry, options);
     if (!snapshot) return null;
     await this.fault('after-apply');
     this.scheduleMove(snapshot);
@@ -109,7 +119,7 @@ export class Ledger {
   }
 
   /** One change applied at most once per (user, key), under any concurrency and across crashes. */
-  async applyOnce(userId: string, key: string, change: ChangeInput, options: ApplyOptions = {}): Promise<KeyedOutcome> {
+  async applyOnce(userId: string, key: string, change: ChangeInput, options: ApplyOptions & Uncertain = {}): Promise<KeyedOutcome> {
     const entry = { ...newEntry(change), key };
     const claim: Claim = {
       id: claimId(userId, key),
@@ -129,7 +139,7 @@ export class Ledger {
     }
     await this.fault('after-claim');
 
-    const snapshot = await this.db(() => this.store.applyEntry(userId, entry, options));
+    const snapshot = await this.applyOrUndo(userId, entry, options);
     if (!snapshot) {
       await this.db(() => this.store.releaseClaim(claim.id, entry.id));
       return { status: 'rejected' };
@@ -143,6 +153,49 @@ export class Ledger {
       this.backgroundError(err);
     }
     return { status: 'applied', entry, balance: snapshot.balance };
+  }
+
+  /**
+   * Applies an entry. When the database fails mid-call the update may or may not have landed; with
+   * `undoIfUncertain` (a guarded request refused with 503, whose route never ran) the spend is looked for
+   * later and given back once if it did land, so a refused request is never paid for.
+   */
+  private async applyOrUndo(userId: string, entry: JournalEntry, options: ApplyOptions & Uncertain): Promise<AccountSnapshot | null> {
+    const { undoIfUncertain, ...applyOptions } = options;
+    try {
+      const snapshot = await this.store.applyEntry(userId, entry, applyOptions);
+      await this.fault('reply-lost');
+      return snapshot;
+    } catch (err) {
+      if (undoIfUncertain && entry.amount < 0) {
+        // Checked twice: soon, and again once any command still queued at the server must have ended.
+        this.undoIfLanded(userId, entry, undoIfUncertain.checkAfterMs, 0);
+        this.undoIfLanded(userId, entry, 30_000, 0);
+      }
+      throw new StoreUnavailableError(err);
+    }
+  }
+
+  private undoIfLanded(userId: string, entry: JournalEntry, delayMs: number, attempt: number): void {
+    const timer = setTimeout(() => {
+      void this.undoOnce(userId, entry).catch((err: unknown) => {
+        if (attempt < 8) this.undoIfLanded(userId, entry, Math.min(delayMs * 2, 120_000), attempt + 1);
+        else this.backgroundError(err);
+      });
+    }, delayMs);
+    timer.unref();
+  }
+
+  private async undoOnce(userId: string, entry: JournalEntry): Promise<void> {
+    const account = await this.store.getAccount(userId);
+    const landed = account?.journal.some((e) => e.id === entry.id) || (await this.store.hasLedgerEntry(entry.id));
+    if (!landed) return;
+    await this.applyOnce(
+      userId,
+      `undo:${entry.id}`,
+      { kind: 'refund', amount: -entry.amount, ref: { chargeId: entry.id, note: 'the request was refused (database unavailable) after its charge landed' } },
+      { create: true },
+    );
   }
 
   /**

@@ -55,3 +55,49 @@ it('answers 503 and runs nothing while the database is down, and recovers when i
     await mongo.stop();
   }
 });
+
+it('gives back a charge that landed although the database call failed, since the request was refused', async () => {
+  const connection = await connect();
+  let loseReply = false;
+  const credits = createCredits({
+    connection,
+    getUserId: headerUser,
+    timeoutMs: 100,
+    hooks: {
+      fault(point) {
+        if (loseReply && point === 'reply-lost') {
+          loseReply = false;
+          throw new Error('connection reset after the update was sent');
+        }
+      },
+    },
+  });
+  let runs = 0;
+  const app = express();
+  app.post('/ai', credits.requireCredits(4), (_req, res) => {
+    runs++;
+    res.json({ ok: true });
+  });
+  const server = await listen(app);
+  try {
+    await credits.grantCredits('lost-reply', 10, { idempotencyKey: 'start' });
+    loseReply = true;
+    const res = await post(`${server.url}/ai`, 'lost-reply');
+    expect(res.status).toBe(503);
+    expect(runs).toBe(0);
+    // The charge landed: for a moment the balance shows it, then the kit finds it and gives it back once.
+    let balance = await credits.getBalance('lost-reply');
+    for (let i = 0; i < 50 && balance !== 10; i++) {
+      await new Promise((r) => setTimeout(r, 50));
+      balance = await credits.getBalance('lost-reply');
+    }
+    expect(balance).toBe(10);
+    await credits.flush();
+    const [undo, charge] = (await credits.listTransactions('lost-reply')).transactions;
+    expect(charge).toMatchObject({ kind: 'usage', amount: -4 });
+    expect(undo).toMatchObject({ kind: 'refund', amount: 4, ref: { chargeId: charge!.id } });
+  } finally {
+    await server.close();
+    await connection.close();
+  }
+});
