@@ -1,0 +1,201 @@
+/**
+ * The benchmark's Express apps, one per scenario, each on its own loopback port, all on the same database
+ * connection. Every app counts the requests that reach it, so database commands can be divided by the
+ * requests the server actually handled (autocannon stops mid-flight at the end of a run).
+ */
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import express, { type Express, type Request } from 'express';
+import type { Collection } from 'mongodb';
+import type Stripe from 'stripe';
+import type { Credits } from 'credit-kit/server';
+import type { RequestParts } from './load';
+
+export interface Scenario {
+  name: string;
+  /** What the row measures, for the table's legend. */
+  about: string;
+  url: string;
+  request: () => RequestParts;
+  /** Requests that reached the app since the counter was last reset. */
+  received: number;
+  /** Requests that reached the app since it started (never reset). */
+  served: number;
+  close(): Promise<void>;
+}
+
+export interface BenchAccount {
+  _id: string;
+  balance: number;
+}
+
+export const USER_HEADER = 'x-user-id';
+export const WEBHOOK_SECRET = 'whsec_credit_kit_bench';
+
+export const userIdOf = (req: Request): string | null => req.get(USER_HEADER) ?? null;
+
+async function serve(scenario: Omit<Scenario, 'url' | 'close' | 'received' | 'served'>, routes: (app: Express) => void, path: string): Promise<Scenario> {
+  const app = express();
+  const s: Scenario = { ...scenario, url: '', received: 0, served: 0, close: async () => undefined };
+  app.use((_req, _res, next) => {
+    s.received++;
+    s.served++;
+    next();
+  });
+  routes(app);
+  const server: Server = app.listen(0, '127.0.0.1');
+  await new Promise<void>((resolve, reject) => {
+    server.once('listening', resolve);
+    server.once('error', reject);
+  });
+  const { port } = server.address() as AddressInfo;
+  s.url = `http://127.0.0.1:${port}${path}`;
+  s.close = () =>
+    new Promise<void>((resolve) => {
+      server.closeAllConnections();
+      server.close(() => resolve());
+    });
+  return s;
+}
+
+const asUser = (user: string): RequestParts => ({ headers: { [USER_HEADER]: user } });
+
+export interface AppDeps {
+  credits: Credits;
+  raw: Collection<BenchAccount>;
+  naive: Collection<BenchAccount>;
+  stripe: Stripe;
+  /** A user of the funded pool, chosen at random for each request. */
+  pickUser: () => string;
+  hotUser: string;
+  replayUser: string;
+}
+
+function notEnough(res: express.Response, balance: number): void {
+  res.status(402).json({ error: { code: 'insufficient_credits', required: 1, balance } });
+}
+
+export async function startScenarios(deps: AppDeps): Promise<Scenario[]> {
+  const { credits, raw, naive, stripe, pickUser } = deps;
+  const anyUser = () => asUser(pickUser());
+
+  const unguarded = await serve(
+    { name: 'unguarded', about: 'the route alone (the floor)', request: anyUser },
+    (app) => app.post('/run', (_req, res) => void res.json({ ok: true })),
+    '/run',
+  );
+
+  const rawOp = await serve(
+    {
+      name: 'raw-op',
+      about: 'the route does one native findOneAndUpdate({ _id, balance: { $gte: 1 } }, { $inc: { balance: -1 } })',
+      request: anyUser,
+    },
+    (app) =>
+      app.post('/run', async (req, res) => {
+        const doc = await raw.findOneAndUpdate(
+          { _id: String(req.get(USER_HEADER)), balance: { $gte: 1 } },
+          { $inc: { balance: -1 } },
+          { returnDocument: 'after' },
+        );
+        if (!doc) return notEnough(res, 0);
+        res.json({ ok: true, balance: doc.balance });
+      }),
+    '/run',
+  );
+
+  const guardedRoutes = (app: Express) =>
+    app.post('/run', credits.requireCredits(1), (req, res) => void res.json({ ok: true, balance: req.credits!.balance }));
+
+  const guarded = await serve(
+    { name: 'requireCredits', about: 'credits.requireCredits(1), a random user of the pool per request', request: anyUser },
+    guardedRoutes,
+    '/run',
+  );
+
+  const hotRequest = asUser(deps.hotUser);
+  const hot = await serve(
+    { name: 'requireCredits-hot', about: 'credits.requireCredits(1), every request on one account', request: () => hotRequest },
+    guardedRoutes,
+    '/run',
+  );
+
+  const naiveApp = await serve(
+    {
+      name: 'naive',
+      about: 'read-then-write: findOne, check the balance in the app, then updateOne({ _id }, { $inc: { balance: -1 } })',
+      request: anyUser,
+    },
+    (app) =>
+      app.post('/run', async (req, res) => {
+        const _id = String(req.get(USER_HEADER));
+        const doc = await naive.findOne({ _id });
+        const balance = doc?.balance ?? 0;
+        if (balance < 1) return notEnough(res, balance);
+        await naive.updateOne({ _id }, { $inc: { balance: -1 } });
+        res.json({ ok: true, balance: balance - 1 });
+      }),
+    '/run',
+  );
+
+  const webhookRoutes = (app: Express) => app.use('/api', credits.router());
+  let purchaseNo = 0;
+  const runTag = `${process.pid.toString(36)}${Date.now().toString(36)}`;
+  const webhook = await serve(
+    {
+      name: 'webhook',
+      about: 'signed checkout.session.completed, a new paid purchase of 100 credits each',
+      request: () => signedDelivery(stripe, checkoutSession(`cs_bench_${runTag}_${++purchaseNo}`, pickUser(), 100)),
+    },
+    webhookRoutes,
+    '/api/stripe/webhook',
+  );
+
+  // One event, delivered again and again; each delivery is signed afresh, as Stripe's retries are.
+  const replayed = eventPayload(checkoutSession(`cs_bench_${runTag}_replayed`, deps.replayUser, 100), `evt_bench_${runTag}_replayed`);
+  const replay = await serve(
+    { name: 'webhook-replay', about: 'the same checkout.session.completed event delivered again', request: () => sign(stripe, replayed) },
+    webhookRoutes,
+    '/api/stripe/webhook',
+  );
+
+  return [unguarded, rawOp, guarded, hot, naiveApp, webhook, replay];
+}
+
+export function checkoutSession(id: string, userId: string, credits: number): Record<string, unknown> {
+  return {
+    id,
+    object: 'checkout.session',
+    mode: 'payment',
+    status: 'complete',
+    payment_status: 'paid',
+    amount_total: credits * 10,
+    currency: 'usd',
+    client_reference_id: userId,
+    payment_intent: `pi_${id.slice(3)}`,
+    metadata: { credit_kit_user_id: userId, credit_kit_credits: String(credits) },
+  };
+}
+
+function eventPayload(session: Record<string, unknown>, id = `evt_${String(session.id)}`): string {
+  return JSON.stringify({
+    id,
+    object: 'event',
+    api_version: '2026-10-28',
+    created: Math.floor(Date.now() / 1000),
+    livemode: false,
+    pending_webhooks: 1,
+    request: { id: null, idempotency_key: null },
+    type: 'checkout.session.completed',
+    data: { object: session },
+  });
+}
+
+function sign(stripe: Stripe, payload: string): RequestParts {
+  const signature = stripe.webhooks.generateTestHeaderString({ payload, secret: WEBHOOK_SECRET });
+  return { headers: { 'content-type': 'application/json', 'stripe-signature': signature }, body: payload };
+}
+
+function signedDelivery(stripe: Stripe, session: Record<string, unknown>): RequestParts {
+  return sign(stripe, eventPayload(session));
+}
