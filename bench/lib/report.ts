@@ -126,8 +126,8 @@ export function renderReport(r: Report): string {
     `Database commands per request, by command (a separate run per scenario of a fixed number of requests, about ` +
       `${c.attributeSeconds} s worth, that ` +
       'records the async stack trace of every command the driver starts; a command issued from the journal move ' +
-      '(`Ledger.runMoves`, started by `scheduleMove` and not awaited) or from a refund after the response is background, ' +
-      'anything else held up the response; a write command may carry several statements, e.g. a bulkWrite of upserts):',
+      '(`Ledger.runMoves`, started by `scheduleMove` and not awaited) is background, anything else held up the response; ' +
+      'a write command may carry several statements, e.g. a bulkWrite of upserts):',
     '',
   );
   out.push('| scenario | command | commands / req | statements / req | path |', '| --- | --- | ---: | ---: | --- |');
