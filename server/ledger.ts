@@ -84,9 +84,18 @@ export interface ReconcileReport {
   accountsMoved: number;
 }
 
+/** How long changes gather before one batched move to the ledger collection. */
+const MOVE_DELAY_MS = 50;
+/** Entries an account's journal may hold (already copied to the ledger) before it is emptied. */
+const KEEP_IN_JOURNAL = 1;
+
 export class Ledger {
-  private readonly moving = new Map<string, { latest: AccountSnapshot; dirty: boolean }>();
-  private readonly inFlight = new Set<Promise<void>>();
+  /** The newest snapshot of each account changed since the last move. */
+  private readonly pending = new Map<string, AccountSnapshot>();
+  /** Per account, the sequence number up to which this process has written the ledger. */
+  private readonly inLedger = new Map<string, number>();
+  private timer: NodeJS.Timeout | undefined;
+  private running: Promise<void> | undefined;
 
   constructor(
     readonly store: CreditStore,
@@ -252,44 +261,65 @@ export class Ledger {
     };
   }
 
-  /** Moves the journal of an account to the ledger collection in the background, coalescing per account. */
+  /**
+   * Moves journal entries to the ledger collection in the background, batched across accounts: every
+   * MOVE_DELAY_MS one insert command carries the new entries of every account changed meanwhile. An account's
+   * journal is emptied (one $pullAll, batched too) only once it holds KEEP_IN_JOURNAL entries, so a guarded
+   * request costs its one blocking update plus a small share of two batched background writes.
+   */
   scheduleMove(snapshot: AccountSnapshot): void {
     if (snapshot.journal.length === 0) return;
-    const state = this.moving.get(snapshot.userId);
-    if (state) {
-      if (snapshot.count > state.latest.count) state.latest = snapshot;
-      state.dirty = true;
-      return;
-    }
-    this.moving.set(snapshot.userId, { latest: snapshot, dirty: false });
-    const run = this.runMoves(snapshot.userId).finally(() => this.inFlight.delete(run));
-    this.inFlight.add(run);
-  }
-
-  private async runMoves(userId: string): Promise<void> {
-    await Promise.resolve(); // let the request that scheduled it answer first
-    const state = this.moving.get(userId)!;
-    try {
-      do {
-        state.dirty = false;
-        await this.moveSnapshot(state.latest);
-      } while (state.dirty);
-    } catch (err) {
-      this.backgroundError(err); // the entries stay journalled; reconcile() moves them later
-    } finally {
-      this.moving.delete(userId);
+    const known = this.pending.get(snapshot.userId);
+    if (!known || snapshot.count > known.count) this.pending.set(snapshot.userId, snapshot);
+    if (!this.timer && !this.running) {
+      this.timer = setTimeout(() => void this.startMoves(false), MOVE_DELAY_MS);
+      this.timer.unref();
     }
   }
 
+  private startMoves(full: boolean): Promise<void> {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
+    if (this.running) return this.running.then(() => this.startMoves(full));
+    if (this.pending.size === 0) return Promise.resolve();
+    const run = this.runMoves(full)
+      .catch((err: unknown) => this.backgroundError(err)) // the entries stay journalled; reconcile() moves them
+      .finally(() => {
+        this.running = undefined;
+        if (this.pending.size > 0 && !this.timer) {
+          this.timer = setTimeout(() => void this.startMoves(false), MOVE_DELAY_MS);
+          this.timer.unref();
+        }
+      });
+    this.running = run;
+    return run;
+  }
+
+  private async runMoves(full: boolean): Promise<void> {
+    const batch = [...this.pending.values()];
+    this.pending.clear();
+    await this.fault('before-move');
+    const entries = batch.flatMap((snapshot) => {
+      const known = this.inLedger.get(snapshot.userId) ?? 0;
+      return ledgerEntriesOf(snapshot).filter((e) => e.seq > known);
+    });
+    await this.store.insertLedgerEntries(entries);
+    if (this.inLedger.size > 10_000) this.inLedger.clear(); // only a hint: forgetting costs a duplicate insert
+    for (const snapshot of batch) this.inLedger.set(snapshot.userId, snapshot.count);
+    const pulls = batch.filter((s) => full || s.journal.length >= KEEP_IN_JOURNAL);
+    if (pulls.length > 0) await this.store.pullJournals(pulls.map((s) => ({ userId: s.userId, entries: s.journal })));
+  }
+
+  /** Moves one account's whole journal now (recovery). */
   async moveSnapshot(snapshot: AccountSnapshot): Promise<void> {
     if (snapshot.journal.length === 0) return;
-    await this.fault('before-move');
-    await this.store.moveToLedger(snapshot.userId, ledgerEntriesOf(snapshot), snapshot.journal);
+    await this.store.insertLedgerEntries(ledgerEntriesOf(snapshot));
+    await this.store.pullJournals([{ userId: snapshot.userId, entries: snapshot.journal }]);
   }
 
-  /** Resolves when every background move started so far has finished. */
+  /** Moves everything scheduled so far, journals emptied, and resolves when done. For tests and shutdown. */
   async flush(): Promise<void> {
-    while (this.inFlight.size > 0) await Promise.allSettled([...this.inFlight]);
+    while (this.running || this.pending.size > 0) await this.startMoves(true);
   }
 
   /** Decides a claim whose holder may have crashed: applied if its entry is anywhere, else released. */
@@ -305,7 +335,10 @@ export class Ledger {
     return 'released';
   }
 
-  /** Repairs what a crash can leave behind: stale claims and journals not yet moved. Idempotent. */
+  /**
+   * Repairs what a crash can leave behind: stale claims, and journals whose oldest entry is older than the
+   * lease (moved and emptied; a journal kept short on purpose is left alone until then). Idempotent.
+   */
   async reconcile(options: { batch?: number } = {}): Promise<ReconcileReport> {
     const batch = options.batch ?? 500;
     const report: ReconcileReport = { claimsResolved: 0, claimsReleased: 0, accountsMoved: 0 };
@@ -314,7 +347,8 @@ export class Ledger {
       if ((await this.resolveClaim(claim)) === 'applied') report.claimsResolved++;
       else report.claimsReleased++;
     }
-    for (const userId of await this.db(() => this.store.accountsWithJournal(batch))) {
+    const staleSince = new Date(Date.now() - this.leaseMs);
+    for (const userId of await this.db(() => this.store.accountsWithJournal(staleSince, batch))) {
       const account = await this.getAccount(userId);
       if (account && account.journal.length > 0) {
         await this.db(() => this.moveSnapshot(account));

@@ -65,18 +65,23 @@ export function describeCreditStore(name: string, create: () => Promise<StoreUnd
       await t.store.applyEntry(user, entry(10), { create: true });
       const snap = (await t.store.applyEntry(user, entry(-3), { minBalance: 3 }))!;
       const ledgerEntries = snap.journal.map((e, i) => ({ ...e, userId: user, seq: i + 1, balanceAfter: i === 0 ? 10 : 7 }));
-      await Promise.all([t.store.moveToLedger(user, ledgerEntries, snap.journal), t.store.moveToLedger(user, ledgerEntries, snap.journal)]);
+      // Two movers at once, and one that gets only a part of what the other wrote: no error, no double.
+      await Promise.all([t.store.insertLedgerEntries(ledgerEntries), t.store.insertLedgerEntries(ledgerEntries)]);
+      await t.store.insertLedgerEntries([ledgerEntries[1]!, { ...ledgerEntries[0]!, id: randomUUID(), seq: 99 }]);
+      await t.store.pullJournals([{ userId: user, entries: snap.journal }]);
       const later = (await t.store.applyEntry(user, entry(1)))!;
       expect(later.journal).toHaveLength(1);
       expect((await t.rawAccount(user))?.journal).toHaveLength(1);
       const listed = await t.store.listLedger(user, { limit: 10 });
       expect(listed.map((e) => [e.seq, e.amount, e.balanceAfter])).toEqual([
+        [99, 10, 10],
         [2, -3, 7],
         [1, 10, 10],
       ]);
-      expect(await t.store.listLedger(user, { limit: 10, beforeSeq: 2 })).toHaveLength(1);
+      expect(await t.store.listLedger(user, { limit: 10, beforeSeq: 99 })).toHaveLength(2);
       expect(await t.store.hasLedgerEntry(ledgerEntries[0]!.id)).toBe(true);
-      expect(await t.store.accountsWithJournal(10_000)).toContain(user);
+      expect(await t.store.accountsWithJournal(new Date(Date.now() + 1000), 10_000)).toContain(user);
+      expect(await t.store.accountsWithJournal(new Date(Date.now() - 60_000), 10_000)).not.toContain(user);
     });
 
     it('grants a claim to exactly one of many concurrent claimants, and releases only a pending one it names', async () => {

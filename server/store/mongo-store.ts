@@ -12,13 +12,15 @@ import type {
   PurchaseCondition,
 } from './types';
 
+/**
+ * An account is kept as small as it can be: every hot-path update rewrites it, and some servers (the
+ * embedded one) read whole documents to find one. When it changed is in its entries.
+ */
 interface AccountDoc {
   _id: string;
   balance: number;
   count: number;
   journal: JournalEntry[];
-  createdAt: Date;
-  updatedAt: Date;
 }
 type LedgerDoc = Omit<LedgerEntry, 'id'> & { _id: string };
 type ClaimDoc = Omit<Claim, 'id'> & { _id: string };
@@ -85,13 +87,10 @@ export class MongoCreditStore implements CreditStore {
     // entries have fresh random ids, so the hot path skips the check.
     if (entry.key !== undefined) filter['journal.id'] = { $ne: entry.id };
     if (options.minBalance !== undefined) filter.balance = { $gte: options.minBalance };
-    const now = entry.at;
     const update: UpdateFilter<AccountDoc> = {
       $inc: { balance: entry.amount, count: 1 },
       $push: { journal: stripUndefined(entry) },
-      $set: { updatedAt: now },
     };
-    if (options.create) update.$setOnInsert = { createdAt: now };
     try {
       const doc = await this.accounts.findOneAndUpdate(filter, update, {
         returnDocument: 'after',
@@ -111,25 +110,35 @@ export class MongoCreditStore implements CreditStore {
     return doc ? toSnapshot(doc) : null;
   }
 
-  async accountsWithJournal(limit: number): Promise<string[]> {
-    const docs = await this.accounts.find({ 'journal.0': { $exists: true } }, { limit }).toArray();
+  async accountsWithJournal(before: Date, limit: number): Promise<string[]> {
+    const docs = await this.accounts.find({ 'journal.0.at': { $lt: before } }, { limit, projection: { _id: 1 } }).toArray();
     return docs.map((d) => d._id);
   }
 
-  async moveToLedger(userId: string, entries: LedgerEntry[], journalled: JournalEntry[]): Promise<void> {
+  async insertLedgerEntries(entries: LedgerEntry[]): Promise<void> {
     if (entries.length === 0) return;
-    await this.ledger.bulkWrite(
-      entries.map(({ id, ...rest }) => ({
-        updateOne: {
-          filter: { _id: id },
-          update: { $setOnInsert: stripUndefined(rest) as Partial<LedgerDoc> },
-          upsert: true,
-        },
+    try {
+      await this.ledger.insertMany(
+        entries.map(({ id, ...rest }) => ({ _id: id, ...stripUndefined(rest) })),
+        { ordered: false },
+      );
+    } catch (err) {
+      // Entries another mover wrote first are the same entries (same id, sequence and balance-after).
+      const writeErrors = (err as { writeErrors?: Array<{ code?: number }> | { code?: number } }).writeErrors;
+      const list = Array.isArray(writeErrors) ? writeErrors : writeErrors ? [writeErrors] : [];
+      if (list.length === 0 || list.some((e) => e.code !== DUPLICATE_KEY)) throw err;
+    }
+  }
+
+  async pullJournals(batch: Array<{ userId: string; entries: JournalEntry[] }>): Promise<void> {
+    if (batch.length === 0) return;
+    // $pullAll removes elements equal to the given ones: exactly the entries already in the ledger.
+    await this.accounts.bulkWrite(
+      batch.map(({ userId, entries }) => ({
+        updateOne: { filter: { _id: userId }, update: { $pullAll: { journal: entries } } },
       })),
       { ordered: false },
     );
-    // $pullAll removes elements equal to the given ones, exactly the entries just written to the ledger.
-    await this.accounts.updateOne({ _id: userId }, { $pullAll: { journal: journalled } });
   }
 
   async hasLedgerEntry(entryId: string): Promise<boolean> {

@@ -110,11 +110,13 @@ export interface CreditStore {
    */
   applyEntry(userId: string, entry: JournalEntry, options?: ApplyOptions): Promise<AccountSnapshot | null>;
   getAccount(userId: string): Promise<AccountSnapshot | null>;
-  /** Ids of accounts whose journal is not empty (for recovery). */
-  accountsWithJournal(limit: number): Promise<string[]>;
+  /** Ids of accounts whose oldest journal entry is older than `before` (for recovery). */
+  accountsWithJournal(before: Date, limit: number): Promise<string[]>;
 
-  /** Writes entries to the ledger (idempotent by id), then removes exactly those from the journal. */
-  moveToLedger(userId: string, entries: LedgerEntry[], journalled: JournalEntry[]): Promise<void>;
+  /** Writes entries to the ledger collection; an entry already there (same id) is left as it is. */
+  insertLedgerEntries(entries: LedgerEntry[]): Promise<void>;
+  /** Removes exactly these entries (already in the ledger) from each account's journal, in one batch. */
+  pullJournals(batch: Array<{ userId: string; entries: JournalEntry[] }>): Promise<void>;
   hasLedgerEntry(entryId: string): Promise<boolean>;
   /** Ledger entries of a user, newest first, with `seq` below `beforeSeq` when given. */
   listLedger(userId: string, options: { beforeSeq?: number; limit: number }): Promise<LedgerEntry[]>;
