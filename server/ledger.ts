@@ -86,8 +86,6 @@ export interface ReconcileReport {
 
 /** How long changes gather before one batched move to the ledger collection. */
 const MOVE_DELAY_MS = 50;
-/** Entries an account's journal may hold (already copied to the ledger) before it is emptied. */
-const KEEP_IN_JOURNAL = 1;
 
 export class Ledger {
   /** The newest snapshot of each account changed since the last move. */
@@ -263,31 +261,31 @@ export class Ledger {
 
   /**
    * Moves journal entries to the ledger collection in the background, batched across accounts: every
-   * MOVE_DELAY_MS one insert command carries the new entries of every account changed meanwhile. An account's
-   * journal is emptied (one $pullAll, batched too) only once it holds KEEP_IN_JOURNAL entries, so a guarded
-   * request costs its one blocking update plus a small share of two batched background writes.
+   * MOVE_DELAY_MS one insert command carries the new entries of every account changed meanwhile, and one
+   * bulk write removes them from those journals, so a guarded request costs its one blocking update plus a
+   * small share of two batched background writes, and account documents stay small.
    */
   scheduleMove(snapshot: AccountSnapshot): void {
     if (snapshot.journal.length === 0) return;
     const known = this.pending.get(snapshot.userId);
     if (!known || snapshot.count > known.count) this.pending.set(snapshot.userId, snapshot);
     if (!this.timer && !this.running) {
-      this.timer = setTimeout(() => void this.startMoves(false), MOVE_DELAY_MS);
+      this.timer = setTimeout(() => void this.startMoves(), MOVE_DELAY_MS);
       this.timer.unref();
     }
   }
 
-  private startMoves(full: boolean): Promise<void> {
+  private startMoves(): Promise<void> {
     if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
-    if (this.running) return this.running.then(() => this.startMoves(full));
+    if (this.running) return this.running.then(() => this.startMoves());
     if (this.pending.size === 0) return Promise.resolve();
-    const run = this.runMoves(full)
+    const run = this.runMoves()
       .catch((err: unknown) => this.backgroundError(err)) // the entries stay journalled; reconcile() moves them
       .finally(() => {
         this.running = undefined;
         if (this.pending.size > 0 && !this.timer) {
-          this.timer = setTimeout(() => void this.startMoves(false), MOVE_DELAY_MS);
+          this.timer = setTimeout(() => void this.startMoves(), MOVE_DELAY_MS);
           this.timer.unref();
         }
       });
@@ -295,7 +293,7 @@ export class Ledger {
     return run;
   }
 
-  private async runMoves(full: boolean): Promise<void> {
+  private async runMoves(): Promise<void> {
     const batch = [...this.pending.values()];
     this.pending.clear();
     await this.fault('before-move');
@@ -306,8 +304,7 @@ export class Ledger {
     await this.store.insertLedgerEntries(entries);
     if (this.inLedger.size > 10_000) this.inLedger.clear(); // only a hint: forgetting costs a duplicate insert
     for (const snapshot of batch) this.inLedger.set(snapshot.userId, snapshot.count);
-    const pulls = batch.filter((s) => full || s.journal.length >= KEEP_IN_JOURNAL);
-    if (pulls.length > 0) await this.store.pullJournals(pulls.map((s) => ({ userId: s.userId, entries: s.journal })));
+    await this.store.pullJournals(batch.map((s) => ({ userId: s.userId, entries: s.journal })));
   }
 
   /** Moves one account's whole journal now (recovery). */
@@ -317,9 +314,9 @@ export class Ledger {
     await this.store.pullJournals([{ userId: snapshot.userId, entries: snapshot.journal }]);
   }
 
-  /** Moves everything scheduled so far, journals emptied, and resolves when done. For tests and shutdown. */
+  /** Moves everything scheduled so far and resolves when done. For tests and shutdown. */
   async flush(): Promise<void> {
-    while (this.running || this.pending.size > 0) await this.startMoves(true);
+    while (this.running || this.pending.size > 0) await this.startMoves();
   }
 
   /** Decides a claim whose holder may have crashed: applied if its entry is anywhere, else released. */
