@@ -13,17 +13,15 @@
  *
  * The markdown report goes to stdout and to bench/results/latest.md; progress goes to stderr.
  */
-import { spawnSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, platform, release, totalmem } from 'node:os';
 import { join } from 'node:path';
-import { gzipSync } from 'node:zlib';
-import { buildSync } from 'esbuild';
 import mongoose from 'mongoose';
 import Stripe from 'stripe';
 import { createCredits } from 'credit-kit/server';
-import { startEmbeddedMongo, ROOT } from '../tools/embedded';
+import { startEmbeddedMongo } from '../tools/embedded';
+import { clientBundleSize } from '../tools/size';
 import { startScenarios, USER_HEADER, userIdOf, WEBHOOK_SECRET, type BenchAccount, type Scenario } from './lib/apps';
 import { runLoad, type LoadOptions, type LoadResult } from './lib/load';
 import {
@@ -424,31 +422,9 @@ async function inBatches<T>(items: T[], width: number, fn: (item: T) => Promise<
   for (let i = 0; i < items.length; i += width) await Promise.all(items.slice(i, i + width).map(fn));
 }
 
-/** The gzipped size of credit-kit/client: tools/size.ts's figure when it exists, else computed here the same way. */
+/** The gzipped size of credit-kit/client, as `npm run size` computes it. */
 function clientSize(): Report['size'] {
-  const tool = join(ROOT, 'tools', 'size.ts');
-  if (existsSync(tool)) {
-    const out = spawnSync(process.execPath, [require.resolve('tsx/cli'), tool], { cwd: ROOT, encoding: 'utf8' });
-    const text = `${out.stdout ?? ''}\n${out.stderr ?? ''}`;
-    const m = /(\d+) B minified, (\d+) B gzipped/.exec(text);
-    if (m) return { minified: Number(m[1]), gzipped: Number(m[2]), source: 'npm run size (tools/size.ts)', line: text.trim().split('\n')[0] ?? '' };
-    log(`tools/size.ts printed nothing usable (exit ${out.status}); computing the size here instead`);
-  }
-  // Same recipe as tools/size.ts: minified ESM, React, SWR and Stripe.js left to the app, gzip level 9.
-  const result = buildSync({
-    entryPoints: [join(ROOT, 'client', 'index.ts')],
-    bundle: true,
-    minify: true,
-    format: 'esm',
-    platform: 'browser',
-    target: 'es2020',
-    jsx: 'automatic',
-    external: ['react', 'react-dom', 'react/jsx-runtime', 'swr', 'swr/*', '@stripe/stripe-js'],
-    write: false,
-    logLevel: 'warning',
-  });
-  const code = result.outputFiles[0]?.contents ?? new Uint8Array();
-  return { minified: code.length, gzipped: gzipSync(code, { level: 9 }).length, source: 'esbuild in bench/run.ts', line: '' };
+  return { ...clientBundleSize(), source: 'npm run size (tools/size.ts)', line: '' };
 }
 
 function environment(startedAt: Date, quick: boolean): Report['environment'] {

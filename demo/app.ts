@@ -95,7 +95,7 @@ export function createDemoApp(options: DemoAppOptions): Express {
     log(`${user.id} signed in`);
     res.json({ user });
   });
-  app.post('/auth/sign-out', jsonOnly, (req, res) => {
+  app.post('/auth/sign-out', jsonOnly, (_req, res) => {
     res.clearCookie(SESSION_COOKIE, { path: '/' });
     res.json({ user: null });
   });

@@ -12,7 +12,7 @@
  * Sessions live in memory: they are gone after a restart, while the credits they bought stay in the database.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import express, { type Router } from 'express';
 import Stripe from 'stripe';
