@@ -9,6 +9,7 @@ import express, { type Express, type Request } from 'express';
 import type { Collection } from 'mongodb';
 import type Stripe from 'stripe';
 import type { Credits } from 'credit-kit/server';
+import { checkoutSession, eventPayload, signPayload } from '../../tools/stripe-events';
 import type { RequestParts } from './load';
 
 export interface Scenario {
@@ -145,14 +146,14 @@ export async function startScenarios(deps: AppDeps): Promise<Scenario[]> {
     {
       name: 'webhook',
       about: 'signed checkout.session.completed, a new paid purchase of 100 credits each',
-      request: () => signedDelivery(stripe, checkoutSession(`cs_bench_${runTag}_${++purchaseNo}`, pickUser(), 100)),
+      request: () => sign(stripe, eventPayload({ type: 'checkout.session.completed', object: purchase(`cs_bench_${runTag}_${++purchaseNo}`, pickUser(), 100) })),
     },
     webhookRoutes,
     '/api/stripe/webhook',
   );
 
   // One event, delivered again and again; each delivery is signed afresh, as Stripe's retries are.
-  const replayed = eventPayload(checkoutSession(`cs_bench_${runTag}_replayed`, deps.replayUser, 100), `evt_bench_${runTag}_replayed`);
+  const replayed = eventPayload({ id: `evt_bench_${runTag}_replayed`, type: 'checkout.session.completed', object: purchase(`cs_bench_${runTag}_replayed`, deps.replayUser, 100) });
   const replay = await serve(
     { name: 'webhook-replay', about: 'the same checkout.session.completed event delivered again', request: () => sign(stripe, replayed) },
     webhookRoutes,
@@ -162,40 +163,11 @@ export async function startScenarios(deps: AppDeps): Promise<Scenario[]> {
   return [unguarded, rawOp, guarded, hot, naiveApp, webhook, replay];
 }
 
-export function checkoutSession(id: string, userId: string, credits: number): Record<string, unknown> {
-  return {
-    id,
-    object: 'checkout.session',
-    mode: 'payment',
-    status: 'complete',
-    payment_status: 'paid',
-    amount_total: credits * 10,
-    currency: 'usd',
-    client_reference_id: userId,
-    payment_intent: `pi_${id.slice(3)}`,
-    metadata: { credit_kit_user_id: userId, credit_kit_credits: String(credits) },
-  };
-}
-
-function eventPayload(session: Record<string, unknown>, id = `evt_${String(session.id)}`): string {
-  return JSON.stringify({
-    id,
-    object: 'event',
-    api_version: '2026-10-28',
-    created: Math.floor(Date.now() / 1000),
-    livemode: false,
-    pending_webhooks: 1,
-    request: { id: null, idempotency_key: null },
-    type: 'checkout.session.completed',
-    data: { object: session },
-  });
+/** A new paid purchase of `credits` for `userId`, with the given session id. */
+function purchase(id: string, userId: string, credits: number): Record<string, unknown> {
+  return checkoutSession(userId, credits, { id, payment_intent: `pi_${id.slice(3)}` });
 }
 
 function sign(stripe: Stripe, payload: string): RequestParts {
-  const signature = stripe.webhooks.generateTestHeaderString({ payload, secret: WEBHOOK_SECRET });
-  return { headers: { 'content-type': 'application/json', 'stripe-signature': signature }, body: payload };
-}
-
-function signedDelivery(stripe: Stripe, session: Record<string, unknown>): RequestParts {
-  return sign(stripe, eventPayload(session));
+  return signPayload(stripe, payload, { secret: WEBHOOK_SECRET });
 }

@@ -9,6 +9,7 @@ import express, { type Express, type Request } from 'express';
 import mongoose, { type Connection } from 'mongoose';
 import Stripe from 'stripe';
 import { createCredits, type CreateCreditsOptions, type Credits } from 'credit-kit/server';
+import { checkoutSession, eventPayload, signPayload } from '../../tools/stripe-events';
 
 export const WEBHOOK_SECRET = 'whsec_test_credit_kit';
 
@@ -168,43 +169,7 @@ export function signedDelivery(
   event: { id?: string; type: string; object: unknown },
   opts: { secret?: string; timestamp?: number } = {},
 ): { body: string; headers: Record<string, string> } {
-  const payload = JSON.stringify({
-    id: event.id ?? `evt_${randomUUID().replace(/-/g, '')}`,
-    object: 'event',
-    api_version: '2026-10-28',
-    created: Math.floor(Date.now() / 1000),
-    livemode: false,
-    pending_webhooks: 1,
-    request: { id: null, idempotency_key: null },
-    type: event.type,
-    data: { object: event.object },
-  });
-  const signature = stripe.webhooks.generateTestHeaderString({
-    payload,
-    secret: opts.secret ?? WEBHOOK_SECRET,
-    ...(opts.timestamp !== undefined ? { timestamp: opts.timestamp } : {}),
-  });
-  return { body: payload, headers: { 'content-type': 'application/json', 'stripe-signature': signature } };
+  return signPayload(stripe, eventPayload(event), { ...opts, secret: opts.secret ?? WEBHOOK_SECRET });
 }
 
-/** A Checkout Session as the kit creates it and Stripe sends it back in events. */
-export function checkoutSession(
-  userId: string,
-  credits: number,
-  overrides: Record<string, unknown> = {},
-): Record<string, unknown> {
-  const id = `cs_test_${randomUUID().replace(/-/g, '')}`;
-  return {
-    id,
-    object: 'checkout.session',
-    mode: 'payment',
-    status: 'complete',
-    payment_status: 'paid',
-    amount_total: credits * 10,
-    currency: 'usd',
-    client_reference_id: userId,
-    payment_intent: `pi_${randomUUID().replace(/-/g, '')}`,
-    metadata: { credit_kit_user_id: userId, credit_kit_credits: String(credits) },
-    ...overrides,
-  };
-}
+export { checkoutSession };
