@@ -194,7 +194,7 @@ async function main(): Promise<void> {
 
   /**
    * FerretDB v1's SQLite backend finds a document by _id by scanning its collection (writes read all of it),
-   * so the cost of the journal move's ledger upsert grows with the ledger (one entry per guarded request),
+   * so the cost of writes next to the ledger grows with it (one entry per guarded request),
    * and every later run would be slower than the one before for a reason a real MongoDB (an _id index)
    * does not have. So on the embedded database each
    * run starts from the same ledger: the entries added since funding are deleted once they have been moved
