@@ -124,6 +124,7 @@ export class Purchases {
         pendingAdjustments: [],
         createdAt: now,
         updatedAt: now,
+        version: 0,
       }),
     );
   }

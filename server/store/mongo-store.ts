@@ -224,7 +224,10 @@ export class MongoCreditStore implements CreditStore {
     if (where.amountRefundedBelow !== undefined) filter.amountRefunded = { $lt: where.amountRefundedBelow };
     if (where.withoutDispute !== undefined) filter['disputes.id'] = { $ne: where.withoutDispute };
 
-    const update: UpdateFilter<PurchaseDoc> & Record<string, unknown> = { $set: { ...change.set, updatedAt: new Date() } };
+    const update: UpdateFilter<PurchaseDoc> & Record<string, unknown> = {
+      $set: { ...change.set, updatedAt: new Date() },
+      $inc: { version: 1 },
+    };
     const push: Record<string, unknown> = {};
     if (change.addDispute) push.disputes = change.addDispute;
     if (change.pushAdjustment) push.pendingAdjustments = change.pushAdjustment;
@@ -245,7 +248,7 @@ export class MongoCreditStore implements CreditStore {
           d.id === target.id ? { ...d, status: target.status } : d,
         );
       }
-      filter.updatedAt = current.updatedAt;
+      filter.version = current.version;
     }
 
     const before = await this.purchases.findOneAndUpdate(filter, update, { returnDocument: 'before' });
@@ -266,7 +269,13 @@ function toPurchase(doc: PurchaseDoc | null): Purchase | null {
   if (!doc) return null;
   const { _id, ...rest } = doc;
   // Empty arrays set on insert are not kept by every server (FerretDB drops them); absent means empty.
-  return { ...rest, id: _id, disputes: rest.disputes ?? [], pendingAdjustments: rest.pendingAdjustments ?? [] };
+  return {
+    ...rest,
+    id: _id,
+    disputes: rest.disputes ?? [],
+    pendingAdjustments: rest.pendingAdjustments ?? [],
+    version: rest.version ?? 0,
+  };
 }
 
 /** BSON stores `undefined` as null; leaving such keys out keeps journal entries comparable for $pullAll. */

@@ -90,6 +90,8 @@ export interface Purchase {
   pendingAdjustments: PurchaseAdjustment[];
   createdAt: Date;
   updatedAt: Date;
+  /** Bumped by every update: the compare-and-set token of updates decided on a read copy. */
+  version: number;
 }
 
 export interface ApplyOptions {
