@@ -40,6 +40,11 @@ export interface Credits {
    * ledger, purchase adjustments). Idempotent; run it at start-up and every few minutes.
    */
   reconcile(): Promise<ReconcileReport & { adjustmentsApplied: number }>;
+  /**
+   * Runs reconcile() now and then every `everyMs` (default 5 minutes) on an unref'd timer, reporting errors
+   * to `onError` (default: console.error). Returns a function that stops it.
+   */
+  startReconciler(options?: { everyMs?: number; onError?: (err: unknown) => void }): () => void;
   /** Waits for background work (journal moves, refunds after a failed response). For tests and shutdown. */
   flush(): Promise<void>;
   /** The storage port in use (the MongoDB store). */
@@ -66,7 +71,7 @@ export function createCredits(options: CreateCreditsOptions): Credits {
   // Indexes are created in the background as soon as the connection is open; nothing waits for it.
   resolved.connection.asPromise?.().then(() => init().catch(() => undefined), () => undefined);
 
-  return {
+  const credits: Credits = {
     requireCredits,
     deductCredits: (userId, amount, opts) => core.deductCredits(userId, amount, opts),
     grantCredits: (userId, amount, opts) => core.grantCredits(userId, amount, opts),
@@ -87,9 +92,26 @@ export function createCredits(options: CreateCreditsOptions): Credits {
       const adjustmentsApplied = await purchases.reconcile(500);
       return { ...(await core.ledger.reconcile()), adjustmentsApplied };
     },
+    startReconciler({ everyMs = 300_000, onError = (err: unknown) => console.error('[credit-kit] reconcile failed:', err) } = {}) {
+      if (!Number.isSafeInteger(everyMs) || everyMs < 1) throw new RangeError('startReconciler: everyMs must be a positive integer.');
+      let running = false;
+      const tick = () => {
+        if (running) return; // one pass at a time
+        running = true;
+        credits
+          .reconcile()
+          .catch(onError)
+          .finally(() => (running = false));
+      };
+      tick();
+      const timer = setInterval(tick, everyMs);
+      timer.unref();
+      return () => clearInterval(timer);
+    },
     flush: () => core.flush(),
     store,
   };
+  return credits;
 }
 
 export {

@@ -152,3 +152,34 @@ it('keeps rules 1-3 under random concurrent operations, retries and crashes', as
     { numRuns: 40 },
   );
 }, 120_000);
+
+it('startReconciler repairs what a crash left behind, on its own', async () => {
+  const user = `r-${randomUUID()}`;
+  await credits.grantCredits(user, 10, { idempotencyKey: 'seed' });
+  // A grant that crashes after claiming its key, and a deduction whose move to the ledger crashes.
+  await crashPlan.run({ point: 'after-claim', fired: false }, () => credits.grantCredits(user, 5, { idempotencyKey: 'crashed' })).catch(() => undefined);
+  await crashPlan.run({ point: 'before-move', fired: false }, async () => {
+    await credits.deductCredits(user, 3);
+    await credits.flush();
+  });
+  expect((await credits.store.getAccount(user))?.journal.length).toBeGreaterThan(0);
+  expect(await credits.store.getClaim(JSON.stringify([user, 'grant:crashed']))).toMatchObject({ state: 'pending' });
+  const recovery = createCredits({ connection, getUserId: headerUser, claimLeaseMs: 1 });
+  await new Promise((r) => setTimeout(r, 5));
+  const stop = recovery.startReconciler({ everyMs: 20 });
+  try {
+    for (let i = 0; i < 100; i++) {
+      const account = await credits.store.getAccount(user);
+      const claim = await credits.store.getClaim(JSON.stringify([user, 'grant:crashed']));
+      if (account?.journal.length === 0 && claim === null) break;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  } finally {
+    stop();
+  }
+  await recovery.flush();
+  expect((await credits.store.getAccount(user))?.journal).toEqual([]);
+  expect(await credits.store.getClaim(JSON.stringify([user, 'grant:crashed']))).toBeNull(); // released: never applied
+  // The key is free again: a retry applies the grant once.
+  expect(await credits.grantCredits(user, 5, { idempotencyKey: 'crashed' })).toMatchObject({ granted: true, balance: 12 });
+});
