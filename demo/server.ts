@@ -120,8 +120,8 @@ async function main(): Promise<void> {
   await credits.init();
   const report = await credits.reconcile();
   if (report.adjustmentsApplied > 0) log(`Reconciled ${report.adjustmentsApplied} purchase adjustments left by a previous run`);
-  const reconcileTimer = setInterval(() => void credits.reconcile().catch(() => undefined), 5 * 60_000);
-  reconcileTimer.unref();
+  // From now on the kit repairs what a crash may leave half done, every five minutes.
+  const stopReconciler = credits.startReconciler({ onError: (err) => log(`reconcile failed: ${String(err)}`) });
 
   const info: DemoInfo = {
     stripe: simulator ? 'simulator' : 'test-mode',
@@ -147,7 +147,7 @@ async function main(): Promise<void> {
     if (stopping) return;
     stopping = true;
     log(`${signal}: stopping`);
-    clearInterval(reconcileTimer);
+    stopReconciler();
     server.closeAllConnections();
     await new Promise<void>((r) => server.close(() => r()));
     await simulator?.close();
