@@ -29,8 +29,6 @@ export interface GrantResult {
 export class CreditsCore {
   readonly ledger: Ledger;
   private readonly background = new Set<Promise<unknown>>();
-  /** The public requireCredits, to recognise `app.use(credits.requireCredits)` (the factory, not called). */
-  requireCredits: unknown;
 
   constructor(
     readonly options: ResolvedOptions,

@@ -61,7 +61,6 @@ export function createCredits(options: CreateCreditsOptions): Credits {
   const core = new CreditsCore(resolved, store);
   const purchases = new Purchases(core);
   const requireCredits = createRequireCredits(core, createRateLimiter(core, resolved.rateLimit?.guarded));
-  core.requireCredits = requireCredits;
 
   let initialised: Promise<void> | undefined;
   const init = () => (initialised ??= core.ledger.db(() => store.init()).catch((err: unknown) => {

@@ -37,6 +37,10 @@ declare global {
 
 export type Cost = number | ((req: Request) => number | Promise<number>);
 
+function isRequest(value: unknown): boolean {
+  return typeof value === 'object' && value !== null && 'method' in value && 'headers' in value && 'url' in value;
+}
+
 /** Signed-in user's id, or an error to send. */
 export async function resolveUserId(core: CreditsCore, req: Request): Promise<string> {
   const id = await core.options.getUserId(req);
@@ -58,6 +62,12 @@ const IDEMPOTENCY_KEY = /^[\x21-\x7e]{1,255}$/;
 
 export function createRequireCredits(core: CreditsCore, limiter: RequestHandler | undefined) {
   return function requireCredits(cost: Cost): RequestHandler {
+    // `app.post(path, credits.requireCredits, handler)`: Express calls the factory with (req, res, next).
+    if (arguments.length === 3 || isRequest(cost)) {
+      throw new CreditsConfigError(
+        'credits.requireCredits was mounted without a cost. Call it: app.post(path, credits.requireCredits(5), handler).',
+      );
+    }
     if (typeof cost !== 'function') {
       try {
         assertAmount(cost, 'requireCredits(cost)');
@@ -66,9 +76,6 @@ export function createRequireCredits(core: CreditsCore, limiter: RequestHandler 
           `${(err as Error).message} Pass a positive integer such as requireCredits(5), or a function (req) => number.`,
         );
       }
-    }
-    if ((cost as unknown) === core.requireCredits) {
-      throw new CreditsConfigError('Call requireCredits with a cost: app.post(path, credits.requireCredits(5), handler).');
     }
 
     const guard = async (req: Request, res: Response, next: NextFunction): Promise<void> => {

@@ -1,9 +1,9 @@
 /**
  * requireCredits and the ledger functions over real HTTP against the embedded database.
  */
-import type { Express } from 'express';
+import express, { type ErrorRequestHandler, type Express } from 'express';
 import { CreditsConfigError, createCredits, type Credits } from 'credit-kit/server';
-import { audit, get, harness, headerUser, post, type Harness } from './helpers';
+import { audit, get, harness, headerUser, listen, post, type Harness } from './helpers';
 
 let h: Harness;
 const calls: string[] = [];
@@ -179,7 +179,20 @@ describe('requireCredits', () => {
     for (const bad of [0, -1, 1.5, NaN, Infinity, '5', null, {}, 2 ** 53]) {
       expect(() => h.credits.requireCredits(bad as never)).toThrow(CreditsConfigError);
     }
-    expect(() => h.credits.requireCredits(h.credits.requireCredits as never)).toThrow(/Call requireCredits with a cost/);
+  });
+
+  it('says how to fix a route that mounts requireCredits without calling it', async () => {
+    const app = express();
+    app.post('/oops', h.credits.requireCredits as never, (_req, res) => res.json({ ran: true }));
+    app.use(((err, _req, res, _next) => res.status(500).json({ message: (err as Error).message })) as ErrorRequestHandler);
+    const server = await listen(app);
+    try {
+      const res = await post(`${server.url}/oops`, 'viewer');
+      expect(res.status).toBe(500);
+      expect((await res.json()).message).toMatch(/mounted without a cost\. Call it: app\.post\(path, credits\.requireCredits\(5\), handler\)/);
+    } finally {
+      await server.close();
+    }
   });
 });
 
