@@ -72,13 +72,12 @@ export class CreditsCore {
 
   /** Gives back what a failed request was charged; once per charge, whoever asks. */
   async refund(userId: string, chargeId: string, amount: number): Promise<void> {
-    const outcome = await this.ledger.applyOnce(
+    await this.ledger.applyOnceSettled(
       userId,
       `refund:${chargeId}`,
       { kind: 'refund', amount, ref: { chargeId }, reason: 'The guarded request failed' },
       { create: true },
     );
-    if (outcome.status === 'duplicate') await this.ledger.awaitClaim(outcome.claim);
   }
 
   async settle(userId: string, chargeId: string, reserved: number, actual: number): Promise<{ charged: number; balance: number }> {
@@ -125,12 +124,9 @@ export class CreditsCore {
     if (options.idempotencyKey === undefined) return (await this.ledger.apply(user, change, { minBalance: credits })) !== null;
 
     const key = `deduct:${assertId(options.idempotencyKey, 'idempotencyKey')}`;
-    for (;;) {
-      const outcome = await this.ledger.applyOnce(user, key, change, { minBalance: credits });
-      if (outcome.status !== 'duplicate') return outcome.status === 'applied';
-      // The first call with this key is finished or under way: answer as it did.
-      if ((await this.ledger.awaitClaim(outcome.claim)) === 'applied') return true;
-    }
+    // A retry of a call that deducted answers as it did: true.
+    const outcome = await this.ledger.applyOnceSettled(user, key, change, { minBalance: credits });
+    return outcome.status !== 'rejected';
   }
 
   async grantCredits(userId: unknown, amount: unknown, options: GrantOptions): Promise<GrantResult> {
@@ -138,9 +134,8 @@ export class CreditsCore {
     const credits = assertAmount(amount);
     const key = `grant:${assertId(options?.idempotencyKey, 'idempotencyKey')}`;
     const change = { kind: 'grant' as const, amount: credits, ...(options.reason ? { reason: options.reason } : {}) };
-    const outcome = await this.ledger.applyOnce(user, key, change, { create: true });
+    const outcome = await this.ledger.applyOnceSettled(user, key, change, { create: true });
     if (outcome.status === 'applied') return { granted: true, balance: outcome.balance };
-    if (outcome.status === 'duplicate') await this.ledger.awaitClaim(outcome.claim);
     return { granted: false, balance: await this.ledger.getBalance(user) };
   }
 }

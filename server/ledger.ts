@@ -163,6 +163,24 @@ export class Ledger {
   }
 
   /**
+   * applyOnce for callers that want the key's final outcome rather than a conflict: when another holder
+   * has the key it waits for that holder, and tries again if the holder released it without applying.
+   * `applied-before`: the change this key stands for had already been applied, by someone else.
+   */
+  async applyOnceSettled(
+    userId: string,
+    key: string,
+    change: ChangeInput,
+    options: ApplyOptions = {},
+  ): Promise<({ status: 'applied' } & Applied) | { status: 'applied-before' } | { status: 'rejected' }> {
+    for (;;) {
+      const outcome = await this.applyOnce(userId, key, change, options);
+      if (outcome.status !== 'duplicate') return outcome;
+      if ((await this.awaitClaim(outcome.claim)) === 'applied') return { status: 'applied-before' };
+    }
+  }
+
+  /**
    * Applies an entry. When the database fails mid-call the update may or may not have landed; with
    * `undoIfUncertain` (a guarded request refused with 503, whose route never ran) the spend is looked for
    * later and given back once if it did land, so a refused request is never paid for.

@@ -133,18 +133,14 @@ export class Purchases {
   private async credit(purchase: Purchase, paymentIntentId: string | null): Promise<number> {
     const { ledger, store } = this.core;
     const ref = { checkoutSessionId: purchase.id, ...(paymentIntentId ? { paymentIntentId } : {}) };
-    let added = 0;
-    for (;;) {
-      const outcome = await ledger.applyOnce(
-        purchase.userId,
-        `checkout:${purchase.id}`,
-        { kind: 'purchase', amount: purchase.credits, ref, reason: `Bought ${purchase.credits} ${this.core.options.creditName}` },
-        { create: true },
-      );
-      if (outcome.status === 'applied') added = purchase.credits;
-      // A concurrent delivery holds the key: answer only once its change is durable.
-      if (outcome.status !== 'duplicate' || (await ledger.awaitClaim(outcome.claim)) === 'applied') break;
-    }
+    // A concurrent delivery may hold the key: this answers only once the change is durable, whoever made it.
+    const outcome = await ledger.applyOnceSettled(
+      purchase.userId,
+      `checkout:${purchase.id}`,
+      { kind: 'purchase', amount: purchase.credits, ref, reason: `Bought ${purchase.credits} ${this.core.options.creditName}` },
+      { create: true },
+    );
+    const added = outcome.status === 'applied' ? purchase.credits : 0;
     await ledger.fault('after-purchase-update');
     await ledger.db(() =>
       store.updatePurchase(
@@ -242,15 +238,12 @@ export class Purchases {
     const { ledger, store } = this.core;
     await ledger.fault('after-purchase-update');
     if (adjustment.amount !== 0) {
-      for (;;) {
-        const outcome = await ledger.applyOnce(
-          purchase.userId,
-          adjustment.key,
-          { kind: adjustment.kind, amount: adjustment.amount, ref: adjustment.ref },
-          { create: true },
-        );
-        if (outcome.status !== 'duplicate' || (await ledger.awaitClaim(outcome.claim)) === 'applied') break;
-      }
+      await ledger.applyOnceSettled(
+        purchase.userId,
+        adjustment.key,
+        { kind: adjustment.kind, amount: adjustment.amount, ref: adjustment.ref },
+        { create: true },
+      );
     }
     await ledger.db(() => store.updatePurchase(purchase.id, {}, { pullAdjustment: adjustment }));
   }
