@@ -91,18 +91,18 @@ export class MongoCreditStore implements CreditStore {
       $inc: { balance: entry.amount, count: 1 },
       $push: { journal: stripUndefined(entry) },
     };
+    const run = (upsert: boolean) => this.accounts.findOneAndUpdate(filter, update, { returnDocument: 'after', upsert });
+    let doc: AccountDoc | null;
     try {
-      const doc = await this.accounts.findOneAndUpdate(filter, update, {
-        returnDocument: 'after',
-        upsert: options.create === true,
-      });
-      return doc ? toSnapshot(doc) : null;
+      doc = await run(options.create === true);
     } catch (err) {
-      // With upsert, an existing account whose journal already holds the entry makes the filter miss and
-      // the insert collide on _id: the entry was applied before, so nothing changes.
-      if (options.create && isDuplicateKeyError(err)) return null;
-      throw err;
+      // An upsert collides on _id when the account exists but the filter missed it (its journal already
+      // holds this entry), or when another first change created the account at the same moment. Either way
+      // the account exists now: the same update without upsert tells which (null: applied before).
+      if (!options.create || !isDuplicateKeyError(err)) throw err;
+      doc = await run(false);
     }
+    return doc ? toSnapshot(doc) : null;
   }
 
   async getAccount(userId: string): Promise<AccountSnapshot | null> {
