@@ -59,3 +59,12 @@ it('refuses what it does not support instead of guessing', () => {
   expect(() => parsePatch('just words')).toThrow(/no file changes/);
   expect(() => parsePatch('--- a/x\n+++ b/x\n@@ -1,2 +1,2 @@\n a\n')).toThrow(/ends early/);
 });
+
+it("parses credit-kit's FerretDB patch", () => {
+  const text = readFileSync(join(__dirname, 'mongo/ferretdb-sqlite-index.patch'), 'utf8');
+  expect(parsePatch(text).map((f) => f.path)).toEqual([
+    'internal/backends/sqlite/collection.go',
+    'internal/backends/sqlite/metadata/metadata.go',
+    'internal/backends/sqlite/query.go',
+  ]);
+});

@@ -1,15 +1,27 @@
 /**
  * The embedded servers that tests, the demo and the benchmarks run against: a MongoDB-compatible server
  * (FerretDB behind an atomicity gate, tools/mongo) and Stripe's API mock (tools/stripe-mock). Both are Go
- * programs built from the Go module proxy on first use into .cache/bin and reused afterwards.
+ * programs built from the Go module proxy on first use into .cache/bin and reused afterwards. FerretDB is
+ * built with credit-kit's patch applied to a copy of its module (tools/mongo/ferretdb-sqlite-index.patch).
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess, type SpawnSyncOptions } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync } from 'node:fs';
+import {
+  chmodSync,
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  readFileSync,
+  readdirSync,
+  renameSync,
+  rmSync,
+  statSync,
+} from 'node:fs';
 import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { basename, join, relative, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
+import { applyPatch } from './apply-patch';
 
 export const ROOT = resolve(__dirname, '..');
 const CACHE_DIR = process.env.CREDIT_KIT_CACHE_DIR ?? join(ROOT, '.cache', 'bin');
@@ -23,12 +35,22 @@ interface ToolSpec {
   /** Package to build, relative to that module. */
   pkg: string;
   what: string;
+  /**
+   * Our correction of one dependency: the file (in the tool's folder) is applied to a copy of that module,
+   * at the version the tool's go.mod requires, and the build uses the copy.
+   */
+  patch?: { module: string; file: string };
 }
 
-const TOOLS = {
-  mongo: { dir: 'mongo', pkg: '.', what: 'the embedded MongoDB-compatible server (FerretDB v1.24.2 + atomicity gate)' },
+const TOOLS: Record<'mongo' | 'stripe-mock', ToolSpec> = {
+  mongo: {
+    dir: 'mongo',
+    pkg: '.',
+    what: 'the embedded MongoDB-compatible server (FerretDB v1.24.2 + atomicity gate)',
+    patch: { module: 'github.com/FerretDB/FerretDB', file: 'ferretdb-sqlite-index.patch' },
+  },
   'stripe-mock': { dir: 'stripe-mock', pkg: 'github.com/stripe/stripe-mock', what: "Stripe's API mock (stripe-mock)" },
-} satisfies Record<string, ToolSpec>;
+};
 
 export type ToolName = keyof typeof TOOLS;
 
@@ -36,14 +58,19 @@ export class MissingToolchainError extends Error {
   override name = 'MissingToolchainError';
 }
 
-/** A binary name that changes whenever the tool's sources or pinned versions change. */
-function binaryPath(name: ToolName): string {
+export interface BuildOptions {
+  /** Build without the tool's patch (mongo: FerretDB as released): only to measure what the patch changes. */
+  unpatched?: boolean;
+}
+
+/** A binary name that changes whenever the tool's sources, patch or pinned versions change. */
+function binaryPath(name: ToolName, unpatched: boolean): string {
   const dir = join(ROOT, 'tools', TOOLS[name].dir);
   const hash = createHash('sha256');
   for (const file of readdirSync(dir).sort()) {
-    if (/\.(go|mod|sum)$/.test(file)) hash.update(file).update(readFileSync(join(dir, file)));
+    if (/\.(go|mod|sum|patch)$/.test(file)) hash.update(file).update(readFileSync(join(dir, file)));
   }
-  return join(CACHE_DIR, `${name}-${hash.digest('hex').slice(0, 12)}`);
+  return join(CACHE_DIR, `${name}${unpatched ? '-unpatched' : ''}-${hash.digest('hex').slice(0, 12)}`);
 }
 
 function hasGo(): boolean {
@@ -51,11 +78,12 @@ function hasGo(): boolean {
 }
 
 /** Builds the tool once (printing what it does, since the first build takes a minute) and returns its path. */
-export function ensureBinary(name: ToolName, log: Log = defaultLog): string {
-  const target = binaryPath(name);
+export function ensureBinary(name: ToolName, log: Log = defaultLog, options: BuildOptions = {}): string {
+  const spec = TOOLS[name];
+  const patch = options.unpatched ? undefined : spec.patch;
+  const target = binaryPath(name, spec.patch !== undefined && patch === undefined);
   if (existsSync(target)) return target;
 
-  const spec = TOOLS[name];
   if (!hasGo()) {
     throw new MissingToolchainError(
       `Cannot start ${spec.what}: it is built from source with Go, and no \`go\` command was found.\n` +
@@ -67,21 +95,104 @@ export function ensureBinary(name: ToolName, log: Log = defaultLog): string {
   }
 
   mkdirSync(CACHE_DIR, { recursive: true });
+  const toolDir = join(ROOT, 'tools', spec.dir);
   const tmp = `${target}.${process.pid}.tmp`;
-  log(`Building ${spec.what} into ${CACHE_DIR} (first run only, about a minute)...`);
+  const variant = spec.patch && !patch ? ' WITHOUT our patch (for comparison only)' : '';
+  log(`Building ${spec.what}${variant} into ${CACHE_DIR} (first run only, about a minute)...`);
   const started = Date.now();
-  const res = spawnSync('go', ['build', '-trimpath', '-o', tmp, spec.pkg], {
-    cwd: join(ROOT, 'tools', spec.dir),
+  const buildArgs = ['build', '-trimpath', '-o', tmp];
+  const work = patch && preparePatchedModule(toolDir, spec, patch, `${basename(target)}.${process.pid}`, log);
+  if (work) buildArgs.push(`-modfile=${join(work, 'go.mod')}`);
+  log(`Compiling ${spec.pkg === '.' ? `tools/${spec.dir}` : spec.pkg} with go build...`);
+  const res = spawnSync('go', [...buildArgs, spec.pkg], {
+    cwd: toolDir,
     stdio: ['ignore', 'inherit', 'inherit'],
-    env: { ...process.env, CGO_ENABLED: '0', GOFLAGS: '-mod=mod' },
+    env: goEnv(),
   });
   if (res.status !== 0) {
     rmSync(tmp, { force: true });
-    throw new Error(`Building ${spec.what} failed (go build exited ${res.status}); see the output above.`);
+    throw new Error(
+      `Building ${spec.what} failed (go build exited ${res.status}); see the output above.` +
+        (work ? ` The patched source is kept in ${work}.` : ''),
+    );
   }
   renameSync(tmp, target); // atomic: a concurrent run sees either nothing or the whole binary
+  if (work) rmSync(work, { recursive: true, force: true });
   log(`Built ${name} in ${((Date.now() - started) / 1000).toFixed(0)} s.`);
   return target;
+}
+
+function goEnv(): NodeJS.ProcessEnv {
+  return { ...process.env, CGO_ENABLED: '0', GOFLAGS: '-mod=mod' };
+}
+
+/** Runs a go command that prints a result on stdout (its progress and errors go to our stderr). */
+function goOutput(args: string[], cwd: string): string {
+  const options: SpawnSyncOptions = { cwd, env: goEnv(), stdio: ['ignore', 'pipe', 'inherit'], encoding: 'utf8' };
+  const res = spawnSync('go', args, options);
+  if (res.status !== 0) throw new Error(`\`go ${args.join(' ')}\` failed (exit ${res.status}); see the output above.`);
+  return String(res.stdout);
+}
+
+/**
+ * Makes the directory a build of the tool uses instead of its go.mod: a copy of the patched module's source,
+ * as the Go module proxy serves it at the version the tool requires (and as go.sum pins it), with the patch
+ * applied; and a go.mod/go.sum pair that is the tool's own plus a `replace` pointing at that copy. The
+ * repository's go.mod is never touched. Returns the directory; `go build -modfile=<dir>/go.mod` uses it.
+ */
+function preparePatchedModule(
+  toolDir: string,
+  spec: ToolSpec,
+  patch: NonNullable<ToolSpec['patch']>,
+  workName: string,
+  log: Log,
+): string {
+  const version = goOutput(['list', '-m', '-f', '{{.Version}}', patch.module], toolDir).trim();
+  log(`Fetching ${patch.module}@${version} from the Go module proxy (verified against go.sum)...`);
+  const info = JSON.parse(goOutput(['mod', 'download', '-json', `${patch.module}@${version}`], toolDir)) as {
+    Dir?: string;
+    Error?: string;
+  };
+  if (info.Error || !info.Dir) {
+    throw new Error(`Could not download ${patch.module}@${version}: ${info.Error ?? 'no Dir'}`);
+  }
+
+  const work = join(CACHE_DIR, '.build', workName);
+  const src = join(work, 'src');
+  rmSync(work, { recursive: true, force: true });
+  copyTreeWritable(info.Dir, src); // the module cache is read-only
+  const patchFile = join(toolDir, patch.file);
+  log(`Applying tools/${spec.dir}/${patch.file} to a copy of it in ${relative(ROOT, src) || src}...`);
+  let changed: string[];
+  try {
+    changed = applyPatch(src, readFileSync(patchFile, 'utf8'));
+  } catch (err) {
+    throw new Error(
+      `tools/${spec.dir}/${patch.file} does not apply to ${patch.module}@${version}: ${(err as Error).message}. ` +
+        'If the version in go.mod was changed on purpose, see tools/README.md for what the patch does ' +
+        'and when to drop it.',
+    );
+  }
+  log(`Patched ${changed.map((f) => relative(src, f)).join(', ')}.`);
+
+  copyFileSync(join(toolDir, 'go.mod'), join(work, 'go.mod'));
+  copyFileSync(join(toolDir, 'go.sum'), join(work, 'go.sum')); // -modfile=X.mod reads X.sum beside it
+  goOutput(['mod', 'edit', `-replace=${patch.module}@${version}=${src}`, join(work, 'go.mod')], toolDir);
+  return work;
+}
+
+function copyTreeWritable(from: string, to: string): void {
+  mkdirSync(to, { recursive: true });
+  chmodSync(to, 0o755);
+  for (const entry of readdirSync(from)) {
+    const a = join(from, entry);
+    const b = join(to, entry);
+    if (statSync(a).isDirectory()) copyTreeWritable(a, b);
+    else {
+      copyFileSync(a, b);
+      chmodSync(b, 0o644);
+    }
+  }
 }
 
 export interface RunningServer {
@@ -103,12 +214,14 @@ export interface EmbeddedMongoOptions {
   listen?: string;
   /** Run FerretDB without the atomicity gate: only to measure the lost updates the gate prevents. */
   noGate?: boolean;
+  /** Run FerretDB as released, without our patch: only to measure what the patch changes. */
+  unpatched?: boolean;
   log?: Log;
 }
 
 /** Starts the embedded MongoDB-compatible server and resolves once it accepts connections. */
 export async function startEmbeddedMongo(options: EmbeddedMongoOptions = {}): Promise<EmbeddedMongo> {
-  const bin = ensureBinary('mongo', options.log);
+  const bin = ensureBinary('mongo', options.log, { unpatched: options.unpatched });
   const args = ['-listen', options.listen ?? '127.0.0.1:0'];
   if (options.dataDir) {
     mkdirSync(options.dataDir, { recursive: true });

@@ -10,6 +10,9 @@
 // holding one process-wide lock, so every command runs alone, as if each document write were atomic.
 // Handshake and liveness commands (hello, ping, ...) skip the lock so that monitoring never queues.
 //
+// FerretDB itself is built with ferretdb-sqlite-index.patch applied (tools/embedded.ts does it), so that
+// lookups by _id use the _id index; see that file and tools/README.md.
+//
 // Usage:
 //
 //	credit-kit-mongo [-listen 127.0.0.1:0] [-data-dir DIR] [-no-gate]
