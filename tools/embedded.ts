@@ -216,6 +216,11 @@ export interface EmbeddedMongoOptions {
   noGate?: boolean;
   /** Run FerretDB as released, without our patch: only to measure what the patch changes. */
   unpatched?: boolean;
+  /**
+   * Append SQLite's query plan of every statement FerretDB runs on collection data to this file, one JSON
+   * line each ({ db, sql, plan: string[] }): for tests that check an index is used. Slows every command.
+   */
+  planLog?: string;
   log?: Log;
 }
 
@@ -228,6 +233,7 @@ export async function startEmbeddedMongo(options: EmbeddedMongoOptions = {}): Pr
     args.push('-data-dir', options.dataDir);
   }
   if (options.noGate) args.push('-no-gate');
+  if (options.planLog) args.push('-plan-log', options.planLog);
   const child = spawn(bin, args, { stdio: ['ignore', 'pipe', 'inherit'] });
   const line = await firstLine(child, /^MONGODB_URI=(.+)$/, 'credit-kit-mongo');
   return { uri: line[1]!, ...controls(child) };

@@ -15,10 +15,12 @@
 //
 // Usage:
 //
-//	credit-kit-mongo [-listen 127.0.0.1:0] [-data-dir DIR] [-no-gate]
+//	credit-kit-mongo [-listen 127.0.0.1:0] [-data-dir DIR] [-no-gate] [-plan-log FILE]
 //
 // When the server is ready it prints one line, "MONGODB_URI=mongodb://HOST:PORT/", on stdout.
 // Without -data-dir the data lives in a temporary directory removed on exit.
+//
+// -plan-log FILE writes how SQLite runs each statement on collection data to FILE (see planlog.go).
 package main
 
 import (
@@ -60,15 +62,16 @@ func main() {
 	dataDir := flag.String("data-dir", "", "directory for the SQLite files (default: a temporary directory removed on exit)")
 	noGate := flag.Bool("no-gate", false, "forward commands without the lock (only to measure FerretDB's own behaviour)")
 	verbose := flag.Bool("verbose", false, "log FerretDB's own messages to stderr")
+	planLogFile := flag.String("plan-log", "", "append SQLite's query plan of each statement on collection data to this file (tests only)")
 	flag.Parse()
 
-	if err := run(*listen, *dataDir, !*noGate, *verbose); err != nil {
+	if err := run(*listen, *dataDir, !*noGate, *verbose, *planLogFile); err != nil {
 		fmt.Fprintln(os.Stderr, "credit-kit-mongo:", err)
 		os.Exit(1)
 	}
 }
 
-func run(listen, dataDir string, gate, verbose bool) error {
+func run(listen, dataDir string, gate, verbose bool, planLogFile string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
@@ -94,7 +97,16 @@ func run(listen, dataDir string, gate, verbose bool) error {
 	if verbose {
 		level = slog.LevelInfo
 	}
-	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	var handler slog.Handler = slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})
+	if planLogFile != "" {
+		out, err := os.OpenFile(planLogFile, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+		if err != nil {
+			return err
+		}
+		defer out.Close()
+		handler = &planLogHandler{next: handler, log: newPlanLog(absData, out)}
+	}
+	logger := slog.New(handler)
 
 	sock := filepath.Join(sockDir, "ferretdb.sock")
 	f, err := ferretdb.New(&ferretdb.Config{

@@ -1,0 +1,151 @@
+/**
+ * The embedded server finds an account by `_id` through the `_id` index, also when the filter holds more
+ * than `_id` (credit-kit's guard, `{ _id, balance: { $gte: n } }`). FerretDB v1.24.2 as released scans the
+ * whole collection instead; tools/mongo/ferretdb-sqlite-index.patch corrects it (see tools/README.md).
+ *
+ * Checked from SQLite's own query plan of each statement FerretDB runs (the server's -plan-log), never from
+ * a timing. Against FerretDB as released they fail; to see that, run them on the unpatched build:
+ *
+ *   CREDIT_KIT_UNPATCHED_FERRETDB=1 npx jest tools/mongo-index.test.ts
+ */
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import mongoose, { type Connection } from 'mongoose';
+import { startEmbeddedMongo, type EmbeddedMongo } from './embedded';
+
+interface PlanLine {
+  db: string;
+  sql: string;
+  plan: string[];
+  error?: string;
+}
+
+const DB = 'plans';
+const ACCOUNTS = /"accounts_[0-9a-f]+"/; // FerretDB's SQLite table for the collection `accounts`
+const USES_ID_INDEX = /^SEARCH accounts_[0-9a-f]+ USING (COVERING )?INDEX accounts_[0-9a-f]+__id_ /;
+
+let dir: string;
+let planFile: string;
+let mongo: EmbeddedMongo;
+let connection: Connection;
+let read = 0;
+
+beforeAll(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'ck-plans-'));
+  planFile = join(dir, 'plans.jsonl');
+  const unpatched = process.env.CREDIT_KIT_UNPATCHED_FERRETDB === '1';
+  mongo = await startEmbeddedMongo({ planLog: planFile, unpatched });
+  connection = await mongoose.createConnection(mongo.uri, { dbName: DB, serverSelectionTimeoutMS: 2000 }).asPromise();
+  // Enough rows that SQLite's planner has a table worth searching; the plan, not the size, is what is checked.
+  await accounts().insertMany(Array.from({ length: 500 }, (_, i) => ({ _id: `u${i}`, balance: 10, journal: [] })));
+}, 120_000);
+
+afterAll(async () => {
+  await connection?.close();
+  await mongo?.stop();
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+function accounts() {
+  return connection.collection<{ _id: string; balance: number; journal: Array<{ id: string }> }>('accounts');
+}
+
+/** Runs op and returns the plans of the statements it ran on the accounts table. */
+async function statementsOf(op: () => Promise<unknown>): Promise<PlanLine[]> {
+  readNew(); // whatever ran before op (connection handshakes, earlier tests) is not op's
+  await op();
+  return readNew().filter((l) => l.db === DB && ACCOUNTS.test(l.sql));
+}
+
+function readNew(): PlanLine[] {
+  const text = readFileSync(planFile, 'utf8');
+  const fresh = text.slice(read);
+  read = text.length;
+  return fresh
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l) as PlanLine);
+}
+
+function expectIdIndexOnly(lines: PlanLine[]): void {
+  expect(lines.length).toBeGreaterThan(0);
+  for (const { sql, plan, error } of lines) {
+    // The plan has one step, a search through the _id index (and so no scan of the table).
+    expect({ sql, error, plan }).toEqual({ sql, error: undefined, plan: [expect.stringMatching(USES_ID_INDEX)] });
+  }
+}
+
+const guard = (id: string, n: number) => ({ _id: id, balance: { $gte: n } });
+
+describe('embedded server: lookups by _id use the _id index', () => {
+  it('sees a table scan when the filter has no _id (so a scan would not go unnoticed)', async () => {
+    const lines = await statementsOf(() => accounts().findOne({ balance: { $gte: 1 } }));
+    expect(lines.length).toBeGreaterThan(0);
+    expect(lines.flatMap((l) => l.plan)).toContainEqual(expect.stringMatching(/^SCAN accounts_/));
+  });
+
+  it('find({ _id })', async () => {
+    let doc: unknown;
+    expectIdIndexOnly(await statementsOf(async () => (doc = await accounts().findOne({ _id: 'u7' }))));
+    expect(doc).toMatchObject({ _id: 'u7', balance: 10 });
+  });
+
+  it('find({ _id, balance: { $gte } })', async () => {
+    const found: unknown[] = [];
+    expectIdIndexOnly(
+      await statementsOf(async () => {
+        found.push(await accounts().findOne(guard('u8', 1)), await accounts().findOne(guard('u8', 11)));
+      }),
+    );
+    expect(found).toEqual([expect.objectContaining({ _id: 'u8' }), null]);
+  });
+
+  it('findOneAndUpdate({ _id, balance: { $gte } }, { $inc }): the read and the write', async () => {
+    let after: unknown;
+    const lines = await statementsOf(async () => {
+      after = await accounts().findOneAndUpdate(guard('u9', 3), { $inc: { balance: -3 } }, { returnDocument: 'after' });
+    });
+    expectIdIndexOnly(lines);
+    expect(lines.map((l) => l.sql.trim().split(/\s+/)[0])).toEqual(['SELECT', 'UPDATE']);
+    expect(after).toMatchObject({ _id: 'u9', balance: 7 });
+  });
+
+  it("the store's keyed guard: { _id, 'journal.id': { $ne }, balance: { $gte } } with $inc and $push", async () => {
+    const filter = { _id: 'u10', 'journal.id': { $ne: 'k1' }, balance: { $gte: 2 } };
+    const update = { $inc: { balance: -2 }, $push: { journal: { id: 'k1' } } };
+    const results: unknown[] = [];
+    expectIdIndexOnly(
+      await statementsOf(async () => {
+        results.push(await accounts().findOneAndUpdate(filter, update, { returnDocument: 'after' }));
+        results.push(await accounts().findOneAndUpdate(filter, update, { returnDocument: 'after' })); // refused: k1 is in
+      }),
+    );
+    expect(results).toEqual([expect.objectContaining({ balance: 8, journal: [{ id: 'k1' }] }), null]);
+  });
+
+  it('updateOne({ _id, balance: { $gte } })', async () => {
+    let res: { matchedCount: number; modifiedCount: number } | undefined;
+    const lines = await statementsOf(async () => {
+      res = await accounts().updateOne(guard('u11', 1), { $inc: { balance: -1 } });
+    });
+    expectIdIndexOnly(lines);
+    expect(res).toMatchObject({ matchedCount: 1, modifiedCount: 1 });
+  });
+
+  it('deleteOne({ _id, balance: { $gte } })', async () => {
+    let res: { deletedCount: number } | undefined;
+    const lines = await statementsOf(async () => (res = await accounts().deleteOne(guard('u12', 1))));
+    expectIdIndexOnly(lines);
+    expect(lines.map((l) => l.sql.trim().split(/\s+/)[0])).toEqual(['SELECT', 'DELETE']);
+    expect(res).toMatchObject({ deletedCount: 1 });
+  });
+
+  it("explain says so too: the filter is pushed down and SQLite's plan searches the _id index", async () => {
+    const res = await connection.db!.command({ explain: { find: 'accounts', filter: guard('u13', 1) } });
+    expect(res).toMatchObject({ filterPushdown: true });
+    expect(res.queryPlanner.Plan).toEqual([
+      expect.stringMatching(/detail=SEARCH accounts_\w+ USING INDEX accounts_\w+__id_ /),
+    ]);
+  });
+});
