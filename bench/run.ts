@@ -101,7 +101,7 @@ async function openDatabase(): Promise<Database> {
   const mongo = await startEmbeddedMongo();
   return {
     uri: mongo.uri,
-    label: 'embedded FerretDB v1.24.2 on SQLite behind the atomicity gate (tools/mongo), same machine',
+    label: 'embedded FerretDB v1.24.2 (with our _id index patch) on SQLite behind the atomicity gate (tools/mongo), same machine',
     pid: mongo.process.pid,
     embedded: true,
     stop: () => mongo.stop(),
@@ -193,12 +193,11 @@ async function main(): Promise<void> {
   };
 
   /**
-   * FerretDB v1's SQLite backend finds a document by _id by scanning its collection (writes read all of it),
-   * so the cost of writes next to the ledger grows with it (one entry per guarded request),
-   * and every later run would be slower than the one before for a reason a real MongoDB (an _id index)
-   * does not have. So on the embedded database each
-   * run starts from the same ledger: the entries added since funding are deleted once they have been moved
-   * (balances, accounts and journals are untouched). The raw and naive collections do not grow at all.
+   * The ledger grows by one entry per guarded request, and on the embedded database any lookup not by _id scans
+   * its collection (FerretDB v1 pushes only _id down to SQLite), so later runs could be slower than earlier ones
+   * for a reason a real MongoDB does not have. So on the embedded database each run starts from the same ledger:
+   * the entries added since funding are deleted once they have been moved (balances, accounts and journals are
+   * untouched). The raw and naive collections do not grow at all.
    */
   const trimLedger = async () => {
     if (!db.embedded || !cfg.trimLedger) return;
