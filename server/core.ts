@@ -1,11 +1,16 @@
 /**
- * The credit operations behind the public API: charging a request, refunding failed work, settling metered
- * work, the seed's deductCredits, and admin grants. Each is a ledger change (see ledger.ts).
+ * The credit operations behind the public API: charging a request, giving back failed work, settling
+ * metered work, the seed's deductCredits, and admin grants. Each is a ledger change (see ledger/).
+ *
+ * A request's own entries (its charge, its settlement, its give-back) never give back more than it was
+ * charged: the settlement and the give-back are each applied at most once under a key of the charge, and
+ * the give-back first forecloses the settlement, so whichever comes second knows what the first did.
  */
 import { ConflictError, InsufficientCreditsError } from './errors';
-import { Ledger, type KeyedOutcome } from './ledger';
+import { deductKey, giveBackKey, grantKey, REQUEST_KEY_PREFIX, settleKey } from './domain/keys';
+import { isForeclosure, Ledger, type SettledOutcome } from './ledger';
 import type { ResolvedOptions } from './options';
-import type { CreditStore } from './store/types';
+import type { Claim, CreditStore } from './store/types';
 import { assertAmount, assertId } from './validate';
 
 export interface DeductOptions {
@@ -26,9 +31,14 @@ export interface GrantResult {
   balance: number;
 }
 
+export interface Settlement {
+  /** What the request has been charged in the end. */
+  charged: number;
+  balance: number;
+}
+
 export class CreditsCore {
   readonly ledger: Ledger;
-  private readonly background = new Set<Promise<unknown>>();
 
   constructor(
     readonly options: ResolvedOptions,
@@ -37,70 +47,86 @@ export class CreditsCore {
     this.ledger = new Ledger(store, options.claimLeaseMs, options.hooks);
   }
 
-  /** Keeps a background task (a refund after the response) so that flush() can wait for it. */
+  /** Keeps a background task (a give-back after the response) so that flush() can wait for it. */
   track(task: Promise<unknown>): void {
-    const t = task
-      .catch((err: unknown) => console.error('[credit-kit] background credit work failed:', err))
-      .finally(() => this.background.delete(t));
-    this.background.add(t);
+    this.ledger.background.track(task);
   }
 
-  async flush(): Promise<void> {
-    while (this.background.size > 0) await Promise.allSettled([...this.background]);
-    await this.ledger.flush();
+  flush(): Promise<void> {
+    return this.ledger.flush();
   }
 
   /** Charges a guarded request: one guarded update, or a keyed one with an Idempotency-Key. */
   async charge(userId: string, amount: number, key: string | undefined, note: string): Promise<{ entryId: string; balance: number }> {
     const change = { kind: 'usage' as const, amount: -amount, ref: { note } };
     // The request is refused if the database fails mid-charge; a charge that landed anyway is given back.
-    const undoIfUncertain = { checkAfterMs: 2 * this.options.timeoutMs };
     if (key === undefined) {
-      const applied = await this.ledger.apply(userId, change, { minBalance: amount, undoIfUncertain });
+      const applied = await this.ledger.apply(userId, change, { minBalance: amount, undoIfUncertain: true });
       if (!applied) throw new InsufficientCreditsError(amount, await this.ledger.getBalance(userId));
       return { entryId: applied.entry.id, balance: applied.balance };
     }
-    const outcome = await this.ledger.applyOnce(userId, key, change, { minBalance: amount, undoIfUncertain });
+    const outcome = await this.ledger.applyOnce(userId, key, change, { minBalance: amount, undoIfUncertain: true });
     if (outcome.status === 'duplicate') {
       throw new ConflictError('A request with this Idempotency-Key was already received; it is not run or charged again.', {
-        idempotencyKey: key.slice('request:'.length),
+        idempotencyKey: key.slice(REQUEST_KEY_PREFIX.length),
       });
     }
     if (outcome.status === 'rejected') throw new InsufficientCreditsError(amount, await this.ledger.getBalance(userId));
     return { entryId: outcome.entry.id, balance: outcome.balance };
   }
 
-  /** Gives back what a failed request was charged; once per charge, whoever asks. */
-  async refund(userId: string, chargeId: string, amount: number): Promise<void> {
+  /**
+   * Gives back what a failed request was charged, once per charge whoever asks: the whole reservation, or
+   * what a settlement left charged. The settlement is foreclosed first, so a settle() that comes later
+   * changes nothing.
+   */
+  async giveBack(userId: string, chargeId: string, reserved: number, why: string): Promise<void> {
+    const settled = await this.ledger.foreclose(userId, settleKey(chargeId));
+    // A settlement entry's amount is what it gave back (positive) or charged on top (negative).
+    const charged = settled ? reserved - settled.amount : reserved;
+    if (charged <= 0) return;
     await this.ledger.applyOnceSettled(
       userId,
-      `refund:${chargeId}`,
-      { kind: 'refund', amount, ref: { chargeId }, reason: 'The guarded request failed' },
-      { create: true },
+      giveBackKey(chargeId),
+      { kind: 'refund', amount: charged, ref: { chargeId }, reason: why },
+      { create: true, complete: true },
     );
   }
 
-  async settle(userId: string, chargeId: string, reserved: number, actual: number): Promise<{ charged: number; balance: number }> {
+  /**
+   * Metered work: the reservation becomes `actual`. Less gives back the rest, more charges the difference
+   * (subject to the overage policy). At most once per charge; after a give-back it changes nothing.
+   */
+  async settle(userId: string, chargeId: string, reserved: number, actual: number): Promise<Settlement> {
     const diff = actual - reserved;
-    const key = `settle:${chargeId}`;
+    const key = settleKey(chargeId);
     const ref = { chargeId, requested: actual };
-    if (diff === 0) return { charged: reserved, balance: await this.ledger.getBalance(userId) };
+    const before = (claim: Claim): Promise<Settlement> => this.settledBefore(userId, claim);
+    const resolveIfUncertain = true;
+    if (diff === 0) {
+      const closed = await this.ledger.getClaim(userId, key);
+      if (closed) return before(closed);
+      return { charged: reserved, balance: await this.ledger.getBalance(userId) };
+    }
     if (diff < 0) {
-      const outcome = await this.ledger.applyOnce(userId, key, { kind: 'settle', amount: -diff, ref }, { create: true });
-      return { charged: actual, balance: balanceOf(outcome) ?? (await this.ledger.getBalance(userId)) };
+      const outcome = await this.ledger.applyOnce(userId, key, { kind: 'settle', amount: -diff, ref }, { create: true, resolveIfUncertain });
+      if (outcome.status === 'duplicate') return before(outcome.claim);
+      return { charged: actual, balance: outcome.status === 'applied' ? outcome.balance : await this.ledger.getBalance(userId) };
     }
 
-    const outcome = await this.ledger.applyOnce(userId, key, { kind: 'settle', amount: -diff, ref }, { minBalance: diff });
+    const outcome = await this.ledger.applyOnce(userId, key, { kind: 'settle', amount: -diff, ref }, { minBalance: diff, resolveIfUncertain });
     if (outcome.status === 'applied') return { charged: actual, balance: outcome.balance };
-    if (outcome.status === 'duplicate') throw new ConflictError('This request was already settled.');
+    if (outcome.status === 'duplicate') return before(outcome.claim);
 
     if (this.options.overage === 'debt') {
-      const debt = await this.ledger.applyOnce(userId, key, {
-        kind: 'settle',
-        amount: -diff,
-        ref: { ...ref, note: 'overage charged as debt: the balance may go below zero' },
-      });
-      return { charged: actual, balance: balanceOf(debt) ?? (await this.ledger.getBalance(userId)) };
+      const debt = await this.ledger.applyOnce(
+        userId,
+        key,
+        { kind: 'settle', amount: -diff, ref: { ...ref, note: 'overage charged as debt: the balance may go below zero' } },
+        { resolveIfUncertain },
+      );
+      if (debt.status === 'duplicate') return before(debt.claim);
+      return { charged: actual, balance: debt.status === 'applied' ? debt.balance : await this.ledger.getBalance(userId) };
     }
     // cap: take what the balance holds; retry if a concurrent spend moved it between the read and the update.
     for (;;) {
@@ -109,37 +135,41 @@ export class CreditsCore {
       const capped = await this.ledger.applyOnce(
         userId,
         key,
-        { kind: 'settle', amount: -take, ref: { ...ref, note: `overage capped: ${diff - take} credits not covered by the balance` } },
-        take > 0 ? { minBalance: take } : {},
+        { kind: 'settle', amount: 0 - take, ref: { ...ref, note: `overage capped: ${diff - take} credits not covered by the balance` } },
+        take > 0 ? { minBalance: take, resolveIfUncertain } : { resolveIfUncertain },
       );
       if (capped.status === 'applied') return { charged: reserved + take, balance: capped.balance };
-      if (capped.status === 'duplicate') throw new ConflictError('This request was already settled.');
+      if (capped.status === 'duplicate') return before(capped.claim);
     }
+  }
+
+  /** A settle() that finds its key taken: closed by a give-back (nothing more happens), or settled already. */
+  private async settledBefore(userId: string, claim: Claim): Promise<Settlement> {
+    if (isForeclosure(claim)) return { charged: 0, balance: await this.ledger.getBalance(userId) };
+    throw new ConflictError('This request was already settled.');
   }
 
   async deductCredits(userId: unknown, amount: unknown, options: DeductOptions = {}): Promise<boolean> {
     const user = assertId(userId, 'userId');
     const credits = assertAmount(amount);
     const change = { kind: 'usage' as const, amount: -credits, ...(options.reason ? { reason: options.reason } : {}) };
-    if (options.idempotencyKey === undefined) return (await this.ledger.apply(user, change, { minBalance: credits })) !== null;
-
-    const key = `deduct:${assertId(options.idempotencyKey, 'idempotencyKey')}`;
-    // A retry of a call that deducted answers as it did: true.
-    const outcome = await this.ledger.applyOnceSettled(user, key, change, { minBalance: credits });
+    // Without a key a failed call is undone if it landed (the caller saw an error and did not do the work);
+    // with one, the caller's retry learns what the first call did.
+    if (options.idempotencyKey === undefined) {
+      return (await this.ledger.apply(user, change, { minBalance: credits, undoIfUncertain: true })) !== null;
+    }
+    const key = deductKey(assertId(options.idempotencyKey, 'idempotencyKey'));
+    const outcome: SettledOutcome = await this.ledger.applyOnceSettled(user, key, change, { minBalance: credits });
     return outcome.status !== 'rejected';
   }
 
   async grantCredits(userId: unknown, amount: unknown, options: GrantOptions): Promise<GrantResult> {
     const user = assertId(userId, 'userId');
     const credits = assertAmount(amount);
-    const key = `grant:${assertId(options?.idempotencyKey, 'idempotencyKey')}`;
+    const key = grantKey(assertId(options?.idempotencyKey, 'idempotencyKey'));
     const change = { kind: 'grant' as const, amount: credits, ...(options.reason ? { reason: options.reason } : {}) };
     const outcome = await this.ledger.applyOnceSettled(user, key, change, { create: true });
     if (outcome.status === 'applied') return { granted: true, balance: outcome.balance };
     return { granted: false, balance: await this.ledger.getBalance(user) };
   }
-}
-
-function balanceOf(outcome: KeyedOutcome): number | undefined {
-  return outcome.status === 'applied' ? outcome.balance : undefined;
 }

@@ -9,6 +9,7 @@ import type { RequestHandler, Router } from 'express';
 import type Stripe from 'stripe';
 import { CreditsCore, type DeductOptions, type GrantOptions, type GrantResult } from './core';
 import type { ReconcileReport, TransactionPage } from './ledger';
+import { failClosed } from './store/fail-closed';
 import { createRequireCredits, type Cost } from './middleware';
 import { resolveOptions, type CreateCreditsOptions } from './options';
 import { Purchases, type FulfillmentResult } from './purchases';
@@ -39,7 +40,7 @@ export interface Credits {
    * Finishes what a crash can leave half done (idempotency claims, journal entries not yet moved to the
    * ledger, purchase adjustments). Idempotent; run it at start-up and every few minutes.
    */
-  reconcile(): Promise<ReconcileReport & { adjustmentsApplied: number }>;
+  reconcile(options?: ReconcileOptions): Promise<ReconcileReport & { adjustmentsApplied: number }>;
   /**
    * Runs reconcile() now and then every `everyMs` (default 5 minutes) on an unref'd timer, reporting errors
    * to `onError` (default: console.error). Returns a function that stops it.
@@ -51,19 +52,29 @@ export interface Credits {
   readonly store: CreditStore;
 }
 
+export interface ReconcileOptions {
+  /**
+   * Decide unfinished claims older than this, in ms. Default: `claimLeaseMs`. Any value is safe (a claim is
+   * decided by fencing its entry first); 0 after an outage known to have stopped every holder.
+   */
+  olderThanMs?: number;
+}
+
 export function createCredits(options: CreateCreditsOptions): Credits {
   const resolved = resolveOptions(options);
-  const store = new MongoCreditStore({
+  const mongo = new MongoCreditStore({
     connection: resolved.connection,
     collectionPrefix: resolved.collectionPrefix,
     timeoutMs: resolved.timeoutMs,
   });
+  // Every store call is bounded by timeoutMs and fails closed; wrapped once, here.
+  const store = failClosed(mongo, resolved.timeoutMs);
   const core = new CreditsCore(resolved, store);
-  const purchases = new Purchases(core);
+  const purchases = new Purchases({ store, ledger: core.ledger, options: resolved });
   const requireCredits = createRequireCredits(core, createRateLimiter(core, resolved.rateLimit?.guarded));
 
   let initialised: Promise<void> | undefined;
-  const init = () => (initialised ??= core.ledger.db(() => store.init()).catch((err: unknown) => {
+  const init = () => (initialised ??= store.init().catch((err: unknown) => {
     initialised = undefined; // try again next time
     throw err;
   }));
@@ -87,9 +98,11 @@ export function createCredits(options: CreateCreditsOptions): Credits {
     fulfillCheckoutSession: (sessionOrId) => purchases.fulfill(sessionOrId),
     keepRawBody,
     init,
-    async reconcile() {
-      const adjustmentsApplied = await purchases.reconcile(500);
-      return { ...(await core.ledger.reconcile()), adjustmentsApplied };
+    async reconcile(opts = {}) {
+      const onError = resolved.hooks.onBackgroundError ?? ((err: unknown) => console.error('[credit-kit] reconcile could not repair an item:', err));
+      const ledger = await core.ledger.reconcile(opts.olderThanMs !== undefined ? { olderThanMs: opts.olderThanMs } : {});
+      const adjustmentsApplied = await purchases.reconcile(500, onError);
+      return { ...ledger, adjustmentsApplied };
     },
     startReconciler({ everyMs = 300_000, onError = (err: unknown) => console.error('[credit-kit] reconcile failed:', err) } = {}) {
       if (!Number.isSafeInteger(everyMs) || everyMs < 1) throw new RangeError('startReconciler: everyMs must be a positive integer.');

@@ -3,11 +3,13 @@ import {
   ConflictError,
   CreditsConfigError,
   CreditsError,
+  StoreUnavailableError,
   UnauthenticatedError,
   toCreditsError,
 } from './errors';
-import type { CreditsCore } from './core';
-import { assertAmount, assertId, assertNonNegativeAmount } from './validate';
+import type { CreditsCore, Settlement } from './core';
+import { requestKey } from './domain/keys';
+import { assertAmount, assertId, assertNonNegativeAmount, parseIdempotencyKey } from './validate';
 
 /** What a guarded route sees as `req.credits`. */
 export interface CreditsContext {
@@ -58,8 +60,6 @@ export function sendError(res: Response, err: unknown): void {
   res.status(e.status).json(e.toJSON());
 }
 
-const IDEMPOTENCY_KEY = /^[\x21-\x7e]{1,255}$/;
-
 export function createRequireCredits(core: CreditsCore, limiter: RequestHandler | undefined) {
   return function requireCredits(cost: Cost): RequestHandler {
     // `app.post(path, credits.requireCredits, handler)`: Express calls the factory with (req, res, next).
@@ -86,36 +86,56 @@ export function createRequireCredits(core: CreditsCore, limiter: RequestHandler 
         userId = await resolveUserId(core, req);
         amount = typeof cost === 'function' ? await cost(req) : cost;
         if (typeof cost === 'function') assertAmount(amount, 'The cost of this request');
-        const header = req.get('idempotency-key');
-        if (header !== undefined) {
-          if (!IDEMPOTENCY_KEY.test(header)) {
-            throw new CreditsError('invalid_request', 'The Idempotency-Key header must be 1-255 visible ASCII characters.');
-          }
-          key = `request:${header}`;
-        }
+        const header = parseIdempotencyKey(req.get('idempotency-key'));
+        if (header !== undefined) key = requestKey(header);
       } catch (err) {
         return sendError(res, err);
       }
 
       try {
-        const charge = await core.charge(userId, amount, key, req.method + ' ' + (req.baseUrl + req.path));
+        const charge = await withinDeadline(core, userId, amount, core.charge(userId, amount, key, req.method + ' ' + (req.baseUrl + req.path)));
         req.credits = createContext(core, userId, charge.entryId, amount, charge.balance);
       } catch (err) {
         return sendError(res, err);
       }
 
-      refundBeforeFailedAnswer(core, res, req.credits);
+      giveBackBeforeFailedAnswer(core, res, userId, req.credits.chargeId, amount);
       next();
     };
 
     if (!limiter) return guard;
-    return (req, res, next) => limiter(req, res, () => void guard(req, res, next));
+    // The limiter fails closed: an error inside it (getUserId threw, its store failed) answers, never runs.
+    return (req, res, next) =>
+      limiter(req, res, (err?: unknown) => {
+        if (err) return sendError(res, err);
+        void guard(req, res, next);
+      });
   };
 }
 
+/**
+ * Bounds the whole charge (a keyed one is three calls) by `timeoutMs`: past it the request is refused with
+ * 503 and never runs, and a charge that completes afterwards is given back.
+ */
+function withinDeadline<T extends { entryId: string }>(core: CreditsCore, userId: string, amount: number, charge: Promise<T>): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => {
+      reject(new StoreUnavailableError(new Error(`the charge took longer than timeoutMs (${core.options.timeoutMs} ms)`)));
+      core.track(
+        charge.then(
+          (late) => core.giveBack(userId, late.entryId, amount, 'The request was refused: its charge landed after the time limit'),
+          () => undefined, // refused or failed: nothing was charged, or the ledger gives it back itself
+        ),
+      );
+    }, core.options.timeoutMs);
+  });
+  return Promise.race([charge, deadline]).finally(() => clearTimeout(timer));
+}
+
 function createContext(core: CreditsCore, userId: string, chargeId: string, reserved: number, balance: number): CreditsContext {
-  let settling: Promise<{ charged: number; balance: number }> | undefined;
-  const ctx: CreditsContext & { settling?: typeof settling } = {
+  let settling: Promise<Settlement> | undefined;
+  const ctx: CreditsContext = {
     userId,
     charged: reserved,
     balance,
@@ -128,7 +148,6 @@ function createContext(core: CreditsCore, userId: string, chargeId: string, rese
         ctx.balance = r.balance;
         return r;
       });
-      ctx.settling = settling;
       return settling;
     },
   };
@@ -137,24 +156,23 @@ function createContext(core: CreditsCore, userId: string, chargeId: string, rese
 
 /**
  * Holds back the end of an answer the refund rule calls a failure (a thrown error and `next(err)` end as
- * 5xx too) until the refund is durable, so a client that reads its balance right after the error sees it.
- * A refund that cannot be written (database down) does not keep the answer back; it is logged.
+ * 5xx too) until the give-back is durable, so a client that reads its balance right after the error sees it.
+ * A give-back that cannot be written now (database down) does not keep the answer back; it is retried in
+ * the background and, once recorded, finished by reconcile() after a restart.
  */
-function refundBeforeFailedAnswer(core: CreditsCore, res: Response, ctx: CreditsContext): void {
+function giveBackBeforeFailedAnswer(core: CreditsCore, res: Response, userId: string, chargeId: string, reserved: number): void {
   const end = res.end;
-  res.end = function endAfterRefund(this: Response, ...args: unknown[]) {
+  res.end = function endAfterGiveBack(this: Response, ...args: unknown[]) {
     res.end = end;
     if (!core.options.refundOn({ status: res.statusCode })) return end.apply(this, args as Parameters<typeof end>);
-    const refunded = refundFailedWork(core, ctx)
-      .catch((err: unknown) => console.error('[credit-kit] refund after a failed request could not be written:', err))
+    const giveBack = () => core.giveBack(userId, chargeId, reserved, 'The guarded request failed');
+    const done = giveBack()
+      .catch((err: unknown) => {
+        console.error('[credit-kit] giving back a failed request is retried in the background:', err);
+        core.ledger.background.retry(giveBack);
+      })
       .then(() => end.apply(this, args as Parameters<typeof end>));
-    core.track(refunded);
+    core.track(done);
     return this;
   } as typeof res.end;
-}
-
-async function refundFailedWork(core: CreditsCore, ctx: CreditsContext & { settling?: Promise<unknown> }): Promise<void> {
-  if (ctx.settling) await ctx.settling.catch(() => undefined);
-  if (ctx.charged <= 0) return;
-  await core.refund(ctx.userId, ctx.chargeId, ctx.charged);
 }

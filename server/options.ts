@@ -6,6 +6,7 @@ import type { Connection } from 'mongoose';
 import type Stripe from 'stripe';
 import { CreditsConfigError } from './errors';
 import type { LedgerHooks } from './ledger';
+import type { WebhookOutcome } from './routes';
 
 export interface CreditBundle {
   /** Stable id the client sends: `{ "bundle": "starter" }`. Letters, digits, `-` and `_`. */
@@ -60,13 +61,22 @@ export interface CreateCreditsOptions {
   creditName?: string;
   /** Prefix of the kit's collection names. Default `credit_`. */
   collectionPrefix?: string;
-  /** Upper bound of one database operation, in ms; past it the guarded route answers 503. Default 3000. */
+  /**
+   * Upper bound of every database call on the request and webhook paths, in ms: past it the guarded route
+   * answers 503 and does not run (and a charge that lands later is given back). Default 3000.
+   */
   timeoutMs?: number;
   /** Default `server-error`: a thrown error, `next(err)` or any 5xx answer refunds the charge. */
   refundOn?: RefundRule;
   /** Default `cap`. */
   overage?: OveragePolicy;
-  /** How long an unfinished idempotency claim is trusted to its holder before recovery decides it. Default 60000. */
+  /**
+   * How long an unfinished idempotency claim is left to its holder before others decide it, in ms. It only
+   * decides when to look: a claim is decided by first fencing its entry, so a holder that outlives its
+   * lease (or runs on a host whose clock is off) can never apply it twice, whatever the value. One shorter
+   * than a database call only costs retries: live holders are fenced and their requests answered 409.
+   * Default 60000.
+   */
   claimLeaseMs?: number;
 
   /** A Stripe client the app constructs (keys, API version and, in tests, the mock's host). */
@@ -97,8 +107,11 @@ export interface WebhookReport {
   status: number;
   /** The verified event; absent when the delivery was refused before verification succeeded. */
   event?: Stripe.Event;
-  /** What the kit did: `{ status, creditsAdded }` for a checkout, `{ clawedBack }`, `{ ignored: true }`, ... */
-  outcome?: Record<string, unknown>;
+  /**
+   * What the kit did: `{ status, creditsAdded }` for a checkout, `{ clawedBack, restored }` for a refund,
+   * dispute or charge event, `{ ignored: true }` otherwise; `reason` says why an event changed nothing.
+   */
+  outcome?: WebhookOutcome;
   /** Why the delivery was refused or failed. */
   error?: { code: string; message: string };
 }

@@ -24,3 +24,12 @@ export function assertId(value: unknown, what: string): string {
   }
   return value;
 }
+
+const IDEMPOTENCY_KEY = /^[\x21-\x7e]{1,255}$/;
+
+/** The `Idempotency-Key` header, the same rule on every route: absent, or 1-255 visible ASCII characters. */
+export function parseIdempotencyKey(header: string | undefined): string | undefined {
+  if (header === undefined) return undefined;
+  if (!IDEMPOTENCY_KEY.test(header)) throw new InvalidRequestError('The Idempotency-Key header must be 1-255 visible ASCII characters.');
+  return header;
+}

@@ -86,7 +86,7 @@ export function describeCreditStore(name: string, create: () => Promise<StoreUnd
 
     it('grants a claim to exactly one of many concurrent claimants, and releases only a pending one it names', async () => {
       const claimId = `claim-${randomUUID()}`;
-      const base = { id: claimId, userId: 'u', key: 'k', state: 'pending' as const, createdAt: new Date() };
+      const base = { id: claimId, userId: 'u', key: 'k', state: 'pending' as const, createdAt: new Date(), amount: 1 };
       const results = await Promise.all(Array.from({ length: 20 }, (_, i) => t.store.insertClaim({ ...base, entryId: `e${i}` })));
       const winners = results.filter((r) => r === null);
       expect(winners).toHaveLength(1);
@@ -96,12 +96,41 @@ export function describeCreditStore(name: string, create: () => Promise<StoreUnd
       expect(await t.store.pendingClaimsBefore(new Date(Date.now() + 1000), 10_000)).toEqual(
         expect.arrayContaining([expect.objectContaining({ id: claimId })]),
       );
-      await t.store.markClaimApplied(claimId);
-      await t.store.releaseClaim(claimId, held.entryId);
+      // Re-armed only from the entry it names, and marked applied only by the entry it names.
+      expect(await t.store.rearmClaim(claimId, 'not-the-holder', { entryId: 'e-new', createdAt: new Date() })).toBe(false);
+      expect(await t.store.rearmClaim(claimId, held.entryId, { entryId: 'e-new', createdAt: new Date() })).toBe(true);
+      await t.store.markClaimApplied(claimId, held.entryId);
+      expect((await t.store.getClaim(claimId))?.state).toBe('pending');
+      await t.store.markClaimApplied(claimId, 'e-new');
+      await t.store.releaseClaim(claimId, 'e-new');
       expect((await t.store.getClaim(claimId))?.state).toBe('applied');
     });
 
-    it('keeps a purchase record once and updates it only by compare-and-set', async () => {
+    it('fences an entry: a write of it that arrives afterwards never lands, and the fence says if it had', async () => {
+      const user = `c-${randomUUID()}`;
+      const late = entry(-5, { key: 'request:late' });
+      // On an account that does not exist yet: the fence creates it, empty.
+      expect(await t.store.fenceEntry(user, late.id)).toEqual({ inJournal: false });
+      expect(await t.store.isFenced(user, late.id)).toBe(true);
+      expect(await t.store.applyEntry(user, entry(10), { create: true })).toMatchObject({ balance: 10, count: 1 });
+      expect(await t.store.applyEntry(user, late)).toBeNull();
+      expect(await t.store.applyEntry(user, { ...late, key: undefined })).toBeNull(); // unkeyed writes are fenced too
+      const landed = entry(-2);
+      await t.store.applyEntry(user, landed, { minBalance: 2 });
+      expect(await t.store.fenceEntry(user, landed.id)).toEqual({ inJournal: true });
+      expect(await t.store.isFenced(user, randomUUID())).toBe(false);
+      expect((await t.rawAccount(user))?.balance).toBe(8);
+    });
+
+    it('refuses a change that would take the balance out of the safe integer range', async () => {
+      const user = `c-${randomUUID()}`;
+      expect(await t.store.applyEntry(user, entry(Number.MAX_SAFE_INTEGER - 1), { create: true })).toMatchObject({ balance: Number.MAX_SAFE_INTEGER - 1 });
+      expect(await t.store.applyEntry(user, entry(2), { create: true })).toBeNull();
+      expect(await t.store.applyEntry(user, entry(1), { create: true })).toMatchObject({ balance: Number.MAX_SAFE_INTEGER });
+      expect((await t.rawAccount(user))?.balance).toBe(Number.MAX_SAFE_INTEGER);
+    });
+
+    it('records a purchase once and replaces it only by compare-and-set on its version', async () => {
       const now = new Date();
       const p: Purchase = {
         id: `cs_${randomUUID()}`,
@@ -109,38 +138,40 @@ export function describeCreditStore(name: string, create: () => Promise<StoreUnd
         credits: 100,
         amountTotal: 1000,
         currency: 'usd',
+        livemode: false,
         status: 'open',
-        paymentIntentId: `pi_${randomUUID()}`,
+        paymentIntentId: null,
         creditedAt: null,
-        amountRefunded: 0,
-        refundClawback: 0,
-        disputes: [],
+        facts: { charge: null, refunds: [], disputes: [] },
+        granted: 0,
+        steps: 0,
         pendingAdjustments: [],
         createdAt: now,
         updatedAt: now,
         version: 0,
       };
-      const stored = await Promise.all(Array.from({ length: 10 }, () => t.store.ensurePurchase(p)));
-      expect(new Set(stored.map((s) => s.id))).toEqual(new Set([p.id]));
-      expect(await t.store.findPurchaseByPaymentIntent(p.paymentIntentId!)).toMatchObject({ id: p.id, credits: 100 });
+      const inserted = await Promise.all(Array.from({ length: 10 }, () => t.store.insertPurchase(p)));
+      expect(inserted.filter(Boolean)).toHaveLength(1);
+      expect(await t.store.getPurchase(p.id)).toEqual(p);
 
+      const pi = `pi_${randomUUID()}`;
       const wins = await Promise.all(
-        Array.from({ length: 10 }, () => t.store.updatePurchase(p.id, { refundClawbackIs: 0 }, { set: { refundClawback: 50 } })),
+        Array.from({ length: 10 }, (_, i) => t.store.replacePurchase({ ...p, paymentIntentId: pi, granted: i, version: 1 })),
       );
       expect(wins.filter(Boolean)).toHaveLength(1);
-      const adj = { key: 'refund:x:50', kind: 'clawback' as const, amount: -50, ref: { checkoutSessionId: p.id } };
-      await t.store.updatePurchase(p.id, {}, { pushAdjustment: adj, addDispute: { id: 'dp_1', clawback: 50, status: 'open' } });
+      expect(await t.store.findPurchaseByPaymentIntent(pi)).toMatchObject({ id: p.id, version: 1 });
+      const adj = { key: 'checkout:x:0', kind: 'purchase' as const, amount: 100, ref: { checkoutSessionId: p.id } };
+      const stored = (await t.store.getPurchase(p.id))!;
+      expect(await t.store.replacePurchase({ ...stored, pendingAdjustments: [adj], version: 2 })).toBe(true);
       expect((await t.store.purchasesWithPendingAdjustments(10_000)).map((x) => x.id)).toContain(p.id);
-      await t.store.updatePurchase(p.id, {}, { pullAdjustment: adj });
-      expect((await t.store.getPurchase(p.id))?.pendingAdjustments).toEqual([]);
-      expect(await t.store.updatePurchase(p.id, { withoutDispute: 'dp_1' }, { set: { status: 'paid' } })).toBeNull();
-      const closed = await Promise.all(
-        Array.from({ length: 5 }, () =>
-          t.store.updatePurchase(p.id, { disputeInStatus: { id: 'dp_1', status: 'open' } }, { setDisputeStatus: { id: 'dp_1', status: 'won' } }),
-        ),
-      );
-      expect(closed.filter(Boolean)).toHaveLength(1);
-      expect((await t.store.getPurchase(p.id))?.disputes).toEqual([{ id: 'dp_1', clawback: 50, status: 'won' }]);
+      expect(await t.store.replacePurchase({ ...stored, version: 2 })).toBe(false); // a stale copy loses
+    });
+
+    it('keeps facts about a payment once each, whatever the concurrency', async () => {
+      const pi = `pi_${randomUUID()}`;
+      expect(await t.store.paymentFacts(pi)).toEqual([]);
+      await Promise.all(Array.from({ length: 10 }, (_, i) => t.store.addPaymentFacts(pi, ['a', `b${i % 2}`])));
+      expect((await t.store.paymentFacts(pi)).sort()).toEqual(['a', 'b0', 'b1']);
     });
   });
 }

@@ -8,8 +8,6 @@ import type {
   JournalEntry,
   LedgerEntry,
   Purchase,
-  PurchaseChange,
-  PurchaseCondition,
 } from './types';
 
 /**
@@ -21,10 +19,17 @@ interface AccountDoc {
   balance: number;
   count: number;
   journal: JournalEntry[];
+  /** Entry ids that may never be applied (see CreditStore.fenceEntry). Absent on most accounts. */
+  fenced?: string[];
 }
 type LedgerDoc = Omit<LedgerEntry, 'id'> & { _id: string };
 type ClaimDoc = Omit<Claim, 'id'> & { _id: string };
 type PurchaseDoc = Omit<Purchase, 'id'> & { _id: string };
+interface PaymentFactsDoc {
+  _id: string;
+  facts: string[];
+  createdAt: Date;
+}
 
 export interface MongoStoreOptions {
   connection: Connection;
@@ -72,6 +77,9 @@ export class MongoCreditStore implements CreditStore {
   private get purchases() {
     return this.collection<PurchaseDoc>('purchases');
   }
+  private get paymentFactsCollection() {
+    return this.collection<PaymentFactsDoc>('payment_facts');
+  }
 
   async init(): Promise<void> {
     await Promise.all([
@@ -82,11 +90,12 @@ export class MongoCreditStore implements CreditStore {
   }
 
   async applyEntry(userId: string, entry: JournalEntry, options: ApplyOptions = {}): Promise<AccountSnapshot | null> {
-    const filter: Filter<AccountDoc> = { _id: userId };
+    const filter: Filter<AccountDoc> = { _id: userId, fenced: { $ne: entry.id } };
     // A keyed entry may be retried (by its holder or by recovery): the journal refuses its id twice. Other
     // entries have fresh random ids, so the hot path skips the check.
     if (entry.key !== undefined) filter['journal.id'] = { $ne: entry.id };
-    if (options.minBalance !== undefined) filter.balance = { $gte: options.minBalance };
+    const guard = balanceGuard(entry.amount, options.minBalance);
+    if (guard) filter.balance = guard;
     const update: UpdateFilter<AccountDoc> = {
       $inc: { balance: entry.amount, count: 1 },
       $push: { journal: stripUndefined(entry) },
@@ -96,13 +105,34 @@ export class MongoCreditStore implements CreditStore {
     try {
       doc = await run(options.create === true);
     } catch (err) {
-      // An upsert collides on _id when the account exists but the filter missed it (its journal already
-      // holds this entry), or when another first change created the account at the same moment. Either way
-      // the account exists now: the same update without upsert tells which (null: applied before).
+      // An upsert collides on _id when the account exists but the filter missed it (a guard, a fence, or its
+      // journal already holds this entry), or when another first change created the account at the same
+      // moment. Either way the account exists now: the same update without upsert tells which.
       if (!options.create || !isDuplicateKeyError(err)) throw err;
       doc = await run(false);
     }
     return doc ? toSnapshot(doc) : null;
+  }
+
+  async fenceEntry(userId: string, entryId: string): Promise<{ inJournal: boolean }> {
+    const run = (upsert: boolean) =>
+      this.accounts.findOneAndUpdate(
+        { _id: userId },
+        { $addToSet: { fenced: entryId }, ...(upsert ? { $setOnInsert: { balance: 0, count: 0 } } : {}) },
+        { returnDocument: 'after', upsert },
+      );
+    let doc: AccountDoc | null;
+    try {
+      doc = await run(true);
+    } catch (err) {
+      if (!isDuplicateKeyError(err)) throw err;
+      doc = await run(false); // created by another change at the same moment
+    }
+    return { inJournal: (doc?.journal ?? []).some((e) => e.id === entryId) };
+  }
+
+  async isFenced(userId: string, entryId: string): Promise<boolean> {
+    return (await this.accounts.findOne({ _id: userId, fenced: entryId }, { projection: { _id: 1 } })) !== null;
   }
 
   async getAccount(userId: string): Promise<AccountSnapshot | null> {
@@ -135,14 +165,15 @@ export class MongoCreditStore implements CreditStore {
     // $pullAll removes elements equal to the given ones: exactly the entries already in the ledger.
     await this.accounts.bulkWrite(
       batch.map(({ userId, entries }) => ({
-        updateOne: { filter: { _id: userId }, update: { $pullAll: { journal: entries } } },
+        updateOne: { filter: { _id: userId }, update: { $pullAll: { journal: entries.map(stripUndefined) } } },
       })),
       { ordered: false },
     );
   }
 
   async hasLedgerEntry(entryId: string): Promise<boolean> {
-    return (await this.ledger.countDocuments({ _id: entryId }, { limit: 1 })) > 0;
+    // findOne rather than countDocuments: an aggregation, which the embedded server runs as a scan.
+    return (await this.ledger.findOne({ _id: entryId }, { projection: { _id: 1 } })) !== null;
   }
 
   async listLedger(userId: string, options: { beforeSeq?: number; limit: number }): Promise<LedgerEntry[]> {
@@ -155,7 +186,7 @@ export class MongoCreditStore implements CreditStore {
   async insertClaim(claim: Claim): Promise<Claim | null> {
     const { id, ...rest } = claim;
     try {
-      await this.claims.insertOne({ _id: id, ...rest });
+      await this.claims.insertOne({ _id: id, ...stripUndefined(rest) });
       return null;
     } catch (err) {
       if (!isDuplicateKeyError(err)) throw err;
@@ -172,12 +203,17 @@ export class MongoCreditStore implements CreditStore {
     return { ...rest, id: _id };
   }
 
-  async markClaimApplied(claimId: string): Promise<void> {
-    await this.claims.updateOne({ _id: claimId }, { $set: { state: 'applied' } });
+  async markClaimApplied(claimId: string, entryId: string): Promise<void> {
+    await this.claims.updateOne({ _id: claimId, entryId }, { $set: { state: 'applied' } });
   }
 
   async releaseClaim(claimId: string, entryId: string): Promise<void> {
     await this.claims.deleteOne({ _id: claimId, entryId, state: 'pending' });
+  }
+
+  async rearmClaim(claimId: string, fromEntryId: string, to: { entryId: string; createdAt: Date }): Promise<boolean> {
+    const r = await this.claims.updateOne({ _id: claimId, entryId: fromEntryId, state: 'pending' }, { $set: to });
+    return r.modifiedCount === 1;
   }
 
   async pendingClaimsBefore(time: Date, limit: number): Promise<Claim[]> {
@@ -193,87 +229,81 @@ export class MongoCreditStore implements CreditStore {
     return toPurchase(await this.purchases.findOne({ paymentIntentId }));
   }
 
-  async ensurePurchase(init: Purchase): Promise<Purchase> {
-    const { id, ...rest } = init;
+  async insertPurchase(purchase: Purchase): Promise<boolean> {
+    const { id, ...rest } = purchase;
     try {
-      const doc = await this.purchases.findOneAndUpdate(
-        { _id: id },
-        { $setOnInsert: rest },
-        { upsert: true, returnDocument: 'after' },
-      );
-      return toPurchase(doc) ?? init;
+      await this.purchases.insertOne({ _id: id, ...rest });
+      return true;
     } catch (err) {
-      // Two first deliveries raced to insert; the other one won, read what it stored.
-      if (!isDuplicateKeyError(err)) throw err;
-      const existing = await this.getPurchase(id);
-      if (!existing) throw err;
-      return existing;
+      if (isDuplicateKeyError(err)) return false;
+      throw err;
     }
   }
 
-  async updatePurchase(id: string, where: PurchaseCondition, change: PurchaseChange): Promise<Purchase | null> {
-    const filter: Filter<PurchaseDoc> = { _id: id };
-    if (where.statusIn) filter.status = { $in: where.statusIn };
-    if (where.notCredited) filter.creditedAt = null;
-    if (where.refundClawbackBelow !== undefined || where.refundClawbackIs !== undefined) {
-      filter.refundClawback = {
-        ...(where.refundClawbackBelow !== undefined ? { $lt: where.refundClawbackBelow } : {}),
-        ...(where.refundClawbackIs !== undefined ? { $eq: where.refundClawbackIs } : {}),
-      };
-    }
-    if (where.amountRefundedBelow !== undefined) filter.amountRefunded = { $lt: where.amountRefundedBelow };
-    if (where.withoutDispute !== undefined) filter['disputes.id'] = { $ne: where.withoutDispute };
-
-    const update: UpdateFilter<PurchaseDoc> & Record<string, unknown> = {
-      $set: { ...change.set, updatedAt: new Date() },
-      $inc: { version: 1 },
-    };
-    const push: Record<string, unknown> = {};
-    if (change.addDispute) push.disputes = change.addDispute;
-    if (change.pushAdjustment) push.pendingAdjustments = change.pushAdjustment;
-    if (Object.keys(push).length) update.$push = push;
-    if (change.pullAdjustment) update.$pullAll = { pendingAdjustments: [change.pullAdjustment] };
-
-    if (where.disputeInStatus || change.setDisputeStatus) {
-      // Conditions on and rewrites of array elements are done on a read copy, then written back with a
-      // compare-and-set on the version read: $elemMatch on fields and positional updates are not portable
-      // to every server we support (FerretDB lacks them).
-      const current = await this.getPurchase(id);
-      if (!current) return null;
-      const cond = where.disputeInStatus;
-      if (cond && !current.disputes.some((d) => d.id === cond.id && d.status === cond.status)) return null;
-      const target = change.setDisputeStatus;
-      if (target) {
-        (update.$set as Record<string, unknown>).disputes = current.disputes.map((d) =>
-          d.id === target.id ? { ...d, status: target.status } : d,
-        );
-      }
-      filter.version = current.version;
-    }
-
-    const before = await this.purchases.findOneAndUpdate(filter, update, { returnDocument: 'before' });
-    return toPurchase(before);
+  async replacePurchase(purchase: Purchase): Promise<boolean> {
+    const { id, ...rest } = purchase;
+    const r = await this.purchases.replaceOne({ _id: id, version: purchase.version - 1 }, rest);
+    return r.matchedCount === 1;
   }
 
   async purchasesWithPendingAdjustments(limit: number): Promise<Purchase[]> {
     const docs = await this.purchases.find({ 'pendingAdjustments.0': { $exists: true } }, { limit }).toArray();
     return docs.map((d) => toPurchase(d)!);
   }
+
+  async addPaymentFacts(paymentIntentId: string, facts: string[]): Promise<void> {
+    const run = (upsert: boolean) =>
+      this.paymentFactsCollection.updateOne(
+        { _id: paymentIntentId },
+        { $addToSet: { facts: { $each: facts } }, ...(upsert ? { $setOnInsert: { createdAt: new Date() } } : {}) },
+        { upsert },
+      );
+    try {
+      await run(true);
+    } catch (err) {
+      if (!isDuplicateKeyError(err)) throw err;
+      await run(false);
+    }
+  }
+
+  async paymentFacts(paymentIntentId: string): Promise<string[]> {
+    return (await this.paymentFactsCollection.findOne({ _id: paymentIntentId }))?.facts ?? [];
+  }
+}
+
+/**
+ * The balance condition of an update: the caller's guard, and the bounds that keep the balance a safe
+ * integer (a change that would leave the range is refused, never rounded).
+ */
+function balanceGuard(amount: number, minBalance: number | undefined): { $gte?: number; $lte?: number } | undefined {
+  const guard: { $gte?: number; $lte?: number } = {};
+  const lowest = amount < 0 ? -Number.MAX_SAFE_INTEGER - amount : undefined;
+  if (minBalance !== undefined || lowest !== undefined) guard.$gte = Math.max(minBalance ?? -Infinity, lowest ?? -Infinity);
+  if (amount > 0) guard.$lte = Number.MAX_SAFE_INTEGER - amount;
+  return guard.$gte === undefined && guard.$lte === undefined ? undefined : guard;
 }
 
 function toSnapshot(doc: AccountDoc): AccountSnapshot {
-  return { userId: doc._id, balance: doc.balance, count: doc.count, journal: doc.journal ?? [] };
+  // An account created by a fence has no journal yet (and FerretDB drops empty arrays on insert).
+  return { userId: doc._id, balance: doc.balance ?? 0, count: doc.count ?? 0, journal: doc.journal ?? [] };
 }
+
+const NO_FACTS = { charge: null, refunds: [], disputes: [] };
 
 function toPurchase(doc: PurchaseDoc | null): Purchase | null {
   if (!doc) return null;
   const { _id, ...rest } = doc;
-  // Empty arrays set on insert are not kept by every server (FerretDB drops them); absent means empty.
+  // FerretDB gap: it does not keep empty arrays or nulls written on insert, where MongoDB keeps both; a
+  // missing field is read back as the empty or null value it was written as.
   return {
     ...rest,
     id: _id,
-    disputes: rest.disputes ?? [],
+    paymentIntentId: rest.paymentIntentId ?? null,
+    creditedAt: rest.creditedAt ?? null,
+    facts: { ...NO_FACTS, ...rest.facts, charge: rest.facts?.charge ?? null, refunds: rest.facts?.refunds ?? [], disputes: rest.facts?.disputes ?? [] },
     pendingAdjustments: rest.pendingAdjustments ?? [],
+    granted: rest.granted ?? 0,
+    steps: rest.steps ?? 0,
     version: rest.version ?? 0,
   };
 }

@@ -1,0 +1,103 @@
+/**
+ * Background work the kit owes after an answer has gone out (deciding a claim whose holder gave up, giving
+ * back a refused request's charge). Tasks wait in one queue and run a few at a time, so that after an
+ * outage the work owed for hundreds of refused requests does not flood the database that just came back;
+ * a task that fails is retried with backoff. Every timer is unref'd and tracked, and flush() runs waiting
+ * tasks at once and resolves only when nothing is left in flight.
+ */
+
+const FIRST_DELAY_MS = 100;
+const MAX_DELAY_MS = 30_000;
+const MAX_ATTEMPTS = 16;
+/** Tasks run at once; the rest wait their turn. */
+const CONCURRENCY = 4;
+
+interface Task {
+  run: () => Promise<void>;
+  attempt: number;
+  notBefore: number;
+}
+
+export class Background {
+  private readonly queue: Task[] = [];
+  private running = 0;
+  private timer: NodeJS.Timeout | undefined;
+  private readonly tracked = new Set<Promise<void>>();
+  private idle: Array<() => void> = [];
+
+  constructor(private readonly onError: (err: unknown) => void) {}
+
+  /** Runs `run` soon, and again after failures, up to MAX_ATTEMPTS; the last failure is reported. */
+  retry(run: () => Promise<void>): void {
+    this.queue.push({ run, attempt: 0, notBefore: 0 });
+    this.pump();
+  }
+
+  /** Keeps a promise that must finish before flush() resolves (it is not retried). */
+  track(work: Promise<unknown>): void {
+    const done: Promise<void> = work.then(
+      () => undefined,
+      (err: unknown) => this.onError(err),
+    );
+    const t = done.finally(() => this.tracked.delete(t));
+    this.tracked.add(t);
+  }
+
+  /** Runs every waiting task now and resolves when none is left. */
+  async flush(): Promise<void> {
+    for (;;) {
+      if (this.tracked.size > 0) {
+        await Promise.allSettled([...this.tracked]);
+        continue;
+      }
+      if (this.queue.length === 0 && this.running === 0) return;
+      for (const task of this.queue) task.notBefore = 0;
+      await new Promise<void>((resolve) => {
+        this.idle.push(resolve);
+        this.pump();
+      });
+    }
+  }
+
+  private pump(): void {
+    if (this.timer) {
+      clearTimeout(this.timer);
+      this.timer = undefined;
+    }
+    const now = Date.now();
+    while (this.running < CONCURRENCY) {
+      const i = this.queue.findIndex((t) => t.notBefore <= now);
+      if (i < 0) break;
+      const [task] = this.queue.splice(i, 1);
+      this.running++;
+      void this.runOne(task!);
+    }
+    if (this.running === 0 && this.queue.length === 0) {
+      const waiting = this.idle;
+      this.idle = [];
+      for (const resolve of waiting) resolve();
+      return;
+    }
+    if (this.running < CONCURRENCY && this.queue.length > 0) {
+      const next = Math.min(...this.queue.map((t) => t.notBefore));
+      this.timer = setTimeout(() => this.pump(), Math.max(0, next - now));
+      this.timer.unref();
+    }
+  }
+
+  private async runOne(task: Task): Promise<void> {
+    try {
+      await task.run();
+    } catch (err) {
+      task.attempt++;
+      if (task.attempt >= MAX_ATTEMPTS) this.onError(err);
+      else {
+        task.notBefore = Date.now() + Math.min(FIRST_DELAY_MS * 2 ** (task.attempt - 1), MAX_DELAY_MS);
+        this.queue.push(task);
+      }
+    } finally {
+      this.running--;
+      this.pump();
+    }
+  }
+}

@@ -1,0 +1,53 @@
+/**
+ * reconcile(): finishes what a crash, a stall or a lost reply left half done. Claims past their lease are
+ * decided (fence, look, then applied, completed or released: see changes.ts), and journals older than the
+ * lease are moved to the ledger. Every item is tried on its own: one that fails is counted and reported, and
+ * the pass goes on with the rest. Safe to run at once on any number of instances.
+ */
+import type { CreditStore } from '../store/types';
+import type { Changes } from './changes';
+import type { JournalMover } from './journal-mover';
+
+export interface ReconcileReport {
+  claimsResolved: number;
+  claimsReleased: number;
+  accountsMoved: number;
+  /** Items that could not be repaired in this pass (reported to onBackgroundError); the next pass retries them. */
+  errors: number;
+}
+
+export async function reconcileLedger(
+  deps: { store: CreditStore; changes: Changes; mover: JournalMover; olderThanMs: number; onError: (err: unknown) => void },
+  batch: number,
+): Promise<ReconcileReport> {
+  const { store, changes, mover, olderThanMs, onError } = deps;
+  const report: ReconcileReport = { claimsResolved: 0, claimsReleased: 0, accountsMoved: 0, errors: 0 };
+  const failed = (err: unknown) => {
+    report.errors++;
+    onError(err);
+  };
+
+  const stale = await store.pendingClaimsBefore(new Date(Date.now() - olderThanMs), batch);
+  for (const claim of stale) {
+    try {
+      const decision = await changes.decide(claim);
+      if (decision === 'applied') report.claimsResolved++;
+      else if (decision === 'released') report.claimsReleased++;
+    } catch (err) {
+      failed(err);
+    }
+  }
+
+  for (const userId of await store.accountsWithJournal(new Date(Date.now() - olderThanMs), batch)) {
+    try {
+      const account = await store.getAccount(userId);
+      if (account && account.journal.length > 0) {
+        await mover.moveNow(account);
+        report.accountsMoved++;
+      }
+    } catch (err) {
+      failed(err);
+    }
+  }
+  return report;
+}
