@@ -86,6 +86,7 @@ export interface CreatedCheckout {
   id: string;
   url: string | null;
   clientSecret: string | null;
+  livemode: boolean;
 }
 
 export async function createCheckoutSession(
@@ -145,7 +146,7 @@ export async function createCheckoutSession(
     : `credit-kit-checkout-${randomUUID()}`;
   try {
     const session = await stripe.checkout.sessions.create(params, { idempotencyKey });
-    return { id: session.id, url: session.url, clientSecret: session.client_secret };
+    return { id: session.id, url: session.url, clientSecret: session.client_secret, livemode: session.livemode };
   } catch (err) {
     throw new PaymentProviderError(err);
   }

@@ -1,14 +1,26 @@
 /**
  * Purchases: crediting a paid Checkout Session exactly once, and taking credits back for refunds and
- * disputes. Every decision about a purchase is a compare-and-set on its record that also records the ledger
- * change it implies (a pending adjustment); the change is then applied with the ledger's idempotency key and
- * the adjustment cleared, so a crash in between is finished by reconcile() and nothing is applied twice.
+ * disputes, whatever the order and number of Stripe's deliveries.
+ *
+ * Each session is recorded when the kit creates it; an event is only acted on when it matches that record
+ * (user, credits, amount, currency, mode, live or test). What Stripe says is merged into the record as facts
+ * (stripe/facts.ts), from which the credits the purchase is owed follow. Every change of what it is owed is
+ * decided by a compare-and-set on the record that also records the ledger change (a pending adjustment with
+ * its own key); the change is then applied under that key and cleared. A crash in between is finished by the
+ * next delivery or by reconcile(); nothing is applied twice. A delivery is answered 200 only once nothing it
+ * caused is left pending.
+ *
+ * Facts about a payment that no purchase is linked to yet (a refund delivered before the session's
+ * completion) are kept by payment intent and merged when the completion links it.
  */
 import type Stripe from 'stripe';
 import { CreditsError, NotFoundError, PaymentProviderError } from './errors';
-import type { CreditsCore } from './core';
 import { METADATA } from './checkout';
-import type { Purchase, PurchaseAdjustment } from './store/types';
+import { purchaseKey } from './domain/keys';
+import type { Ledger } from './ledger';
+import type { ResolvedOptions } from './options';
+import { creditsOwed, mergeFact, NO_FACTS, type StripeFact } from './stripe/facts';
+import type { CreditStore, Purchase, PurchaseAdjustment, PurchaseStatus } from './store/types';
 
 export type FulfillmentStatus = 'paid' | 'awaiting_payment' | 'failed' | 'open' | 'expired' | 'ignored';
 
@@ -20,45 +32,45 @@ export interface FulfillmentResult {
   credits: number;
   /** Credits added by this call: 0 when they had been added before (or the session is not paid). */
   creditsAdded: number;
+  /** Why an event was ignored. */
+  reason?: string;
 }
 
-interface SessionFacts {
-  id: string;
+/** What an event about a payment did to the purchase's credits. */
+export interface PaymentEventResult {
+  /** Credits taken back by this delivery. */
+  clawedBack: number;
+  /** Credits given back by this delivery (a dispute won, a refund that failed). */
+  restored: number;
+  /** The purchase the event is about, when one is linked. */
+  sessionId: string | null;
+  /** Set when the event was kept for later (no purchase linked yet) or ignored. */
+  reason?: string;
+}
+
+/** What the kit records when it creates a Checkout Session. */
+export interface CheckoutRecord {
+  sessionId: string;
   userId: string;
   credits: number;
   amountTotal: number;
   currency: string;
-  paymentIntentId: string | null;
-  paid: boolean;
-  complete: boolean;
-  expired: boolean;
+  livemode: boolean;
 }
 
-/** Reads what the kit wrote on the session when it created it. null: not a credit-kit session. */
-export function sessionFacts(session: Stripe.Checkout.Session): SessionFacts | null {
-  const userId = session.metadata?.[METADATA.userId] ?? null;
-  const creditsText = session.metadata?.[METADATA.credits];
-  const credits = creditsText !== undefined && /^\d{1,15}$/.test(creditsText) ? Number(creditsText) : NaN;
-  if (!userId || !Number.isSafeInteger(credits) || credits <= 0) return null;
-  const pi = session.payment_intent;
-  return {
-    id: session.id,
-    userId,
-    credits,
-    amountTotal: session.amount_total ?? 0,
-    currency: session.currency ?? 'usd',
-    paymentIntentId: typeof pi === 'string' ? pi : (pi?.id ?? null),
-    paid: session.payment_status === 'paid' || session.payment_status === 'no_payment_required',
-    complete: session.status === 'complete',
-    expired: session.status === 'expired',
-  };
+const STATUS_RANK: Record<PurchaseStatus, number> = { open: 0, awaiting_payment: 1, expired: 2, failed: 2, paid: 3 };
+
+interface Deps {
+  store: CreditStore;
+  ledger: Ledger;
+  options: ResolvedOptions;
 }
 
 export class Purchases {
-  constructor(private readonly core: CreditsCore) {}
+  constructor(private readonly deps: Deps) {}
 
   private get stripe(): Stripe {
-    const { stripe } = this.core.options;
+    const { stripe } = this.deps.options;
     if (!stripe) throw new CreditsError('not_configured', 'Stripe is not configured: pass `stripe` and `webhookSecret` to createCredits.');
     return stripe;
   }
@@ -72,204 +84,219 @@ export class Purchases {
     }
   }
 
+  /** Records a session the kit has just created; a repeat of the same creation finds its record. */
+  async record(r: CheckoutRecord): Promise<void> {
+    const now = new Date();
+    const purchase: Purchase = {
+      id: r.sessionId,
+      userId: r.userId,
+      credits: r.credits,
+      amountTotal: r.amountTotal,
+      currency: r.currency,
+      livemode: r.livemode,
+      status: 'open',
+      paymentIntentId: null,
+      creditedAt: null,
+      facts: NO_FACTS,
+      granted: 0,
+      steps: 0,
+      pendingAdjustments: [],
+      createdAt: now,
+      updatedAt: now,
+      version: 0,
+    };
+    if (await this.deps.store.insertPurchase(purchase)) return;
+    const existing = await this.deps.store.getPurchase(r.sessionId);
+    if (!existing || existing.userId !== r.userId || existing.credits !== r.credits || existing.amountTotal !== r.amountTotal) {
+      throw new CreditsError('internal', `A different purchase is already recorded for session ${r.sessionId}.`);
+    }
+  }
+
   /**
    * The one fulfilment function. Given a session verified by a webhook signature, or an id that it looks up
-   * at Stripe, it credits a paid session exactly once (keyed by the session id) and records unpaid, failed
-   * and expired ones. Safe to call any number of times, concurrently, in any order.
+   * at Stripe, it credits a paid session exactly once and records unpaid, failed and expired ones. Safe to
+   * call any number of times, concurrently, in any order.
    */
   async fulfill(sessionOrId: string | Stripe.Checkout.Session): Promise<FulfillmentResult> {
     const session = typeof sessionOrId === 'string' ? await this.retrieveSession(sessionOrId) : sessionOrId;
-    const facts = sessionFacts(session);
-    if (!facts) return { status: 'ignored', sessionId: session.id, userId: null, credits: 0, creditsAdded: 0 };
-    const purchase = await this.ensure(facts);
-    const base = { sessionId: facts.id, userId: facts.userId, credits: purchase.credits };
+    const checked = await this.matchRecord(session);
+    if ('reason' in checked) return ignored(session, checked.reason);
+    const { purchase } = checked;
+    const base = { sessionId: purchase.id, userId: purchase.userId, credits: purchase.credits };
 
-    if (facts.paid) return { ...base, status: 'paid', creditsAdded: await this.credit(purchase, facts.paymentIntentId) };
-    if (facts.expired) return { ...base, status: 'expired', creditsAdded: 0 };
-    if (facts.complete) {
-      await this.core.ledger.db(() =>
-        this.core.store.updatePurchase(purchase.id, { statusIn: ['open'] }, { set: { status: 'awaiting_payment' } }),
-      );
-      return { ...base, status: 'awaiting_payment', creditsAdded: 0 };
-    }
-    return { ...base, status: 'open', creditsAdded: 0 };
+    const paid = session.payment_status === 'paid' || session.payment_status === 'no_payment_required';
+    const status: PurchaseStatus = paid
+      ? 'paid'
+      : session.status === 'expired'
+        ? 'expired'
+        : session.status === 'complete'
+          ? 'awaiting_payment'
+          : 'open';
+    const paymentIntentId = idOf(session.payment_intent);
+    const result = await this.update(purchase.id, (p) => ({ ...p, status: higher(p.status, status), paymentIntentId: p.paymentIntentId ?? paymentIntentId }));
+    if (paymentIntentId) await this.mergeKeptFacts(purchase.id, paymentIntentId, result);
+    const final = result.purchase;
+    return { ...base, status: statusOf(final), creditsAdded: result.added };
   }
 
   /** A delayed payment failed: record it; nothing is credited. */
   async paymentFailed(session: Stripe.Checkout.Session): Promise<FulfillmentResult> {
-    const facts = sessionFacts(session);
-    if (!facts) return { status: 'ignored', sessionId: session.id, userId: null, credits: 0, creditsAdded: 0 };
-    const purchase = await this.ensure(facts);
-    await this.core.ledger.db(() =>
-      this.core.store.updatePurchase(purchase.id, { statusIn: ['open', 'awaiting_payment'], notCredited: true }, { set: { status: 'failed' } }),
-    );
-    return { status: 'failed', sessionId: facts.id, userId: facts.userId, credits: purchase.credits, creditsAdded: 0 };
+    const checked = await this.matchRecord(session);
+    if ('reason' in checked) return ignored(session, checked.reason);
+    const { purchase } = checked;
+    const result = await this.update(purchase.id, (p) => ({ ...p, status: higher(p.status, 'failed') }));
+    return { status: statusOf(result.purchase), sessionId: purchase.id, userId: purchase.userId, credits: purchase.credits, creditsAdded: 0 };
   }
 
-  private ensure(facts: SessionFacts): Promise<Purchase> {
-    const now = new Date();
-    return this.core.ledger.db(() =>
-      this.core.store.ensurePurchase({
-        id: facts.id,
-        userId: facts.userId,
-        credits: facts.credits,
-        amountTotal: facts.amountTotal,
-        currency: facts.currency,
-        status: 'open',
-        paymentIntentId: facts.paymentIntentId,
-        creditedAt: null,
-        amountRefunded: 0,
-        refundClawback: 0,
-        disputes: [],
-        pendingAdjustments: [],
-        createdAt: now,
-        updatedAt: now,
-        version: 0,
-      }),
-    );
-  }
-
-  /** Adds the purchased credits once; returns how many this call added. */
-  private async credit(purchase: Purchase, paymentIntentId: string | null): Promise<number> {
-    const { ledger, store } = this.core;
-    const ref = { checkoutSessionId: purchase.id, ...(paymentIntentId ? { paymentIntentId } : {}) };
-    // A concurrent delivery may hold the key: this answers only once the change is durable, whoever made it.
-    const outcome = await ledger.applyOnceSettled(
-      purchase.userId,
-      `checkout:${purchase.id}`,
-      { kind: 'purchase', amount: purchase.credits, ref, reason: `Bought ${purchase.credits} ${this.core.options.creditName}` },
-      { create: true },
-    );
-    const added = outcome.status === 'applied' ? purchase.credits : 0;
-    await ledger.fault('after-purchase-update');
-    await ledger.db(() =>
-      store.updatePurchase(
-        purchase.id,
-        { notCredited: true },
-        { set: { status: 'paid', creditedAt: new Date(), ...(paymentIntentId ? { paymentIntentId } : {}) } },
-      ),
-    );
-    return added;
-  }
-
-  /** `charge.refunded`: takes back credits in proportion to the refunded share (amount_refunded is cumulative). */
-  async chargeRefunded(charge: Stripe.Charge): Promise<{ clawedBack: number }> {
-    const purchase = await this.byPaymentIntent(charge.payment_intent);
-    if (!purchase || purchase.creditedAt === null || purchase.amountTotal <= 0) return { clawedBack: 0 };
-    const refunded = Math.min(charge.amount_refunded, purchase.amountTotal);
-    const target = proportion(purchase.credits, refunded, purchase.amountTotal);
-
-    for (let current = purchase; ; ) {
-      if (current.refundClawback >= target) return { clawedBack: 0 };
-      const delta = target - current.refundClawback;
-      const adjustment: PurchaseAdjustment = {
-        key: `refund:${current.id}:${target}`,
-        kind: 'clawback',
-        amount: -delta,
-        ref: { checkoutSessionId: current.id, chargeObjectId: charge.id, note: `refunded ${refunded} of ${current.amountTotal}` },
-      };
-      const before = await this.core.ledger.db(() =>
-        this.core.store.updatePurchase(
-          current.id,
-          { refundClawbackBelow: target, refundClawbackIs: current.refundClawback },
-          { set: { refundClawback: target, amountRefunded: refunded }, pushAdjustment: adjustment },
-        ),
-      );
-      if (before) {
-        await this.applyAdjustment(current, adjustment);
-        return { clawedBack: delta };
+  /** A refund, dispute or charge event: merges what it says into the purchase it is about, or keeps it. */
+  async paymentFact(paymentIntent: string | { id: string } | null | undefined, fact: StripeFact): Promise<PaymentEventResult> {
+    const pi = idOf(paymentIntent);
+    if (!pi) return { clawedBack: 0, restored: 0, sessionId: null, reason: 'the event names no payment intent' };
+    let purchase = await this.deps.store.findPurchaseByPaymentIntent(pi);
+    if (!purchase) {
+      // Kept, then looked up again: a completion that links the payment meanwhile reads what was kept.
+      await this.deps.store.addPaymentFacts(pi, [JSON.stringify(fact)]);
+      purchase = await this.deps.store.findPurchaseByPaymentIntent(pi);
+      if (!purchase) {
+        return {
+          clawedBack: 0,
+          restored: 0,
+          sessionId: null,
+          reason: 'no purchase of this app is linked to this payment yet; the event is kept and applied when one is',
+        };
       }
-      const fresh = await this.core.ledger.db(() => this.core.store.getPurchase(current.id));
-      if (!fresh) return { clawedBack: 0 };
-      current = fresh; // another delivery moved it first; decide again on what it left
     }
+    const result = await this.update(purchase.id, (p) => ({ ...p, facts: mergeFact(p.facts, fact) }));
+    return { clawedBack: result.clawedBack, restored: result.restored, sessionId: purchase.id };
   }
 
-  /** `charge.dispute.created`: takes back what is left of the purchase. */
-  async disputeCreated(dispute: Stripe.Dispute): Promise<{ clawedBack: number }> {
-    const purchase = await this.byPaymentIntent(dispute.payment_intent);
-    if (!purchase || purchase.creditedAt === null) return { clawedBack: 0 };
-    const held = purchase.disputes.filter((d) => d.status !== 'won').reduce((s, d) => s + d.clawback, 0);
-    const amount = Math.max(0, purchase.credits - purchase.refundClawback - held);
-    const adjustment: PurchaseAdjustment = {
-      key: `dispute:${dispute.id}`,
-      kind: 'clawback',
-      amount: -amount,
-      ref: { checkoutSessionId: purchase.id, disputeId: dispute.id, note: 'payment disputed' },
-    };
-    const before = await this.core.ledger.db(() =>
-      this.core.store.updatePurchase(
-        purchase.id,
-        { withoutDispute: dispute.id },
-        { addDispute: { id: dispute.id, clawback: amount, status: 'open' }, pushAdjustment: adjustment },
-      ),
-    );
-    if (!before) return { clawedBack: 0 };
-    await this.applyAdjustment(purchase, adjustment);
-    return { clawedBack: amount };
-  }
-
-  /** `charge.dispute.closed`: a dispute won gives back what it took; a lost one is recorded. */
-  async disputeClosed(dispute: Stripe.Dispute): Promise<{ restored: number }> {
-    const purchase = await this.byPaymentIntent(dispute.payment_intent);
-    const record = purchase?.disputes.find((d) => d.id === dispute.id);
-    if (!purchase || !record || record.status !== 'open') return { restored: 0 };
-    const won = dispute.status === 'won';
-    const adjustment: PurchaseAdjustment = {
-      key: `dispute-won:${dispute.id}`,
-      kind: 'reversal',
-      amount: record.clawback,
-      ref: { checkoutSessionId: purchase.id, disputeId: dispute.id, note: 'dispute won' },
-    };
-    const before = await this.core.ledger.db(() =>
-      this.core.store.updatePurchase(
-        purchase.id,
-        { disputeInStatus: { id: dispute.id, status: 'open' } },
-        { setDisputeStatus: { id: dispute.id, status: won ? 'won' : 'lost' }, ...(won ? { pushAdjustment: adjustment } : {}) },
-      ),
-    );
-    if (!before || !won) return { restored: 0 };
-    await this.applyAdjustment(purchase, adjustment);
-    return { restored: record.clawback };
-  }
-
-  /** Applies a recorded adjustment to the ledger (once, by its key) and clears it from the purchase. */
-  async applyAdjustment(purchase: Pick<Purchase, 'id' | 'userId'>, adjustment: PurchaseAdjustment): Promise<void> {
-    const { ledger, store } = this.core;
-    await ledger.fault('after-purchase-update');
-    if (adjustment.amount !== 0) {
-      await ledger.applyOnceSettled(
-        purchase.userId,
-        adjustment.key,
-        { kind: adjustment.kind, amount: adjustment.amount, ref: adjustment.ref },
-        { create: true },
-      );
-    }
-    await ledger.db(() => store.updatePurchase(purchase.id, {}, { pullAdjustment: adjustment }));
-  }
-
-  /** Finishes adjustments a crash left recorded but not applied. */
-  async reconcile(batch: number): Promise<number> {
-    const purchases = await this.core.ledger.db(() => this.core.store.purchasesWithPendingAdjustments(batch));
+  /** Finishes adjustments a crash left recorded but not applied; one that fails does not stop the rest. */
+  async reconcile(batch: number, onError: (err: unknown) => void): Promise<number> {
+    const purchases = await this.deps.store.purchasesWithPendingAdjustments(batch);
     let n = 0;
     for (const p of purchases) {
-      for (const adjustment of p.pendingAdjustments) {
-        await this.applyAdjustment(p, adjustment);
-        n++;
+      try {
+        n += (await this.update(p.id, (x) => x)).applied;
+      } catch (err) {
+        onError(err);
       }
     }
     return n;
   }
 
-  private async byPaymentIntent(pi: string | Stripe.PaymentIntent | null): Promise<Purchase | null> {
-    const id = typeof pi === 'string' ? pi : pi?.id;
-    if (!id) return null;
-    return this.core.ledger.db(() => this.core.store.findPurchaseByPaymentIntent(id));
+  private async matchRecord(session: Stripe.Checkout.Session): Promise<{ purchase: Purchase } | { reason: string }> {
+    const purchase = await this.deps.store.getPurchase(session.id);
+    if (!purchase) return { reason: 'no checkout session with this id was created by this app' };
+    const meta = session.metadata ?? {};
+    const problems: string[] = [];
+    if (session.mode !== 'payment') problems.push(`mode is ${String(session.mode)}, not payment`);
+    if (meta[METADATA.userId] !== undefined && meta[METADATA.userId] !== purchase.userId) problems.push('the user differs');
+    if (meta[METADATA.credits] !== undefined && meta[METADATA.credits] !== String(purchase.credits)) problems.push('the credits differ');
+    if (session.amount_total !== purchase.amountTotal) problems.push(`amount_total is ${String(session.amount_total)}, recorded ${purchase.amountTotal}`);
+    if (session.currency !== purchase.currency) problems.push(`currency is ${String(session.currency)}, recorded ${purchase.currency}`);
+    if (session.livemode !== purchase.livemode) problems.push(`livemode is ${String(session.livemode)}, recorded ${String(purchase.livemode)}`);
+    if (problems.length) return { reason: `the session does not match what this app created: ${problems.join('; ')}` };
+    return { purchase };
+  }
+
+  private async mergeKeptFacts(id: string, paymentIntentId: string, into: UpdateResult): Promise<void> {
+    const kept = await this.deps.store.paymentFacts(paymentIntentId);
+    if (kept.length === 0) return;
+    const facts = kept.map((f) => JSON.parse(f) as StripeFact);
+    const more = await this.update(id, (p) => ({ ...p, facts: facts.reduce(mergeFact, p.facts) }));
+    into.added += more.added;
+    into.clawedBack += more.clawedBack;
+    into.restored += more.restored;
+    into.applied += more.applied;
+    into.purchase = more.purchase;
+  }
+
+  /**
+   * Changes a purchase's facts (a compare-and-set, retried on a concurrent change), decides the ledger
+   * change that makes its credits what it is owed, and applies every pending change before returning.
+   */
+  private async update(id: string, change: (p: Purchase) => Purchase): Promise<UpdateResult> {
+    const result: UpdateResult = { added: 0, clawedBack: 0, restored: 0, applied: 0, purchase: undefined as unknown as Purchase };
+    const { store } = this.deps;
+    for (;;) {
+      const current = await store.getPurchase(id);
+      if (!current) throw new NotFoundError(`No purchase ${id}.`);
+      let next = change(current);
+      const owed = creditsOwed(next);
+      if (owed !== next.granted) {
+        next = { ...next, pendingAdjustments: [...next.pendingAdjustments, this.adjustment(next, owed)], granted: owed, steps: next.steps + 1 };
+      }
+      if (JSON.stringify(next) !== JSON.stringify(current)) {
+        next = { ...next, version: current.version + 1, updatedAt: new Date() };
+        if (owed > 0 && !next.creditedAt) next.creditedAt = new Date();
+        if (!(await store.replacePurchase(next))) continue; // another delivery changed it first: decide again
+      }
+      for (const adjustment of next.pendingAdjustments) {
+        const applied = await this.applyAdjustment(next, adjustment);
+        if (applied) {
+          result.applied++;
+          if (adjustment.kind === 'purchase') result.added += adjustment.amount;
+          else if (adjustment.amount < 0) result.clawedBack -= adjustment.amount;
+          else result.restored += adjustment.amount;
+        }
+      }
+      result.purchase = next.pendingAdjustments.length ? ((await store.getPurchase(id)) ?? next) : next;
+      return result;
+    }
+  }
+
+  private adjustment(p: Purchase, owed: number): PurchaseAdjustment {
+    const amount = owed - p.granted;
+    const first = p.steps === 0 && amount > 0;
+    const kind = first ? 'purchase' : amount < 0 ? 'clawback' : 'reversal';
+    const ref = { checkoutSessionId: p.id, ...(p.paymentIntentId ? { paymentIntentId: p.paymentIntentId } : {}) };
+    const note =
+      kind === 'purchase' ? undefined : kind === 'clawback' ? 'refunded or disputed' : 'a refund failed or a dispute was won';
+    return { key: purchaseKey(p.id, p.steps), kind, amount, ref: note ? { ...ref, note } : ref };
+  }
+
+  /** Applies a recorded adjustment (once, by its key) and clears it; true when this call applied it. */
+  private async applyAdjustment(purchase: Purchase, adjustment: PurchaseAdjustment): Promise<boolean> {
+    const { ledger, store } = this.deps;
+    await ledger.fault('after-purchase-update');
+    const reason =
+      adjustment.kind === 'purchase' ? `Bought ${purchase.credits} ${this.deps.options.creditName}` : undefined;
+    const outcome = await ledger.applyOnceSettled(
+      purchase.userId,
+      adjustment.key,
+      { kind: adjustment.kind, amount: adjustment.amount, ref: adjustment.ref, ...(reason ? { reason } : {}) },
+      { create: true },
+    );
+    for (;;) {
+      const p = await store.getPurchase(purchase.id);
+      if (!p || !p.pendingAdjustments.some((a) => a.key === adjustment.key)) break;
+      const cleared = { ...p, pendingAdjustments: p.pendingAdjustments.filter((a) => a.key !== adjustment.key), version: p.version + 1, updatedAt: new Date() };
+      if (await store.replacePurchase(cleared)) break;
+    }
+    return outcome.status === 'applied';
   }
 }
 
-/** round(credits × part / whole) in exact integer arithmetic; part = whole gives exactly `credits`. */
-export function proportion(credits: number, part: number, whole: number): number {
-  const n = BigInt(credits) * BigInt(part) * 2n + BigInt(whole);
-  return Number(n / (BigInt(whole) * 2n));
+interface UpdateResult {
+  added: number;
+  clawedBack: number;
+  restored: number;
+  applied: number;
+  purchase: Purchase;
+}
+
+function higher(a: PurchaseStatus, b: PurchaseStatus): PurchaseStatus {
+  return STATUS_RANK[b] > STATUS_RANK[a] ? b : a;
+}
+
+function statusOf(p: Purchase): FulfillmentStatus {
+  return p.status;
+}
+
+function ignored(session: Stripe.Checkout.Session, reason: string): FulfillmentResult {
+  return { status: 'ignored', sessionId: session.id, userId: null, credits: 0, creditsAdded: 0, reason };
+}
+
+function idOf(value: string | { id: string } | null | undefined): string | null {
+  return typeof value === 'string' ? value : (value?.id ?? null);
 }

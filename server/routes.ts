@@ -16,7 +16,8 @@ import type { CreditsCore } from './core';
 import { CreditsError, InvalidRequestError, NotFoundError, SignatureError, toCreditsError } from './errors';
 import type { WebhookReport } from './options';
 import { resolveUserId, sendError } from './middleware';
-import type { Purchases } from './purchases';
+import { parseIdempotencyKey } from './validate';
+import type { FulfillmentResult, FulfillmentStatus, PaymentEventResult, Purchases } from './purchases';
 
 /** Where `express.json({ verify: credits.keepRawBody })` keeps the bytes for the webhook. */
 const RAW_BODY = Symbol.for('credit-kit.rawBody');
@@ -79,8 +80,17 @@ export function createRouter(core: CreditsCore, purchases: Purchases, checkoutLi
       const userId = await resolveUserId(core, req);
       const request = parseCheckoutBody(req.body, options);
       const stripe = requireStripe();
-      const key = req.get('idempotency-key');
-      const session = await createCheckoutSession(stripe, options, userId, request, key && key.length <= 255 ? key : undefined);
+      const key = parseIdempotencyKey(req.get('idempotency-key'));
+      const session = await createCheckoutSession(stripe, options, userId, request, key);
+      // Recorded before anyone sees the URL: only sessions this app created and recorded are ever credited.
+      await purchases.record({
+        sessionId: session.id,
+        userId,
+        credits: request.credits,
+        amountTotal: request.total,
+        currency: options.pricing.currency,
+        livemode: session.livemode,
+      });
       res.status(201).json(
         request.ui === 'embedded'
           ? { id: session.id, clientSecret: session.clientSecret, credits: request.credits, amount: request.total }
@@ -116,7 +126,7 @@ export function createRouter(core: CreditsCore, purchases: Purchases, checkoutLi
   };
 
   /** Verifies a delivery and applies its event; `seen` learns the event as soon as it is verified. */
-  async function receiveWebhook(req: Request, seen: (event: Stripe.Event) => void): Promise<Record<string, unknown>> {
+  async function receiveWebhook(req: Request, seen: (event: Stripe.Event) => void): Promise<WebhookOutcome> {
     const stripe = requireStripe();
     const raw: unknown = Buffer.isBuffer(req.body) ? req.body : (req as unknown as Record<symbol, unknown>)[RAW_BODY];
     if (!Buffer.isBuffer(raw)) {
@@ -224,25 +234,67 @@ function intParam(value: unknown, name: string, fallback: number, min: number, m
   return Number(value);
 }
 
-/** Dispatches a verified event. Anything not listed is acknowledged and ignored. */
-export async function handleEvent(purchases: Purchases, event: Stripe.Event): Promise<Record<string, unknown>> {
+/** What the kit did with a verified event, as the webhook answers it and onWebhook reports it. */
+export type WebhookOutcome =
+  | { status: FulfillmentStatus; creditsAdded: number; reason?: string }
+  | { clawedBack: number; restored: number; reason?: string }
+  | { ignored: true; reason: string };
+
+/**
+ * Dispatches a verified event. Refund, dispute and charge events become facts merged into the purchase
+ * (in any order); anything not listed is acknowledged and ignored, with the reason.
+ */
+export async function handleEvent(purchases: Purchases, event: Stripe.Event): Promise<WebhookOutcome> {
+  const asOf = event.created;
+  const payment = (r: PaymentEventResult): WebhookOutcome => ({
+    clawedBack: r.clawedBack,
+    restored: r.restored,
+    ...(r.reason ? { reason: r.reason } : {}),
+  });
+  const checkout = (r: FulfillmentResult): WebhookOutcome => ({
+    status: r.status,
+    creditsAdded: r.creditsAdded,
+    ...(r.reason ? { reason: r.reason } : {}),
+  });
   switch (event.type) {
     case 'checkout.session.completed':
-    case 'checkout.session.async_payment_succeeded': {
-      const r = await purchases.fulfill(event.data.object);
-      return { status: r.status, creditsAdded: r.creditsAdded };
-    }
-    case 'checkout.session.async_payment_failed': {
-      const r = await purchases.paymentFailed(event.data.object);
-      return { status: r.status, creditsAdded: 0 };
-    }
+    case 'checkout.session.async_payment_succeeded':
+    case 'checkout.session.expired':
+      return checkout(await purchases.fulfill(event.data.object));
+    case 'checkout.session.async_payment_failed':
+      return checkout(await purchases.paymentFailed(event.data.object));
     case 'charge.refunded':
-      return purchases.chargeRefunded(event.data.object);
+    case 'charge.updated': {
+      const charge = event.data.object;
+      return payment(await purchases.paymentFact(charge.payment_intent, { type: 'charge', amountRefunded: charge.amount_refunded, asOf }));
+    }
+    case 'charge.refund.updated':
+    case 'refund.created':
+    case 'refund.updated':
+    case 'refund.failed': {
+      const refund = event.data.object;
+      return payment(
+        await purchases.paymentFact(refund.payment_intent, {
+          type: 'refund',
+          id: refund.id,
+          amount: refund.amount,
+          status: refund.status ?? 'pending',
+          created: refund.created,
+          asOf,
+        }),
+      );
+    }
     case 'charge.dispute.created':
-      return purchases.disputeCreated(event.data.object);
+    case 'charge.dispute.updated':
     case 'charge.dispute.closed':
-      return purchases.disputeClosed(event.data.object);
+    case 'charge.dispute.funds_withdrawn':
+    case 'charge.dispute.funds_reinstated': {
+      const dispute = event.data.object;
+      return payment(
+        await purchases.paymentFact(dispute.payment_intent, { type: 'dispute', id: dispute.id, amount: dispute.amount, status: dispute.status, asOf }),
+      );
+    }
     default:
-      return { ignored: true };
+      return { ignored: true, reason: `credit-kit does not act on ${event.type} events` };
   }
 }
