@@ -4,15 +4,20 @@
  */
 import { randomUUID } from 'node:crypto';
 import type Stripe from 'stripe';
+import type { Purchase } from '../server/store/types';
 
 const hex = () => randomUUID().replace(/-/g, '');
 
-/** A paid Checkout Session as the kit creates it (metadata with the user and credits) and Stripe sends it back. */
+/**
+ * A paid Checkout Session as the kit creates it (metadata with the user and credits) and Stripe sends it back.
+ * The kit credits only sessions it recorded when creating them: pass the id its checkout route returned.
+ */
 export function checkoutSession(userId: string, credits: number, overrides: Record<string, unknown> = {}): Record<string, unknown> {
   return {
     id: `cs_test_${hex()}`,
     object: 'checkout.session',
     mode: 'payment',
+    livemode: false,
     status: 'complete',
     payment_status: 'paid',
     amount_total: credits * 10,
@@ -47,4 +52,30 @@ export function signPayload(stripe: Stripe, payload: string, opts: { secret: str
     ...(opts.timestamp !== undefined ? { timestamp: opts.timestamp } : {}),
   });
   return { body: payload, headers: { 'content-type': 'application/json', 'stripe-signature': signature } };
+}
+
+/**
+ * The record the kit's checkout route writes when it creates a session, for tests that drive fulfilment
+ * without that route (a worker process with no Stripe client): insert it with `credits.store.insertPurchase`.
+ */
+export function purchaseRecordOf(session: { id: string; amount_total: number; currency: string; metadata: Record<string, string> }): Purchase {
+  const now = new Date();
+  return {
+    id: session.id,
+    userId: session.metadata.credit_kit_user_id!,
+    credits: Number(session.metadata.credit_kit_credits),
+    amountTotal: session.amount_total,
+    currency: session.currency,
+    livemode: false,
+    status: 'open',
+    paymentIntentId: null,
+    creditedAt: null,
+    facts: { charge: null, refunds: [], disputes: [] },
+    granted: 0,
+    steps: 0,
+    pendingAdjustments: [],
+    createdAt: now,
+    updatedAt: now,
+    version: 0,
+  };
 }

@@ -12,7 +12,7 @@ import { createInterface } from 'node:readline';
 import express from 'express';
 import { createCredits, type Credits, type FaultPoint } from 'credit-kit/server';
 import type { Connection } from 'mongoose';
-import { checkoutSession, connect, headerUser, listen, mongoUri, signedDelivery, stripeMockClient, WEBHOOK_SECRET } from '../test/helpers';
+import { recordedSession, connect, headerUser, listen, mongoUri, signedDelivery, stripeMockClient, WEBHOOK_SECRET } from '../test/helpers';
 
 jest.spyOn(console, 'error').mockImplementation(() => undefined);
 
@@ -78,6 +78,7 @@ it.each(POINTS)('recovers a fulfilment and a refund clawback crashed at %s', asy
     getUserId: headerUser,
     stripe,
     webhookSecret: WEBHOOK_SECRET,
+    publicUrl: 'https://app.example.com',
     claimLeaseMs: 200,
     hooks: {
       fault(p) {
@@ -99,7 +100,7 @@ it.each(POINTS)('recovers a fulfilment and a refund clawback crashed at %s', asy
     return fetch(`${server.url}/api/stripe/webhook`, { method: 'POST', headers: d.headers, body: d.body });
   };
   try {
-    const session = checkoutSession(user, 100);
+    const session = await recordedSession(server.url, user, 100);
     armed = true;
     const first = await deliver('checkout.session.completed', session);
     expect(first.status === 200 || first.status >= 500).toBe(true);

@@ -7,6 +7,7 @@ import express from 'express';
 import mongoose from 'mongoose';
 import type Stripe from 'stripe';
 import { createCredits } from '../index';
+import { purchaseRecordOf } from '../../tools/stripe-events';
 
 async function main(): Promise<void> {
   const [uri, dbName, seedText] = process.argv.slice(2) as [string, string, string];
@@ -24,6 +25,10 @@ async function main(): Promise<void> {
   process.stdout.write('ready\n');
 
   const users = ['crash-a', 'crash-b', 'crash-c'];
+  // The sessions the kit would have recorded when its checkout route created them.
+  for (const user of users) {
+    for (let n = 0; n < 12; n++) await credits.store.insertPurchase(purchaseRecordOf(session(user, n) as never));
+  }
   for (let i = seed; ; i++) {
     const user = users[i % users.length]!;
     const jobs: Array<Promise<unknown>> = [
@@ -41,6 +46,8 @@ function session(userId: string, n: number): Stripe.Checkout.Session {
   return {
     id: `cs_test_crash_${userId}_${n}`,
     object: 'checkout.session',
+    mode: 'payment',
+    livemode: false,
     status: 'complete',
     payment_status: 'paid',
     amount_total: 500,

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import express from 'express';
 import { createCredits } from 'credit-kit/server';
 import { startEmbeddedMongo, type EmbeddedMongo } from '../../tools/embedded';
-import { audit, checkoutSession, connect, headerUser, listen, post, signedDelivery, stripeMockClient, WEBHOOK_SECRET } from '../test/helpers';
+import { audit, recordedSession, connect, headerUser, listen, post, signedDelivery, stripeMockClient, WEBHOOK_SECRET } from '../test/helpers';
 
 jest.spyOn(console, 'error').mockImplementation(() => undefined);
 
@@ -20,7 +20,7 @@ it('fails closed while the database is down and loses nothing across the outage'
   const listenAddr = new URL(mongo.uri).host;
   const connection = await connect(mongo.uri);
   const stripe = stripeMockClient();
-  const credits = createCredits({ connection, getUserId: headerUser, timeoutMs: 500, stripe, webhookSecret: WEBHOOK_SECRET });
+  const credits = createCredits({ connection, getUserId: headerUser, timeoutMs: 500, stripe, webhookSecret: WEBHOOK_SECRET, publicUrl: 'https://app.example.com' });
   await credits.init();
 
   let down = false;
@@ -59,6 +59,8 @@ it('fails closed while the database is down and loses nothing across the outage'
       if (wasDown && down) downStatuses.push(res.status);
     }
   };
+  // Created (and so recorded by the kit) before the outage; completed while the database is down.
+  const session = await recordedSession(server.url, 'fault-buyer', 40);
   const load = Promise.all(Array.from({ length: 50 }, (_, i) => worker(i)));
 
   try {
@@ -69,7 +71,6 @@ it('fails closed while the database is down and loses nothing across the outage'
     await new Promise((r) => setTimeout(r, 2500));
 
     // A purchase completed while the database is down: Stripe is told to retry.
-    const session = checkoutSession('fault-buyer', 40);
     const delivery = signedDelivery(stripe, { type: 'checkout.session.completed', object: session });
     const during = await fetch(`${server.url}/api/stripe/webhook`, { method: 'POST', headers: delivery.headers, body: delivery.body });
     expect(during.status).toBeGreaterThanOrEqual(500);

@@ -7,7 +7,7 @@ import express from 'express';
 import { createCredits } from 'credit-kit/server';
 import type { Connection } from 'mongoose';
 import {
-  checkoutSession,
+  recordedSession,
   connect,
   harness,
   headerUser,
@@ -175,7 +175,7 @@ describe('webhook attacks', () => {
     fetch(`${h.url}/api/stripe/webhook`, { method: 'POST', headers: d.headers, body: d.body });
 
   it('credits a valid event replayed 50 times concurrently and 50 times in a row exactly once', async () => {
-    const session = checkoutSession('replayed', 100);
+    const session = await recordedSession(h.url, 'replayed', 100);
     const d = signedDelivery(rec.stripe, { type: 'checkout.session.completed', object: session });
     const concurrent = await Promise.all(Array.from({ length: 50 }, () => deliver(d)));
     expect(concurrent.every((r) => r.status === 200)).toBe(true);
@@ -187,7 +187,7 @@ describe('webhook attacks', () => {
   });
 
   it('credits nothing for forged, foreign-secret, stale or tampered deliveries', async () => {
-    const session = checkoutSession('forgery-target', 100);
+    const session = await recordedSession(h.url, 'forgery-target', 100);
     const event = { type: 'checkout.session.completed', object: session };
     const good = signedDelivery(rec.stripe, event);
     const tampered = good.body.replace('"credit_kit_credits":"100"', '"credit_kit_credits":"100000"');
@@ -211,7 +211,7 @@ describe('webhook attacks', () => {
   });
 
   it('credits a signed session for a user the app has never seen only what was paid', async () => {
-    const session = checkoutSession('brand-new-user', 30);
+    const session = await recordedSession(h.url, 'brand-new-user', 30);
     const res = await deliver(signedDelivery(rec.stripe, { type: 'checkout.session.completed', object: session }));
     expect(res.status).toBe(200);
     await h.credits.flush();

@@ -71,7 +71,9 @@ export async function harness(
   options: Partial<CreateCreditsOptions> = {},
 ): Promise<Harness> {
   const connection = await connect();
-  const credits = createCredits({ connection, getUserId: headerUser, ...options });
+  // The embedded server runs one command at a time: hundreds of concurrent requests queue behind each other
+  // for seconds. Tests about timeouts set their own bound.
+  const credits = createCredits({ connection, getUserId: headerUser, timeoutMs: 20_000, claimLeaseMs: 60_000, ...options });
   await credits.init();
   const app = express();
   app.use('/api', credits.router());
@@ -170,6 +172,23 @@ export function signedDelivery(
   opts: { secret?: string; timestamp?: number } = {},
 ): { body: string; headers: Record<string, string> } {
   return signPayload(stripe, eventPayload(event), { ...opts, secret: opts.secret ?? WEBHOOK_SECRET });
+}
+
+/**
+ * A Checkout Session bought through the kit's own checkout route, so the kit has recorded it, as Stripe
+ * sends it back once paid: the id stripe-mock gave it, with what the kit asked for. The app must mount the
+ * kit's router at /api with `stripe` and `publicUrl` set.
+ */
+export async function recordedSession(
+  url: string,
+  user: string,
+  credits: number,
+  overrides: Record<string, unknown> = {},
+): Promise<Record<string, unknown>> {
+  const res = await post(`${url}/api/stripe/checkout/credits`, user, { quantity: credits });
+  if (res.status !== 201) throw new Error(`the checkout route answered ${res.status}: ${await res.text()}`);
+  const { id, amount } = (await res.json()) as { id: string; amount: number };
+  return checkoutSession(user, credits, { id, amount_total: amount, ...overrides });
 }
 
 export { checkoutSession };

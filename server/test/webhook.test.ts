@@ -13,6 +13,7 @@ import {
   harness,
   headerUser,
   listen,
+  recordedSession,
   signedDelivery,
   stripeMockClient,
   WEBHOOK_SECRET,
@@ -33,6 +34,8 @@ beforeAll(async () => {
 });
 afterAll(() => h.close());
 
+const bought = (user: string, credits: number, overrides: Record<string, unknown> = {}) => recordedSession(h.url, user, credits, overrides);
+
 function deliver(event: { type: string; object: unknown; id?: string }, opts: Parameters<typeof signedDelivery>[2] = {}) {
   const { body, headers } = signedDelivery(stripe, event, opts);
   return fetch(`${h.url}/api/stripe/webhook`, { method: 'POST', headers, body });
@@ -46,7 +49,7 @@ async function settled(user: string) {
 }
 
 it('credits a paid checkout once when the same event is delivered 30 times concurrently', async () => {
-  const session = checkoutSession('w-buyer', 100);
+  const session = await bought('w-buyer', 100);
   const event = { id: 'evt_same', type: 'checkout.session.completed', object: session };
   const responses = await Promise.all(Array.from({ length: 30 }, () => deliver(event)));
   expect(responses.map((r) => r.status)).toEqual(Array(30).fill(200));
@@ -62,7 +65,7 @@ it('credits a paid checkout once when the same event is delivered 30 times concu
 });
 
 it('credits once when the success page races the webhook', async () => {
-  const session = checkoutSession('w-race', 50);
+  const session = await bought('w-race', 50);
   const results = await Promise.all([
     ...Array.from({ length: 5 }, () => deliver({ type: 'checkout.session.completed', object: session })),
     ...Array.from({ length: 5 }, () => h.credits.fulfillCheckoutSession(session as unknown as Stripe.Checkout.Session)),
@@ -72,7 +75,7 @@ it('credits once when the success page races the webhook', async () => {
 });
 
 it('waits for delayed payments: unpaid records, async success credits once, async failure credits nothing', async () => {
-  const session = checkoutSession('w-async', 40, { payment_status: 'unpaid' });
+  const session = await bought('w-async', 40, { payment_status: 'unpaid' });
   const pending = await deliver({ type: 'checkout.session.completed', object: session });
   expect(await pending.json()).toMatchObject({ status: 'awaiting_payment', creditsAdded: 0 });
   expect(await h.credits.getBalance('w-async')).toBe(0);
@@ -82,7 +85,7 @@ it('waits for delayed payments: unpaid records, async success credits once, asyn
   for (let i = 0; i < 3; i++) await deliver({ type: 'checkout.session.async_payment_succeeded', object: paid });
   expect((await settled('w-async')).balance).toBe(40);
 
-  const failing = checkoutSession('w-async-fail', 40, { payment_status: 'unpaid' });
+  const failing = await bought('w-async-fail', 40, { payment_status: 'unpaid' });
   await deliver({ type: 'checkout.session.completed', object: failing });
   for (let i = 0; i < 3; i++) {
     const res = await deliver({ type: 'checkout.session.async_payment_failed', object: failing });
@@ -93,7 +96,7 @@ it('waits for delayed payments: unpaid records, async success credits once, asyn
 });
 
 it('credits once when async success arrives before completed', async () => {
-  const session = checkoutSession('w-order', 30);
+  const session = await bought('w-order', 30);
   await deliver({ type: 'checkout.session.async_payment_succeeded', object: session });
   await deliver({ type: 'checkout.session.completed', object: { ...session, payment_status: 'unpaid' } });
   await deliver({ type: 'checkout.session.completed', object: session });
@@ -113,7 +116,7 @@ function charge(session: Record<string, unknown>, amountRefunded: number) {
 }
 
 it('claws back refunds in proportion, each cumulative change once, replays changing nothing', async () => {
-  const session = checkoutSession('w-refund', 100); // $10.00
+  const session = await bought('w-refund', 100); // $10.00
   await deliver({ type: 'checkout.session.completed', object: session });
   await h.credits.grantCredits('w-refund', 5, { idempotencyKey: 'other' });
 
@@ -130,7 +133,7 @@ it('claws back refunds in proportion, each cumulative change once, replays chang
 });
 
 it('lets a clawback take the balance below zero, and then refuses spending until topped up', async () => {
-  const session = checkoutSession('w-spent', 100);
+  const session = await bought('w-spent', 100);
   await deliver({ type: 'checkout.session.completed', object: session });
   expect(await h.credits.deductCredits('w-spent', 90)).toBe(true);
   await deliver({ type: 'charge.refunded', object: charge(session, 1000) });
@@ -142,7 +145,7 @@ it('lets a clawback take the balance below zero, and then refuses spending until
 });
 
 it('claws back a disputed purchase and gives it back when the dispute is won', async () => {
-  const session = checkoutSession('w-dispute', 60);
+  const session = await bought('w-dispute', 60);
   await deliver({ type: 'checkout.session.completed', object: session });
   const dispute = { id: 'dp_test_1', object: 'dispute', payment_intent: session.payment_intent, status: 'needs_response', amount: 600 };
   await Promise.all(Array.from({ length: 5 }, () => deliver({ type: 'charge.dispute.created', object: dispute })));
@@ -155,7 +158,8 @@ it('claws back a disputed purchase and gives it back when the dispute is won', a
 });
 
 it('refuses forged, foreign, stale, missing and tampered signatures with 400 and changes nothing', async () => {
-  const session = checkoutSession('w-forged', 1000);
+  const session = await bought('w-forged', 1000);
+  const recorded = await h.credits.store.getPurchase(session.id as string); // as the checkout route left it
   const event = { type: 'checkout.session.completed', object: session };
   const url = `${h.url}/api/stripe/webhook`;
   const good = signedDelivery(stripe, event);
@@ -176,7 +180,8 @@ it('refuses forged, foreign, stale, missing and tampered signatures with 400 and
     expect((await res.json()).error.code).toBe('invalid_signature');
   }
   expect(await h.credits.getBalance('w-forged')).toBe(0);
-  expect(await h.credits.store.getPurchase(session.id as string)).toBeNull();
+  expect(await h.credits.store.getPurchase(session.id as string)).toEqual(recorded);
+  expect(recorded).toMatchObject({ status: 'open', granted: 0, creditedAt: null });
 });
 
 function signedRequest(d: { body: string; headers: Record<string, string> }): RequestInit {
@@ -199,7 +204,7 @@ it('answers the success page only for the signed-in owner (stripe-mock sessions 
 
 it('tells onWebhook of each delivery once answered: the event and outcome, or why it was refused', async () => {
   reports.length = 0;
-  const session = checkoutSession('w-reported', 20);
+  const session = await bought('w-reported', 20);
   await deliver({ id: 'evt_reported', type: 'checkout.session.completed', object: session });
   const good = signedDelivery(stripe, { type: 'checkout.session.completed', object: session });
   await fetch(`${h.url}/api/stripe/webhook`, { method: 'POST', headers: { ...good.headers, 'stripe-signature': 't=1,v1=00' }, body: good.body });
@@ -213,13 +218,14 @@ describe('an app that parses JSON before the router', () => {
   /** Delivers a signed purchase to an app whose global express.json() runs before the kit's router. */
   async function deliverToJsonFirstApp(user: string, keepRawBody: boolean) {
     const connection = await connect();
-    const credits = createCredits({ connection, getUserId: headerUser, stripe, webhookSecret: WEBHOOK_SECRET });
+    const credits = createCredits({ connection, getUserId: headerUser, stripe, webhookSecret: WEBHOOK_SECRET, publicUrl: 'https://app.example.com' });
     const app = express();
     app.use(keepRawBody ? express.json({ verify: credits.keepRawBody }) : express.json());
     app.use('/api', credits.router());
     const server = await listen(app);
     try {
-      const { body, headers } = signedDelivery(stripe, { type: 'checkout.session.completed', object: checkoutSession(user, 10) });
+      const session = await recordedSession(server.url, user, 10);
+      const { body, headers } = signedDelivery(stripe, { type: 'checkout.session.completed', object: session });
       const res = await fetch(`${server.url}/api/stripe/webhook`, { method: 'POST', headers, body });
       await credits.flush();
       return { status: res.status, body: (await res.json()) as { error?: { code: string; message: string } }, balance: await credits.getBalance(user) };
