@@ -17,9 +17,10 @@ import type Stripe from 'stripe';
 import { CreditsError, NotFoundError, PaymentProviderError } from './errors';
 import { METADATA } from './checkout';
 import { purchaseKey } from './domain/keys';
+import { newPurchase, type CheckoutRecord } from './domain/purchase-record';
 import type { Ledger } from './ledger';
 import type { ResolvedOptions } from './options';
-import { creditsOwed, mergeFact, NO_FACTS, type StripeFact } from './stripe/facts';
+import { creditsOwed, mergeFact, type StripeFact } from './stripe/facts';
 import type { CreditStore, Purchase, PurchaseAdjustment, PurchaseStatus } from './store/types';
 
 export type FulfillmentStatus = 'paid' | 'awaiting_payment' | 'failed' | 'open' | 'expired' | 'ignored';
@@ -48,16 +49,6 @@ export interface PaymentEventResult {
   reason?: string;
 }
 
-/** What the kit records when it creates a Checkout Session. */
-export interface CheckoutRecord {
-  sessionId: string;
-  userId: string;
-  credits: number;
-  amountTotal: number;
-  currency: string;
-  livemode: boolean;
-}
-
 const STATUS_RANK: Record<PurchaseStatus, number> = { open: 0, awaiting_payment: 1, expired: 2, failed: 2, paid: 3 };
 
 interface Deps {
@@ -65,6 +56,8 @@ interface Deps {
   ledger: Ledger;
   options: ResolvedOptions;
 }
+
+export type { CheckoutRecord };
 
 export class Purchases {
   constructor(private readonly deps: Deps) {}
@@ -86,25 +79,7 @@ export class Purchases {
 
   /** Records a session the kit has just created; a repeat of the same creation finds its record. */
   async record(r: CheckoutRecord): Promise<void> {
-    const now = new Date();
-    const purchase: Purchase = {
-      id: r.sessionId,
-      userId: r.userId,
-      credits: r.credits,
-      amountTotal: r.amountTotal,
-      currency: r.currency,
-      livemode: r.livemode,
-      status: 'open',
-      paymentIntentId: null,
-      creditedAt: null,
-      facts: NO_FACTS,
-      granted: 0,
-      steps: 0,
-      pendingAdjustments: [],
-      createdAt: now,
-      updatedAt: now,
-      version: 0,
-    };
+    const purchase = newPurchase(r);
     if (await this.deps.store.insertPurchase(purchase)) return;
     const existing = await this.deps.store.getPurchase(r.sessionId);
     if (!existing || existing.userId !== r.userId || existing.credits !== r.credits || existing.amountTotal !== r.amountTotal) {

@@ -4,6 +4,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import type Stripe from 'stripe';
+import { newPurchase } from '../server/domain/purchase-record';
 import type { Purchase } from '../server/store/types';
 
 const hex = () => randomUUID().replace(/-/g, '');
@@ -59,23 +60,12 @@ export function signPayload(stripe: Stripe, payload: string, opts: { secret: str
  * without that route (a worker process with no Stripe client): insert it with `credits.store.insertPurchase`.
  */
 export function purchaseRecordOf(session: { id: string; amount_total: number; currency: string; metadata: Record<string, string> }): Purchase {
-  const now = new Date();
-  return {
-    id: session.id,
+  return newPurchase({
+    sessionId: session.id,
     userId: session.metadata.credit_kit_user_id!,
     credits: Number(session.metadata.credit_kit_credits),
     amountTotal: session.amount_total,
     currency: session.currency,
     livemode: false,
-    status: 'open',
-    paymentIntentId: null,
-    creditedAt: null,
-    facts: { charge: null, refunds: [], disputes: [] },
-    granted: 0,
-    steps: 0,
-    pendingAdjustments: [],
-    createdAt: now,
-    updatedAt: now,
-    version: 0,
-  };
+  });
 }

@@ -4,6 +4,7 @@
  * mongo-store.test.ts), so a second store later costs one call.
  */
 import { randomUUID } from 'node:crypto';
+import { newPurchase } from '../domain/purchase-record';
 import type { CreditStore, JournalEntry, Purchase } from './types';
 
 export interface StoreUnderTest {
@@ -131,25 +132,7 @@ export function describeCreditStore(name: string, create: () => Promise<StoreUnd
     });
 
     it('records a purchase once and replaces it only by compare-and-set on its version', async () => {
-      const now = new Date();
-      const p: Purchase = {
-        id: `cs_${randomUUID()}`,
-        userId: 'buyer',
-        credits: 100,
-        amountTotal: 1000,
-        currency: 'usd',
-        livemode: false,
-        status: 'open',
-        paymentIntentId: null,
-        creditedAt: null,
-        facts: { charge: null, refunds: [], disputes: [] },
-        granted: 0,
-        steps: 0,
-        pendingAdjustments: [],
-        createdAt: now,
-        updatedAt: now,
-        version: 0,
-      };
+      const p: Purchase = newPurchase({ sessionId: `cs_${randomUUID()}`, userId: 'buyer', credits: 100, amountTotal: 1000, currency: 'usd', livemode: false });
       const inserted = await Promise.all(Array.from({ length: 10 }, () => t.store.insertPurchase(p)));
       expect(inserted.filter(Boolean)).toHaveLength(1);
       expect(await t.store.getPurchase(p.id)).toEqual(p);

@@ -288,8 +288,6 @@ function toSnapshot(doc: AccountDoc): AccountSnapshot {
   return { userId: doc._id, balance: doc.balance ?? 0, count: doc.count ?? 0, journal: doc.journal ?? [] };
 }
 
-const NO_FACTS = { charge: null, refunds: [], disputes: [] };
-
 function toPurchase(doc: PurchaseDoc | null): Purchase | null {
   if (!doc) return null;
   const { _id, ...rest } = doc;
@@ -300,7 +298,7 @@ function toPurchase(doc: PurchaseDoc | null): Purchase | null {
     id: _id,
     paymentIntentId: rest.paymentIntentId ?? null,
     creditedAt: rest.creditedAt ?? null,
-    facts: { ...NO_FACTS, ...rest.facts, charge: rest.facts?.charge ?? null, refunds: rest.facts?.refunds ?? [], disputes: rest.facts?.disputes ?? [] },
+    facts: { charge: rest.facts?.charge ?? null, refunds: rest.facts?.refunds ?? [], disputes: rest.facts?.disputes ?? [] },
     pendingAdjustments: rest.pendingAdjustments ?? [],
     granted: rest.granted ?? 0,
     steps: rest.steps ?? 0,

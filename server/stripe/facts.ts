@@ -18,8 +18,6 @@ export type StripeFact =
   | ({ type: 'refund' } & RefundFact)
   | ({ type: 'dispute' } & DisputeFact);
 
-export const NO_FACTS: PaymentFacts = { charge: null, refunds: [], disputes: [] };
-
 const REFUND_RANK: Record<string, number> = { requires_action: 0, pending: 1, succeeded: 2, failed: 3, canceled: 3 };
 /** Refunds in these states return no money to the customer. */
 const REFUND_VOID = new Set(['failed', 'canceled']);
