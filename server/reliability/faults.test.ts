@@ -161,7 +161,12 @@ describe('3. a holder that outlives its lease is fenced', () => {
     const b = await instance(name, { claimLeaseMs: 300 });
     const session = await recordedSession(b.url, 'buyer3', 50);
     const event = { id: `evt_${randomUUID()}`, type: 'checkout.session.completed', object: session };
-    proxy.stall(['findAndModify']); // A claims the key, then its balance update hangs on the link
+    // A claims the key (an insert), then its balance update (the next findAndModify) hangs on the link.
+    let claimed = false;
+    proxy.stall((command) => {
+      if (command === 'insert') claimed = true;
+      return claimed && command === 'findAndModify';
+    });
     const first = a.deliver(event);
     await sleep(600); // past B's lease
     const retry = await b.deliver(event); // Stripe's retry reaches another instance
@@ -261,14 +266,21 @@ describe('5-7, 11. Stripe events in any order and any number', () => {
     expect((await settled(a.credits, 'early-won')).balance).toBe(60);
   });
 
-  it('6. a refund and a dispute of the same charge never take back more than the purchase', async () => {
+  it('6. a refund and a dispute of the same charge never take back more than the purchase, in either order', async () => {
     const a = await instance(db());
-    const session = await recordedSession(a.url, 'both', 100);
-    await a.deliver({ type: 'checkout.session.completed', object: session });
-    await a.deliver({ type: 'charge.refunded', object: charge(session, 1000) });
-    await a.deliver({ type: 'charge.dispute.created', object: dispute(session, 'needs_response') });
-    await a.deliver({ type: 'charge.dispute.closed', object: dispute(session, 'lost') });
-    expect((await settled(a.credits, 'both')).balance).toBe(0); // was -100
+    const first = await recordedSession(a.url, 'dispute-first', 100);
+    await a.deliver({ type: 'checkout.session.completed', object: first });
+    await a.deliver({ type: 'charge.dispute.created', object: dispute(first, 'needs_response') });
+    await a.deliver({ type: 'charge.dispute.closed', object: dispute(first, 'lost') });
+    await a.deliver({ type: 'charge.refunded', object: charge(first, 1000) });
+    expect((await settled(a.credits, 'dispute-first')).balance).toBe(0); // was -100
+
+    const second = await recordedSession(a.url, 'refund-first', 100);
+    await a.deliver({ type: 'checkout.session.completed', object: second });
+    await a.deliver({ type: 'charge.refunded', object: charge(second, 1000) });
+    await a.deliver({ type: 'charge.dispute.created', object: dispute(second, 'needs_response') });
+    await a.deliver({ type: 'charge.dispute.closed', object: dispute(second, 'lost') });
+    expect((await settled(a.credits, 'refund-first')).balance).toBe(0);
   });
 
   it('6. an inquiry closed as warning_closed gives back what it took', async () => {
@@ -310,8 +322,9 @@ describe('5-7, 11. Stripe events in any order and any number', () => {
     const a = await instance(name);
     const claims = a.connection.collection('credit_claims');
     const old = new Date(Date.now() - 3_600_000);
-    // A claim whose account id the database refuses to look up (a corrupt record), then an ordinary stale one.
-    await claims.insertOne({ _id: 'stuck' as never, userId: ['not', 'an', 'id'], key: 'grant:x', entryId: 'e1', state: 'pending', createdAt: old, amount: 5 });
+    // A stale claim on a corrupt account (its journal is not a list), deciding which throws; then an ordinary one.
+    await a.connection.collection('credit_accounts').insertOne({ _id: 'corrupt' as never, balance: 0, count: 0, journal: 'not-a-list' });
+    await claims.insertOne({ _id: 'stuck' as never, userId: 'corrupt', key: 'grant:x', entryId: 'e1', state: 'pending', createdAt: old, amount: 5 });
     await claims.insertOne({ _id: JSON.stringify(['healthy', 'grant:y']) as never, userId: 'healthy', key: 'grant:y', entryId: 'e2', state: 'pending', createdAt: new Date(old.getTime() + 1), amount: 5 });
     const report = await a.credits.reconcile();
     expect(report.errors).toBe(1);
