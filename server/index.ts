@@ -48,7 +48,7 @@ export interface Credits {
   startReconciler(options?: { everyMs?: number; onError?: (err: unknown) => void }): () => void;
   /** Waits for background work (journal moves, refunds after a failed response). For tests and shutdown. */
   flush(): Promise<void>;
-  /** The storage port in use (the MongoDB store). */
+  /** The storage port in use (the MongoDB store unless `store` was given), behind the fail-closed bound. */
   readonly store: CreditStore;
 }
 
@@ -62,13 +62,11 @@ export interface ReconcileOptions {
 
 export function createCredits(options: CreateCreditsOptions): Credits {
   const resolved = resolveOptions(options);
-  const mongo = new MongoCreditStore({
-    connection: resolved.connection,
-    collectionPrefix: resolved.collectionPrefix,
-    timeoutMs: resolved.timeoutMs,
-  });
+  const base =
+    resolved.store ??
+    new MongoCreditStore({ connection: resolved.connection!, collectionPrefix: resolved.collectionPrefix });
   // Every store call is bounded by timeoutMs and fails closed; wrapped once, here.
-  const store = failClosed(mongo, resolved.timeoutMs);
+  const store = failClosed(base, resolved.timeoutMs);
   const core = new CreditsCore(resolved, store);
   const purchases = new Purchases({ store, ledger: core.ledger, options: resolved });
   const requireCredits = createRequireCredits(core, createRateLimiter(core, resolved.rateLimit?.guarded));
@@ -79,7 +77,7 @@ export function createCredits(options: CreateCreditsOptions): Credits {
     throw err;
   }));
   // Indexes are created in the background as soon as the connection is open; nothing waits for it.
-  resolved.connection.asPromise?.().then(() => init().catch(() => undefined), () => undefined);
+  resolved.connection?.asPromise?.().then(() => init().catch(() => undefined), () => undefined);
 
   const credits: Credits = {
     requireCredits,

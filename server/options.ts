@@ -6,6 +6,7 @@ import type { Connection } from 'mongoose';
 import type Stripe from 'stripe';
 import { CreditsConfigError } from './errors';
 import type { LedgerHooks } from './ledger';
+import type { CreditStore } from './store/types';
 import type { WebhookOutcome } from './routes';
 
 export interface CreditBundle {
@@ -54,7 +55,12 @@ export interface RateLimitOptions {
 
 export interface CreateCreditsOptions {
   /** The app's mongoose connection. The kit's collections are created in its database. */
-  connection: Connection;
+  connection?: Connection;
+  /**
+   * Another storage for the ledger, instead of the MongoDB store on `connection`: anything that passes the
+   * CreditStore conformance suite (server/store/conformance.ts). It is wrapped in the same fail-closed bound.
+   */
+  store?: CreditStore;
   /** The signed-in user's id, or null/undefined when nobody is signed in. Never read from the body or query. */
   getUserId: (req: Request) => string | null | undefined | Promise<string | null | undefined>;
   /** Word shown to people, plural. Default `credits`. */
@@ -126,7 +132,8 @@ export interface ResolvedPricing {
 }
 
 export interface ResolvedOptions {
-  connection: Connection;
+  connection: Connection | undefined;
+  store: CreditStore | undefined;
   getUserId: CreateCreditsOptions['getUserId'];
   creditName: string;
   collectionPrefix: string;
@@ -149,6 +156,7 @@ export interface ResolvedOptions {
 
 const KNOWN_KEYS: ReadonlyArray<keyof CreateCreditsOptions> = [
   'connection',
+  'store',
   'getUserId',
   'creditName',
   'collectionPrefix',
@@ -185,7 +193,10 @@ export function resolveOptions(options: CreateCreditsOptions, env: NodeJS.Proces
     }
   }
   const c = options.connection as Partial<Connection> | undefined;
-  if (!c || typeof c !== 'object' || typeof c.getClient !== 'function') {
+  if (options.store !== undefined && (typeof options.store !== 'object' || typeof options.store?.applyEntry !== 'function')) {
+    throw new CreditsConfigError('createCredits: `store` must implement CreditStore (see server/store/types.ts).');
+  }
+  if (options.store === undefined && (!c || typeof c !== 'object' || typeof c.getClient !== 'function')) {
     throw new CreditsConfigError(
       'createCredits: `connection` must be a mongoose Connection, for example `mongoose.connection` after `mongoose.connect(uri)`, or `mongoose.createConnection(uri)`.',
     );
@@ -223,6 +234,7 @@ export function resolveOptions(options: CreateCreditsOptions, env: NodeJS.Proces
 
   return {
     connection: options.connection,
+    store: options.store,
     getUserId: options.getUserId,
     creditName,
     collectionPrefix: nonEmptyString(options.collectionPrefix ?? 'credit_', 'collectionPrefix'),

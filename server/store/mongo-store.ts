@@ -35,8 +35,6 @@ export interface MongoStoreOptions {
   connection: Connection;
   /** Prefix of the collection names (default `credit_`): accounts, ledger, claims, purchases. */
   collectionPrefix: string;
-  /** Upper bound of one database operation; past it the kit fails closed with 503. */
-  timeoutMs: number;
 }
 
 const DUPLICATE_KEY = 11000;
@@ -62,7 +60,8 @@ export class MongoCreditStore implements CreditStore {
       // getClient() exists once the app has called connect/openUri; mongoose names the database.
       this.db = this.options.connection.getClient().db(this.options.connection.name);
     }
-    return this.db.collection<T>(`${this.options.collectionPrefix}${name}`, { timeoutMS: this.options.timeoutMs });
+    // No timeoutMS here: the driver (7.x) ignores it. Calls are bounded by the fail-closed decorator.
+    return this.db.collection<T>(`${this.options.collectionPrefix}${name}`);
   }
 
   private get accounts() {
