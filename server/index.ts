@@ -16,7 +16,7 @@ import { Purchases, type FulfillmentResult } from './purchases';
 import { createRateLimiter, createRouter, keepRawBody } from './routes';
 import { MongoCreditStore } from './store/mongo-store';
 import type { CreditStore } from './store/types';
-import { assertId } from './validate';
+import { assertId, parsePage } from './validate';
 
 export interface Credits {
   /** Express middleware: deducts `cost` before the route runs; refunds it if the route fails. */
@@ -85,12 +85,7 @@ export function createCredits(options: CreateCreditsOptions): Credits {
     grantCredits: (userId, amount, opts) => core.grantCredits(userId, amount, opts),
     getBalance: async (userId) => core.ledger.getBalance(assertId(userId, 'userId')),
     async listTransactions(userId, opts = {}) {
-      const limit = opts.limit ?? 20;
-      if (!Number.isSafeInteger(limit) || limit < 1 || limit > 1000) {
-        throw new RangeError('listTransactions: limit must be an integer from 1 to 1000.');
-      }
-      const cursor = opts.cursor ? Number(opts.cursor) : undefined;
-      return core.ledger.listTransactions(assertId(userId, 'userId'), { limit, ...(cursor ? { cursor } : {}) });
+      return core.ledger.listTransactions(assertId(userId, 'userId'), parsePage(opts.limit, opts.cursor, 1000));
     },
     router: () => createRouter(core, purchases, createRateLimiter(core, resolved.rateLimit?.checkout)),
     fulfillCheckoutSession: (sessionOrId) => purchases.fulfill(sessionOrId),

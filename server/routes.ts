@@ -16,7 +16,7 @@ import type { CreditsCore } from './core';
 import { CreditsError, InvalidRequestError, NotFoundError, SignatureError, toCreditsError } from './errors';
 import type { WebhookReport } from './options';
 import { resolveUserId, sendError } from './middleware';
-import { parseIdempotencyKey } from './validate';
+import { parseIdempotencyKey, parsePage } from './validate';
 import type { FulfillmentResult, FulfillmentStatus, PaymentEventResult, Purchases } from './purchases';
 
 /** Where `express.json({ verify: credits.keepRawBody })` keeps the bytes for the webhook. */
@@ -186,9 +186,7 @@ export function createRouter(core: CreditsCore, purchases: Purchases, checkoutLi
     handle(async (req, res) => {
       onlyQuery(req, ['limit', 'cursor']);
       const userId = await resolveUserId(core, req);
-      const limit = intParam(req.query.limit, 'limit', 20, 1, 100);
-      const cursor = req.query.cursor === undefined ? undefined : intParam(req.query.cursor, 'cursor', 0, 1, Number.MAX_SAFE_INTEGER);
-      res.json(await core.ledger.listTransactions(userId, { limit, ...(cursor !== undefined ? { cursor } : {}) }));
+      res.json(await core.ledger.listTransactions(userId, parsePage(req.query.limit, req.query.cursor, 100)));
     }),
   );
 
@@ -224,14 +222,6 @@ function onlyQuery(req: Request, allowed: string[]): void {
       throw new InvalidRequestError(`Unknown query parameter "${key.slice(0, 40)}".${allowed.length ? ` This route reads ${allowed.join(' and ')}.` : ''}`);
     }
   }
-}
-
-function intParam(value: unknown, name: string, fallback: number, min: number, max: number): number {
-  if (value === undefined) return fallback;
-  if (typeof value !== 'string' || !/^\d{1,16}$/.test(value) || Number(value) < min || Number(value) > max) {
-    throw new InvalidRequestError(`"${name}" must be a whole number from ${min} to ${max}.`);
-  }
-  return Number(value);
 }
 
 /** What the kit did with a verified event, as the webhook answers it and onWebhook reports it. */

@@ -33,3 +33,22 @@ export function parseIdempotencyKey(header: string | undefined): string | undefi
   if (!IDEMPOTENCY_KEY.test(header)) throw new InvalidRequestError('The Idempotency-Key header must be 1-255 visible ASCII characters.');
   return header;
 }
+
+/**
+ * A page request of the ledger, the same rule for `listTransactions` and `GET /credits/transactions`: `limit`
+ * a whole number from 1 to `maxLimit` (default 20), `cursor` the `nextCursor` of the previous page.
+ */
+export function parsePage(limit: unknown, cursor: unknown, maxLimit: number): { limit: number; cursor?: number } {
+  const page: { limit: number; cursor?: number } = { limit: wholeNumber(limit, 'limit', 20, 1, maxLimit) };
+  if (cursor !== undefined && cursor !== null) page.cursor = wholeNumber(cursor, 'cursor', 0, 1, Number.MAX_SAFE_INTEGER);
+  return page;
+}
+
+function wholeNumber(value: unknown, name: string, fallback: number, min: number, max: number): number {
+  if (value === undefined) return fallback;
+  const n = typeof value === 'number' ? value : typeof value === 'string' && /^\d{1,16}$/.test(value) ? Number(value) : NaN;
+  if (!Number.isSafeInteger(n) || n < min || n > max) {
+    throw new InvalidRequestError(`"${name}" must be a whole number from ${min} to ${max}, got ${describe(value)}.`);
+  }
+  return n;
+}

@@ -241,6 +241,13 @@ describe('deductCredits, grantCredits, getBalance', () => {
     await expect(h.credits.getBalance(bad as never)).rejects.toMatchObject({ code: 'invalid_request' });
   });
 
+  it('refuses a bad page request in listTransactions as the HTTP route does: 400-style errors, not NaN cursors', async () => {
+    for (const bad of [{ cursor: 'abc' }, { cursor: '1.5' }, { limit: 0 }, { limit: 1001 }, { limit: 2.5 }]) {
+      await expect(h.credits.listTransactions('pager', bad as never)).rejects.toMatchObject({ code: 'invalid_request', status: 400 });
+    }
+    await expect(h.credits.listTransactions('pager', { limit: 1000, cursor: null })).resolves.toMatchObject({ transactions: [] });
+  });
+
   it('pages the ledger newest first with a cursor', async () => {
     for (let i = 1; i <= 5; i++) await h.credits.grantCredits('pager', i, { idempotencyKey: `g${i}` });
     const first = await h.credits.listTransactions('pager', { limit: 2 });
