@@ -7,13 +7,13 @@
  */
 import type { RequestHandler, Router } from 'express';
 import type Stripe from 'stripe';
-import { CreditsCore, type DeductOptions, type GrantOptions, type GrantResult } from './core';
+import { CreditsCore, type DeductOptions, type GrantOptions, type GrantResult } from './domain/core';
 import type { ReconcileReport, TransactionPage } from './ledger';
 import { failClosed } from './store/fail-closed';
-import { createRequireCredits, type Cost } from './middleware';
+import { createRequireCredits, type Cost } from './http/middleware';
 import { resolveOptions, type CreateCreditsOptions } from './options';
-import { Purchases, type FulfillmentResult } from './purchases';
-import { createRateLimiter, createRouter, keepRawBody } from './routes';
+import { Purchases, type FulfillmentResult } from './stripe/purchases';
+import { createRateLimiter, createRouter, keepRawBody } from './http/router';
 import { MongoCreditStore } from './store/mongo-store';
 import type { CreditStore } from './store/types';
 import { assertId, parsePage } from './validate';
@@ -143,8 +143,9 @@ export type {
   RateLimitOptions,
   WebhookReport,
 } from './options';
-export type { CreditsContext, Cost } from './middleware';
-export type { DeductOptions, GrantOptions, GrantResult } from './core';
+export type { CreditsContext, Cost } from './http/middleware';
+export type { DeductOptions, GrantOptions, GrantResult } from './domain/core';
 export type { Transaction, TransactionPage, ReconcileReport, FaultPoint, LedgerHooks } from './ledger';
-export type { FulfillmentResult, FulfillmentStatus } from './purchases';
+export type { FulfillmentResult, FulfillmentStatus, PaymentEventResult } from './stripe/purchases';
+export type { WebhookOutcome } from './stripe/webhook';
 export type { CreditStore, EntryKind, EntryRef, AccountSnapshot, LedgerEntry, Purchase } from './store/types';

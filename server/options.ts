@@ -7,7 +7,7 @@ import type Stripe from 'stripe';
 import { CreditsConfigError } from './errors';
 import type { LedgerHooks } from './ledger';
 import type { CreditStore } from './store/types';
-import type { WebhookOutcome } from './routes';
+import type { WebhookOutcome } from './stripe/webhook';
 
 export interface CreditBundle {
   /** Stable id the client sends: `{ "bundle": "starter" }`. Letters, digits, `-` and `_`. */

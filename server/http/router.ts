@@ -11,13 +11,14 @@
 import express, { type ErrorRequestHandler, type Request, type RequestHandler, type Response, type Router } from 'express';
 import { rateLimit, ipKeyGenerator } from 'express-rate-limit';
 import type Stripe from 'stripe';
-import { createCheckoutSession, parseCheckoutBody } from './checkout';
-import type { CreditsCore } from './core';
-import { CreditsError, InvalidRequestError, NotFoundError, SignatureError, toCreditsError } from './errors';
-import type { WebhookReport } from './options';
+import { createCheckoutSession, parseCheckoutBody } from '../stripe/checkout';
+import type { CreditsCore } from '../domain/core';
+import { CreditsError, InvalidRequestError, NotFoundError, toCreditsError } from '../errors';
+import type { WebhookReport } from '../options';
 import { resolveUserId, sendError } from './middleware';
-import { parseIdempotencyKey, parsePage } from './validate';
-import type { FulfillmentResult, FulfillmentStatus, PaymentEventResult, Purchases } from './purchases';
+import { parseIdempotencyKey, parsePage } from '../validate';
+import type { Purchases } from '../stripe/purchases';
+import { handleEvent, verifyEvent, type WebhookOutcome } from '../stripe/webhook';
 
 /** Where `express.json({ verify: credits.keepRawBody })` keeps the bytes for the webhook. */
 const RAW_BODY = Symbol.for('credit-kit.rawBody');
@@ -127,7 +128,6 @@ export function createRouter(core: CreditsCore, purchases: Purchases, checkoutLi
 
   /** Verifies a delivery and applies its event; `seen` learns the event as soon as it is verified. */
   async function receiveWebhook(req: Request, seen: (event: Stripe.Event) => void): Promise<WebhookOutcome> {
-    const stripe = requireStripe();
     const raw: unknown = Buffer.isBuffer(req.body) ? req.body : (req as unknown as Record<symbol, unknown>)[RAW_BODY];
     if (!Buffer.isBuffer(raw)) {
       throw new CreditsError(
@@ -136,14 +136,7 @@ export function createRouter(core: CreditsCore, purchases: Purchases, checkoutLi
           'express.json(), or parse with express.json({ verify: credits.keepRawBody }).',
       );
     }
-    const signature = req.get('stripe-signature');
-    if (!signature) throw new SignatureError('Missing Stripe-Signature header.');
-    let event: Stripe.Event;
-    try {
-      event = stripe.webhooks.constructEvent(raw, signature, options.webhookSecret!, options.webhookToleranceSeconds);
-    } catch (err) {
-      throw new SignatureError('The Stripe-Signature does not match this body and secret, or is too old.', err);
-    }
+    const event = verifyEvent(requireStripe(), raw, req.get('stripe-signature'), options);
     seen(event);
     return handleEvent(purchases, event);
   }
@@ -224,67 +217,3 @@ function onlyQuery(req: Request, allowed: string[]): void {
   }
 }
 
-/** What the kit did with a verified event, as the webhook answers it and onWebhook reports it. */
-export type WebhookOutcome =
-  | { status: FulfillmentStatus; creditsAdded: number; reason?: string }
-  | { clawedBack: number; restored: number; reason?: string }
-  | { ignored: true; reason: string };
-
-/**
- * Dispatches a verified event. Refund, dispute and charge events become facts merged into the purchase
- * (in any order); anything not listed is acknowledged and ignored, with the reason.
- */
-export async function handleEvent(purchases: Purchases, event: Stripe.Event): Promise<WebhookOutcome> {
-  const asOf = event.created;
-  const payment = (r: PaymentEventResult): WebhookOutcome => ({
-    clawedBack: r.clawedBack,
-    restored: r.restored,
-    ...(r.reason ? { reason: r.reason } : {}),
-  });
-  const checkout = (r: FulfillmentResult): WebhookOutcome => ({
-    status: r.status,
-    creditsAdded: r.creditsAdded,
-    ...(r.reason ? { reason: r.reason } : {}),
-  });
-  switch (event.type) {
-    case 'checkout.session.completed':
-    case 'checkout.session.async_payment_succeeded':
-    case 'checkout.session.expired':
-      return checkout(await purchases.fulfill(event.data.object));
-    case 'checkout.session.async_payment_failed':
-      return checkout(await purchases.paymentFailed(event.data.object));
-    case 'charge.refunded':
-    case 'charge.updated': {
-      const charge = event.data.object;
-      return payment(await purchases.paymentFact(charge.payment_intent, { type: 'charge', amountRefunded: charge.amount_refunded, asOf }));
-    }
-    case 'charge.refund.updated':
-    case 'refund.created':
-    case 'refund.updated':
-    case 'refund.failed': {
-      const refund = event.data.object;
-      return payment(
-        await purchases.paymentFact(refund.payment_intent, {
-          type: 'refund',
-          id: refund.id,
-          amount: refund.amount,
-          status: refund.status ?? 'pending',
-          created: refund.created,
-          asOf,
-        }),
-      );
-    }
-    case 'charge.dispute.created':
-    case 'charge.dispute.updated':
-    case 'charge.dispute.closed':
-    case 'charge.dispute.funds_withdrawn':
-    case 'charge.dispute.funds_reinstated': {
-      const dispute = event.data.object;
-      return payment(
-        await purchases.paymentFact(dispute.payment_intent, { type: 'dispute', id: dispute.id, amount: dispute.amount, status: dispute.status, asOf }),
-      );
-    }
-    default:
-      return { ignored: true, reason: `credit-kit does not act on ${event.type} events` };
-  }
-}

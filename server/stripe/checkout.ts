@@ -4,8 +4,8 @@
  */
 import { createHash, randomUUID } from 'node:crypto';
 import type Stripe from 'stripe';
-import { CreditsError, InvalidRequestError, PaymentProviderError, describe } from './errors';
-import type { CreditBundle, ResolvedOptions } from './options';
+import { CreditsError, InvalidRequestError, PaymentProviderError, describe } from '../errors';
+import type { CreditBundle, ResolvedOptions } from '../options';
 
 export type CheckoutUi = 'hosted' | 'embedded';
 

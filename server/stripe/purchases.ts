@@ -14,14 +14,14 @@
  * completion) are kept by payment intent and merged when the completion links it.
  */
 import type Stripe from 'stripe';
-import { CreditsError, NotFoundError, PaymentProviderError } from './errors';
+import { CreditsError, NotFoundError, PaymentProviderError } from '../errors';
 import { METADATA } from './checkout';
-import { purchaseKey } from './domain/keys';
-import { newPurchase, type CheckoutRecord } from './domain/purchase-record';
-import type { Ledger } from './ledger';
-import type { ResolvedOptions } from './options';
-import { creditsOwed, mergeFact, type StripeFact } from './stripe/facts';
-import type { CreditStore, Purchase, PurchaseAdjustment, PurchaseStatus } from './store/types';
+import { purchaseKey } from '../domain/keys';
+import { newPurchase, type CheckoutRecord } from '../domain/purchase-record';
+import type { Ledger } from '../ledger';
+import type { ResolvedOptions } from '../options';
+import { creditsOwed, mergeFact, type StripeFact } from './facts';
+import type { CreditStore, Purchase, PurchaseAdjustment, PurchaseStatus } from '../store/types';
 
 export type FulfillmentStatus = 'paid' | 'awaiting_payment' | 'failed' | 'open' | 'expired' | 'ignored';
 

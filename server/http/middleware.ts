@@ -6,10 +6,10 @@ import {
   StoreUnavailableError,
   UnauthenticatedError,
   toCreditsError,
-} from './errors';
-import type { CreditsCore, Settlement } from './core';
-import { requestKey } from './domain/keys';
-import { assertAmount, assertId, assertNonNegativeAmount, parseIdempotencyKey } from './validate';
+} from '../errors';
+import type { CreditsCore, Settlement } from '../domain/core';
+import { requestKey } from '../domain/keys';
+import { assertAmount, assertId, assertNonNegativeAmount, parseIdempotencyKey } from '../validate';
 
 /** What a guarded route sees as `req.credits`. */
 export interface CreditsContext {

@@ -6,12 +6,12 @@
  * charged: the settlement and the give-back are each applied at most once under a key of the charge, and
  * the give-back first forecloses the settlement, so whichever comes second knows what the first did.
  */
-import { ConflictError, InsufficientCreditsError } from './errors';
-import { deductKey, giveBackKey, grantKey, REQUEST_KEY_PREFIX, settleKey } from './domain/keys';
-import { isForeclosure, Ledger, type SettledOutcome } from './ledger';
-import type { ResolvedOptions } from './options';
-import type { Claim, CreditStore } from './store/types';
-import { assertAmount, assertId } from './validate';
+import { ConflictError, InsufficientCreditsError } from '../errors';
+import { deductKey, giveBackKey, grantKey, REQUEST_KEY_PREFIX, settleKey } from './keys';
+import { isForeclosure, Ledger, type SettledOutcome } from '../ledger';
+import type { ResolvedOptions } from '../options';
+import type { Claim, CreditStore } from '../store/types';
+import { assertAmount, assertId } from '../validate';
 
 export interface DeductOptions {
   /** A retried call with the same key deducts at most once (and answers as the first call did). */

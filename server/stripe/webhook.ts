@@ -1,0 +1,89 @@
+/**
+ * The webhook, framework-neutral: verify a delivery's signature over its raw bytes, then dispatch the event
+ * to the purchase logic, answering with a typed outcome. The HTTP glue (raw-body capture, the answer, the
+ * onWebhook report) lives with the router.
+ */
+import type Stripe from 'stripe';
+import { SignatureError } from '../errors';
+import type { ResolvedOptions } from '../options';
+import type { FulfillmentResult, FulfillmentStatus, PaymentEventResult, Purchases } from './purchases';
+
+/** Verifies a delivery: the Stripe-Signature over exactly these bytes, with the endpoint's secret. */
+export function verifyEvent(
+  stripe: Stripe,
+  raw: Buffer,
+  signature: string | undefined,
+  options: Pick<ResolvedOptions, 'webhookSecret' | 'webhookToleranceSeconds'>,
+): Stripe.Event {
+  if (!signature) throw new SignatureError('Missing Stripe-Signature header.');
+  try {
+    return stripe.webhooks.constructEvent(raw, signature, options.webhookSecret!, options.webhookToleranceSeconds);
+  } catch (err) {
+    throw new SignatureError('The Stripe-Signature does not match this body and secret, or is too old.', err);
+  }
+}
+
+/** What the kit did with a verified event, as the webhook answers it and onWebhook reports it. */
+export type WebhookOutcome =
+  | { status: FulfillmentStatus; creditsAdded: number; reason?: string }
+  | { clawedBack: number; restored: number; reason?: string }
+  | { ignored: true; reason: string };
+
+/**
+ * Dispatches a verified event. Refund, dispute and charge events become facts merged into the purchase
+ * (in any order); anything not listed is acknowledged and ignored, with the reason.
+ */
+export async function handleEvent(purchases: Purchases, event: Stripe.Event): Promise<WebhookOutcome> {
+  const asOf = event.created;
+  const payment = (r: PaymentEventResult): WebhookOutcome => ({
+    clawedBack: r.clawedBack,
+    restored: r.restored,
+    ...(r.reason ? { reason: r.reason } : {}),
+  });
+  const checkout = (r: FulfillmentResult): WebhookOutcome => ({
+    status: r.status,
+    creditsAdded: r.creditsAdded,
+    ...(r.reason ? { reason: r.reason } : {}),
+  });
+  switch (event.type) {
+    case 'checkout.session.completed':
+    case 'checkout.session.async_payment_succeeded':
+    case 'checkout.session.expired':
+      return checkout(await purchases.fulfill(event.data.object));
+    case 'checkout.session.async_payment_failed':
+      return checkout(await purchases.paymentFailed(event.data.object));
+    case 'charge.refunded':
+    case 'charge.updated': {
+      const charge = event.data.object;
+      return payment(await purchases.paymentFact(charge.payment_intent, { type: 'charge', amountRefunded: charge.amount_refunded, asOf }));
+    }
+    case 'charge.refund.updated':
+    case 'refund.created':
+    case 'refund.updated':
+    case 'refund.failed': {
+      const refund = event.data.object;
+      return payment(
+        await purchases.paymentFact(refund.payment_intent, {
+          type: 'refund',
+          id: refund.id,
+          amount: refund.amount,
+          status: refund.status ?? 'pending',
+          created: refund.created,
+          asOf,
+        }),
+      );
+    }
+    case 'charge.dispute.created':
+    case 'charge.dispute.updated':
+    case 'charge.dispute.closed':
+    case 'charge.dispute.funds_withdrawn':
+    case 'charge.dispute.funds_reinstated': {
+      const dispute = event.data.object;
+      return payment(
+        await purchases.paymentFact(dispute.payment_intent, { type: 'dispute', id: dispute.id, amount: dispute.amount, status: dispute.status, asOf }),
+      );
+    }
+    default:
+      return { ignored: true, reason: `credit-kit does not act on ${event.type} events` };
+  }
+}
