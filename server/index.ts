@@ -145,7 +145,7 @@ export type {
 } from './options';
 export type { CreditsContext, Cost } from './http/middleware';
 export type { DeductOptions, GrantOptions, GrantResult } from './domain/core';
-export type { Transaction, TransactionPage, ReconcileReport, FaultPoint, LedgerHooks } from './ledger';
+export type { Transaction, TransactionPage, ReconcileReport, LedgerHooks } from './ledger';
 export type { FulfillmentResult, FulfillmentStatus, PaymentEventResult } from './stripe/purchases';
 export type { WebhookOutcome } from './stripe/webhook';
 export type { CreditStore, EntryKind, EntryRef, AccountSnapshot, LedgerEntry, Purchase } from './store/types';

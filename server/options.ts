@@ -6,6 +6,7 @@ import type { Connection } from 'mongoose';
 import type Stripe from 'stripe';
 import { CreditsConfigError } from './errors';
 import type { LedgerHooks } from './ledger';
+import { faultsOf, type FaultInjector } from './ledger/faults';
 import type { CreditStore } from './store/types';
 import type { WebhookOutcome } from './stripe/webhook';
 
@@ -104,7 +105,7 @@ export interface CreateCreditsOptions {
   bodyLimit?: string;
   /** Told of every webhook delivery once it is answered: for logs and metrics. Errors it throws are ignored. */
   onWebhook?: (report: WebhookReport) => void;
-  /** Test hooks: fault injection between steps, background error reporting. */
+  /** `onBackgroundError`: told of errors in work done after an answer (default: console.error). */
   hooks?: LedgerHooks;
 }
 
@@ -152,6 +153,8 @@ export interface ResolvedOptions {
   bodyLimit: string;
   onWebhook: ((report: WebhookReport) => void) | undefined;
   hooks: LedgerHooks;
+  /** Tests only (server/ledger/faults.ts). */
+  fault: FaultInjector | undefined;
 }
 
 const KNOWN_KEYS: ReadonlyArray<keyof CreateCreditsOptions> = [
@@ -259,6 +262,7 @@ export function resolveOptions(options: CreateCreditsOptions, env: NodeJS.Proces
     bodyLimit: nonEmptyString(options.bodyLimit ?? '16kb', 'bodyLimit'),
     onWebhook: optionalFunction(options.onWebhook, 'onWebhook'),
     hooks: options.hooks ?? {},
+    fault: faultsOf(options),
   };
 }
 

@@ -44,7 +44,7 @@ export class CreditsCore {
     readonly options: ResolvedOptions,
     readonly store: CreditStore,
   ) {
-    this.ledger = new Ledger(store, options.claimLeaseMs, options.hooks);
+    this.ledger = new Ledger(store, options.claimLeaseMs, options.hooks, options.fault);
   }
 
   /** Keeps a background task (a give-back after the response) so that flush() can wait for it. */

@@ -17,15 +17,8 @@ import { ConflictError, CreditsError, StoreUnavailableError } from '../errors';
 import type { AccountSnapshot, ApplyOptions, Claim, ClaimedChange, CreditStore, EntryKind, EntryRef, JournalEntry } from '../store/types';
 import { giveBackKey } from '../domain/keys';
 import type { Background } from './background';
+import type { FaultPoint } from './faults';
 import type { JournalMover } from './journal-mover';
-
-/** Named points between the steps of a change, where tests inject crashes. */
-export type FaultPoint =
-  | 'after-claim'
-  | 'reply-lost' // the update landed but its answer never reached us, as when a connection drops
-  | 'after-apply'
-  | 'before-move'
-  | 'after-purchase-update';
 
 export interface ChangeInput {
   kind: EntryKind;

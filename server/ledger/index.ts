@@ -16,19 +16,19 @@
  */
 import type { ApplyOptions, Claim, CreditStore } from '../store/types';
 import { Background } from './background';
-import { Changes, claimId, type ChangeInput, type ChangeOptions, type FaultPoint } from './changes';
+import { Changes, claimId, type ChangeInput, type ChangeOptions } from './changes';
+import type { FaultInjector, FaultPoint } from './faults';
 import { listTransactions, type TransactionPage } from './history';
 import { JournalMover } from './journal-mover';
 import { reconcileLedger, type ReconcileReport } from './recovery';
 
-export type { Applied, ChangeInput, FaultPoint, KeyedOutcome, SettledOutcome } from './changes';
+export type { Applied, ChangeInput, KeyedOutcome, SettledOutcome } from './changes';
+export type { FaultPoint } from './faults';
 export { BalanceRangeError, MAX_BALANCE, claimId, isForeclosure } from './changes';
 export type { Transaction, TransactionPage } from './history';
 export type { ReconcileReport } from './recovery';
 
 export interface LedgerHooks {
-  /** Called at each step boundary; throwing here simulates a crash at that point. Tests only. */
-  fault?: (point: FaultPoint) => void | Promise<void>;
   /** Told of errors in background work (moving journal entries, repairs); default: console.error. */
   onBackgroundError?: (err: unknown) => void;
 }
@@ -42,6 +42,7 @@ export class Ledger {
     readonly store: CreditStore,
     private readonly leaseMs: number,
     private readonly hooks: LedgerHooks = {},
+    private readonly injectFault?: FaultInjector,
   ) {
     this.background = new Background((err) => this.backgroundError(err));
     this.mover = new JournalMover(store, () => this.fault('before-move'), (err) => this.backgroundError(err));
@@ -49,7 +50,7 @@ export class Ledger {
   }
 
   async fault(point: FaultPoint): Promise<void> {
-    if (this.hooks.fault) await this.hooks.fault(point);
+    if (this.injectFault) await this.injectFault(point);
   }
 
   apply(userId: string, change: ChangeInput, options?: ChangeOptions) {

@@ -10,7 +10,8 @@ import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import express from 'express';
-import { createCredits, type Credits, type FaultPoint } from 'credit-kit/server';
+import { createCredits, type Credits } from 'credit-kit/server';
+import { injectFaults, type FaultPoint } from '../ledger/faults';
 import type { Connection } from 'mongoose';
 import { recordedSession, connect, headerUser, listen, mongoUri, signedDelivery, stripeMockClient, WEBHOOK_SECRET } from '../test/helpers';
 
@@ -73,23 +74,20 @@ it.each(POINTS)('recovers a fulfilment and a refund clawback crashed at %s', asy
   const connection = await connect();
   let armed = false;
   const stripe = stripeMockClient();
-  const credits = createCredits({
+  const credits = createCredits(injectFaults({
     connection,
     getUserId: headerUser,
     stripe,
     webhookSecret: WEBHOOK_SECRET,
     publicUrl: 'https://app.example.com',
     claimLeaseMs: 200,
-    hooks: {
-      fault(p) {
-        if (armed && p === point) {
-          armed = false;
-          throw new Error(`injected crash at ${p}`);
-        }
-      },
-      onBackgroundError: () => undefined,
-    },
-  });
+    hooks: { onBackgroundError: () => undefined },
+  }, (p: FaultPoint) => {
+    if (armed && p === point) {
+      armed = false;
+      throw new Error(`injected crash at ${p}`);
+    }
+  }));
   await credits.init();
   const app = express();
   app.use('/api', credits.router());

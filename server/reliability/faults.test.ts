@@ -9,6 +9,7 @@ import express, { type Express } from 'express';
 import mongoose, { type Connection } from 'mongoose';
 import { createCredits, type CreateCreditsOptions, type Credits, type WebhookReport } from 'credit-kit/server';
 import { giveBackKey } from '../domain/keys';
+import { injectFaults, type FaultInjector } from '../ledger/faults';
 import { startFaultProxy, type FaultProxy } from '../../tools/fault-proxy';
 import { audit, checkoutSession, headerUser, listen, mongoUri, post, recordedSession, signedDelivery, stripeMockClient, WEBHOOK_SECRET } from '../test/helpers';
 
@@ -23,13 +24,13 @@ afterEach(async () => {
 /** One app instance on a database shared by name, optionally through its own fault proxy. */
 async function instance(
   dbName: string,
-  options: Partial<CreateCreditsOptions> & { proxy?: FaultProxy; routes?: (app: Express, credits: Credits) => void } = {},
+  options: Partial<CreateCreditsOptions> & { proxy?: FaultProxy; routes?: (app: Express, credits: Credits) => void; fault?: FaultInjector } = {},
 ) {
-  const { proxy, routes, ...rest } = options;
+  const { proxy, routes, fault, ...rest } = options;
   const connection: Connection = await mongoose
     .createConnection(proxy?.uri ?? mongoUri(), { dbName, serverSelectionTimeoutMS: 5000, maxPoolSize: 20, retryWrites: false })
     .asPromise();
-  const credits = createCredits({
+  const base: CreateCreditsOptions = {
     connection,
     getUserId: headerUser,
     stripe,
@@ -39,7 +40,8 @@ async function instance(
     claimLeaseMs: 60_000,
     hooks: { onBackgroundError: () => undefined },
     ...rest,
-  });
+  };
+  const credits = createCredits(fault ? injectFaults(base, fault) : base);
   await credits.init();
   const app = express();
   app.use('/api', credits.router());
@@ -296,14 +298,11 @@ describe('5-7, 11. Stripe events in any order and any number', () => {
   it('7. a retried delivery finishes a clawback that failed before answering 200', async () => {
     let failNext = false;
     const a = await instance(db(), {
-      hooks: {
-        fault(point) {
-          if (failNext && point === 'after-purchase-update') {
-            failNext = false;
-            throw new Error('database gone between the decision and the clawback');
-          }
-        },
-        onBackgroundError: () => undefined,
+      fault(point) {
+        if (failNext && point === 'after-purchase-update') {
+          failNext = false;
+          throw new Error('database gone between the decision and the clawback');
+        }
       },
     });
     const session = await recordedSession(a.url, 'retried', 100);
@@ -423,14 +422,11 @@ describe('the give-back of a refused request survives a restart', () => {
       proxy,
       timeoutMs: 2000,
       claimLeaseMs: 5000,
-      hooks: {
-        fault(point) {
-          if (crashAt === point) {
-            crashAt = null;
-            throw new Error(`process died at ${point}`);
-          }
-        },
-        onBackgroundError: () => undefined,
+      fault(point) {
+        if (crashAt === point) {
+          crashAt = null;
+          throw new Error(`process died at ${point}`);
+        }
       },
       routes(app, credits) {
         app.post('/ai', credits.requireCredits(4), (_req, res) => res.json({ ok: true }));

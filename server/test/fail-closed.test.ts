@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import express from 'express';
 import { createCredits } from 'credit-kit/server';
+import { injectFaults, type FaultPoint } from '../ledger/faults';
 import { startEmbeddedMongo, type EmbeddedMongo } from '../../tools/embedded';
 import { connect, headerUser, listen, post } from './helpers';
 
@@ -59,19 +60,16 @@ it('answers 503 and runs nothing while the database is down, and recovers when i
 it('gives back a charge that landed although the database call failed, since the request was refused', async () => {
   const connection = await connect();
   let loseReply = false;
-  const credits = createCredits({
+  const credits = createCredits(injectFaults({
     connection,
     getUserId: headerUser,
     timeoutMs: 100,
-    hooks: {
-      fault(point) {
-        if (loseReply && point === 'reply-lost') {
-          loseReply = false;
-          throw new Error('connection reset after the update was sent');
-        }
-      },
-    },
-  });
+  }, (point: FaultPoint) => {
+    if (loseReply && point === 'reply-lost') {
+      loseReply = false;
+      throw new Error('connection reset after the update was sent');
+    }
+  }));
   let runs = 0;
   const app = express();
   app.post('/ai', credits.requireCredits(4), (_req, res) => {

@@ -10,7 +10,8 @@ import { AsyncLocalStorage } from 'node:async_hooks';
 import { randomUUID } from 'node:crypto';
 import express from 'express';
 import fc from 'fast-check';
-import { createCredits, type Credits, type FaultPoint, type LedgerEntry } from 'credit-kit/server';
+import { createCredits, type Credits, type LedgerEntry } from 'credit-kit/server';
+import { injectFaults, type FaultPoint } from '../ledger/faults';
 import { connect, headerUser, listen, post } from './helpers';
 import type { Connection } from 'mongoose';
 
@@ -25,22 +26,19 @@ beforeAll(async () => {
   // Injected crashes are reported as 500s by design; keep their logs out of the test output.
   jest.spyOn(console, 'error').mockImplementation(() => undefined);
   connection = await connect();
-  credits = createCredits({
+  credits = createCredits(injectFaults({
     connection,
     getUserId: headerUser,
     // Operations here take milliseconds; a short lease lets retries decide crashed claims quickly.
     claimLeaseMs: 300,
-    hooks: {
-      fault(point) {
-        const plan = crashPlan.getStore();
-        if (plan && !plan.fired && plan.point === point) {
-          plan.fired = true;
-          throw new Error(`injected crash ${point}`);
-        }
-      },
-      onBackgroundError: () => undefined,
-    },
-  });
+    hooks: { onBackgroundError: () => undefined },
+  }, (point: FaultPoint) => {
+    const plan = crashPlan.getStore();
+    if (plan && !plan.fired && plan.point === point) {
+      plan.fired = true;
+      throw new Error(`injected crash ${point}`);
+    }
+  }));
   await credits.init();
   const app = express();
   app.use((req, _res, next) => {
