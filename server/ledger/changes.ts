@@ -81,14 +81,7 @@ export class Changes {
   /** One change with no key: one round trip. Returns null when the guard refused it. */
   async apply(userId: string, change: ChangeInput, options: ChangeOptions = {}): Promise<Applied | null> {
     const entry = newEntry(change);
-    let snapshot: AccountSnapshot | null;
-    try {
-      snapshot = await this.store.applyEntry(userId, entry, applyOptions(options));
-      await this.fault('reply-lost');
-    } catch (err) {
-      if (options.undoIfUncertain && entry.amount < 0) this.giveBackIfLanded(userId, entry, err);
-      throw uncertain(err);
-    }
+    const snapshot = await this.write(userId, entry, options);
     if (!snapshot) {
       if (entry.amount > 0 || options.minBalance === undefined) await this.throwIfOutOfRange(userId, entry.amount);
       return null;
@@ -135,10 +128,8 @@ export class Changes {
 
     let snapshot: AccountSnapshot | null;
     try {
-      snapshot = await this.store.applyEntry(userId, entry, applyOptions(options));
-      await this.fault('reply-lost');
+      snapshot = await this.write(userId, entry, options);
     } catch (err) {
-      if (options.undoIfUncertain && entry.amount < 0) this.giveBackIfLanded(userId, entry, err);
       if (options.resolveIfUncertain) {
         const settled = await this.decide(claim).catch(() => undefined);
         if (settled === 'applied') return { status: 'applied', entry, balance: await this.balance(userId) };
@@ -146,7 +137,7 @@ export class Changes {
       } else {
         this.abandon(claim);
       }
-      throw uncertain(err);
+      throw err;
     }
 
     if (!snapshot) {
@@ -167,6 +158,21 @@ export class Changes {
       this.abandon(claim); // the change is durable; the claim is marked by whoever decides it
     }
     return { status: 'applied', entry, balance: snapshot.balance };
+  }
+
+  /**
+   * The entry's one write. When it fails its outcome is unknown: a spend that asked for it is given back if
+   * it turns out to have landed, and the error is a StoreUnavailableError (the kit fails closed).
+   */
+  private async write(userId: string, entry: JournalEntry, options: ChangeOptions): Promise<AccountSnapshot | null> {
+    try {
+      const snapshot = await this.store.applyEntry(userId, entry, applyOptions(options));
+      await this.fault('reply-lost');
+      return snapshot;
+    } catch (err) {
+      if (options.undoIfUncertain && entry.amount < 0) this.giveBackIfLanded(userId, entry, err);
+      throw uncertain(err);
+    }
   }
 
   /**
