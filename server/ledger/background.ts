@@ -2,8 +2,9 @@
  * Background work the kit owes after an answer has gone out (deciding a claim whose holder gave up, giving
  * back a refused request's charge). Tasks wait in one queue and run a few at a time, so that after an
  * outage the work owed for hundreds of refused requests does not flood the database that just came back;
- * a task that fails is retried with backoff. Every timer is unref'd and tracked, and flush() runs waiting
- * tasks at once and resolves only when nothing is left in flight.
+ * a task that fails is retried with backoff. Every timer is unref'd and tracked. flush() runs waiting tasks
+ * at once and resolves when nothing is left in flight, or, while the database refuses, after a few tries
+ * (what is still owed then keeps its place and backoff).
  */
 
 const FIRST_DELAY_MS = 100;
@@ -43,14 +44,18 @@ export class Background {
     this.tracked.add(t);
   }
 
-  /** Runs every waiting task now and resolves when none is left. */
+  /**
+   * Runs every waiting task now and resolves when none is left. A task that keeps failing (the database is
+   * down) is tried a few more times, then left queued with its backoff: flush() does not wait out an outage.
+   */
   async flush(): Promise<void> {
-    for (;;) {
+    for (let round = 0; ; round++) {
       if (this.tracked.size > 0) {
         await Promise.allSettled([...this.tracked]);
         continue;
       }
       if (this.queue.length === 0 && this.running === 0) return;
+      if (round >= 3 && this.running === 0) return; // the rest keep their backoff
       for (const task of this.queue) task.notBefore = 0;
       await new Promise<void>((resolve) => {
         this.idle.push(resolve);
@@ -72,11 +77,12 @@ export class Background {
       this.running++;
       void this.runOne(task!);
     }
-    if (this.running === 0 && this.queue.length === 0) {
+    if (this.running === 0 && (this.queue.length === 0 || this.idle.length > 0)) {
+      // Idle, or (for flush) every queued task has had its turn and is backing off.
       const waiting = this.idle;
       this.idle = [];
       for (const resolve of waiting) resolve();
-      return;
+      if (this.queue.length === 0) return;
     }
     if (this.running < CONCURRENCY && this.queue.length > 0) {
       const next = Math.min(...this.queue.map((t) => t.notBefore));
