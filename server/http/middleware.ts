@@ -122,11 +122,14 @@ function withinDeadline<T extends { entryId: string }>(core: CreditsCore, userId
   const deadline = new Promise<never>((_, reject) => {
     timer = setTimeout(() => {
       reject(new StoreUnavailableError(new Error(`the charge took longer than timeoutMs (${core.options.timeoutMs} ms)`)));
-      core.track(
-        charge.then(
-          (late) => core.giveBack(userId, late.entryId, amount, 'The request was refused: its charge landed after the time limit'),
-          () => undefined, // refused or failed: nothing was charged, or the ledger gives it back itself
-        ),
+      // Retried from the background queue until the database takes it (a lone attempt could meet the same
+      // stall that made the charge late); once its first write lands it is durable, and reconcile() finishes it.
+      void charge.then(
+        (late) =>
+          core.ledger.background.retry(() =>
+            core.giveBack(userId, late.entryId, amount, 'The request was refused: its charge landed after the time limit'),
+          ),
+        () => undefined, // refused or failed: nothing was charged, or the ledger gives it back itself
       );
     }, core.options.timeoutMs);
   });
