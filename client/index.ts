@@ -26,7 +26,7 @@ export { CreditHistory, type CreditHistoryProps } from './components/CreditHisto
 export { CheckoutReturn, type CheckoutReturnProps } from './components/CheckoutReturn/CheckoutReturn';
 export { EmbeddedCheckout, type EmbeddedCheckoutProps, type EmbeddedCheckoutStripe } from './components/EmbeddedCheckout/EmbeddedCheckout';
 export { InsufficientCredits, type InsufficientCreditsProps } from './components/InsufficientCredits/InsufficientCredits';
-export { CreditsRequestError } from './core/errors';
+export { CreditsRequestError, type CreditsRequestErrorCode } from './core/errors';
 export type { FetchLike } from './core/request';
 export type {
   Balance,
@@ -40,5 +40,7 @@ export type {
   EmbeddedCheckoutSession,
   CheckoutSessionStatus,
   CheckoutSessionResult,
+  CreditsErrorCode,
+  TransactionRef,
   InsufficientCredits as InsufficientCreditsState,
 } from './core/types';

@@ -149,3 +149,18 @@ export type { Transaction, TransactionPage, ReconcileReport, LedgerHooks } from 
 export type { FulfillmentResult, FulfillmentStatus, PaymentEventResult } from './stripe/purchases';
 export type { WebhookOutcome } from './stripe/webhook';
 export type { CreditStore, EntryKind, EntryRef, AccountSnapshot, LedgerEntry, Purchase } from './store/types';
+/** The JSON bodies of the kit's routes, the same types credit-kit/client uses. */
+export type {
+  Balance,
+  Pricing,
+  PricingBundle,
+  CheckoutUi,
+  CheckoutItem,
+  CheckoutRequestBody,
+  HostedCheckoutSession,
+  EmbeddedCheckoutSession,
+  CheckoutSessionCreated,
+  CheckoutSessionStatus,
+  CheckoutSessionResult,
+  InsufficientCreditsBody,
+} from './http/wire';

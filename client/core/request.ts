@@ -3,10 +3,6 @@ import { CreditsRequestError, toRequestError } from './errors';
 /** The subset of `fetch` the kit uses; an app can pass its own (to add auth headers, for instance). */
 export type FetchLike = (input: RequestInfo | URL, init?: RequestInit) => Promise<Response>;
 
-/** Prefix of every SWR key the kit owns, so one mutate can revalidate them all. */
-export const KEY = 'credit-kit';
-export type KitKey = readonly [typeof KEY, string, string, ...unknown[]];
-
 export interface Requester {
   readonly base: string;
   /** Plain fetch with the app's fetch, for routes outside the kit (no error parsing). */

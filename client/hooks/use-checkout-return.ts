@@ -1,7 +1,7 @@
 import { useEffect, useRef, useState } from 'react';
 import useSWR from 'swr';
 import type { CreditsRequestError } from '../core/errors';
-import { KEY } from '../core/request';
+import { sessionKey, type SessionKey } from '../core/keys';
 import type { CheckoutSessionResult } from '../core/types';
 import { useCreditsContext } from '../provider/context';
 import { useLatest } from './use-latest';
@@ -36,8 +36,8 @@ export function useCheckoutReturn(options: UseCheckoutReturnOptions = {}): UseCh
 
   const poll = options.pollInterval ?? 3000;
   const { data, error, isLoading } = useSWR<CheckoutSessionResult, CreditsRequestError>(
-    sessionId ? [KEY, api.base, '/stripe/checkout/session', sessionId] : null,
-    () => api.get<CheckoutSessionResult>(`/stripe/checkout/session/${encodeURIComponent(sessionId ?? '')}`),
+    sessionKey(api.base, sessionId),
+    ([, , , id]: SessionKey) => api.get<CheckoutSessionResult>(`/stripe/checkout/session/${encodeURIComponent(id)}`),
     {
       revalidateOnFocus: false,
       shouldRetryOnError: (err) => err.status === 0 || err.status >= 500,

@@ -1,7 +1,7 @@
 import { useCallback, useEffect, useRef, useState } from 'react';
-import { CreditsRequestError } from '../core/errors';
+import { CreditsRequestError, type CreditsRequestErrorCode } from '../core/errors';
 import { intentKey } from '../core/request';
-import type { CheckoutItem, HostedCheckoutSession } from '../core/types';
+import type { CheckoutItem, CheckoutRequestBody, CheckoutSessionCreated, CheckoutUi, HostedCheckoutSession } from '../core/types';
 import { useCreditsContext } from '../provider/context';
 import { useLatest } from './use-latest';
 
@@ -10,7 +10,7 @@ export interface UseCheckoutOptions {
   redirect?: (url: string) => void;
   onError?: (error: CreditsRequestError) => void;
   /** Called with the new session just before the redirect. */
-  onSession?: (session: HostedCheckoutSession) => void;
+  onSession?: (session: HostedCheckoutSession & { url: string }) => void;
 }
 
 export interface UseCheckoutResult {
@@ -22,21 +22,48 @@ export interface UseCheckoutResult {
   reset(): void;
 }
 
+/**
+ * What the hosted and the embedded checkout share (useCheckout, EmbeddedCheckout): the session request, sent
+ * under the Idempotency-Key of one intent so a retried request still creates one session, and the failure
+ * state, also reported to `onError`.
+ */
+export function useCheckoutSession(caller: string, onError: ((error: CreditsRequestError) => void) | undefined) {
+  const { api, revalidate } = useCreditsContext(caller);
+  const latest = useLatest(onError);
+  const [error, setError] = useState<CreditsRequestError | null>(null);
+  const create = useCallback(
+    <U extends CheckoutUi>(item: CheckoutItem, ui: U, key: string): Promise<CheckoutSessionCreated<U>> => {
+      const body: CheckoutRequestBody = item.bundle !== undefined ? { bundle: item.bundle } : { quantity: item.quantity };
+      return api.post('/stripe/checkout/credits', ui === 'hosted' ? body : { ...body, ui }, { 'Idempotency-Key': key });
+    },
+    [api],
+  );
+  /** Records and reports a failure; anything that is not a CreditsRequestError becomes one with `code`. */
+  const fail = useCallback(
+    (err: unknown, code: CreditsRequestErrorCode, fallback: string) => {
+      const e = err instanceof CreditsRequestError ? err : new CreditsRequestError(0, code, err instanceof Error ? err.message : fallback, {}, err);
+      setError(e);
+      latest.current?.(e);
+    },
+    [latest],
+  );
+  return { create, error, setError, fail, revalidate };
+}
+
 const assign = (url: string) => window.location.assign(url);
 
 /** Hosted Checkout: POST the item, then go to the session's URL. One session per click intent. */
 export function useCheckout(options: UseCheckoutOptions = {}): UseCheckoutResult {
-  const { api } = useCreditsContext('useCheckout');
+  const { create, error, setError, fail } = useCheckoutSession('useCheckout', options.onError);
   const latest = useLatest(options);
   const busy = useRef(false);
   const [isPending, setPending] = useState(false);
-  const [error, setError] = useState<CreditsRequestError | null>(null);
 
   const reset = useCallback(() => {
     busy.current = false;
     setPending(false);
     setError(null);
-  }, []);
+  }, [setError]);
 
   // Coming back with the Back button restores the page from the bfcache with the button still busy.
   useEffect(() => {
@@ -53,26 +80,21 @@ export function useCheckout(options: UseCheckoutOptions = {}): UseCheckoutResult
       setPending(true);
       setError(null);
       try {
-        const session = await api.post<HostedCheckoutSession>(
-          '/stripe/checkout/credits',
-          item.bundle !== undefined ? { bundle: item.bundle } : { quantity: item.quantity },
-          // One key per click intent: a retried request (proxy, flaky network) still creates one session.
-          { 'Idempotency-Key': intentKey() },
-        );
-        if (!/^https?:\/\//i.test(session.url ?? '')) {
+        // One key per click intent.
+        const session = await create(item, 'hosted', intentKey());
+        const { url } = session;
+        if (!url || !/^https?:\/\//i.test(url)) {
           throw new CreditsRequestError(200, 'bad_response', 'The server did not return a checkout URL.');
         }
-        latest.current.onSession?.(session);
-        (latest.current.redirect ?? assign)(session.url);
+        latest.current.onSession?.(session as HostedCheckoutSession & { url: string });
+        (latest.current.redirect ?? assign)(url);
       } catch (err) {
-        const e = err instanceof CreditsRequestError ? err : new CreditsRequestError(0, 'internal', err instanceof Error ? err.message : String(err), {}, err);
         busy.current = false;
         setPending(false);
-        setError(e);
-        latest.current.onError?.(e);
+        fail(err, 'internal', String(err));
       }
     },
-    [api, latest],
+    [create, fail, setError, latest],
   );
 
   return { checkout, isPending, error, reset };

@@ -1,7 +1,7 @@
-import { useCallback, useState } from 'react';
-import useSWR from 'swr';
+import { useCallback } from 'react';
+import useSWRInfinite from 'swr/infinite';
 import type { CreditsRequestError } from '../core/errors';
-import { KEY } from '../core/request';
+import { historyPageKey, type HistoryPageKey } from '../core/keys';
 import type { CreditTransaction, TransactionPage } from '../core/types';
 import { useCreditsContext } from '../provider/context';
 
@@ -16,32 +16,22 @@ export interface UseCreditHistoryResult {
 }
 
 /**
- * The ledger, newest first, `pageSize` entries a page. The pages shown are fetched together under one key,
- * cursor after cursor, so a revalidation after a spend refreshes them all without gaps or duplicates.
+ * The ledger, newest first, `pageSize` entries a page (useSWRInfinite). Each page starts at the cursor the
+ * page before it handed out, so a revalidation after a spend refetches the newest page and follows the
+ * cursors from there, without gaps or duplicates (the entries before a cursor never change).
  */
 export function useCreditHistory(pageSize = 20): UseCreditHistoryResult {
   const { api } = useCreditsContext('useCreditHistory');
-  const [pages, setPages] = useState(1);
-  const { data, error, isLoading, isValidating } = useSWR<TransactionPage[], CreditsRequestError>(
-    [KEY, api.base, '/credits/transactions', pageSize, pages],
-    async () => {
-      const loaded: TransactionPage[] = [];
-      let cursor: string | null = null;
-      do {
-        const query: string = `?limit=${pageSize}${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ''}`;
-        const page: TransactionPage = await api.get<TransactionPage>(`/credits/transactions${query}`);
-        loaded.push(page);
-        cursor = page.nextCursor;
-      } while (cursor && loaded.length < pages);
-      return loaded;
-    },
+  const { data, error, isLoading, isValidating, size, setSize } = useSWRInfinite<TransactionPage, CreditsRequestError>(
+    historyPageKey(api.base, pageSize),
+    ([, , , limit, cursor]: HistoryPageKey) =>
+      api.get<TransactionPage>(`/credits/transactions?limit=${limit}${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ''}`),
     { keepPreviousData: true },
   );
-  const last = data?.[data.length - 1];
-  const hasMore = Boolean(last?.nextCursor);
-  const isLoadingMore = isValidating && (data?.length ?? 0) < pages;
+  const hasMore = Boolean(data?.[data.length - 1]?.nextCursor);
+  const isLoadingMore = isValidating && (data?.length ?? 0) < size;
   const loadMore = useCallback(() => {
-    if (hasMore && !isLoadingMore) setPages((n) => n + 1);
-  }, [hasMore, isLoadingMore]);
+    if (hasMore && !isLoadingMore) void setSize((n) => n + 1);
+  }, [hasMore, isLoadingMore, setSize]);
   return { transactions: data?.flatMap((p) => p.transactions) ?? [], hasMore, loadMore, isLoading, isLoadingMore, error };
 }

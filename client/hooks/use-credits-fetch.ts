@@ -1,6 +1,6 @@
 import { useCallback, useMemo, useState } from 'react';
 import type { FetchLike } from '../core/request';
-import type { InsufficientCredits } from '../core/types';
+import type { InsufficientCredits, InsufficientCreditsBody } from '../core/types';
 import { useCreditsContext } from '../provider/context';
 
 export interface UseCreditsFetchResult {
@@ -23,8 +23,9 @@ export function useCreditsFetch(): UseCreditsFetchResult {
     async (input, init) => {
       const res = await api.fetch(input, init);
       if (res.status === 402) {
-        const body: unknown = await res.clone().json().catch(() => null);
-        const e = (body as { error?: Partial<InsufficientCredits> & { code?: unknown } } | null)?.error;
+        // Checked before use: a 402 may come from something other than requireCredits.
+        const body = (await res.clone().json().catch(() => null)) as { error?: Partial<InsufficientCreditsBody['error']> } | null;
+        const e = body?.error;
         if (e?.code === 'insufficient_credits' && typeof e.required === 'number' && typeof e.balance === 'number') {
           setInsufficient({ required: e.required, balance: e.balance, message: String(e.message ?? '') });
         }

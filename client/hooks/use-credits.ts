@@ -1,7 +1,7 @@
 import { useCallback } from 'react';
 import useSWR from 'swr';
 import type { CreditsRequestError } from '../core/errors';
-import { KEY } from '../core/request';
+import { balanceKey, pricingKey } from '../core/keys';
 import type { Balance, Pricing } from '../core/types';
 import { useCreditsContext } from '../provider/context';
 
@@ -19,7 +19,7 @@ export interface UseCreditsResult {
 /** The signed-in user's balance, kept fresh on focus and after every purchase or spend the kit sees. */
 export function useCredits(): UseCreditsResult {
   const { api, revalidate } = useCreditsContext('useCredits');
-  const { data, error, isLoading } = useSWR<Balance, CreditsRequestError>([KEY, api.base, '/credits/balance'], () =>
+  const { data, error, isLoading } = useSWR<Balance, CreditsRequestError>(balanceKey(api.base), () =>
     api.get<Balance>('/credits/balance'),
   );
   // Refreshing the balance refreshes the history too: they change together.
@@ -37,7 +37,7 @@ export interface UsePricingResult {
 export function usePricing(): UsePricingResult {
   const { api } = useCreditsContext('usePricing');
   const { data, error, isLoading } = useSWR<Pricing, CreditsRequestError>(
-    [KEY, api.base, '/credits/pricing'],
+    pricingKey(api.base),
     () => api.get<Pricing>('/credits/pricing'),
     { revalidateOnFocus: false },
   );

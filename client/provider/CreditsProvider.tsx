@@ -1,6 +1,7 @@
 import { useCallback, useMemo, useRef, type ReactNode } from 'react';
 import { SWRConfig, useSWRConfig, type SWRConfiguration } from 'swr';
-import { createRequester, KEY, type FetchLike } from '../core/request';
+import { revalidateBalance } from '../core/keys';
+import { createRequester, type FetchLike } from '../core/request';
 import { CreditsContext, type CreditsContextValue } from './context';
 
 export interface CreditsProviderProps {
@@ -25,20 +26,12 @@ export function CreditsProvider({ swr, ...props }: CreditsProviderProps) {
 
 const NO_CONFIG: SWRConfiguration = {};
 
-/** What a spend or a purchase changes (not pricing, not a checkout session's own status). */
-const CHANGES_WITH_BALANCE = new Set<unknown>(['/credits/balance', '/credits/transactions']);
-
 function KitProvider({ apiBase = '/api', fetch, children }: Omit<CreditsProviderProps, 'swr'>) {
   const { mutate } = useSWRConfig();
   const fetchRef = useRef(fetch);
   fetchRef.current = fetch;
   const api = useMemo(() => createRequester(apiBase, () => fetchRef.current), [apiBase]);
-  const revalidate = useCallback(
-    async () => {
-      await mutate((key) => Array.isArray(key) && key[0] === KEY && key[1] === api.base && CHANGES_WITH_BALANCE.has(key[2]));
-    },
-    [mutate, api],
-  );
+  const revalidate = useCallback(() => revalidateBalance(mutate, api.base), [mutate, api]);
   const value = useMemo<CreditsContextValue>(() => ({ api, revalidate }), [api, revalidate]);
   return <CreditsContext.Provider value={value}>{children}</CreditsContext.Provider>;
 }

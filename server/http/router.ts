@@ -17,6 +17,7 @@ import { CreditsError, InvalidRequestError, NotFoundError, toCreditsError } from
 import type { WebhookReport } from '../options';
 import { resolveUserId, sendError } from './middleware';
 import { parseIdempotencyKey, parsePage } from '../validate';
+import type { Balance, CheckoutSessionResult, EmbeddedCheckoutSession, HostedCheckoutSession, Pricing, TransactionPage } from './wire';
 import type { Purchases } from '../stripe/purchases';
 import { handleEvent, verifyEvent, type WebhookOutcome } from '../stripe/webhook';
 
@@ -94,8 +95,8 @@ export function createRouter(core: CreditsCore, purchases: Purchases, checkoutLi
       });
       res.status(201).json(
         request.ui === 'embedded'
-          ? { id: session.id, clientSecret: session.clientSecret, credits: request.credits, amount: request.total }
-          : { id: session.id, url: session.url, credits: request.credits, amount: request.total },
+          ? ({ id: session.id, clientSecret: session.clientSecret, credits: request.credits, amount: request.total } satisfies EmbeddedCheckoutSession)
+          : ({ id: session.id, url: session.url, credits: request.credits, amount: request.total } satisfies HostedCheckoutSession),
       );
     }),
   );
@@ -161,7 +162,7 @@ export function createRouter(core: CreditsCore, purchases: Purchases, checkoutLi
         creditsAdded: result.creditsAdded,
         balance: await core.ledger.getBalance(userId),
         creditName: options.creditName,
-      });
+      } satisfies CheckoutSessionResult);
     }),
   );
 
@@ -170,7 +171,7 @@ export function createRouter(core: CreditsCore, purchases: Purchases, checkoutLi
     handle(async (req, res) => {
       onlyQuery(req, []);
       const userId = await resolveUserId(core, req);
-      res.json({ balance: await core.ledger.getBalance(userId), creditName: options.creditName });
+      res.json({ balance: await core.ledger.getBalance(userId), creditName: options.creditName } satisfies Balance);
     }),
   );
 
@@ -179,7 +180,7 @@ export function createRouter(core: CreditsCore, purchases: Purchases, checkoutLi
     handle(async (req, res) => {
       onlyQuery(req, ['limit', 'cursor']);
       const userId = await resolveUserId(core, req);
-      res.json(await core.ledger.listTransactions(userId, parsePage(req.query.limit, req.query.cursor, 100)));
+      res.json((await core.ledger.listTransactions(userId, parsePage(req.query.limit, req.query.cursor, 100))) satisfies TransactionPage);
     }),
   );
 
@@ -192,7 +193,7 @@ export function createRouter(core: CreditsCore, purchases: Purchases, checkoutLi
       minQuantity: Math.max(p.minQuantity, Math.ceil(p.minimumChargeCents / p.creditPriceCents)),
       maxQuantity: p.maxQuantity,
       bundles: [...p.bundles.values()].map((b) => ({ id: b.id, credits: b.credits, price: b.price, name: b.name ?? null })),
-    });
+    } satisfies Pricing);
   });
 
   // Body parser failures in the kit's own routes answer in the kit's error shape.

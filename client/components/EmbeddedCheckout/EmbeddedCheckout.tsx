@@ -2,9 +2,9 @@ import type { Stripe, StripeEmbeddedCheckout } from '@stripe/stripe-js';
 import { forwardRef, useEffect, useRef, useState, type HTMLAttributes } from 'react';
 import { CreditsRequestError } from '../../core/errors';
 import { intentKey } from '../../core/request';
-import type { CheckoutItem, EmbeddedCheckoutSession } from '../../core/types';
+import type { CheckoutItem } from '../../core/types';
+import { useCheckoutSession } from '../../hooks/use-checkout';
 import { useLatest } from '../../hooks/use-latest';
-import { useCreditsContext } from '../../provider/context';
 import { cx } from '../cx';
 
 /** What the component needs of Stripe.js: a `Stripe` instance from `loadStripe` has it. */
@@ -27,13 +27,11 @@ export const EmbeddedCheckout = forwardRef<HTMLDivElement, EmbeddedCheckoutProps
   { stripe, quantity, bundle, onComplete, onError, className, ...props },
   ref,
 ) {
-  const { api, revalidate } = useCreditsContext('EmbeddedCheckout');
+  const { create, error, setError, fail, revalidate } = useCheckoutSession('EmbeddedCheckout', onError);
   const mountRef = useRef<HTMLDivElement>(null);
   const [state, setState] = useState<'loading' | 'ready' | 'error'>('loading');
-  const [error, setError] = useState<CreditsRequestError | null>(null);
-  const latest = useLatest({ onComplete, onError, revalidate });
-  const body = bundle !== undefined ? { bundle, ui: 'embedded' } : { quantity, ui: 'embedded' };
-  const item = JSON.stringify(body);
+  const latest = useLatest({ onComplete, revalidate });
+  const item = JSON.stringify(bundle !== undefined ? { bundle } : { quantity });
   // One key per item: React's development double effects reuse the same session instead of creating two.
   const intent = useRef({ item, key: intentKey() });
   if (intent.current.item !== item) intent.current = { item, key: intentKey() };
@@ -57,7 +55,7 @@ export const EmbeddedCheckout = forwardRef<HTMLDivElement, EmbeddedCheckoutProps
       if (!instance) throw new CreditsRequestError(0, 'stripe_unavailable', 'Stripe.js could not be loaded.');
       const created = await instance.createEmbeddedCheckoutPage({
         fetchClientSecret: async () => {
-          const session = await api.post<EmbeddedCheckoutSession>('/stripe/checkout/credits', JSON.parse(item) as unknown, { 'Idempotency-Key': key });
+          const session = await create(JSON.parse(item) as CheckoutItem, 'embedded', key);
           if (!session.clientSecret) throw new CreditsRequestError(201, 'bad_response', 'The server did not return a client secret.');
           return session.clientSecret;
         },
@@ -73,13 +71,8 @@ export const EmbeddedCheckout = forwardRef<HTMLDivElement, EmbeddedCheckoutProps
     })()
       .catch((err: unknown) => {
         if (cancelled) return;
-        const e =
-          err instanceof CreditsRequestError
-            ? err
-            : new CreditsRequestError(0, 'stripe_error', err instanceof Error ? err.message : 'Checkout could not be shown.', {}, err);
-        setError(e);
+        fail(err, 'stripe_error', 'Checkout could not be shown.');
         setState('error');
-        latest.current.onError?.(e);
       })
       .finally(() => checkout || release());
     return () => {
@@ -89,7 +82,7 @@ export const EmbeddedCheckout = forwardRef<HTMLDivElement, EmbeddedCheckoutProps
         release();
       }
     };
-  }, [stripe, api, item, latest]);
+  }, [stripe, create, fail, setError, item, latest]);
 
   return (
     <div ref={ref} className={cx('ck-embedded', className)} data-state={state} aria-busy={state === 'loading' || undefined} {...props}>

@@ -1,0 +1,51 @@
+/**
+ * Every SWR key the kit uses, in one place. A key is a tuple `['credit-kit', apiBase, what, ...args]`, so
+ * two providers with different API bases never share an entry, and a revalidation can pick the kit's keys
+ * by what they hold rather than by matching paths.
+ */
+import type { ScopedMutator } from 'swr';
+import { unstable_serialize } from 'swr/infinite';
+import type { TransactionPage } from './types';
+
+const KIT = 'credit-kit';
+const BALANCE = 'balance';
+const PRICING = 'pricing';
+const SESSION = 'session';
+const TRANSACTIONS = 'transactions';
+
+export type BalanceKey = readonly [typeof KIT, string, typeof BALANCE];
+export type PricingKey = readonly [typeof KIT, string, typeof PRICING];
+export type SessionKey = readonly [typeof KIT, string, typeof SESSION, string];
+/** One page of the history: `limit` entries before `cursor` (null: the newest). */
+export type HistoryPageKey = readonly [typeof KIT, string, typeof TRANSACTIONS, number, string | null];
+
+export const balanceKey = (base: string): BalanceKey => [KIT, base, BALANCE];
+export const pricingKey = (base: string): PricingKey => [KIT, base, PRICING];
+export const sessionKey = (base: string, id: string | null): SessionKey | null => (id ? [KIT, base, SESSION, id] : null);
+
+/** useSWRInfinite's getKey for the history: each page starts at the cursor the previous one handed out. */
+export const historyPageKey =
+  (base: string, limit: number) =>
+  (index: number, previous: TransactionPage | null): HistoryPageKey | null =>
+    index === 0 ? [KIT, base, TRANSACTIONS, limit, null] : previous?.nextCursor ? [KIT, base, TRANSACTIONS, limit, previous.nextCursor] : null;
+
+const isKit = (key: unknown, base: string): key is readonly [typeof KIT, string, string, ...unknown[]] =>
+  Array.isArray(key) && key[0] === KIT && key[1] === base;
+
+/** useSWRInfinite's own key for a history (its page size's), as `mutate` takes it. */
+export const historyKey = (base: string, limit: number): string => unstable_serialize(historyPageKey(base, limit));
+
+/**
+ * Revalidates what a spend or a purchase changes under `base` (not pricing, not a checkout session's own
+ * status): the balance and every history. SWR's mutate filter skips infinite keys, so each history is found
+ * by the page keys it has stored, then revalidated by its own key.
+ */
+export async function revalidateBalance(mutate: ScopedMutator, base: string): Promise<void> {
+  const histories = new Set<string>();
+  await mutate((key) => {
+    if (!isKit(key, base)) return false;
+    if (key[2] === TRANSACTIONS) histories.add(historyKey(base, key[3] as number));
+    return key[2] === BALANCE;
+  });
+  await Promise.all([...histories].map((key) => mutate(key)));
+}

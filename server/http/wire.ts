@@ -1,0 +1,92 @@
+/**
+ * The wire contract: every JSON body credits.router() answers (and the checkout body it reads), declared
+ * once. The routes check their answers against these types (`satisfies` in router.ts) and credit-kit/client
+ * re-exports them, so the two sides cannot drift apart.
+ *
+ * Types only: the client imports this file with `import type`, and everything it imports is a type, so no
+ * server code can reach the browser bundle through it.
+ */
+import type { CreditsErrorBody, CreditsErrorCode } from '../errors';
+import type { Transaction, TransactionPage } from '../ledger/history';
+import type { EntryKind, EntryRef, PurchaseStatus } from '../store/types';
+
+export type { CreditsErrorBody, CreditsErrorCode, EntryKind, EntryRef, Transaction, TransactionPage };
+
+/** GET /credits/balance */
+export interface Balance {
+  balance: number;
+  creditName: string;
+}
+
+/** One of the server's fixed bundles, in GET /credits/pricing. */
+export interface PricingBundle {
+  id: string;
+  credits: number;
+  /** Total price in the smallest currency unit (cents). */
+  price: number;
+  name: string | null;
+}
+
+/** GET /credits/pricing */
+export interface Pricing {
+  creditName: string;
+  /** ISO code, lower case (`usd`). */
+  currency: string;
+  creditPriceCents: number;
+  minQuantity: number;
+  maxQuantity: number;
+  bundles: PricingBundle[];
+}
+
+export type CheckoutUi = 'hosted' | 'embedded';
+
+/** What to buy: a number of credits, or one of the server's bundles. */
+export type CheckoutItem = { quantity: number; bundle?: undefined } | { bundle: string; quantity?: undefined };
+
+/** POST /stripe/checkout/credits: what to buy, and which Checkout to create (default `hosted`). */
+export type CheckoutRequestBody = CheckoutItem & { ui?: CheckoutUi };
+
+/** 201 from POST /stripe/checkout/credits with `ui: "hosted"` (the default): send the browser to `url`. */
+export interface HostedCheckoutSession {
+  id: string;
+  /** Stripe's page; always set by Stripe for a hosted session. */
+  url: string | null;
+  credits: number;
+  /** What the session charges, in the smallest currency unit. */
+  amount: number;
+}
+
+/** 201 from POST /stripe/checkout/credits with `ui: "embedded"`: hand `clientSecret` to Stripe.js. */
+export interface EmbeddedCheckoutSession {
+  id: string;
+  clientSecret: string | null;
+  credits: number;
+  amount: number;
+}
+
+/** The 201 body of POST /stripe/checkout/credits for each `ui`. */
+export type CheckoutSessionCreated<U extends CheckoutUi = CheckoutUi> = U extends 'embedded' ? EmbeddedCheckoutSession : HostedCheckoutSession;
+
+/** Where a purchase stands; `ignored` when the session is not one of the kit's credit purchases. */
+export type CheckoutSessionStatus = PurchaseStatus | 'ignored';
+
+/** GET /stripe/checkout/session/:id (the success page): the purchase's status, credited on the way. */
+export interface CheckoutSessionResult {
+  id: string;
+  status: CheckoutSessionStatus;
+  /** Stripe's `payment_status` of the session (`paid`, `unpaid`, `no_payment_required`). */
+  paymentStatus: string;
+  credits: number;
+  /** Credits this request added: 0 when they had been added before. */
+  creditsAdded: number;
+  balance: number;
+  creditName: string;
+}
+
+/** Every failure: `{ error: { code, message, ...details } }` with the HTTP status of ERROR_CODES[code]. */
+export type ErrorBody = CreditsErrorBody;
+
+/** 402 from a guarded route (requireCredits): what it needs and what the balance was. */
+export interface InsufficientCreditsBody {
+  error: { code: 'insufficient_credits'; message: string; required: number; balance: number };
+}
