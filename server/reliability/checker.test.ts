@@ -1,0 +1,972 @@
+/**
+ * A model-based checker in the style of Jepsen's bank test. Three instances of an app (separate Node
+ * processes, server/reliability/checker-instance.ts) share one database, each through its own fault proxy
+ * (tools/fault-proxy.ts) and each with its own clock: 0, +70 s and -90 s (tools/skew-clock.cjs). Client
+ * workers drive them with a schedule drawn from one seed: keyed grants re-sent to other instances, guarded
+ * fixed and metered requests (failing or not, with and without Idempotency-Key, retried elsewhere after a
+ * 503), deductions with and without keys, and Checkout purchases whose signed Stripe events (completion,
+ * refunds, refunds that fail, disputes won or lost) are delivered shuffled, duplicated, concurrently and
+ * re-delivered until acknowledged. Meanwhile the proxies stall, delay, lose replies and reset connections,
+ * and whole instances stall for longer than the claim lease.
+ *
+ * Then every fault is turned off, unacknowledged events are re-delivered, each instance reconciles twice
+ * (a lease apart) and flushes, and the database is read directly and checked against the model:
+ *   1. every balance is the sum of its ledger (collection ∪ journal, by id); no journal left; seq 1..n;
+ *      balance-after chains; and, during the run, every paged read of a history adds up to its balance;
+ *   2. no idempotency key applied twice (ledger keys unique per user), no request key ran twice;
+ *   3. each purchase holds exactly the credits its true final history owes (refunds, failed refunds,
+ *      disputes), never more than bought nor below 0; no adjustment left pending;
+ *   4. no request given back more than it was charged: charge + its refunds/settlements in [-max, 0];
+ *   5. every 200 paid exactly what it reported; every 5xx/503/402/409 ended at net 0; a 503/402/409 never
+ *      ran; a charge whose route never ran was given back;
+ *   6. grants and keyed deductions applied at most once, and exactly once when a call said so; an unkeyed
+ *      deduction that failed was undone;
+ *   7. spending never took a balance below zero.
+ *
+ * CHECKER_SEED=n replays a schedule (timing still varies); the seed is printed at the start and in every
+ * failure. CHECKER_SECONDS sets the length of the load phase (default 24); CHECKER_FAULTS=0 runs the same
+ * schedule without faults.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import type { Connection } from 'mongoose';
+import { startFaultProxy, type FaultProxy } from '../../tools/fault-proxy';
+import { eventPayload, signPayload } from '../../tools/stripe-events';
+import { checkoutSession, connect, mongoUri, stripeMockClient, WEBHOOK_SECRET } from '../test/helpers';
+
+jest.spyOn(console, 'error').mockImplementation(() => undefined);
+
+const ROOT = join(__dirname, '..', '..');
+const SKEWS = [0, 70_000, -90_000];
+const LEASE_MS = 4000;
+const LOAD_MS = Number(process.env.CHECKER_SECONDS ?? 24) * 1000;
+const WORKERS = 14;
+const MAX_OPS_PER_WORKER = 600;
+const USERS = ['ada', 'bob', 'cy', 'dee', 'eve', 'fay'];
+
+// ---------------------------------------------------------------------------------------------------------
+// A seeded schedule
+
+/** mulberry32: the same seed gives the same sequence. */
+function mulberry32(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+class Rng {
+  private readonly next: () => number;
+  constructor(seed: number) {
+    this.next = mulberry32(seed);
+  }
+  float(): number {
+    return this.next();
+  }
+  chance(p: number): boolean {
+    return this.next() < p;
+  }
+  /** An integer in [lo, hi]. */
+  int(lo: number, hi: number): number {
+    return lo + Math.floor(this.next() * (hi - lo + 1));
+  }
+  pick<T>(items: readonly T[]): T {
+    return items[Math.floor(this.next() * items.length)]!;
+  }
+  weighted<T extends string>(choices: ReadonlyArray<readonly [T, number]>): T {
+    const total = choices.reduce((s, [, w]) => s + w, 0);
+    let x = this.next() * total;
+    for (const [c, w] of choices) {
+      if ((x -= w) < 0) return c;
+    }
+    return choices[choices.length - 1]![0];
+  }
+  shuffle<T>(items: T[]): T[] {
+    for (let i = items.length - 1; i > 0; i--) {
+      const j = Math.floor(this.next() * (i + 1));
+      [items[i], items[j]] = [items[j]!, items[i]!];
+    }
+    return items;
+  }
+}
+
+/** A sub-seed per part of the schedule, so that each part's draws do not depend on the others'. */
+const subSeed = (seed: number, part: number) => (Math.imul(seed ^ 0x5bd1e995, 0x9e3779b1) ^ Math.imul(part + 1, 0x85ebca6b)) >>> 0;
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+// ---------------------------------------------------------------------------------------------------------
+// Instances
+
+interface Instance {
+  index: number;
+  name: string;
+  skewMs: number;
+  url: string;
+  proxy: FaultProxy;
+  child: ChildProcess;
+  stderr: string[];
+}
+
+async function startInstance(index: number, dbName: string, seed: number): Promise<Instance> {
+  const proxy = await startFaultProxy(mongoUri(), { seed: subSeed(seed, 100 + index) });
+  const name = `i${index}`;
+  const child = spawn(
+    process.execPath,
+    ['-r', 'tsx/cjs', '--require', './tools/skew-clock.cjs', 'server/reliability/checker-instance.ts', proxy.uri, dbName, name],
+    {
+      cwd: ROOT,
+      env: { ...process.env, CK_CLOCK_SKEW_MS: String(SKEWS[index]), CK_WEBHOOK_SECRET: WEBHOOK_SECRET },
+      stdio: ['pipe', 'pipe', 'pipe'],
+    },
+  );
+  const stderr: string[] = [];
+  createInterface({ input: child.stderr! }).on('line', (line) => {
+    stderr.push(line);
+    if (stderr.length > 40) stderr.shift();
+  });
+  try {
+    const port = await new Promise<number>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`instance ${name} did not start within 30 s: ${stderr.join('\n')}`)), 30_000);
+      createInterface({ input: child.stdout! }).on('line', (line) => {
+        const m = /^ready (\d+)$/.exec(line);
+        if (m) {
+          clearTimeout(timer);
+          resolve(Number(m[1]));
+        }
+      });
+      child.once('exit', (code) => {
+        clearTimeout(timer);
+        reject(new Error(`instance ${name} exited (${code}) before it was ready: ${stderr.join('\n')}`));
+      });
+    });
+    return { index, name, skewMs: SKEWS[index]!, url: `http://127.0.0.1:${port}`, proxy, child, stderr };
+  } catch (err) {
+    child.kill('SIGKILL');
+    await proxy.close();
+    throw err;
+  }
+}
+
+async function stopInstance(instance: Instance): Promise<void> {
+  const { child } = instance;
+  if (child.exitCode === null && child.signalCode === null) {
+    const exited = new Promise((r) => child.once('exit', r));
+    child.kill('SIGTERM');
+    const timer = setTimeout(() => child.kill('SIGKILL'), 3000);
+    await exited;
+    clearTimeout(timer);
+  }
+  await instance.proxy.close();
+}
+
+interface Answer {
+  /** HTTP status, or 'error' when no answer came (the client gave up). */
+  status: number | 'error';
+  body: Record<string, unknown>;
+}
+
+async function http(url: string, init: { method?: string; headers?: Record<string, string>; body?: string } = {}, timeoutMs = 10_000): Promise<Answer> {
+  try {
+    const res = await fetch(url, { method: init.method ?? 'POST', headers: init.headers ?? {}, body: init.body, signal: AbortSignal.timeout(timeoutMs) });
+    const text = await res.text();
+    let body: Record<string, unknown>;
+    try {
+      body = JSON.parse(text) as Record<string, unknown>;
+    } catch {
+      body = { text };
+    }
+    return { status: res.status, body };
+  } catch (err) {
+    return { status: 'error', body: { error: String(err) } };
+  }
+}
+
+const json = (body: unknown, headers: Record<string, string> = {}) => ({
+  headers: { 'content-type': 'application/json', ...headers },
+  body: JSON.stringify(body),
+});
+
+// ---------------------------------------------------------------------------------------------------------
+// What the model records
+
+type Route = 'fixed' | 'metered';
+type MeteredFail = 'none' | 'before-settle' | 'after-settle';
+
+interface RequestRecord {
+  /** The x-req id: one per attempt. */
+  id: string;
+  route: Route;
+  instance: number;
+  user: string;
+  fail: boolean | MeteredFail;
+  used?: number;
+  /** The Idempotency-Key header, when sent. */
+  key?: string;
+  status: number | 'error';
+  chargeId?: string;
+  charged?: number;
+}
+
+interface GrantRecord {
+  key: string;
+  user: string;
+  amount: number;
+  attempts: Array<{ instance: number; status: number | 'error'; granted?: boolean }>;
+}
+
+interface DeductRecord {
+  id: string;
+  user: string;
+  amount: number;
+  key?: string;
+  attempts: Array<{ instance: number; status: number | 'error'; deducted?: boolean }>;
+}
+
+type PurchaseKind = 'paid' | 'async-paid' | 'async-failed' | 'expired' | 'none';
+
+interface EventRecord {
+  id: string;
+  type: string;
+  payload: string;
+  acked: boolean;
+  deliveries: Array<{ instance: number; status: number | 'error'; outcome?: Record<string, unknown> }>;
+}
+
+interface PurchaseRecord {
+  n: string;
+  user: string;
+  credits: number;
+  sessionId: string;
+  amountTotal: number;
+  paymentIntent: string;
+  kind: PurchaseKind;
+  /** The true final history, as the generator decided it. */
+  refundedFinal: number;
+  disputeHeld: number;
+  expected: number;
+  story: string[];
+  events: EventRecord[];
+}
+
+/** round(credits × part / whole), half up, in integers: as the kit's contract states it. */
+const proportion = (credits: number, part: number, whole: number) => Math.floor((2 * credits * part + whole) / (2 * whole));
+
+// ---------------------------------------------------------------------------------------------------------
+// The checker
+
+it('keeps every money rule under faults, skewed clocks and Stripe chaos across three instances', async () => {
+  const seed = process.env.CHECKER_SEED ? Number(process.env.CHECKER_SEED) >>> 0 : Math.floor(Math.random() * 2 ** 31);
+  const tag = `[checker seed=${seed}]`;
+  console.log(`${tag} starting; replay with CHECKER_SEED=${seed}`);
+  const stripe = stripeMockClient();
+  const connection: Connection = await connect();
+  const dbName = connection.name;
+  const instances: Instance[] = [];
+  const started = Date.now();
+
+  const requests: RequestRecord[] = [];
+  const grants = new Map<string, GrantRecord>();
+  const deducts = new Map<string, DeductRecord>();
+  const purchases: PurchaseRecord[] = [];
+  const ops: Record<string, Record<string, number>> = {};
+  const count = (kind: string, status: number | string) => {
+    ops[kind] ??= {};
+    ops[kind]![String(status)] = (ops[kind]![String(status)] ?? 0) + 1;
+  };
+  const faultLog: Record<string, number> = {};
+  const fault = (what: string) => (faultLog[what] = (faultLog[what] ?? 0) + 1);
+
+  try {
+    // Each instance is kept as soon as it is up, so that one that fails to start leaves none running.
+    const starting = await Promise.allSettled(SKEWS.map(async (_, i) => (instances[i] = await startInstance(i, dbName, seed))));
+    for (const r of starting) if (r.status === 'rejected') throw r.reason;
+    const inst = (i: number) => instances[i]!;
+    const other = (rng: Rng, i: number) => (i + rng.int(1, instances.length - 1)) % instances.length;
+
+    // Opening balances, before any fault.
+    for (const user of USERS) {
+      const key = `open-${user}`;
+      const amount = 60;
+      const a = await http(`${inst(0).url}/admin/grant`, json({ user, amount, key }));
+      if (a.status !== 200) throw new Error(`${tag} opening grant failed: ${a.status} ${JSON.stringify(a.body)}`);
+      grants.set(key, { key, user, amount, attempts: [{ instance: 0, status: 200, granted: a.body.granted as boolean }] });
+    }
+
+    const loadEnd = Date.now() + LOAD_MS;
+    const faultsEnd = loadEnd - 1000;
+
+    // ----- guarded requests -----
+    const guarded = async (rec: Omit<RequestRecord, 'status'>): Promise<RequestRecord> => {
+      const headers: Record<string, string> = { 'x-user': rec.user, 'x-req': rec.id };
+      if (rec.key) headers['idempotency-key'] = rec.key;
+      if (rec.route === 'fixed' && rec.fail === true) headers['x-fail'] = '1';
+      if (rec.route === 'metered') {
+        headers['x-used'] = String(rec.used);
+        if (rec.fail !== 'none') headers['x-fail'] = String(rec.fail);
+      }
+      const a = await http(`${inst(rec.instance).url}/ai/${rec.route}`, { headers });
+      const done: RequestRecord = { ...rec, status: a.status };
+      if (typeof a.body.chargeId === 'string') done.chargeId = a.body.chargeId;
+      if (typeof a.body.charged === 'number') done.charged = a.body.charged;
+      requests.push(done);
+      count(rec.route, a.status);
+      return done;
+    };
+
+    const guardedOp = async (rng: Rng, w: number, n: number, route: Route) => {
+      const user = rng.pick(USERS);
+      const instance = rng.int(0, instances.length - 1);
+      const fail: RequestRecord['fail'] =
+        route === 'fixed'
+          ? rng.chance(0.2)
+          : rng.weighted<MeteredFail>([
+              ['none', 60],
+              ['before-settle', 20],
+              ['after-settle', 20],
+            ]);
+      const used = rng.int(0, 16);
+      const keyed = rng.chance(0.4);
+      const racing = rng.chance(0.12);
+      const retryAfter503 = rng.chance(0.75);
+      const resendAfter200 = rng.chance(0.12);
+      const key = keyed ? `rk-${w}-${n}` : undefined;
+      const base = { route, user, fail, ...(route === 'metered' ? { used } : {}), ...(key ? { key } : {}) };
+      const first = { ...base, id: `r${w}-${n}-0`, instance };
+      if (key && racing) {
+        // The same key at two instances at once.
+        await Promise.all([guarded(first), guarded({ ...base, id: `r${w}-${n}-1`, instance: other(rng, instance) })]);
+        return;
+      }
+      const a = await guarded(first);
+      if (!key) return;
+      if ((a.status === 503 || a.status === 'error') && retryAfter503) {
+        await sleep(rng.int(0, 300));
+        const b = await guarded({ ...base, id: `r${w}-${n}-1`, instance: other(rng, instance) });
+        if (b.status === 503 && rng.chance(0.5)) await guarded({ ...base, id: `r${w}-${n}-2`, instance: rng.int(0, instances.length - 1) });
+      } else if (a.status === 200 && resendAfter200) {
+        await guarded({ ...base, id: `r${w}-${n}-1`, instance: other(rng, instance) });
+      }
+    };
+
+    // ----- grants -----
+    const grantAttempt = async (g: GrantRecord, instance: number) => {
+      const a = await http(`${inst(instance).url}/admin/grant`, json({ user: g.user, amount: g.amount, key: g.key }));
+      g.attempts.push({ instance, status: a.status, ...(typeof a.body.granted === 'boolean' ? { granted: a.body.granted } : {}) });
+      count('grant', a.status);
+    };
+    const grantOp = async (rng: Rng, w: number, n: number, mine: GrantRecord[]) => {
+      const resend = mine.length > 0 && rng.chance(0.35);
+      const twice = rng.chance(0.3);
+      const instance = rng.int(0, instances.length - 1);
+      const g: GrantRecord = resend ? rng.pick(mine) : { key: `g-${w}-${n}`, user: rng.pick(USERS), amount: rng.int(5, 40), attempts: [] };
+      if (!resend) {
+        grants.set(g.key, g);
+        mine.push(g);
+      }
+      if (twice) await Promise.all([grantAttempt(g, instance), grantAttempt(g, other(rng, instance))]);
+      else await grantAttempt(g, instance);
+    };
+
+    // ----- deductCredits -----
+    const deductAttempt = async (d: DeductRecord, instance: number) => {
+      const a = await http(`${inst(instance).url}/admin/deduct`, json({ user: d.user, amount: d.amount, reason: `checker ${d.id}`, ...(d.key ? { key: d.key } : {}) }));
+      d.attempts.push({ instance, status: a.status, ...(typeof a.body.deducted === 'boolean' ? { deducted: a.body.deducted } : {}) });
+      count(d.key ? 'deduct-keyed' : 'deduct', a.status);
+      return a;
+    };
+    const deductOp = async (rng: Rng, w: number, n: number, mine: DeductRecord[]) => {
+      const keyed = rng.chance(0.5);
+      const resend = keyed && mine.length > 0 && rng.chance(0.3);
+      const instance = rng.int(0, instances.length - 1);
+      const retry = rng.chance(0.8);
+      const d: DeductRecord = resend
+        ? rng.pick(mine)
+        : { id: `d-${w}-${n}`, user: rng.pick(USERS), amount: rng.int(1, 8), ...(keyed ? { key: `dk-${w}-${n}` } : {}), attempts: [] };
+      if (!resend) {
+        deducts.set(d.id, d);
+        if (keyed) mine.push(d);
+      }
+      const a = await deductAttempt(d, instance);
+      // A keyed deduction that failed is retried: the retry learns what the first call did.
+      if (d.key && a.status !== 200 && retry) await deductAttempt(d, other(rng, instance));
+    };
+
+    // ----- purchases -----
+    const deliver = async (e: EventRecord, instance: number) => {
+      const { body, headers } = signPayload(stripe, e.payload, { secret: WEBHOOK_SECRET });
+      const a = await http(`${inst(instance).url}/api/stripe/webhook`, { headers, body });
+      e.deliveries.push({ instance, status: a.status, ...(a.status === 200 ? { outcome: a.body } : {}) });
+      if (typeof a.status === 'number' && a.status >= 200 && a.status < 300) e.acked = true;
+      count('webhook', a.status);
+    };
+
+    const purchaseOp = async (rng: Rng, w: number, n: number) => {
+      const user = rng.pick(USERS);
+      const credits = rng.pick([10, 25, 50, 100, 120, 333]);
+      const kind = rng.weighted<PurchaseKind>([
+        ['paid', 68],
+        ['async-paid', 9],
+        ['async-failed', 7],
+        ['expired', 8],
+        ['none', 8],
+      ]);
+      const checkoutAt = [0, 1, 2].map(() => rng.int(0, instances.length - 1)); // drawn first: the plan does not depend on outcomes
+      let created: { id: string; amount: number } | undefined;
+      for (let attempt = 0; attempt < 3 && !created; attempt++) {
+        const a = await http(`${inst(checkoutAt[attempt]!).url}/api/stripe/checkout/credits`, json({ quantity: credits }, { 'x-user': user }));
+        count('checkout', a.status);
+        if (a.status === 201 && typeof a.body.id === 'string' && typeof a.body.amount === 'number') created = { id: a.body.id, amount: a.body.amount };
+      }
+      if (!created) return;
+      const p: PurchaseRecord = {
+        n: `p-${w}-${n}`,
+        user,
+        credits,
+        sessionId: created.id,
+        amountTotal: created.amount,
+        paymentIntent: `pi_ck_${seed}_${w}_${n}`,
+        kind,
+        refundedFinal: 0,
+        disputeHeld: 0,
+        expected: 0,
+        story: [kind],
+        events: [],
+      };
+      purchases.push(p);
+
+      // The true history, in order; `created` increases with it.
+      let t = Math.floor(Date.now() / 1000) - 3600;
+      const ev = (type: string, object: Record<string, unknown>) => {
+        t += rng.int(1, 30);
+        const id = `evt_ck_${seed}_${w}_${n}_${p.events.length}`;
+        const payload = JSON.parse(eventPayload({ id, type, object })) as Record<string, unknown>;
+        payload.created = t;
+        p.events.push({ id, type, payload: JSON.stringify(payload), acked: false, deliveries: [] });
+        return t;
+      };
+      const session = (overrides: Record<string, unknown>) =>
+        checkoutSession(user, credits, { id: p.sessionId, amount_total: p.amountTotal, payment_intent: p.paymentIntent, ...overrides });
+      if (kind === 'paid') ev('checkout.session.completed', session({}));
+      if (kind === 'async-paid' || kind === 'async-failed') {
+        ev('checkout.session.completed', session({ payment_status: 'unpaid' }));
+        if (kind === 'async-paid') ev('checkout.session.async_payment_succeeded', session({ payment_status: 'paid' }));
+        else ev('checkout.session.async_payment_failed', session({ payment_status: 'unpaid' }));
+      }
+      if (kind === 'expired') ev('checkout.session.expired', session({ status: 'expired', payment_status: 'unpaid', payment_intent: null }));
+
+      const paid = kind === 'paid' || kind === 'async-paid';
+      if (paid) {
+        const A = p.amountTotal;
+        const charge = `ch_ck_${seed}_${w}_${n}`;
+        // Steps after the payment, in a random order that keeps each refund before its failure and each
+        // dispute's opening before its close.
+        const nRefunds = rng.weighted<'0' | '1' | '2'>([
+          ['0', 45],
+          ['1', 35],
+          ['2', 20],
+        ]);
+        const steps: string[] = [];
+        for (let r = 0; r < Number(nRefunds); r++) {
+          steps.push(`refund${r}`);
+          if (rng.chance(0.3)) steps.push(`fail${r}`);
+        }
+        if (rng.chance(0.3)) {
+          steps.push('dispute');
+          if (rng.chance(0.75)) steps.push('close');
+        }
+        rng.shuffle(steps);
+        // Restore the required order within each pair.
+        const order = (a: string, b: string) => {
+          const i = steps.indexOf(a);
+          const j = steps.indexOf(b);
+          if (i >= 0 && j >= 0 && j < i) [steps[i], steps[j]] = [steps[j]!, steps[i]!];
+        };
+        for (let r = 0; r < 2; r++) order(`refund${r}`, `fail${r}`);
+        order('dispute', 'close');
+
+        let live = 0;
+        const refunds: Array<{ id: string; amount: number; created: number; failed: boolean } | null> = [];
+        let dispute: { id: string; amount: number; status: string } | null = null;
+        for (const step of steps) {
+          if (step.startsWith('refund')) {
+            const r = Number(step.slice(6));
+            const room = A - live;
+            if (room <= 0) {
+              refunds[r] = null;
+              continue;
+            }
+            const amount = rng.chance(0.25) ? room : rng.int(1, room);
+            live += amount;
+            const at = ev('charge.refunded', { id: charge, object: 'charge', amount: A, amount_refunded: live, refunded: live === A, payment_intent: p.paymentIntent, currency: 'usd' });
+            const refund = { id: `re_ck_${seed}_${w}_${n}_${r}`, amount, created: at, failed: false };
+            refunds[r] = refund;
+            p.story.push(`refund ${amount} (cumulative ${live})`);
+            if (rng.chance(0.4)) {
+              ev('charge.refund.updated', { id: refund.id, object: 'refund', amount, status: 'succeeded', created: at, payment_intent: p.paymentIntent, charge, currency: 'usd' });
+            }
+          } else if (step.startsWith('fail')) {
+            const refund = refunds[Number(step.slice(4))];
+            if (!refund) continue;
+            refund.failed = true;
+            live -= refund.amount;
+            ev('charge.refund.updated', { id: refund.id, object: 'refund', amount: refund.amount, status: 'failed', created: refund.created, payment_intent: p.paymentIntent, charge, currency: 'usd' });
+            p.story.push(`refund of ${refund.amount} failed (cumulative ${live})`);
+          } else if (step === 'dispute') {
+            dispute = { id: `dp_ck_${seed}_${w}_${n}`, amount: rng.chance(0.6) ? A : rng.int(1, A), status: 'needs_response' };
+            ev('charge.dispute.created', { id: dispute.id, object: 'dispute', amount: dispute.amount, status: dispute.status, payment_intent: p.paymentIntent, charge, currency: 'usd' });
+            p.story.push(`dispute ${dispute.amount} opened`);
+          } else if (step === 'close' && dispute) {
+            dispute.status = rng.pick(['won', 'lost', 'warning_closed']);
+            ev('charge.dispute.closed', { id: dispute.id, object: 'dispute', amount: dispute.amount, status: dispute.status, payment_intent: p.paymentIntent, charge, currency: 'usd' });
+            p.story.push(`dispute ${dispute.status}`);
+          }
+        }
+        p.refundedFinal = live;
+        p.disputeHeld = dispute && (dispute.status === 'lost' || dispute.status === 'needs_response') ? dispute.amount : 0;
+        p.expected = credits - proportion(credits, Math.min(A, p.refundedFinal + p.disputeHeld), A);
+      }
+
+      // Deliveries: each event once to three times, to random instances, shuffled, some at once.
+      const copies: Array<{ e: EventRecord; instance: number }> = [];
+      for (const e of p.events) {
+        const k = rng.weighted<'1' | '2' | '3'>([
+          ['1', 55],
+          ['2', 33],
+          ['3', 12],
+        ]);
+        const first = rng.int(0, instances.length - 1);
+        for (let c = 0; c < Number(k); c++) copies.push({ e, instance: (first + c) % instances.length }); // copies go to different instances
+      }
+      rng.shuffle(copies);
+      for (let i = 0; i < copies.length; ) {
+        const group = rng.chance(0.3) ? rng.int(2, 3) : 1;
+        await Promise.all(copies.slice(i, i + group).map((c) => deliver(c.e, c.instance)));
+        i += group;
+        await sleep(rng.int(0, 60));
+      }
+      // Stripe retries what was not acknowledged, for a while.
+      for (let round = 0; round < 3 && p.events.some((e) => !e.acked); round++) {
+        await sleep(rng.int(200, 600));
+        for (const e of p.events.filter((x) => !x.acked)) await deliver(e, rng.int(0, instances.length - 1));
+      }
+    };
+
+    // ----- a live audit: at any moment the listed entries add up to the balance the first page reports -----
+    const audits: Array<{ user: string; instance: number; balance: number; sum: number; entries: number; seqs: number[] }> = [];
+    const auditOp = async (rng: Rng) => {
+      const user = rng.pick(USERS);
+      const instance = rng.int(0, instances.length - 1);
+      let cursor: string | null = null;
+      let balance: number | undefined;
+      let sum = 0;
+      const seqs: number[] = [];
+      for (let page = 0; page < 50; page++) {
+        const a = await http(`${inst(instance).url}/api/credits/transactions?limit=100${cursor ? `&cursor=${cursor}` : ''}`, { method: 'GET', headers: { 'x-user': user } });
+        count('audit-page', a.status);
+        if (a.status !== 200) return; // unavailable: no audit this time
+        const body = a.body as { balance: number; nextCursor: string | null; transactions: Array<{ amount: number; seq: number }> };
+        balance ??= body.balance;
+        for (const t of body.transactions) {
+          sum += t.amount;
+          seqs.push(t.seq);
+        }
+        cursor = body.nextCursor;
+        if (!cursor) break;
+      }
+      audits.push({ user, instance, balance: balance ?? 0, sum, entries: seqs.length, seqs });
+    };
+
+    // ----- the workers -----
+    const worker = async (w: number) => {
+      const rng = new Rng(subSeed(seed, w));
+      const myGrants: GrantRecord[] = [];
+      const myDeducts: DeductRecord[] = [];
+      for (let n = 0; n < MAX_OPS_PER_WORKER && Date.now() < loadEnd; n++) {
+        // Each operation draws from its own generator, seeded from the worker's: the sequence of operations
+        // (kinds, users, instances, keys, amounts, histories) is the seed's alone, whatever the answers were.
+        const opRng = new Rng((rng.float() * 2 ** 32) >>> 0);
+        const op = rng.weighted([
+          ['grant', 12],
+          ['fixed', 28],
+          ['metered', 26],
+          ['deduct', 15],
+          ['purchase', 7],
+          ['reconcile', 1.5],
+          ['audit', 2],
+          ['pause', 3],
+        ] as const);
+        if (op === 'grant') await grantOp(opRng, w, n, myGrants);
+        else if (op === 'fixed' || op === 'metered') await guardedOp(opRng, w, n, op);
+        else if (op === 'deduct') await deductOp(opRng, w, n, myDeducts);
+        else if (op === 'purchase') await purchaseOp(opRng, w, n);
+        else if (op === 'reconcile') {
+          // Recovery running while everything else does (on the +70 s instance every claim looks stale).
+          const a = await http(`${inst(opRng.int(0, instances.length - 1)).url}/admin/reconcile`);
+          count('reconcile', a.status);
+        } else if (op === 'audit') await auditOp(opRng);
+        else await sleep(opRng.int(20, 200));
+      }
+    };
+
+    // ----- the faults: one schedule per proxy -----
+    const faults = async (i: number) => {
+      const rng = new Rng(subSeed(seed, 50 + i));
+      const proxy = inst(i).proxy;
+      await sleep(rng.int(300, 1500));
+      while (Date.now() < faultsEnd) {
+        await sleep(rng.int(200, 1500)); // a quiet gap between faults
+        if (Date.now() >= faultsEnd) break;
+        const action = rng.weighted([
+          ['random', 26],
+          ['slow', 14],
+          ['stall-instance', 9],
+          ['stall-replies', 10],
+          ['drop-replies', 14],
+          ['reset-all', 9],
+          ['quiet', 18],
+        ] as const);
+        const ms = Math.min(rng.int(1500, 4500), Math.max(0, faultsEnd - Date.now()));
+        fault(action);
+        if (action === 'random') {
+          proxy.random({
+            stallProbability: 0.03,
+            stallMs: [200, 2500],
+            dropReplyProbability: 0.015,
+            resetProbability: 0.004,
+            delayMs: [0, 15],
+          });
+          await sleep(ms);
+          proxy.random(null);
+        } else if (action === 'slow') {
+          // A slow database: calls that each finish within timeoutMs but together outlast it, and now and
+          // then one that does not (a charge that lands after its request was refused, and its give-back).
+          proxy.random({ delayMs: [150, 900], stallProbability: 0.08, stallMs: [1200, 2600] });
+          await sleep(ms);
+          proxy.random(null);
+        } else if (action === 'stall-instance') {
+          // Longer than the claim lease: holders outlive their leases; their late writes land or are fenced.
+          proxy.stall();
+          await sleep(rng.int(LEASE_MS + 300, LEASE_MS + 1500));
+          proxy.release();
+        } else if (action === 'stall-replies') {
+          proxy.stallReplies();
+          await sleep(rng.int(400, 2500));
+          proxy.releaseReplies();
+        } else if (action === 'drop-replies') {
+          proxy.dropNextReplies(rng.int(1, 4));
+          await sleep(ms / 2);
+        } else if (action === 'reset-all') {
+          proxy.resetAll();
+          await sleep(ms / 3);
+        } else await sleep(ms);
+      }
+    };
+
+    // CHECKER_FAULTS=0: the same schedule with no faults (to tell a fault's doing from the schedule's).
+    const faultRuns = process.env.CHECKER_FAULTS === '0' ? [] : instances.map((_, i) => faults(i));
+    await Promise.all(Array.from({ length: WORKERS }, (_, w) => worker(w)));
+    await Promise.all(faultRuns);
+
+    // ----- end phase: no more faults; Stripe retries until acknowledged; recovery -----
+    for (const i of instances) {
+      i.proxy.random(null);
+      i.proxy.dropNextReplies(0);
+      i.proxy.release();
+      i.proxy.releaseReplies();
+    }
+    const endRng = new Rng(subSeed(seed, 999));
+    const allEvents = () => purchases.flatMap((p) => p.events);
+    for (let round = 0; round < 20 && allEvents().some((e) => !e.acked); round++) {
+      if (round > 0) await sleep(250);
+      await Promise.all(allEvents().filter((e) => !e.acked).map((e) => deliver(e, endRng.int(0, instances.length - 1))));
+    }
+    const everyInstance = async (path: string) => {
+      const answers = await Promise.all(instances.map((i) => http(`${i.url}${path}`, {}, 60_000)));
+      answers.forEach((a, k) => {
+        if (a.status !== 200) throw new Error(`${tag} ${path} on ${inst(k).name} answered ${a.status}: ${JSON.stringify(a.body)}`);
+      });
+      return answers.map((a) => a.body);
+    };
+    await everyInstance('/admin/flush');
+    const reconcile1 = await everyInstance('/admin/reconcile');
+    await sleep(LEASE_MS + 700);
+    const reconcile2 = await everyInstance('/admin/reconcile');
+    await everyInstance('/admin/flush');
+    const flushed = await everyInstance('/admin/flush');
+
+    const backgroundErrorLog: string[] = [];
+    /** How the instances say they answered each guarded request (status, ms). */
+    const answered = new Map<string, { instance: number; status: number; ms: number }>();
+    const runs = new Map<string, { instance: number; runs: number; route: string; chargeIds: string[]; reserved: number; settles: Array<{ used: number; charged?: number; error?: string }> }>();
+    for (const i of instances) {
+      const a = await http(`${i.url}/admin/runs`, { method: 'GET' });
+      const body = a.body as {
+        backgroundErrorLog: string[];
+        runs: Record<string, { runs: number; route: string; chargeIds: string[]; reserved: number; settles: [] }>;
+        answers: Record<string, { status: number; ms: number }>;
+      };
+      backgroundErrorLog.push(...body.backgroundErrorLog.map((l) => `${i.name} ${l}`));
+      for (const [id, answer] of Object.entries(body.answers)) answered.set(id, { instance: i.index, ...answer });
+      for (const [id, r] of Object.entries(body.runs)) {
+        const seen = runs.get(id);
+        if (seen) seen.runs += r.runs; // the same request id ran on two instances: impossible, caught below
+        else runs.set(id, { instance: i.index, ...r });
+      }
+    }
+
+    // ----- read the database directly -----
+    const db = connection.getClient().db(dbName);
+    type Entry = { _id: string; userId: string; kind: string; amount: number; key?: string; reason?: string; ref?: Record<string, unknown>; seq?: number; balanceAfter?: number };
+    const ledgerDocs = (await db.collection('credit_ledger').find({}).toArray()) as unknown as Entry[];
+    const accounts = (await db.collection('credit_accounts').find({}).toArray()) as unknown as Array<{ _id: string; balance?: number; count?: number; journal?: Array<Omit<Entry, '_id' | 'userId'> & { id: string }> }>;
+    const claims = (await db.collection('credit_claims').find({}).toArray()) as unknown as Array<{ _id: string; state: string; key: string; createdAt: Date; entryId: string }>;
+    const purchaseDocs = (await db.collection('credit_purchases').find({}).toArray()) as unknown as Array<{ _id: string; pendingAdjustments?: unknown[]; granted?: number; status?: string }>;
+
+    const violations: string[] = [];
+    const checked: Record<string, number> = {};
+    const check = (invariant: string, ok: boolean, detail: () => string) => {
+      checked[invariant] = (checked[invariant] ?? 0) + 1;
+      if (!ok) violations.push(`${invariant}: ${detail()}`);
+    };
+
+    // All entries, by id: the ledger collection and whatever journals still hold.
+    const entries = new Map<string, Entry & { where: string }>();
+    for (const e of ledgerDocs) entries.set(e._id, { ...e, where: 'ledger' });
+    for (const a of accounts) {
+      for (const j of a.journal ?? []) {
+        if (!entries.has(j.id)) entries.set(j.id, { ...j, _id: j.id, userId: a._id, where: 'journal' });
+      }
+    }
+    const all = [...entries.values()];
+    const show = (e: Entry) => JSON.stringify({ id: e._id, user: e.userId, kind: e.kind, amount: e.amount, key: e.key, ref: e.ref, reason: e.reason, seq: e.seq });
+
+    // 1. balances = sums; journals empty; sequence numbers 1..n.
+    for (const a of accounts) {
+      const mine = all.filter((e) => e.userId === a._id);
+      const sum = mine.reduce((s, e) => s + e.amount, 0);
+      check('1 balance = sum of ledger', (a.balance ?? 0) === sum, () => `${a._id}: balance ${a.balance} but entries sum to ${sum} (${mine.length} entries)`);
+      check('1 journal moved', (a.journal ?? []).length === 0, () => `${a._id}: ${(a.journal ?? []).length} journal entries left: ${(a.journal ?? []).map((j) => show({ ...j, _id: j.id, userId: a._id })).join(' ')}`);
+      const seqs = ledgerDocs.filter((e) => e.userId === a._id).map((e) => e.seq ?? -1).sort((x, y) => x - y);
+      check('1 seq 1..n', (a.count ?? 0) === mine.length && seqs.every((s, k) => s === k + 1), () => `${a._id}: count ${a.count}, ${mine.length} entries, seqs ${seqs.slice(0, 5).join(',')}…`);
+    }
+    for (const a of accounts) {
+      // Each entry's balance-after is the one before it plus its amount, ending at the balance.
+      const chain = ledgerDocs.filter((e) => e.userId === a._id).sort((x, y) => (x.seq ?? 0) - (y.seq ?? 0));
+      let running = 0;
+      const broken = chain.find((e) => (running += e.amount) !== e.balanceAfter);
+      check('1 balance-after chains', !broken && running === (a.balance ?? 0), () => `${a._id}: ${broken ? `${show(broken)} says balance-after ${broken.balanceAfter}, the entries before it lead to ${running}` : `entries lead to ${running}, balance ${a.balance}`}`);
+    }
+    for (const au of audits) {
+      const sorted = [...au.seqs].sort((x, y) => y - x);
+      const contiguous = sorted.every((s, k) => s === sorted.length - k);
+      check('1 live audit adds up', au.sum === au.balance && contiguous, () => `${au.user} via ${inst(au.instance).name}: pages sum to ${au.sum} over ${au.entries} entries (seqs ${contiguous ? '1..n' : 'not 1..n'}), first page said balance ${au.balance}`);
+    }
+    for (const user of new Set(ledgerDocs.map((e) => e.userId))) {
+      check('1 balance = sum of ledger', accounts.some((a) => a._id === user), () => `ledger entries for ${user}, who has no account`);
+    }
+
+    // 2. keys applied once.
+    const byKey = new Map<string, Entry[]>();
+    for (const e of all) {
+      if (!e.key) continue;
+      const k = JSON.stringify([e.userId, e.key]);
+      byKey.set(k, [...(byKey.get(k) ?? []), e]);
+    }
+    for (const [k, list] of byKey) check('2 key applied once', list.length === 1, () => `${k} applied ${list.length} times: ${list.map(show).join(' ')}`);
+    const keyAttempts = new Map<string, RequestRecord[]>();
+    for (const r of requests) if (r.key) keyAttempts.set(`${r.user}\n${r.key}`, [...(keyAttempts.get(`${r.user}\n${r.key}`) ?? []), r]);
+    for (const [k, list] of keyAttempts) {
+      const ran = list.reduce((s, r) => s + (runs.get(r.id)?.runs ?? 0), 0);
+      const oks = list.filter((r) => r.status === 200).length;
+      check('2 request key runs once', ran <= 1 && oks <= 1, () => `Idempotency-Key ${k.replace('\n', ' ')} ran ${ran} times, ${oks} answers 200: ${JSON.stringify(list)}`);
+    }
+
+    // Nets of charges: the usage entry and everything linked to it.
+    const linked = new Map<string, Entry[]>();
+    for (const e of all) {
+      const c = e.ref?.chargeId;
+      if (typeof c === 'string') linked.set(c, [...(linked.get(c) ?? []), e]);
+    }
+    const netOf = (chargeId: string): number | null => {
+      const usage = entries.get(chargeId);
+      if (!usage) return null;
+      return usage.amount + (linked.get(chargeId) ?? []).reduce((s, e) => s + e.amount, 0);
+    };
+    const describeCharge = (chargeId: string) =>
+      [entries.get(chargeId), ...(linked.get(chargeId) ?? [])].map((e) => (e ? show(e) : 'no usage entry')).join(' ');
+    for (const [chargeId, list] of linked) {
+      check('4 links name a charge', entries.get(chargeId)?.kind === 'usage', () => `${list.length} entries link to ${chargeId}, which is not a usage entry: ${list.map(show).join(' ')}`);
+    }
+
+    // 3. purchases.
+    const purchaseNet = new Map<string, number>();
+    for (const e of all) {
+      const s = e.ref?.checkoutSessionId;
+      if (typeof s === 'string') purchaseNet.set(s, (purchaseNet.get(s) ?? 0) + e.amount);
+    }
+    for (const p of purchases) {
+      const net = purchaseNet.get(p.sessionId) ?? 0;
+      const acked = p.events.every((e) => e.acked);
+      check('3 purchase credited as its history says', net === p.expected && acked, () =>
+        `${p.n} ${p.sessionId} (${p.user}, ${p.credits} credits for ${p.amountTotal}; ${p.story.join(', ')}; refunded ${p.refundedFinal}, dispute holds ${p.disputeHeld}) ` +
+        `expected ${p.expected}, ledger holds ${net}${acked ? '' : ' (some events never acknowledged)'}: ` +
+        `${all.filter((e) => e.ref?.checkoutSessionId === p.sessionId).map(show).join(' ')}; deliveries ${JSON.stringify(p.events.map((e) => [e.type, e.deliveries.map((d) => d.status)]))}`,
+      );
+      check('3 purchase within [0, credits]', net >= 0 && net <= p.credits, () => `${p.n} ${p.sessionId}: ledger holds ${net} of ${p.credits}`);
+      const added = p.events.flatMap((e) => e.deliveries).reduce((s, d) => s + (typeof d.outcome?.creditsAdded === 'number' ? d.outcome.creditsAdded : 0), 0);
+      check('3 creditsAdded reported once', added <= p.credits, () => `${p.n} ${p.sessionId}: deliveries reported ${added} credits added for a purchase of ${p.credits}`);
+    }
+    for (const d of purchaseDocs) {
+      check('3 no adjustment left pending', (d.pendingAdjustments ?? []).length === 0, () => `${d._id}: ${JSON.stringify(d.pendingAdjustments)}`);
+    }
+    for (const [session, net] of purchaseNet) {
+      check('3 only recorded purchases credited', purchases.some((p) => p.sessionId === session) || net === 0, () => `${session} holds ${net} but no purchase of the model has this id`);
+    }
+
+    // 4. no request given back more than it was charged; 5b. a charge whose route never ran is given back.
+    const ranCharges = new Map<string, { id: string; route: string; used: number | undefined }>();
+    for (const [id, r] of runs) {
+      const rec = requests.find((x) => x.id === id);
+      for (const c of r.chargeIds) ranCharges.set(c, { id, route: r.route, used: rec?.used });
+    }
+    const deductByReason = new Map<string, Entry[]>();
+    for (const e of all) {
+      if (e.kind !== 'usage') continue;
+      const net = netOf(e._id)!;
+      const note = typeof e.ref?.note === 'string' ? e.ref.note : '';
+      const ran = ranCharges.get(e._id);
+      let most = -e.amount;
+      if (note.endsWith('/ai/metered') && ran?.used !== undefined) most = Math.max(10, ran.used);
+      check('4 given back at most what was charged', net <= 0 && net >= -most, () => `charge ${e._id} nets ${net} (at most ${most} may be charged): ${describeCharge(e._id)}`);
+      if (note.startsWith('POST /ai/')) {
+        check('5 a refused request is not paid for', ran !== undefined || net === 0, () => {
+          const attempts = e.key?.startsWith('request:') ? requests.filter((r) => r.user === e.userId && `request:${r.key}` === e.key) : [];
+          const withTimes = attempts.map((r) => ({ ...r, answeredHere: answered.get(r.id) }));
+          return `charge ${e._id} (${note}) whose route never ran nets ${net}: ${describeCharge(e._id)}; attempts with its key: ${JSON.stringify(withTimes)}`;
+        });
+      }
+      if (typeof e.reason === 'string' && e.reason.startsWith('checker d-')) {
+        const id = e.reason.slice('checker '.length);
+        deductByReason.set(id, [...(deductByReason.get(id) ?? []), e]);
+      }
+    }
+
+    // 5. every answer against its charge.
+    for (const r of requests) {
+      const run = runs.get(r.id);
+      check('5 a request runs at most once', (run?.runs ?? 0) <= 1, () => `${r.id} ran ${run?.runs} times`);
+      if (r.status === 200) {
+        const want = r.route === 'fixed' ? -3 : -(r.charged ?? NaN);
+        const net = r.chargeId ? netOf(r.chargeId) : null;
+        check('5 every 200 paid for', !!r.chargeId && run?.chargeIds.includes(r.chargeId) === true && net === want, () =>
+          `${r.id} (${r.route}, ${JSON.stringify({ user: r.user, key: r.key, used: r.used, charged: r.charged, instance: r.instance })}) answered 200 with charge ${r.chargeId}, nets ${net}, want ${want}: ${r.chargeId ? describeCharge(r.chargeId) : ''}`,
+        );
+      } else if (r.status !== 'error' && (r.status >= 500 || r.status === 402 || r.status === 409)) {
+        const charges = new Set([...(run?.chargeIds ?? []), ...(r.chargeId ? [r.chargeId] : [])]);
+        for (const c of charges) {
+          const net = netOf(c);
+          check('5 a failed request nets 0', net === 0, () => `${r.id} (${r.route}, fail ${String(r.fail)}, used ${r.used}, key ${r.key}, instance ${r.instance}) answered ${r.status}, its charge ${c} nets ${net}: ${describeCharge(c)}; settles ${JSON.stringify(run?.settles)}`);
+        }
+        if (r.status === 503 || r.status === 402 || r.status === 409) {
+          check('5 a refused request never runs', !run, () => `${r.id} answered ${r.status} but its route ran ${run?.runs} time(s), charges ${run?.chargeIds.join(',')}`);
+        }
+      }
+    }
+    for (const [id, run] of runs) {
+      for (const c of run.chargeIds) check('5 a route runs only after its charge', entries.get(c)?.kind === 'usage', () => `${id} ran with charge ${c}, which is not in the ledger`);
+    }
+
+    // 6. grants and deductions.
+    for (const g of grants.values()) {
+      const list = byKey.get(JSON.stringify([g.user, `grant:${g.key}`])) ?? [];
+      const said = g.attempts.filter((a) => a.status === 200).length;
+      const grantedTrue = g.attempts.filter((a) => a.granted === true).length;
+      check('6 grant applied at most once', list.length <= 1 && list.every((e) => e.amount === g.amount && e.kind === 'grant'), () => `${g.key}: ${list.map(show).join(' ')}`);
+      check('6 a confirmed grant is applied', said === 0 || list.length === 1, () => `${g.key} (${g.amount} for ${g.user}) was answered 200 ${said} times but is applied ${list.length} times: ${JSON.stringify(g.attempts)}`);
+      check('6 granted:true said once', grantedTrue <= 1, () => `${g.key}: ${grantedTrue} calls said granted: true: ${JSON.stringify(g.attempts)}`);
+    }
+    for (const d of deducts.values()) {
+      if (d.key) {
+        const list = byKey.get(JSON.stringify([d.user, `deduct:${d.key}`])) ?? [];
+        const yes = d.attempts.some((a) => a.deducted === true);
+        const allNo = d.attempts.every((a) => a.deducted === false);
+        check('6 keyed deduction at most once', list.length <= 1 && list.every((e) => e.amount === -d.amount), () => `${d.key}: ${list.map(show).join(' ')}`);
+        check('6 keyed deduction as answered', (!yes || (list.length === 1 && netOf(list[0]!._id) === -d.amount)) && (!allNo || list.length === 0), () =>
+          `${d.key} (${d.amount} from ${d.user}) answered ${JSON.stringify(d.attempts)}, applied ${list.length} times: ${list.map((e) => describeCharge(e._id)).join(' ')}`,
+        );
+      } else {
+        const list = deductByReason.get(d.id) ?? [];
+        const a = d.attempts[0]!;
+        const nets = list.map((e) => netOf(e._id));
+        const ok =
+          a.status === 200 && a.deducted === true
+            ? list.length === 1 && nets[0] === -d.amount
+            : a.status === 200
+              ? list.length === 0
+              : a.status === 'error'
+                ? list.length <= 1
+                : list.length <= 1 && nets.every((x) => x === 0);
+        check('6 unkeyed deduction as answered', ok, () => `${d.id} (${d.amount} from ${d.user}) answered ${JSON.stringify(a)}; entries ${list.map((e) => describeCharge(e._id)).join(' ')}`);
+      }
+    }
+
+    // 7. spending never takes a balance below zero.
+    for (const e of ledgerDocs) {
+      if ((e.kind === 'usage' || e.kind === 'settle') && e.amount < 0) {
+        check('7 no spend below zero', (e.balanceAfter ?? 0) >= 0, () => `${show(e)} left the balance at ${e.balanceAfter}`);
+      }
+    }
+
+    // Liveness, reported: claims still pending after recovery.
+    const pendingClaims = claims.filter((c) => c.state === 'pending');
+    const consumedKeys = [...keyAttempts.values()].filter((list) => list.every((r) => r.status !== 200) && list.some((r) => r.status === 409) && list.every((r) => !runs.has(r.id))).length;
+
+    const statusCounts = (list: RequestRecord[]) => list.reduce<Record<string, number>>((acc, r) => ((acc[String(r.status)] = (acc[String(r.status)] ?? 0) + 1), acc), {});
+    const proxyStats = instances.map((i) => {
+      const s = i.proxy.stats();
+      return `${i.name}(${i.skewMs >= 0 ? '+' : ''}${i.skewMs / 1000}s): ${s.commands} cmds, ${s.stalled} stalled, ${s.repliesDropped} replies dropped, ${s.resets} resets`;
+    });
+    const summary = [
+      `${tag} ${((Date.now() - started) / 1000).toFixed(1)} s, ${USERS.length} users, ${instances.length} instances, ${WORKERS} workers`,
+      `  ops: ${Object.entries(ops).map(([k, v]) => `${k} ${JSON.stringify(v)}`).join('; ')}`,
+      `  fixed ${JSON.stringify(statusCounts(requests.filter((r) => r.route === 'fixed')))}, metered ${JSON.stringify(statusCounts(requests.filter((r) => r.route === 'metered')))}`,
+      `  purchases: ${purchases.length} (${Object.entries(purchases.reduce<Record<string, number>>((acc, p) => ((acc[p.kind] = (acc[p.kind] ?? 0) + 1), acc), {})).map(([k, v]) => `${k} ${v}`).join(', ')}), ${allEvents().length} events, ${allEvents().reduce((s, e) => s + e.deliveries.length, 0)} deliveries, ${allEvents().filter((e) => !e.acked).length} never acknowledged`,
+      `  faults: ${JSON.stringify(faultLog)}; ${proxyStats.join('; ')}`,
+      `  recovery: reconcile 1 ${JSON.stringify(reconcile1)}; reconcile 2 ${JSON.stringify(reconcile2)}; background errors ${JSON.stringify(flushed.map((f) => f.backgroundErrors))}`,
+      `  database: ${all.length} entries, ${accounts.length} accounts, ${claims.length} claims (${pendingClaims.length} pending), ${purchaseDocs.length} purchases; ${consumedKeys} keys refused everywhere yet answered 409 later`,
+      `  invariants: ${Object.entries(checked).map(([k, v]) => `${k} ×${v}`).join('; ')}`,
+      `  violations: ${violations.length}`,
+    ];
+    console.log(summary.join('\n'));
+    if (backgroundErrorLog.length) console.log(`${tag} errors the kit reported from background work:\n  ${backgroundErrorLog.slice(-20).join('\n  ')}`);
+    if (pendingClaims.length) console.log(`${tag} pending claims after recovery: ${JSON.stringify(pendingClaims.slice(0, 10))}`);
+
+    if (violations.length > 0) {
+      throw new Error(
+        `${tag} ${violations.length} violation(s); replay with CHECKER_SEED=${seed}\n` +
+          violations.slice(0, 25).join('\n') +
+          (violations.length > 25 ? `\n… and ${violations.length - 25} more` : ''),
+      );
+    }
+    // Real outcomes, not an idle run.
+    expect(requests.filter((r) => r.status === 200).length).toBeGreaterThan(50);
+    expect(purchases.filter((p) => p.expected > 0).length).toBeGreaterThan(0);
+    expect(Object.values(checked).reduce((s, v) => s + v, 0)).toBeGreaterThan(500);
+    if (process.env.CHECKER_FAULTS !== '0') {
+      expect(instances.reduce((s, i) => s + i.proxy.stats().stalled + i.proxy.stats().resets + i.proxy.stats().repliesDropped, 0)).toBeGreaterThan(0);
+    }
+  } catch (err) {
+    for (const i of instances.filter(Boolean)) if (i.stderr.length) console.log(`${tag} last stderr lines of ${i.name}:\n${i.stderr.slice(-15).join('\n')}`);
+    if (err instanceof Error && !err.message.includes(tag)) err.message = `${tag} ${err.message}`;
+    throw err;
+  } finally {
+    await Promise.all(instances.filter(Boolean).map((i) => stopInstance(i).catch(() => undefined)));
+    await connection.close();
+  }
+});
