@@ -31,6 +31,8 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import type { Connection } from 'mongoose';
+import { deductKey, grantKey, REQUEST_KEY_PREFIX, requestKey } from '../domain/keys';
+import { claimId } from '../ledger';
 import { startFaultProxy, type FaultProxy } from '../../tools/fault-proxy';
 import { eventPayload, signPayload } from '../../tools/stripe-events';
 import { checkoutSession, connect, mongoUri, stripeMockClient, WEBHOOK_SECRET } from '../test/helpers';
@@ -775,7 +777,7 @@ it('keeps every money rule under faults, skewed clocks and Stripe chaos across t
     const byKey = new Map<string, Entry[]>();
     for (const e of all) {
       if (!e.key) continue;
-      const k = JSON.stringify([e.userId, e.key]);
+      const k = claimId(e.userId, e.key);
       byKey.set(k, [...(byKey.get(k) ?? []), e]);
     }
     for (const [k, list] of byKey) check('2 key applied once', list.length === 1, () => `${k} applied ${list.length} times: ${list.map(show).join(' ')}`);
@@ -846,7 +848,7 @@ it('keeps every money rule under faults, skewed clocks and Stripe chaos across t
       check('4 given back at most what was charged', net <= 0 && net >= -most, () => `charge ${e._id} nets ${net} (at most ${most} may be charged): ${describeCharge(e._id)}`);
       if (note.startsWith('POST /ai/')) {
         check('5 a refused request is not paid for', ran !== undefined || net === 0, () => {
-          const attempts = e.key?.startsWith('request:') ? requests.filter((r) => r.user === e.userId && `request:${r.key}` === e.key) : [];
+          const attempts = e.key?.startsWith(REQUEST_KEY_PREFIX) ? requests.filter((r) => r.user === e.userId && r.key !== undefined && requestKey(r.key) === e.key) : [];
           const withTimes = attempts.map((r) => ({ ...r, answeredHere: answered.get(r.id) }));
           return `charge ${e._id} (${note}) whose route never ran nets ${net}: ${describeCharge(e._id)}; attempts with its key: ${JSON.stringify(withTimes)}`;
         });
@@ -884,7 +886,7 @@ it('keeps every money rule under faults, skewed clocks and Stripe chaos across t
 
     // 6. grants and deductions.
     for (const g of grants.values()) {
-      const list = byKey.get(JSON.stringify([g.user, `grant:${g.key}`])) ?? [];
+      const list = byKey.get(claimId(g.user, grantKey(g.key))) ?? [];
       const said = g.attempts.filter((a) => a.status === 200).length;
       const grantedTrue = g.attempts.filter((a) => a.granted === true).length;
       check('6 grant applied at most once', list.length <= 1 && list.every((e) => e.amount === g.amount && e.kind === 'grant'), () => `${g.key}: ${list.map(show).join(' ')}`);
@@ -893,7 +895,7 @@ it('keeps every money rule under faults, skewed clocks and Stripe chaos across t
     }
     for (const d of deducts.values()) {
       if (d.key) {
-        const list = byKey.get(JSON.stringify([d.user, `deduct:${d.key}`])) ?? [];
+        const list = byKey.get(claimId(d.user, deductKey(d.key))) ?? [];
         const yes = d.attempts.some((a) => a.deducted === true);
         const allNo = d.attempts.every((a) => a.deducted === false);
         check('6 keyed deduction at most once', list.length <= 1 && list.every((e) => e.amount === -d.amount), () => `${d.key}: ${list.map(show).join(' ')}`);

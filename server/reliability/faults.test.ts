@@ -8,7 +8,8 @@ import { randomUUID } from 'node:crypto';
 import express, { type Express } from 'express';
 import mongoose, { type Connection } from 'mongoose';
 import { createCredits, type CreateCreditsOptions, type Credits, type WebhookReport } from 'credit-kit/server';
-import { giveBackKey } from '../domain/keys';
+import { giveBackKey, grantKey } from '../domain/keys';
+import { claimId } from '../ledger';
 import { injectFaults, type FaultInjector } from '../ledger/faults';
 import { startFaultProxy, type FaultProxy } from '../../tools/fault-proxy';
 import { audit, checkoutSession, headerUser, listen, mongoUri, post, recordedSession, signedDelivery, stripeMockClient, WEBHOOK_SECRET } from '../test/helpers';
@@ -323,12 +324,12 @@ describe('5-7, 11. Stripe events in any order and any number', () => {
     const old = new Date(Date.now() - 3_600_000);
     // A stale claim on a corrupt account (its journal is not a list), deciding which throws; then an ordinary one.
     await a.connection.collection('credit_accounts').insertOne({ _id: 'corrupt' as never, balance: 0, count: 0, journal: 'not-a-list' });
-    await claims.insertOne({ _id: 'stuck' as never, userId: 'corrupt', key: 'grant:x', entryId: 'e1', state: 'pending', createdAt: old, amount: 5 });
-    await claims.insertOne({ _id: JSON.stringify(['healthy', 'grant:y']) as never, userId: 'healthy', key: 'grant:y', entryId: 'e2', state: 'pending', createdAt: new Date(old.getTime() + 1), amount: 5 });
+    await claims.insertOne({ _id: 'stuck' as never, userId: 'corrupt', key: grantKey('x'), entryId: 'e1', state: 'pending', createdAt: old, amount: 5 });
+    await claims.insertOne({ _id: claimId('healthy', grantKey('y')) as never, userId: 'healthy', key: grantKey('y'), entryId: 'e2', state: 'pending', createdAt: new Date(old.getTime() + 1), amount: 5 });
     const report = await a.credits.reconcile();
     expect(report.errors).toBe(1);
     expect(report.claimsReleased).toBe(1);
-    expect(await claims.findOne({ _id: JSON.stringify(['healthy', 'grant:y']) as never })).toBeNull();
+    expect(await claims.findOne({ _id: claimId('healthy', grantKey('y')) as never })).toBeNull();
   });
 
   it('11. a refund that later fails gives the credits back', async () => {

@@ -11,6 +11,8 @@ import { randomUUID } from 'node:crypto';
 import express from 'express';
 import fc from 'fast-check';
 import { createCredits, type Credits, type LedgerEntry } from 'credit-kit/server';
+import { grantKey } from '../domain/keys';
+import { claimId } from '../ledger';
 import { injectFaults, type FaultPoint } from '../ledger/faults';
 import { connect, headerUser, listen, post } from './helpers';
 import type { Connection } from 'mongoose';
@@ -161,14 +163,14 @@ it('startReconciler repairs what a crash left behind, on its own', async () => {
     await credits.flush();
   });
   expect((await credits.store.getAccount(user))?.journal.length).toBeGreaterThan(0);
-  expect(await credits.store.getClaim(JSON.stringify([user, 'grant:crashed']))).toMatchObject({ state: 'pending' });
+  expect(await credits.store.getClaim(claimId(user, grantKey('crashed')))).toMatchObject({ state: 'pending' });
   const recovery = createCredits({ connection, getUserId: headerUser, claimLeaseMs: 1 });
   await new Promise((r) => setTimeout(r, 5));
   const stop = recovery.startReconciler({ everyMs: 20 });
   try {
     for (let i = 0; i < 100; i++) {
       const account = await credits.store.getAccount(user);
-      const claim = await credits.store.getClaim(JSON.stringify([user, 'grant:crashed']));
+      const claim = await credits.store.getClaim(claimId(user, grantKey('crashed')));
       if (account?.journal.length === 0 && claim === null) break;
       await new Promise((r) => setTimeout(r, 20));
     }
@@ -177,7 +179,7 @@ it('startReconciler repairs what a crash left behind, on its own', async () => {
   }
   await recovery.flush();
   expect((await credits.store.getAccount(user))?.journal).toEqual([]);
-  expect(await credits.store.getClaim(JSON.stringify([user, 'grant:crashed']))).toBeNull(); // released: never applied
+  expect(await credits.store.getClaim(claimId(user, grantKey('crashed')))).toBeNull(); // released: never applied
   // The key is free again: a retry applies the grant once.
   expect(await credits.grantCredits(user, 5, { idempotencyKey: 'crashed' })).toMatchObject({ granted: true, balance: 12 });
 });
