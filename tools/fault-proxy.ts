@@ -21,6 +21,7 @@
  */
 import net, { type AddressInfo } from 'node:net';
 import { inflateSync } from 'node:zlib';
+import { mulberry32 } from './prng';
 
 /** Which commands a fault applies to: a predicate on the command name, or a list of names. */
 export type CommandFilter = ((command: string) => boolean) | readonly string[];
@@ -284,17 +285,6 @@ class Framer {
 // ---------------------------------------------------------------------------------------------------------
 // Proxy
 
-/** mulberry32: a small, fast, seedable PRNG returning numbers in [0, 1). */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function toPredicate(filter: CommandFilter | undefined): (command: string) => boolean {
   if (filter === undefined) return dataCommands;

@@ -36,6 +36,7 @@ import { claimId } from '../ledger';
 import { startFaultProxy, type FaultProxy } from '../../tools/fault-proxy';
 import { eventPayload, signPayload } from '../../tools/stripe-events';
 import { checkoutSession, connect, mongoUri, stripeMockClient, WEBHOOK_SECRET } from '../test/helpers';
+import { mulberry32 } from '../../tools/prng';
 
 jest.spyOn(console, 'error').mockImplementation(() => undefined);
 
@@ -50,17 +51,6 @@ const USERS = ['ada', 'bob', 'cy', 'dee', 'eve', 'fay'];
 // ---------------------------------------------------------------------------------------------------------
 // A seeded schedule
 
-/** mulberry32: the same seed gives the same sequence. */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 class Rng {
   private readonly next: () => number;
