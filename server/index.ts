@@ -69,7 +69,7 @@ export function createCredits(options: CreateCreditsOptions): Credits {
   const store = failClosed(base, resolved.timeoutMs);
   const core = new CreditsCore(resolved, store);
   const purchases = new Purchases({ store, ledger: core.ledger, options: resolved });
-  const requireCredits = createRequireCredits(core, createRateLimiter(core, resolved.rateLimit?.guarded));
+  const requireCredits = createRequireCredits(core, resolved, createRateLimiter(resolved, resolved.rateLimit?.guarded));
 
   let initialised: Promise<void> | undefined;
   const init = () => (initialised ??= store.init().catch((err: unknown) => {
@@ -83,11 +83,11 @@ export function createCredits(options: CreateCreditsOptions): Credits {
     requireCredits,
     deductCredits: (userId, amount, opts) => core.deductCredits(userId, amount, opts),
     grantCredits: (userId, amount, opts) => core.grantCredits(userId, amount, opts),
-    getBalance: async (userId) => core.ledger.getBalance(assertId(userId, 'userId')),
+    getBalance: async (userId) => core.getBalance(assertId(userId, 'userId')),
     async listTransactions(userId, opts = {}) {
-      return core.ledger.listTransactions(assertId(userId, 'userId'), parsePage(opts.limit, opts.cursor, 1000));
+      return core.listTransactions(assertId(userId, 'userId'), parsePage(opts.limit, opts.cursor, 1000));
     },
-    router: () => createRouter(core, purchases, createRateLimiter(core, resolved.rateLimit?.checkout)),
+    router: () => createRouter({ credits: core, purchases, options: resolved, checkoutLimiter: createRateLimiter(resolved, resolved.rateLimit?.checkout) }),
     fulfillCheckoutSession: (sessionOrId) => purchases.fulfill(sessionOrId),
     keepRawBody,
     init,

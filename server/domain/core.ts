@@ -8,7 +8,7 @@
  */
 import { ConflictError, InsufficientCreditsError } from '../errors';
 import { deductKey, giveBackKey, grantKey, REQUEST_KEY_PREFIX, settleKey } from './keys';
-import { isForeclosure, Ledger, type SettledOutcome } from '../ledger';
+import { isForeclosure, Ledger, type SettledOutcome, type TransactionPage } from '../ledger';
 import type { ResolvedOptions } from '../options';
 import type { Claim, CreditStore } from '../store/types';
 import { assertAmount, assertId } from '../validate';
@@ -41,7 +41,7 @@ export class CreditsCore {
   readonly ledger: Ledger;
 
   constructor(
-    readonly options: ResolvedOptions,
+    private readonly options: ResolvedOptions,
     readonly store: CreditStore,
   ) {
     this.ledger = new Ledger(store, options.claimLeaseMs, options.hooks, options.fault);
@@ -50,6 +50,19 @@ export class CreditsCore {
   /** Keeps a background task (a give-back after the response) so that flush() can wait for it. */
   track(task: Promise<unknown>): void {
     this.ledger.background.track(task);
+  }
+
+  /** Work owed after an answer: queued, retried with backoff while the database refuses, waited for by flush(). */
+  later(task: () => Promise<void>): void {
+    this.ledger.background.retry(task);
+  }
+
+  getBalance(userId: string): Promise<number> {
+    return this.ledger.getBalance(userId);
+  }
+
+  listTransactions(userId: string, page: { limit: number; cursor?: number }): Promise<TransactionPage> {
+    return this.ledger.listTransactions(userId, page);
   }
 
   flush(): Promise<void> {

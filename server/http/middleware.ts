@@ -8,6 +8,7 @@ import {
   toCreditsError,
 } from '../errors';
 import type { CreditsCore, Settlement } from '../domain/core';
+import type { ResolvedOptions } from '../options';
 import { requestKey } from '../domain/keys';
 import { assertAmount, assertId, assertNonNegativeAmount, parseIdempotencyKey } from '../validate';
 
@@ -44,8 +45,8 @@ function isRequest(value: unknown): boolean {
 }
 
 /** Signed-in user's id, or an error to send. */
-export async function resolveUserId(core: CreditsCore, req: Request): Promise<string> {
-  const id = await core.options.getUserId(req);
+export async function resolveUserId(getUserId: ResolvedOptions['getUserId'], req: Request): Promise<string> {
+  const id = await getUserId(req);
   if (id === null || id === undefined || id === '') throw new UnauthenticatedError();
   if (typeof id !== 'string') {
     throw new CreditsError('misconfigured', 'getUserId(req) must return a string user id, or null when nobody is signed in.');
@@ -60,7 +61,7 @@ export function sendError(res: Response, err: unknown): void {
   res.status(e.status).json(e.toJSON());
 }
 
-export function createRequireCredits(core: CreditsCore, limiter: RequestHandler | undefined) {
+export function createRequireCredits(core: CreditsCore, options: ResolvedOptions, limiter: RequestHandler | undefined) {
   return function requireCredits(cost: Cost): RequestHandler {
     // `app.post(path, credits.requireCredits, handler)`: Express calls the factory with (req, res, next).
     if (arguments.length === 3 || isRequest(cost)) {
@@ -83,7 +84,7 @@ export function createRequireCredits(core: CreditsCore, limiter: RequestHandler 
       let amount: number;
       let key: string | undefined;
       try {
-        userId = await resolveUserId(core, req);
+        userId = await resolveUserId(options.getUserId, req);
         amount = typeof cost === 'function' ? await cost(req) : cost;
         if (typeof cost === 'function') assertAmount(amount, 'The cost of this request');
         const header = parseIdempotencyKey(req.get('idempotency-key'));
@@ -93,13 +94,13 @@ export function createRequireCredits(core: CreditsCore, limiter: RequestHandler 
       }
 
       try {
-        const charge = await withinDeadline(core, userId, amount, core.charge(userId, amount, key, req.method + ' ' + (req.baseUrl + req.path)));
+        const charge = await withinDeadline(core, options.timeoutMs, userId, amount, core.charge(userId, amount, key, req.method + ' ' + (req.baseUrl + req.path)));
         req.credits = createContext(core, userId, charge.entryId, amount, charge.balance);
       } catch (err) {
         return sendError(res, err);
       }
 
-      giveBackBeforeFailedAnswer(core, res, userId, req.credits.chargeId, amount);
+      giveBackBeforeFailedAnswer(core, options.refundOn, res, userId, req.credits.chargeId, amount);
       next();
     };
 
@@ -117,21 +118,21 @@ export function createRequireCredits(core: CreditsCore, limiter: RequestHandler 
  * Bounds the whole charge (a keyed one is three calls) by `timeoutMs`: past it the request is refused with
  * 503 and never runs, and a charge that completes afterwards is given back.
  */
-function withinDeadline<T extends { entryId: string }>(core: CreditsCore, userId: string, amount: number, charge: Promise<T>): Promise<T> {
+function withinDeadline<T extends { entryId: string }>(core: CreditsCore, timeoutMs: number, userId: string, amount: number, charge: Promise<T>): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   const deadline = new Promise<never>((_, reject) => {
     timer = setTimeout(() => {
-      reject(new StoreUnavailableError(new Error(`the charge took longer than timeoutMs (${core.options.timeoutMs} ms)`)));
+      reject(new StoreUnavailableError(new Error(`the charge took longer than timeoutMs (${timeoutMs} ms)`)));
       // Retried from the background queue until the database takes it (a lone attempt could meet the same
       // stall that made the charge late); once its first write lands it is durable, and reconcile() finishes it.
       void charge.then(
         (late) =>
-          core.ledger.background.retry(() =>
+          core.later(() =>
             core.giveBack(userId, late.entryId, amount, 'The request was refused: its charge landed after the time limit'),
           ),
         () => undefined, // refused or failed: nothing was charged, or the ledger gives it back itself
       );
-    }, core.options.timeoutMs);
+    }, timeoutMs);
   });
   return Promise.race([charge, deadline]).finally(() => clearTimeout(timer));
 }
@@ -163,16 +164,23 @@ function createContext(core: CreditsCore, userId: string, chargeId: string, rese
  * A give-back that cannot be written now (database down) does not keep the answer back; it is retried in
  * the background and, once recorded, finished by reconcile() after a restart.
  */
-function giveBackBeforeFailedAnswer(core: CreditsCore, res: Response, userId: string, chargeId: string, reserved: number): void {
+function giveBackBeforeFailedAnswer(
+  core: CreditsCore,
+  refundOn: ResolvedOptions['refundOn'],
+  res: Response,
+  userId: string,
+  chargeId: string,
+  reserved: number,
+): void {
   const end = res.end;
   res.end = function endAfterGiveBack(this: Response, ...args: unknown[]) {
     res.end = end;
-    if (!core.options.refundOn({ status: res.statusCode })) return end.apply(this, args as Parameters<typeof end>);
+    if (!refundOn({ status: res.statusCode })) return end.apply(this, args as Parameters<typeof end>);
     const giveBack = () => core.giveBack(userId, chargeId, reserved, 'The guarded request failed');
     const done = giveBack()
       .catch((err: unknown) => {
         console.error('[credit-kit] giving back a failed request is retried in the background:', err);
-        core.ledger.background.retry(giveBack);
+        core.later(giveBack);
       })
       .then(() => end.apply(this, args as Parameters<typeof end>));
     core.track(done);

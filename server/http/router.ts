@@ -13,6 +13,7 @@ import { rateLimit, ipKeyGenerator } from 'express-rate-limit';
 import type Stripe from 'stripe';
 import { createCheckoutSession, parseCheckoutBody } from '../stripe/checkout';
 import type { CreditsCore } from '../domain/core';
+import type { ResolvedOptions } from '../options';
 import { CreditsError, InvalidRequestError, NotFoundError, toCreditsError } from '../errors';
 import type { WebhookReport } from '../options';
 import { resolveUserId, sendError } from './middleware';
@@ -29,8 +30,8 @@ export function keepRawBody(req: unknown, _res: unknown, buf: Buffer): void {
   (req as Record<symbol, Buffer>)[RAW_BODY] = buf;
 }
 
-export function createRateLimiter(core: CreditsCore, limit: number | undefined): RequestHandler | undefined {
-  const rl = core.options.rateLimit;
+export function createRateLimiter(options: ResolvedOptions, limit: number | undefined): RequestHandler | undefined {
+  const rl = options.rateLimit;
   if (!rl || limit === undefined || limit >= Number.MAX_SAFE_INTEGER) return undefined;
   return rateLimit({
     windowMs: rl.windowMs,
@@ -38,7 +39,7 @@ export function createRateLimiter(core: CreditsCore, limit: number | undefined):
     standardHeaders: 'draft-8',
     legacyHeaders: false,
     keyGenerator: async (req) => {
-      const user = await core.options.getUserId(req as Request);
+      const user = await options.getUserId(req as Request);
       return typeof user === 'string' && user ? `user:${user}` : ipKeyGenerator((req as Request).ip ?? '');
     },
     handler: (_req, res) => {
@@ -47,8 +48,14 @@ export function createRateLimiter(core: CreditsCore, limit: number | undefined):
   });
 }
 
-export function createRouter(core: CreditsCore, purchases: Purchases, checkoutLimiter: RequestHandler | undefined): Router {
-  const { options } = core;
+export interface RouterDeps {
+  credits: CreditsCore;
+  purchases: Purchases;
+  options: ResolvedOptions;
+  checkoutLimiter: RequestHandler | undefined;
+}
+
+export function createRouter({ credits: core, purchases, options, checkoutLimiter }: RouterDeps): Router {
   const router = express.Router();
   const json = express.json({ limit: options.bodyLimit, strict: true, type: 'application/json' });
 
@@ -79,7 +86,7 @@ export function createRouter(core: CreditsCore, purchases: Purchases, checkoutLi
     '/stripe/checkout/credits',
     ...checkoutChain,
     handle(async (req, res) => {
-      const userId = await resolveUserId(core, req);
+      const userId = await resolveUserId(options.getUserId, req);
       const request = parseCheckoutBody(req.body, options);
       const stripe = requireStripe();
       const key = parseIdempotencyKey(req.get('idempotency-key'));
@@ -145,7 +152,7 @@ export function createRouter(core: CreditsCore, purchases: Purchases, checkoutLi
   router.get(
     '/stripe/checkout/session/:id',
     handle(async (req, res) => {
-      const userId = await resolveUserId(core, req);
+      const userId = await resolveUserId(options.getUserId, req);
       const id = req.params.id;
       if (typeof id !== 'string' || !/^cs_[A-Za-z0-9_]{1,250}$/.test(id)) {
         throw new InvalidRequestError('That is not a Checkout Session id (cs_…).');
@@ -160,7 +167,7 @@ export function createRouter(core: CreditsCore, purchases: Purchases, checkoutLi
         paymentStatus: session.payment_status,
         credits: result.credits,
         creditsAdded: result.creditsAdded,
-        balance: await core.ledger.getBalance(userId),
+        balance: await core.getBalance(userId),
         creditName: options.creditName,
       } satisfies CheckoutSessionResult);
     }),
@@ -170,8 +177,8 @@ export function createRouter(core: CreditsCore, purchases: Purchases, checkoutLi
     '/credits/balance',
     handle(async (req, res) => {
       onlyQuery(req, []);
-      const userId = await resolveUserId(core, req);
-      res.json({ balance: await core.ledger.getBalance(userId), creditName: options.creditName } satisfies Balance);
+      const userId = await resolveUserId(options.getUserId, req);
+      res.json({ balance: await core.getBalance(userId), creditName: options.creditName } satisfies Balance);
     }),
   );
 
@@ -179,8 +186,8 @@ export function createRouter(core: CreditsCore, purchases: Purchases, checkoutLi
     '/credits/transactions',
     handle(async (req, res) => {
       onlyQuery(req, ['limit', 'cursor']);
-      const userId = await resolveUserId(core, req);
-      res.json((await core.ledger.listTransactions(userId, parsePage(req.query.limit, req.query.cursor, 100))) satisfies TransactionPage);
+      const userId = await resolveUserId(options.getUserId, req);
+      res.json((await core.listTransactions(userId, parsePage(req.query.limit, req.query.cursor, 100))) satisfies TransactionPage);
     }),
   );
 
