@@ -206,17 +206,25 @@ main().catch((err: unknown) => {
 
 /** The console tells each webhook delivery as the kit answers it, and the balance it leads to. */
 function logWebhook(r: WebhookReport, kit: () => Credits): void {
-  const object = r.event?.data.object as { id?: string; metadata?: Record<string, string> | null } | undefined;
-  const userId = object?.metadata?.credit_kit_user_id;
-  const credits = object?.metadata?.credit_kit_credits;
-  const what = r.event
-    ? `${r.event.type} ${r.event.id}${object?.id ? ` for ${object.id}` : ''}${userId && credits ? ` (${credits} credits for ${userId})` : ''}`
-    : 'a delivery';
-  const verdict = r.status === 200 ? 'verified and handled' : `refused: ${r.error?.message ?? 'error'}`;
-  log(`webhook ${what} → ${r.status} ${verdict}`);
-  if (r.status === 200 && userId) {
-    kit()
-      .getBalance(userId)
-      .then((balance) => log(`${userId} now has ${balance} credits`), () => undefined);
+  const objectId = (r.event?.data.object as { id?: string } | undefined)?.id;
+  const what = r.event ? `${r.event.type} ${r.event.id}${objectId ? ` for ${objectId}` : ''}` : 'a delivery';
+  const outcome = r.outcome;
+  if (r.status !== 200 || !outcome) {
+    log(`webhook ${what} → ${r.status} refused: ${r.error?.message ?? 'error'}`);
+    return;
+  }
+  const did =
+    'creditsAdded' in outcome
+      ? `${outcome.status}, ${outcome.creditsAdded} credits added`
+      : 'clawedBack' in outcome
+        ? `${outcome.clawedBack} credits taken back, ${outcome.restored} given back`
+        : 'ignored';
+  log(`webhook ${what} → 200 verified and handled: ${did}${outcome.reason ? ` (${outcome.reason})` : ''}`);
+  // The purchase the kit recorded says whose it is; the balance it leads to follows.
+  if ('creditsAdded' in outcome && objectId && outcome.status !== 'ignored') {
+    void kit()
+      .store.getPurchase(objectId)
+      .then((p) => p && kit().getBalance(p.userId).then((balance) => log(`${p.userId} now has ${balance} credits`)))
+      .catch(() => undefined);
   }
 }
