@@ -5,7 +5,7 @@
 import { randomUUID } from 'node:crypto';
 import type Stripe from 'stripe';
 import { newPurchase } from '../server/domain/purchase-record';
-import type { Purchase } from '../server/store/types';
+import type { Purchase } from '../server/domain/types';
 
 const hex = () => randomUUID().replace(/-/g, '');
 

@@ -10,7 +10,8 @@ import { ConflictError, InsufficientCreditsError } from '../errors';
 import { deductKey, giveBackKey, grantKey, REQUEST_KEY_PREFIX, settleKey } from './keys';
 import { isForeclosure, Ledger, type SettledOutcome, type TransactionPage } from '../ledger';
 import type { ResolvedOptions } from '../options';
-import type { Claim, CreditStore } from '../store/types';
+import type { CreditStore } from '../store/types';
+import type { Claim } from '../domain/types';
 import { assertAmount, assertId } from '../validate';
 
 export interface DeductOptions {

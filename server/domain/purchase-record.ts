@@ -1,4 +1,4 @@
-import type { Purchase } from '../store/types';
+import type { Purchase } from '../domain/types';
 
 /** What the kit records when it creates a Checkout Session. */
 export interface CheckoutRecord {

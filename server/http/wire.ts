@@ -8,7 +8,7 @@
  */
 import type { CreditsErrorBody, CreditsErrorCode } from '../errors';
 import type { Transaction, TransactionPage } from '../ledger/history';
-import type { EntryKind, EntryRef, PurchaseStatus } from '../store/types';
+import type { EntryKind, EntryRef, PurchaseStatus } from '../domain/types';
 
 export type { CreditsErrorBody, CreditsErrorCode, EntryKind, EntryRef, Transaction, TransactionPage };
 

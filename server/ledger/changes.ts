@@ -14,7 +14,8 @@
  */
 import { randomUUID } from 'node:crypto';
 import { ConflictError, CreditsError, StoreUnavailableError } from '../errors';
-import type { AccountSnapshot, ApplyOptions, Claim, ClaimedChange, CreditStore, EntryKind, EntryRef, JournalEntry } from '../store/types';
+import type { ApplyOptions, CreditStore } from '../store/types';
+import type { AccountSnapshot, Claim, ClaimedChange, EntryKind, EntryRef, JournalEntry } from '../domain/types';
 import { giveBackKey } from '../domain/keys';
 import type { Background } from './background';
 import type { FaultPoint } from './faults';

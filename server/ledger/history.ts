@@ -2,7 +2,8 @@
  * Reading the ledger: journal entries not yet moved, then the ledger collection, paged newest first so that
  * a page never counts an entry twice or skips one while a move is under way.
  */
-import type { AccountSnapshot, CreditStore, EntryKind, EntryRef, LedgerEntry } from '../store/types';
+import type { CreditStore } from '../store/types';
+import type { AccountSnapshot, EntryKind, EntryRef, LedgerEntry } from '../domain/types';
 
 export interface Transaction {
   id: string;

@@ -14,7 +14,8 @@
  * - a key's change is applied at most once: the claim is unique, it names the one entry id that may apply
  *   it, an entry enters a journal at most once, and a claim is only ever decided after its entry is fenced.
  */
-import type { ApplyOptions, Claim, CreditStore } from '../store/types';
+import type { ApplyOptions, CreditStore } from '../store/types';
+import type { Claim } from '../domain/types';
 import { Background } from './background';
 import { Changes, claimId, type ChangeInput, type ChangeOptions } from './changes';
 import type { FaultInjector, FaultPoint } from './faults';

@@ -5,7 +5,8 @@
  * blocking update plus a small share of two batched background writes, and account documents stay small.
  * A move that fails leaves the entries journalled, where reads still count them and reconcile() moves them.
  */
-import type { AccountSnapshot, CreditStore } from '../store/types';
+import type { CreditStore } from '../store/types';
+import type { AccountSnapshot } from '../domain/types';
 import { ledgerEntriesOf } from './history';
 
 /** How long changes gather before one batched move. */

@@ -11,7 +11,7 @@
  * Within a rank the newer event wins. Applying a fact twice, or two facts in either order, gives the same
  * result, so a purchase converges whatever Stripe retries or reorders.
  */
-import type { DisputeFact, PaymentFacts, Purchase, RefundFact } from '../store/types';
+import type { DisputeFact, PaymentFacts, Purchase, RefundFact } from '../domain/types';
 
 export type StripeFact =
   | { type: 'charge'; amountRefunded: number; asOf: number }

@@ -21,7 +21,8 @@ import { newPurchase, type CheckoutRecord } from '../domain/purchase-record';
 import type { Ledger } from '../ledger';
 import type { ResolvedOptions } from '../options';
 import { creditsOwed, mergeFact, type StripeFact } from './facts';
-import type { CreditStore, Purchase, PurchaseAdjustment, PurchaseStatus } from '../store/types';
+import type { CreditStore } from '../store/types';
+import type { Purchase, PurchaseAdjustment, PurchaseStatus } from '../domain/types';
 
 export type FulfillmentStatus = 'paid' | 'awaiting_payment' | 'failed' | 'open' | 'expired' | 'ignored';
 

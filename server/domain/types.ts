@@ -1,0 +1,149 @@
+/**
+ * The domain's records: ledger entries, accounts, claims and purchases, as the credit logic and every store
+ * see them. Plain data: no storage or framework types.
+ */
+
+export type EntryKind = 'purchase' | 'usage' | 'refund' | 'grant' | 'settle' | 'clawback' | 'reversal' | 'adjustment';
+
+/** A link from a ledger entry to what caused it. */
+export interface EntryRef {
+  /** The usage entry a refund or settlement belongs to. */
+  chargeId?: string;
+  checkoutSessionId?: string;
+  paymentIntentId?: string;
+  chargeObjectId?: string;
+  disputeId?: string;
+  /** Free text: the route, the reason of a policy decision. */
+  note?: string;
+  /** For settlements: what the route reported and what was actually charged. */
+  requested?: number;
+}
+
+/** A balance change as journalled inside the account document, in the same atomic update as the change. */
+export interface JournalEntry {
+  id: string;
+  kind: EntryKind;
+  /** Signed credits: negative spends, positive credits. */
+  amount: number;
+  at: Date;
+  key?: string;
+  reason?: string;
+  ref?: EntryRef;
+}
+
+export interface AccountSnapshot {
+  userId: string;
+  balance: number;
+  /** How many entries have ever been applied to the account; the last journal entry has this sequence number. */
+  count: number;
+  /** Entries applied but not yet moved to the ledger collection, oldest first. */
+  journal: JournalEntry[];
+}
+
+export interface LedgerEntry extends JournalEntry {
+  userId: string;
+  /** 1 for the account's first entry, then one more for each. */
+  seq: number;
+  balanceAfter: number;
+}
+
+/** A change as a claim records it, so that recovery can finish it without its first holder. */
+export interface ClaimedChange {
+  kind: EntryKind;
+  amount: number;
+  reason?: string;
+  ref?: EntryRef;
+}
+
+/**
+ * The claim on an idempotency key: created before the balance changes, so a key's change is applied at most
+ * once. It names the one entry id its holder may apply; whoever decides a claim whose holder looks gone
+ * first fences that entry id on the account, so the holder's late write can never land.
+ */
+export interface Claim {
+  id: string;
+  userId: string;
+  key: string;
+  entryId: string;
+  state: 'pending' | 'applied';
+  /** The holder's clock: only used to decide when to look at a claim, never whether a write may land. */
+  createdAt: Date;
+  /** The signed amount of the entry the claim names. */
+  amount: number;
+  /**
+   * Present on claims recovery must complete rather than release (nobody will ask again): the change to
+   * apply, under a fresh entry id if the first one was fenced.
+   */
+  change?: ClaimedChange;
+  /** Apply `change` only if this entry is in the account (the undo of a spend whose outcome was unknown). */
+  ifLanded?: string;
+}
+
+export type PurchaseStatus = 'open' | 'awaiting_payment' | 'paid' | 'failed' | 'expired';
+
+/** A ledger change decided on a purchase and recorded with it, then applied under its key. */
+export interface PurchaseAdjustment {
+  /** Idempotency key of the ledger entry that carries it out. */
+  key: string;
+  kind: Extract<EntryKind, 'purchase' | 'clawback' | 'reversal'>;
+  amount: number;
+  ref: EntryRef;
+}
+
+/** One refund as Stripe last described it. */
+export interface RefundFact {
+  id: string;
+  amount: number;
+  status: string;
+  /** When Stripe created the refund (seconds). */
+  created: number;
+  /** `event.created` of the newest event that described it (seconds). */
+  asOf: number;
+}
+
+/** One dispute (or inquiry) as Stripe last described it. */
+export interface DisputeFact {
+  id: string;
+  /** Disputed amount in the smallest currency unit. */
+  amount: number;
+  status: string;
+  asOf: number;
+}
+
+/**
+ * What Stripe has said about a payment, merged so that the order and number of deliveries do not matter
+ * (server/stripe/facts.ts).
+ */
+export interface PaymentFacts {
+  /** The charge's cumulative `amount_refunded` from the newest charge event. */
+  charge: { amountRefunded: number; asOf: number } | null;
+  refunds: RefundFact[];
+  disputes: DisputeFact[];
+}
+
+export interface Purchase {
+  /** The Checkout Session id. */
+  id: string;
+  userId: string;
+  credits: number;
+  /** What the session charges, in the smallest currency unit, as the kit asked Stripe for it. */
+  amountTotal: number;
+  currency: string;
+  /** Live or test mode, as Stripe answered when the session was created. */
+  livemode: boolean;
+  status: PurchaseStatus;
+  paymentIntentId: string | null;
+  /** Set once the credits have been added. */
+  creditedAt: Date | null;
+  facts: PaymentFacts;
+  /** Net credits this purchase puts in the ledger, once its pending adjustments are applied. */
+  granted: number;
+  /** How many adjustments have been decided; the next one's key uses this number. */
+  steps: number;
+  /** Ledger changes decided on this purchase but maybe not yet applied (a crash between the two). */
+  pendingAdjustments: PurchaseAdjustment[];
+  createdAt: Date;
+  updatedAt: Date;
+  /** Bumped by every write: the compare-and-set token. */
+  version: number;
+}
