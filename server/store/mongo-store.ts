@@ -283,15 +283,15 @@ function balanceGuard(amount: number, minBalance: number | undefined): { $gte?: 
 }
 
 function toSnapshot(doc: AccountDoc): AccountSnapshot {
-  // An account created by a fence has no journal yet (and FerretDB drops empty arrays on insert).
+  // A field never written reads as its empty value: an account created by a fence has no journal yet.
   return { userId: doc._id, balance: doc.balance ?? 0, count: doc.count ?? 0, journal: doc.journal ?? [] };
 }
 
 function toPurchase(doc: PurchaseDoc | null): Purchase | null {
   if (!doc) return null;
   const { _id, ...rest } = doc;
-  // FerretDB gap: it does not keep empty arrays or nulls written on insert, where MongoDB keeps both; a
-  // missing field is read back as the empty or null value it was written as.
+  // A field never written (a record from before the field existed) reads as its empty or null value. The
+  // embedded server keeps empty arrays and nulls as MongoDB does (tools/fidelity.test.ts pins it).
   return {
     ...rest,
     id: _id,
