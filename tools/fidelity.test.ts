@@ -12,6 +12,9 @@
 import { MongoClient, type Db, type MongoServerError } from 'mongodb';
 import { startEmbeddedMongo, type EmbeddedMongo } from './embedded';
 
+/** Documents keyed by string ids, as the kit's collections are. */
+type Doc = { _id: string } & Record<string, unknown>;
+
 const DB = `fidelity_${process.pid}_${Date.now()}`;
 
 let own: EmbeddedMongo | undefined;
@@ -68,7 +71,7 @@ function sent(client: MongoClient, name: string): Promise<void> {
 describe('stricter than MongoDB: the gate runs one data command at a time', () => {
   test('a small findOneAndUpdate on another document waits for a long insertMany already running (MongoDB runs them side by side)', async () => {
     await otherDb.collection<{ _id: string; n: number }>('small').insertOne({ _id: 's', n: 0 });
-    const big = db.collection('big_order');
+    const big = db.collection<{ _id: string; i: number; pad: string }>('big_order');
     const order: string[] = [];
     const started = sent(writer, 'insert');
     const insert = big.insertMany(docs(5000)).then(() => order.push('insertMany'));
@@ -89,7 +92,7 @@ describe('stricter than MongoDB: the gate runs one data command at a time', () =
 
   test('an insertMany is seen whole or not at all by another client (MongoDB lets a reader see part of it)', async () => {
     const N = 5000;
-    const big = db.collection('big_unit');
+    const big = db.collection<{ _id: string; i: number; pad: string }>('big_unit');
     const counts = new Set<number>();
     let done = false;
     const insert = big.insertMany(docs(N), { ordered: false }).then(() => {
@@ -97,7 +100,7 @@ describe('stricter than MongoDB: the gate runs one data command at a time', () =
     });
     // A bounded poll from the other connection; each count runs alone, so it lands before or after the insert.
     for (let polls = 0; polls < 200 && !(done && counts.has(N)); polls++) {
-      counts.add(await otherDb.collection('big_unit').countDocuments({}));
+      counts.add(await otherDb.collection<Doc>('big_unit').countDocuments({}));
     }
     await insert;
     expect(counts.has(N)).toBe(true);
@@ -113,7 +116,7 @@ describe('stricter than MongoDB: the gate runs one data command at a time', () =
     };
     writer.on('commandStarted', count);
     try {
-      await db.collection('one_command').insertMany(docs(5000));
+      await db.collection<{ _id: string; i: number; pad: string }>('one_command').insertMany(docs(5000));
     } finally {
       writer.off('commandStarted', count);
     }
@@ -129,7 +132,7 @@ describe('stricter than MongoDB: the gate runs one data command at a time', () =
     const col = db.collection<{ _id: string; balance: number; fenced?: string[] }>('upsert_race');
     const results = await Promise.allSettled(
       Array.from({ length: 20 }, (_, i) =>
-        (i % 2 ? other.db(DB).collection<{ _id: string; balance: number }>('upsert_race') : col).findOneAndUpdate(
+        (i % 2 ? other.db(DB).collection<{ _id: string; balance: number; fenced?: string[] }>('upsert_race') : col).findOneAndUpdate(
           { _id: 'new-user', fenced: { $ne: `e${i}` } },
           { $inc: { balance: 1 } },
           { upsert: true, returnDocument: 'after' },
@@ -155,7 +158,7 @@ describe('FerretDB gaps the store works around', () => {
     // Observed here: FerretDB v1.24.2 keeps them through insertOne, insertMany, replaceOne, $set and upserts.
     // toPurchase/toSnapshot in server/store/mongo-store.ts still default missing fields, which stays right
     // for documents that never had them (an account created by fenceEntry has no journal, on MongoDB too).
-    const col = db.collection('empty_and_null');
+    const col = db.collection<{ _id: string } & Record<string, unknown>>('empty_and_null');
     const purchase = {
       _id: 'p1',
       paymentIntentId: null,
@@ -175,28 +178,28 @@ describe('FerretDB gaps the store works around', () => {
 
   describe('$elemMatch on an array of documents (store: decides on a read copy, then replacePurchase compare-and-sets on version)', () => {
     beforeAll(async () => {
-      await db.collection('elem').insertOne({ _id: 'e', disputes: [{ id: 'd1', status: 'open' }], nums: [1, 5] });
+      await db.collection<Doc>('elem').insertOne({ _id: 'e', disputes: [{ id: 'd1', status: 'open' }], nums: [1, 5] });
     });
 
     test('with two field conditions it is refused (BadValue 2, "unknown operator"); MongoDB matches', async () => {
       const err = await serverError(() =>
-        db.collection('elem').find({ disputes: { $elemMatch: { id: 'd1', status: 'open' } } }).toArray(),
+        db.collection<Doc>('elem').find({ disputes: { $elemMatch: { id: 'd1', status: 'open' } } }).toArray(),
       );
       expect(err?.code).toBe(2);
       expect(err?.message).toMatch(/unknown operator: id/);
     });
 
     test('with one field condition it silently matches nothing; MongoDB matches the document', async () => {
-      expect(await db.collection('elem').find({ disputes: { $elemMatch: { id: 'd1' } } }).toArray()).toEqual([]);
+      expect(await db.collection<Doc>('elem').find({ disputes: { $elemMatch: { id: 'd1' } } }).toArray()).toEqual([]);
     });
 
     test('on an array of scalars with operators it works, as on MongoDB', async () => {
-      expect(await db.collection('elem').countDocuments({ nums: { $elemMatch: { $gt: 2, $lt: 6 } } })).toBe(1);
+      expect(await db.collection<Doc>('elem').countDocuments({ nums: { $elemMatch: { $gt: 2, $lt: 6 } } })).toBe(1);
     });
 
     test('as a projection it is not implemented (NotImplemented 238)', async () => {
       const err = await serverError(() =>
-        db.collection('elem').find({ _id: 'e' }, { projection: { disputes: { $elemMatch: { id: 'd1' } } } }).toArray(),
+        db.collection<Doc>('elem').find({ _id: 'e' }, { projection: { disputes: { $elemMatch: { id: 'd1' } } } }).toArray(),
       );
       expect(err?.code).toBe(238);
     });
@@ -204,26 +207,26 @@ describe('FerretDB gaps the store works around', () => {
 
   describe('array element updates (store: whole-document replacePurchase on version; fences as a flat `fenced` array)', () => {
     beforeEach(async () => {
-      await db.collection('arr').replaceOne({ _id: 'a' }, { disputes: [{ id: 'd1', status: 'open' }] }, { upsert: true });
+      await db.collection<Doc>('arr').replaceOne({ _id: 'a' }, { disputes: [{ id: 'd1', status: 'open' }] }, { upsert: true });
     });
 
     test('positional `$` is refused (code 28, "Cannot create field \'$\'"); MongoDB updates the matched element', async () => {
       const err = await serverError(() =>
-        db.collection('arr').updateOne({ _id: 'a', 'disputes.id': 'd1' }, { $set: { 'disputes.$.status': 'won' } }),
+        db.collection<Doc>('arr').updateOne({ _id: 'a', 'disputes.id': 'd1' }, { $set: { 'disputes.$.status': 'won' } }),
       );
       expect(err?.code).toBe(28);
       expect(err?.message).toMatch(/Cannot create field '\$'/);
     });
 
     test('all-positional `$[]` is refused (code 28)', async () => {
-      const err = await serverError(() => db.collection('arr').updateOne({ _id: 'a' }, { $set: { 'disputes.$[].status': 'x' } }));
+      const err = await serverError(() => db.collection<Doc>('arr').updateOne({ _id: 'a' }, { $set: { 'disputes.$[].status': 'x' } }));
       expect(err?.code).toBe(28);
     });
 
     test('arrayFilters (`$[x]`) are not implemented (NotImplemented 238)', async () => {
       const err = await serverError(() =>
         db
-          .collection('arr')
+          .collection<Doc>('arr')
           .updateOne({ _id: 'a' }, { $set: { 'disputes.$[x].status': 'won' } }, { arrayFilters: [{ 'x.id': 'd1' }] }),
       );
       expect(err?.code).toBe(238);
@@ -246,7 +249,7 @@ describe('FerretDB gaps the store works around', () => {
   test('a dotted $ne into an array of documents (`journal.id`) still matches a document whose array holds that id (MongoDB does not match)', async () => {
     // applyEntry's keyed-entry check `'journal.id': { $ne: entry.id }` therefore refuses nothing here; on
     // this server a retried key is stopped by the fence (`fenced: { $ne }`) alone.
-    const col = db.collection('dotted_ne');
+    const col = db.collection<Doc>('dotted_ne');
     await col.insertOne({ _id: 'u', journal: [{ id: 'j1' }, { id: 'j2' }] });
     expect(await col.find({ _id: 'u', 'journal.id': { $ne: 'j1' } }).toArray()).toHaveLength(1);
     expect(await col.find({ _id: 'u', 'journal.id': { $ne: 'j9' } }).toArray()).toHaveLength(1);
@@ -254,25 +257,25 @@ describe('FerretDB gaps the store works around', () => {
   });
 
   test('$expr is not implemented (NotImplemented 238, "$gt is not implemented yet"); the store compares only with constants (balanceGuard)', async () => {
-    await db.collection('expr').insertOne({ _id: 'x', n: 5, m: 5 });
-    const err = await serverError(() => db.collection('expr').find({ $expr: { $gt: ['$n', 1] } }).toArray());
+    await db.collection<Doc>('expr').insertOne({ _id: 'x', n: 5, m: 5 });
+    const err = await serverError(() => db.collection<Doc>('expr').find({ $expr: { $gt: ['$n', 1] } }).toArray());
     expect(err?.code).toBe(238);
     expect(err?.message).toMatch(/\$gt is not implemented yet/);
-    const eq = await serverError(() => db.collection('expr').find({ $expr: { $eq: ['$n', '$m'] } }).toArray());
+    const eq = await serverError(() => db.collection<Doc>('expr').find({ $expr: { $eq: ['$n', '$m'] } }).toArray());
     expect(eq?.code).toBe(238);
   });
 
   test('$$NOW is not evaluated: it comes back as the literal string "$$NOW" (MongoDB gives the time); the store takes times from the app clock', async () => {
-    await db.collection('now').insertOne({ _id: 'n' });
-    expect(await db.collection('now').aggregate([{ $project: { at: '$$NOW' } }]).toArray()).toEqual([{ _id: 'n', at: '$$NOW' }]);
-    expect(await db.collection('now').find({}, { projection: { at: '$$NOW' } }).toArray()).toEqual([{ _id: 'n', at: '$$NOW' }]);
+    await db.collection<Doc>('now').insertOne({ _id: 'n' });
+    expect(await db.collection<Doc>('now').aggregate([{ $project: { at: '$$NOW' } }]).toArray()).toEqual([{ _id: 'n', at: '$$NOW' }]);
+    expect(await db.collection<Doc>('now').find({}, { projection: { at: '$$NOW' } }).toArray()).toEqual([{ _id: 'n', at: '$$NOW' }]);
   });
 
   test('update pipelines (where $$NOW would go) are refused: update 14 TypeMismatch, findAndModify 238 NotImplemented', async () => {
-    await db.collection('pipe').insertOne({ _id: 'p' });
-    const update = await serverError(() => db.collection('pipe').updateOne({ _id: 'p' }, [{ $set: { at: '$$NOW' } }]));
+    await db.collection<Doc>('pipe').insertOne({ _id: 'p' });
+    const update = await serverError(() => db.collection<Doc>('pipe').updateOne({ _id: 'p' }, [{ $set: { at: '$$NOW' } }]));
     expect(update?.code).toBe(14);
-    const fam = await serverError(() => db.collection('pipe').findOneAndUpdate({ _id: 'p' }, [{ $set: { x: 1 } }]));
+    const fam = await serverError(() => db.collection<Doc>('pipe').findOneAndUpdate({ _id: 'p' }, [{ $set: { x: 1 } }]));
     expect(fam?.code).toBe(238);
   });
 
@@ -280,13 +283,13 @@ describe('FerretDB gaps the store works around', () => {
     const session = writer.startSession();
     try {
       session.startTransaction();
-      const err = await serverError(() => db.collection('txn').insertOne({ _id: 't' }, { session }));
+      const err = await serverError(() => db.collection<Doc>('txn').insertOne({ _id: 't' }, { session }));
       expect(err?.code).toBe(9);
       expect(err?.message).toMatch(/autocommit/);
       await session.abortTransaction().catch(() => undefined);
     } finally {
       await session.endSession();
     }
-    expect(await otherDb.collection('txn').countDocuments({})).toBe(0);
+    expect(await otherDb.collection<Doc>('txn').countDocuments({})).toBe(0);
   });
 });
