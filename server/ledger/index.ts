@@ -14,7 +14,7 @@
  * - a key's change is applied at most once: the claim is unique, it names the one entry id that may apply
  *   it, an entry enters a journal at most once, and a claim is only ever decided after its entry is fenced.
  */
-import type { ApplyOptions, CreditStore } from '../store/types';
+import type { CreditStore } from '../store/types';
 import type { Claim } from '../domain/types';
 import { Background } from './background';
 import { Changes, claimId, type ChangeInput, type ChangeOptions } from './changes';
@@ -25,7 +25,7 @@ import { reconcileLedger, type ReconcileReport } from './recovery';
 
 export type { Applied, ChangeInput, KeyedOutcome, SettledOutcome } from './changes';
 export type { FaultPoint } from './faults';
-export { BalanceRangeError, MAX_BALANCE, claimId, isForeclosure } from './changes';
+export { claimId, isForeclosure } from './changes';
 export type { Transaction, TransactionPage } from './history';
 export type { ReconcileReport } from './recovery';
 
@@ -40,7 +40,7 @@ export class Ledger {
   private readonly changes: Changes;
 
   constructor(
-    readonly store: CreditStore,
+    private readonly store: CreditStore,
     private readonly leaseMs: number,
     private readonly hooks: LedgerHooks = {},
     private readonly injectFault?: FaultInjector,
@@ -101,4 +101,3 @@ export class Ledger {
   }
 }
 
-export type { ApplyOptions };

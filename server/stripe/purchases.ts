@@ -109,10 +109,9 @@ export class Purchases {
           ? 'awaiting_payment'
           : 'open';
     const paymentIntentId = idOf(session.payment_intent);
-    const result = await this.update(purchase.id, (p) => ({ ...p, status: higher(p.status, status), paymentIntentId: p.paymentIntentId ?? paymentIntentId }));
+    const result = await this.update(purchase, (p) => ({ ...p, status: higher(p.status, status), paymentIntentId: p.paymentIntentId ?? paymentIntentId }));
     if (paymentIntentId) await this.mergeKeptFacts(purchase.id, paymentIntentId, result);
-    const final = result.purchase;
-    return { ...base, status: statusOf(final), creditsAdded: result.added };
+    return { ...base, status: result.status, creditsAdded: result.added };
   }
 
   /** A delayed payment failed: record it; nothing is credited. */
@@ -120,8 +119,8 @@ export class Purchases {
     const checked = await this.matchRecord(session);
     if ('reason' in checked) return ignored(session, checked.reason);
     const { purchase } = checked;
-    const result = await this.update(purchase.id, (p) => ({ ...p, status: higher(p.status, 'failed') }));
-    return { status: statusOf(result.purchase), sessionId: purchase.id, userId: purchase.userId, credits: purchase.credits, creditsAdded: 0 };
+    const result = await this.update(purchase, (p) => ({ ...p, status: higher(p.status, 'failed') }));
+    return { status: result.status, sessionId: purchase.id, userId: purchase.userId, credits: purchase.credits, creditsAdded: 0 };
   }
 
   /** A refund, dispute or charge event: merges what it says into the purchase it is about, or keeps it. */
@@ -142,7 +141,7 @@ export class Purchases {
         };
       }
     }
-    const result = await this.update(purchase.id, (p) => ({ ...p, facts: mergeFact(p.facts, fact) }));
+    const result = await this.update(purchase, (p) => ({ ...p, facts: mergeFact(p.facts, fact) }));
     return { clawedBack: result.clawedBack, restored: result.restored, sessionId: purchase.id };
   }
 
@@ -152,7 +151,7 @@ export class Purchases {
     let n = 0;
     for (const p of purchases) {
       try {
-        n += (await this.update(p.id, (x) => x)).applied;
+        n += (await this.update(p, (x) => x)).applied;
       } catch (err) {
         onError(err);
       }
@@ -184,18 +183,20 @@ export class Purchases {
     into.clawedBack += more.clawedBack;
     into.restored += more.restored;
     into.applied += more.applied;
-    into.purchase = more.purchase;
+    into.status = more.status;
   }
 
   /**
    * Changes a purchase's facts (a compare-and-set, retried on a concurrent change), decides the ledger
    * change that makes its credits what it is owed, and applies every pending change before returning.
    */
-  private async update(id: string, change: (p: Purchase) => Purchase): Promise<UpdateResult> {
-    const result: UpdateResult = { added: 0, clawedBack: 0, restored: 0, applied: 0, purchase: undefined as unknown as Purchase };
+  private async update(from: Purchase | string, change: (p: Purchase) => Purchase): Promise<UpdateResult> {
+    const result: UpdateResult = { added: 0, clawedBack: 0, restored: 0, applied: 0, status: 'open' };
     const { store } = this.deps;
-    for (;;) {
-      const current = await store.getPurchase(id);
+    const id = typeof from === 'string' ? from : from.id;
+    // The caller's copy serves the first round; a lost compare-and-set reads again.
+    for (let read: Purchase | null = typeof from === 'string' ? null : from; ; read = null) {
+      const current = read ?? (await store.getPurchase(id));
       if (!current) throw new NotFoundError(`No purchase ${id}.`);
       let next = change(current);
       const owed = creditsOwed(next);
@@ -216,7 +217,7 @@ export class Purchases {
           else result.restored += adjustment.amount;
         }
       }
-      result.purchase = next.pendingAdjustments.length ? ((await store.getPurchase(id)) ?? next) : next;
+      result.status = next.status; // clearing the adjustments changes nothing else
       return result;
     }
   }
@@ -258,15 +259,11 @@ interface UpdateResult {
   clawedBack: number;
   restored: number;
   applied: number;
-  purchase: Purchase;
+  status: PurchaseStatus;
 }
 
 function higher(a: PurchaseStatus, b: PurchaseStatus): PurchaseStatus {
   return STATUS_RANK[b] > STATUS_RANK[a] ? b : a;
-}
-
-function statusOf(p: Purchase): FulfillmentStatus {
-  return p.status;
 }
 
 function ignored(session: Stripe.Checkout.Session, reason: string): FulfillmentResult {
