@@ -16,6 +16,7 @@ import express, { type Request, type RequestHandler } from 'express';
 import mongoose from 'mongoose';
 import Stripe from 'stripe';
 import { createCredits } from '../../server';
+import { stripeMockClient } from '../../tools/stripe-mock-client';
 
 /** The jsdom document's origin (jest's default testEnvironmentOptions.url is http://localhost/). */
 const ALLOWED_ORIGIN = process.env.CK_FIXTURE_ORIGIN ?? 'http://localhost';
@@ -47,7 +48,6 @@ const cors: RequestHandler = (req, res, next) => {
 async function main(): Promise<void> {
   const uri = process.env.MONGODB_URI;
   if (!uri) throw new Error('MONGODB_URI is not set: start this fixture from a jest run, whose global setup starts the database.');
-  const stripeUrl = new URL(process.env.STRIPE_MOCK_URL ?? 'http://127.0.0.1:12111');
 
   const connection = mongoose.createConnection(uri, {
     dbName: `ck_client_${randomUUID().replace(/-/g, '').slice(0, 12)}`,
@@ -55,12 +55,7 @@ async function main(): Promise<void> {
   });
   await connection.asPromise();
 
-  const stripe = new Stripe('sk_test_123', {
-    host: stripeUrl.hostname,
-    port: Number(stripeUrl.port),
-    protocol: 'http',
-    maxNetworkRetries: 0,
-  });
+  const stripe = stripeMockClient();
   const payments = emulateCheckoutState(stripe);
 
   const credits = createCredits({

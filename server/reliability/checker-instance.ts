@@ -20,8 +20,8 @@
  */
 import express, { type NextFunction, type Request, type Response } from 'express';
 import mongoose from 'mongoose';
-import Stripe from 'stripe';
 import { createCredits } from '../index';
+import { stripeMockClient } from '../../tools/stripe-mock-client';
 
 interface Run {
   /** How many times a guarded handler started for this request id (at most 1 is right). */
@@ -38,7 +38,6 @@ async function main(): Promise<void> {
   if (!uri || !dbName || !name) throw new Error('usage: checker-instance.ts MONGO_URI DB_NAME NAME');
   const webhookSecret = process.env.CK_WEBHOOK_SECRET;
   if (!webhookSecret) throw new Error('CK_WEBHOOK_SECRET is not set');
-  const stripeUrl = new URL(process.env.STRIPE_MOCK_URL ?? 'http://127.0.0.1:12111');
 
   // directConnection: the fault proxy relays to one server; a driver that followed `hello` would go around it.
   const connection = mongoose.createConnection(uri, { dbName, maxPoolSize: 20, serverSelectionTimeoutMS: 2000, directConnection: true });
@@ -46,12 +45,7 @@ async function main(): Promise<void> {
   connection.on('error', () => undefined);
   await connection.asPromise();
 
-  const stripe = new Stripe('sk_test_123', {
-    host: stripeUrl.hostname,
-    port: Number(stripeUrl.port),
-    protocol: 'http',
-    maxNetworkRetries: 0,
-  });
+  const stripe = stripeMockClient();
   let backgroundErrors = 0;
   /** The last few errors the kit reported from background work, for the checker's report. */
   const backgroundErrorLog: string[] = [];

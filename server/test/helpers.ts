@@ -29,16 +29,7 @@ export async function connect(uri = mongoUri()): Promise<Connection> {
   return connection;
 }
 
-/** A Stripe client whose every request goes to stripe-mock on loopback. */
-export function stripeMockClient(): Stripe {
-  const url = new URL(process.env.STRIPE_MOCK_URL ?? 'http://127.0.0.1:12111');
-  return new Stripe('sk_test_123', {
-    host: url.hostname,
-    port: Number(url.port),
-    protocol: 'http',
-    maxNetworkRetries: 0,
-  });
-}
+export { stripeMockClient } from '../../tools/stripe-mock-client';
 
 /** Test sign-in: the user id comes from the `x-test-user` header (a stand-in for the app's session). */
 export const headerUser = (req: Request) => req.get('x-test-user') ?? null;
