@@ -8,7 +8,7 @@
 import type { RequestHandler, Router } from 'express';
 import type Stripe from 'stripe';
 import { CreditsCore, type DeductOptions, type GrantOptions, type GrantResult } from './domain/core';
-import type { ReconcileReport, TransactionPage } from './ledger';
+import { Ledger, type ReconcileReport, type TransactionPage } from './ledger';
 import { failClosed } from './store/fail-closed';
 import { createRequireCredits, type Cost } from './http/middleware';
 import { resolveOptions, type CreateCreditsOptions } from './options';
@@ -67,8 +67,9 @@ export function createCredits(options: CreateCreditsOptions): Credits {
     new MongoCreditStore({ connection: resolved.connection!, collectionPrefix: resolved.collectionPrefix });
   // Every store call is bounded by timeoutMs and fails closed; wrapped once, here.
   const store = failClosed(base, resolved.timeoutMs);
-  const core = new CreditsCore(resolved, store);
-  const purchases = new Purchases({ store, ledger: core.ledger, options: resolved });
+  const ledger = new Ledger(store, resolved.claimLeaseMs, resolved.hooks);
+  const core = new CreditsCore(resolved, ledger, store);
+  const purchases = new Purchases({ store, ledger, options: resolved });
   const requireCredits = createRequireCredits(core, resolved, createRateLimiter(resolved, resolved.rateLimit?.guarded));
 
   let initialised: Promise<void> | undefined;
@@ -93,9 +94,9 @@ export function createCredits(options: CreateCreditsOptions): Credits {
     init,
     async reconcile(opts = {}) {
       const onError = resolved.hooks.onBackgroundError ?? ((err: unknown) => console.error('[credit-kit] reconcile could not repair an item:', err));
-      const ledger = await core.ledger.reconcile(opts.olderThanMs !== undefined ? { olderThanMs: opts.olderThanMs } : {});
+      const repaired = await ledger.reconcile(opts.olderThanMs !== undefined ? { olderThanMs: opts.olderThanMs } : {});
       const adjustmentsApplied = await purchases.reconcile(500, onError);
-      return { ...ledger, adjustmentsApplied };
+      return { ...repaired, adjustmentsApplied };
     },
     startReconciler({ everyMs = 300_000, onError = (err: unknown) => console.error('[credit-kit] reconcile failed:', err) } = {}) {
       if (!Number.isSafeInteger(everyMs) || everyMs < 1) throw new RangeError('startReconciler: everyMs must be a positive integer.');

@@ -6,7 +6,6 @@ import type { Connection } from 'mongoose';
 import type Stripe from 'stripe';
 import { CreditsConfigError } from './errors';
 import type { LedgerHooks } from './ledger';
-import { faultsOf, type FaultInjector } from './ledger/faults';
 import type { CreditStore } from './store/types';
 import type { WebhookOutcome } from './stripe/webhook';
 
@@ -153,8 +152,6 @@ export interface ResolvedOptions {
   bodyLimit: string;
   onWebhook: ((report: WebhookReport) => void) | undefined;
   hooks: LedgerHooks;
-  /** Tests only (server/ledger/faults.ts). */
-  fault: FaultInjector | undefined;
 }
 
 const KNOWN_KEYS: ReadonlyArray<keyof CreateCreditsOptions> = [
@@ -262,7 +259,6 @@ export function resolveOptions(options: CreateCreditsOptions, env: NodeJS.Proces
     bodyLimit: nonEmptyString(options.bodyLimit ?? '16kb', 'bodyLimit'),
     onWebhook: optionalFunction(options.onWebhook, 'onWebhook'),
     hooks: options.hooks ?? {},
-    fault: faultsOf(options),
   };
 }
 

@@ -39,14 +39,11 @@ export interface Settlement {
 }
 
 export class CreditsCore {
-  readonly ledger: Ledger;
-
   constructor(
-    private readonly options: ResolvedOptions,
+    private readonly options: Pick<ResolvedOptions, 'overage'>,
+    readonly ledger: Ledger,
     readonly store: CreditStore,
-  ) {
-    this.ledger = new Ledger(store, options.claimLeaseMs, options.hooks, options.fault);
-  }
+  ) {}
 
   /** Keeps a background task (a give-back after the response) so that flush() can wait for it. */
   track(task: Promise<unknown>): void {

@@ -18,7 +18,6 @@ import type { ApplyOptions, CreditStore } from '../store/types';
 import type { AccountSnapshot, Claim, ClaimedChange, EntryKind, EntryRef, JournalEntry } from '../domain/types';
 import { giveBackKey } from '../domain/keys';
 import type { Background } from './background';
-import type { FaultPoint } from './faults';
 import type { JournalMover } from './journal-mover';
 
 export interface ChangeInput {
@@ -76,7 +75,6 @@ export class Changes {
     private readonly mover: JournalMover,
     private readonly background: Background,
     private readonly leaseMs: number,
-    private readonly fault: (point: FaultPoint) => Promise<void>,
   ) {}
 
   /** One change with no key: one round trip. Returns null when the guard refused it. */
@@ -87,7 +85,6 @@ export class Changes {
       if (entry.amount > 0 || options.minBalance === undefined) await this.throwIfOutOfRange(userId, entry.amount);
       return null;
     }
-    await this.fault('after-apply');
     this.mover.schedule(snapshot);
     return { entry, balance: snapshot.balance };
   }
@@ -120,8 +117,6 @@ export class Changes {
       }
       return { status: 'duplicate', claim: (await this.store.getClaim(claim.id)) ?? existing };
     }
-    await this.fault('after-claim');
-
     if (options.ifLanded && !(await this.landed(userId, options.ifLanded))) {
       await this.store.releaseClaim(claim.id, entry.id);
       return { status: 'rejected' };
@@ -151,7 +146,6 @@ export class Changes {
       await this.throwIfOutOfRange(userId, entry.amount);
       return { status: 'rejected' };
     }
-    await this.fault('after-apply');
     this.mover.schedule(snapshot);
     try {
       await this.store.markClaimApplied(claim.id, entry.id);
@@ -167,9 +161,7 @@ export class Changes {
    */
   private async write(userId: string, entry: JournalEntry, options: ChangeOptions): Promise<AccountSnapshot | null> {
     try {
-      const snapshot = await this.store.applyEntry(userId, entry, applyOptions(options));
-      await this.fault('reply-lost');
-      return snapshot;
+      return await this.store.applyEntry(userId, entry, applyOptions(options));
     } catch (err) {
       if (options.undoIfUncertain && entry.amount < 0) this.giveBackIfLanded(userId, entry, err);
       throw uncertain(err);

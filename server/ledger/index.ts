@@ -18,13 +18,11 @@ import type { CreditStore } from '../store/types';
 import type { Claim } from '../domain/types';
 import { Background } from './background';
 import { Changes, claimId, type ChangeInput, type ChangeOptions } from './changes';
-import type { FaultInjector, FaultPoint } from './faults';
 import { listTransactions, type TransactionPage } from './history';
 import { JournalMover } from './journal-mover';
 import { reconcileLedger, type ReconcileReport } from './recovery';
 
 export type { Applied, ChangeInput, KeyedOutcome, SettledOutcome } from './changes';
-export type { FaultPoint } from './faults';
 export { claimId, isForeclosure } from './changes';
 export type { Transaction, TransactionPage } from './history';
 export type { ReconcileReport } from './recovery';
@@ -43,15 +41,10 @@ export class Ledger {
     private readonly store: CreditStore,
     private readonly leaseMs: number,
     private readonly hooks: LedgerHooks = {},
-    private readonly injectFault?: FaultInjector,
   ) {
     this.background = new Background((err) => this.backgroundError(err));
-    this.mover = new JournalMover(store, () => this.fault('before-move'), (err) => this.backgroundError(err));
-    this.changes = new Changes(store, this.mover, this.background, leaseMs, (p) => this.fault(p));
-  }
-
-  async fault(point: FaultPoint): Promise<void> {
-    if (this.injectFault) await this.injectFault(point);
+    this.mover = new JournalMover(store, (err) => this.backgroundError(err));
+    this.changes = new Changes(store, this.mover, this.background, leaseMs);
   }
 
   apply(userId: string, change: ChangeInput, options?: ChangeOptions) {

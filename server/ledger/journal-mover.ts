@@ -22,7 +22,6 @@ export class JournalMover {
 
   constructor(
     private readonly store: CreditStore,
-    private readonly beforeMove: () => Promise<void>,
     private readonly onError: (err: unknown) => void,
   ) {}
 
@@ -69,7 +68,6 @@ export class JournalMover {
   private async run(): Promise<void> {
     const batch = [...this.pending.values()];
     this.pending.clear();
-    await this.beforeMove();
     const entries = batch.flatMap((snapshot) => {
       const known = this.inLedger.get(snapshot.userId) ?? 0;
       return ledgerEntriesOf(snapshot).filter((e) => e.seq > known);

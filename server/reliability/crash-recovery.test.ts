@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import express from 'express';
 import { createCredits, type Credits } from 'credit-kit/server';
-import { injectFaults, type FaultPoint } from '../ledger/faults';
+import { crashingMongoStore, type CrashPlan, type CrashPoint } from '../test/crashing-store';
 import type { Connection } from 'mongoose';
 import { recordedSession, connect, headerUser, listen, mongoUri, signedDelivery, stripeMockClient, WEBHOOK_SECRET } from '../test/helpers';
 
@@ -68,26 +68,21 @@ it('keeps the rules when a worker is killed at random moments', async () => {
   }
 });
 
-const POINTS: FaultPoint[] = ['after-claim', 'after-apply', 'before-move', 'after-purchase-update'];
+const POINTS: CrashPoint[] = ['after-claim', 'after-apply', 'before-move', 'after-purchase-update'];
 
 it.each(POINTS)('recovers a fulfilment and a refund clawback crashed at %s', async (point) => {
   const connection = await connect();
-  let armed = false;
+  let plan: CrashPlan | undefined;
   const stripe = stripeMockClient();
-  const credits = createCredits(injectFaults({
-    connection,
+  const credits = createCredits({
+    store: crashingMongoStore(connection, () => plan),
     getUserId: headerUser,
     stripe,
     webhookSecret: WEBHOOK_SECRET,
     publicUrl: 'https://app.example.com',
     claimLeaseMs: 200,
     hooks: { onBackgroundError: () => undefined },
-  }, (p: FaultPoint) => {
-    if (armed && p === point) {
-      armed = false;
-      throw new Error(`injected crash at ${p}`);
-    }
-  }));
+  });
   await credits.init();
   const app = express();
   app.use('/api', credits.router());
@@ -99,7 +94,7 @@ it.each(POINTS)('recovers a fulfilment and a refund clawback crashed at %s', asy
   };
   try {
     const session = await recordedSession(server.url, user, 100);
-    armed = true;
+    plan = { point };
     const first = await deliver('checkout.session.completed', session);
     expect(first.status === 200 || first.status >= 500).toBe(true);
     // Stripe retries until it gets a 2xx; the purchase is credited exactly once.
@@ -113,7 +108,7 @@ it.each(POINTS)('recovers a fulfilment and a refund clawback crashed at %s', asy
     expect(await credits.getBalance(user)).toBe(100);
 
     const refund = { id: 'ch_crash', object: 'charge', amount: 1000, amount_refunded: 500, payment_intent: session.payment_intent };
-    armed = true;
+    plan = { point };
     await deliver('charge.refunded', refund);
     await new Promise((r) => setTimeout(r, 250));
     await credits.reconcile();

@@ -10,7 +10,7 @@ import mongoose, { type Connection } from 'mongoose';
 import { createCredits, type CreateCreditsOptions, type Credits, type WebhookReport } from 'credit-kit/server';
 import { giveBackKey, grantKey } from '../domain/keys';
 import { claimId } from '../ledger';
-import { injectFaults, type FaultInjector } from '../ledger/faults';
+import { crashingMongoStore, type CrashPlan } from '../test/crashing-store';
 import { startFaultProxy, type FaultProxy } from '../../tools/fault-proxy';
 import { audit, checkoutSession, headerUser, listen, mongoUri, post, recordedSession, signedDelivery, stripeMockClient, WEBHOOK_SECRET } from '../test/helpers';
 
@@ -25,9 +25,9 @@ afterEach(async () => {
 /** One app instance on a database shared by name, optionally through its own fault proxy. */
 async function instance(
   dbName: string,
-  options: Partial<CreateCreditsOptions> & { proxy?: FaultProxy; routes?: (app: Express, credits: Credits) => void; fault?: FaultInjector } = {},
+  options: Partial<CreateCreditsOptions> & { proxy?: FaultProxy; routes?: (app: Express, credits: Credits) => void; crash?: () => CrashPlan | undefined } = {},
 ) {
-  const { proxy, routes, fault, ...rest } = options;
+  const { proxy, routes, crash, ...rest } = options;
   const connection: Connection = await mongoose
     .createConnection(proxy?.uri ?? mongoUri(), { dbName, serverSelectionTimeoutMS: 5000, maxPoolSize: 20, retryWrites: false })
     .asPromise();
@@ -42,7 +42,7 @@ async function instance(
     hooks: { onBackgroundError: () => undefined },
     ...rest,
   };
-  const credits = createCredits(fault ? injectFaults(base, fault) : base);
+  const credits = createCredits(crash ? { ...base, store: crashingMongoStore(connection, crash) } : base);
   await credits.init();
   const app = express();
   app.use('/api', credits.router());
@@ -297,19 +297,13 @@ describe('5-7, 11. Stripe events in any order and any number', () => {
   });
 
   it('7. a retried delivery finishes a clawback that failed before answering 200', async () => {
-    let failNext = false;
-    const a = await instance(db(), {
-      fault(point) {
-        if (failNext && point === 'after-purchase-update') {
-          failNext = false;
-          throw new Error('database gone between the decision and the clawback');
-        }
-      },
-    });
+    // The database goes away between the purchase's recorded decision and its clawback.
+    let plan: CrashPlan | undefined;
+    const a = await instance(db(), { crash: () => plan });
     const session = await recordedSession(a.url, 'retried', 100);
     await a.deliver({ type: 'checkout.session.completed', object: session });
     const event = { id: `evt_${randomUUID()}`, type: 'charge.refunded', object: charge(session, 500) };
-    failNext = true;
+    plan = { point: 'after-purchase-update' };
     expect((await a.deliver(event)).status).toBeGreaterThanOrEqual(500);
     const retried = await a.deliver(event); // Stripe's retry: the pending clawback is applied before the 200
     expect(retried.status).toBe(200);
@@ -418,17 +412,12 @@ describe('the give-back of a refused request survives a restart', () => {
   it('is finished by reconcile() on a new instance once it was recorded', async () => {
     const name = db();
     const proxy = await proxied();
-    let crashAt: string | null = null;
+    let plan: CrashPlan | undefined;
     const a = await instance(name, {
       proxy,
       timeoutMs: 2000,
       claimLeaseMs: 5000,
-      fault(point) {
-        if (crashAt === point) {
-          crashAt = null;
-          throw new Error(`process died at ${point}`);
-        }
-      },
+      crash: () => plan,
       routes(app, credits) {
         app.post('/ai', credits.requireCredits(4), (_req, res) => res.json({ ok: true }));
       },
@@ -436,7 +425,7 @@ describe('the give-back of a refused request survives a restart', () => {
     await a.credits.grantCredits('restart', 10, { idempotencyKey: 'start' });
     await a.credits.flush();
     proxy.dropNextReplies(1, ['findAndModify']); // the charge lands; its reply is lost
-    crashAt = 'after-claim'; // the give-back records its claim, then the process dies
+    plan = { point: 'after-claim', mode: 'die' }; // the give-back records its claim, then the process dies
     expect((await post(`${a.url}/ai`, 'restart')).status).toBe(503);
     // Once the database has the give-back's claim, the old process goes away: its retries never arrive.
     const direct = await instance(name);

@@ -2,9 +2,10 @@
  * The fail-closed decorator: every call of the wrapped store is bounded by `timeoutMs` and any failure
  * becomes a StoreUnavailableError (503). Wrapped once, around the whole store, so no call site can forget
  * it. A call that times out may still land at the database later; the ledger treats such a write as
- * uncertain and settles it by fencing and looking (ledger/apply-once.ts), never by trusting the timeout.
+ * uncertain and settles it by fencing and looking (ledger/changes.ts), never by trusting the timeout.
  */
 import { CreditsError, StoreUnavailableError } from '../errors';
+import { decorateStore } from './decorate';
 import type { CreditStore } from './types';
 
 export class StoreTimeoutError extends Error {
@@ -15,22 +16,7 @@ export class StoreTimeoutError extends Error {
 }
 
 export function failClosed(store: CreditStore, timeoutMs: number): CreditStore {
-  const wrapped: Partial<Record<keyof CreditStore, unknown>> = {};
-  for (const name of methodNames(store)) {
-    const method = store[name] as (...args: unknown[]) => Promise<unknown>;
-    wrapped[name] = (...args: unknown[]) => bounded(name, () => method.apply(store, args), timeoutMs);
-  }
-  return wrapped as CreditStore;
-}
-
-function methodNames(store: CreditStore): Array<keyof CreditStore> {
-  const names = new Set<string>();
-  for (let o: object | null = store; o && o !== Object.prototype; o = Object.getPrototypeOf(o)) {
-    for (const n of Object.getOwnPropertyNames(o)) {
-      if (n !== 'constructor' && typeof (store as unknown as Record<string, unknown>)[n] === 'function') names.add(n);
-    }
-  }
-  return [...names] as Array<keyof CreditStore>;
+  return decorateStore(store, (name, call) => bounded(name, call, timeoutMs));
 }
 
 function bounded<T>(name: string, call: () => Promise<T>, ms: number): Promise<T> {

@@ -235,7 +235,6 @@ export class Purchases {
   /** Applies a recorded adjustment (once, by its key) and clears it; true when this call applied it. */
   private async applyAdjustment(purchase: Purchase, adjustment: PurchaseAdjustment): Promise<boolean> {
     const { ledger, store } = this.deps;
-    await ledger.fault('after-purchase-update');
     const reason =
       adjustment.kind === 'purchase' ? `Bought ${purchase.credits} ${this.deps.options.creditName}` : undefined;
     const outcome = await ledger.applyOnceSettled(

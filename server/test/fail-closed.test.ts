@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import express from 'express';
 import { createCredits } from 'credit-kit/server';
-import { injectFaults, type FaultPoint } from '../ledger/faults';
+import { crashingMongoStore, type CrashPlan } from './crashing-store';
 import { startEmbeddedMongo, type EmbeddedMongo } from '../../tools/embedded';
 import { connect, headerUser, listen, post } from './helpers';
 
@@ -59,17 +59,12 @@ it('answers 503 and runs nothing while the database is down, and recovers when i
 
 it('gives back a charge that landed although the database call failed, since the request was refused', async () => {
   const connection = await connect();
-  let loseReply = false;
-  const credits = createCredits(injectFaults({
-    connection,
+  let plan: CrashPlan | undefined;
+  const credits = createCredits({
+    store: crashingMongoStore(connection, () => plan),
     getUserId: headerUser,
     timeoutMs: 100,
-  }, (point: FaultPoint) => {
-    if (loseReply && point === 'reply-lost') {
-      loseReply = false;
-      throw new Error('connection reset after the update was sent');
-    }
-  }));
+  });
   let runs = 0;
   const app = express();
   app.post('/ai', credits.requireCredits(4), (_req, res) => {
@@ -79,7 +74,7 @@ it('gives back a charge that landed although the database call failed, since the
   const server = await listen(app);
   try {
     await credits.grantCredits('lost-reply', 10, { idempotencyKey: 'start' });
-    loseReply = true;
+    plan = { point: 'reply-lost' }; // the next charge lands and its reply is lost
     const res = await post(`${server.url}/ai`, 'lost-reply');
     expect(res.status).toBe(503);
     expect(runs).toBe(0);

@@ -13,12 +13,13 @@ import fc from 'fast-check';
 import { createCredits, type Credits, type LedgerEntry } from 'credit-kit/server';
 import { grantKey } from '../domain/keys';
 import { claimId } from '../ledger';
-import { injectFaults, type FaultPoint } from '../ledger/faults';
+import { crashingMongoStore, type CrashPlan, type CrashPoint } from './crashing-store';
 import { connect, headerUser, listen, post } from './helpers';
 import type { Connection } from 'mongoose';
 
-const POINTS: FaultPoint[] = ['after-claim', 'after-apply', 'before-move'];
-const crashPlan = new AsyncLocalStorage<{ point: FaultPoint; fired: boolean }>();
+const POINTS: CrashPoint[] = ['after-claim', 'after-apply', 'before-move'];
+/** The crash planned for one operation: its store calls fail at the point (see crashing-store.ts). */
+const crashPlan = new AsyncLocalStorage<CrashPlan>();
 
 let connection: Connection;
 let credits: Credits;
@@ -28,24 +29,18 @@ beforeAll(async () => {
   // Injected crashes are reported as 500s by design; keep their logs out of the test output.
   jest.spyOn(console, 'error').mockImplementation(() => undefined);
   connection = await connect();
-  credits = createCredits(injectFaults({
-    connection,
+  credits = createCredits({
+    store: crashingMongoStore(connection, () => crashPlan.getStore()),
     getUserId: headerUser,
     // Operations here take milliseconds; a short lease lets retries decide crashed claims quickly.
     claimLeaseMs: 300,
     hooks: { onBackgroundError: () => undefined },
-  }, (point: FaultPoint) => {
-    const plan = crashPlan.getStore();
-    if (plan && !plan.fired && plan.point === point) {
-      plan.fired = true;
-      throw new Error(`injected crash ${point}`);
-    }
-  }));
+  });
   await credits.init();
   const app = express();
   app.use((req, _res, next) => {
-    const point = req.get('x-crash') as FaultPoint | undefined;
-    if (point) crashPlan.run({ point, fired: false }, next);
+    const point = req.get('x-crash') as CrashPoint | undefined;
+    if (point) crashPlan.run({ point }, next);
     else next();
   });
   app.post('/ai/fail', credits.requireCredits(3), () => {
@@ -68,7 +63,7 @@ type Op =
   | { type: 'deduct'; user: number; amount: number; key: number | null }
   | { type: 'fail'; user: number; key: number | null }
   | { type: 'meter'; user: number; used: number };
-type Planned = Op & { crash: FaultPoint | null };
+type Planned = Op & { crash: CrashPoint | null };
 
 const op: fc.Arbitrary<Planned> = fc
   .tuple(
@@ -109,7 +104,7 @@ async function run(o: Planned, users: string[]): Promise<void> {
     }
   };
   // An injected crash rejects the call, as a dead process would; an idempotency conflict may too.
-  await (o.crash ? crashPlan.run({ point: o.crash, fired: false }, act) : act()).catch(() => undefined);
+  await (o.crash ? crashPlan.run({ point: o.crash }, act) : act()).catch(() => undefined);
 }
 
 async function allEntries(userId: string): Promise<{ balance: number; entries: LedgerEntry[]; journal: number }> {
@@ -156,9 +151,13 @@ it('keeps rules 1-3 under random concurrent operations, retries and crashes', as
 it('startReconciler repairs what a crash left behind, on its own', async () => {
   const user = `r-${randomUUID()}`;
   await credits.grantCredits(user, 10, { idempotencyKey: 'seed' });
-  // A grant that crashes after claiming its key, and a deduction whose move to the ledger crashes.
-  await crashPlan.run({ point: 'after-claim', fired: false }, () => credits.grantCredits(user, 5, { idempotencyKey: 'crashed' })).catch(() => undefined);
-  await crashPlan.run({ point: 'before-move', fired: false }, async () => {
+  // A grant whose process dies after claiming its key (nothing it still had queued reaches the database),
+  // and a deduction whose move to the ledger crashes.
+  const dying: CrashPlan = { point: 'after-claim', mode: 'die' };
+  const doomed = createCredits({ store: crashingMongoStore(connection, () => dying), getUserId: headerUser, hooks: { onBackgroundError: () => undefined } });
+  await doomed.grantCredits(user, 5, { idempotencyKey: 'crashed' }).catch(() => undefined);
+  expect(dying.dead).toBe(true);
+  await crashPlan.run({ point: 'before-move' }, async () => {
     await credits.deductCredits(user, 3);
     await credits.flush();
   });
