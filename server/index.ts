@@ -68,7 +68,7 @@ export function createCredits(options: CreateCreditsOptions): Credits {
   // Every store call is bounded by timeoutMs and fails closed; wrapped once, here.
   const store = failClosed(base, resolved.timeoutMs);
   const ledger = new Ledger(store, resolved.claimLeaseMs, resolved.hooks);
-  const core = new CreditsCore(resolved, ledger, store);
+  const core = new CreditsCore(resolved, ledger);
   const purchases = new Purchases({ store, ledger, options: resolved });
   const requireCredits = createRequireCredits(core, resolved, createRateLimiter(resolved, resolved.rateLimit?.guarded));
 

@@ -10,7 +10,6 @@ import { ConflictError, InsufficientCreditsError } from '../errors';
 import { deductKey, giveBackKey, grantKey, REQUEST_KEY_PREFIX, settleKey } from './keys';
 import { isForeclosure, Ledger, type SettledOutcome, type TransactionPage } from '../ledger';
 import type { ResolvedOptions } from '../options';
-import type { CreditStore } from '../store/types';
 import type { Claim } from '../domain/types';
 import { assertAmount, assertId } from '../validate';
 
@@ -41,8 +40,7 @@ export interface Settlement {
 export class CreditsCore {
   constructor(
     private readonly options: Pick<ResolvedOptions, 'overage'>,
-    readonly ledger: Ledger,
-    readonly store: CreditStore,
+    private readonly ledger: Ledger,
   ) {}
 
   /** Keeps a background task (a give-back after the response) so that flush() can wait for it. */
