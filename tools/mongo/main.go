@@ -6,9 +6,10 @@
 // document back" with no lock around the pair. Two concurrent {$inc: {balance: -1}} commands can both read
 // balance 5 and both write 4, losing an update, and a {balance: {$gte: 1}} guard can pass twice for the
 // last credit. MongoDB never does that: every write to a single document is atomic. The gate accepts the
-// client connections itself and forwards each command to FerretDB (over a private Unix socket) while
-// holding one process-wide lock, so every command runs alone, as if each document write were atomic.
-// Handshake and liveness commands (hello, ping, ...) skip the lock so that monitoring never queues.
+// client connections itself and forwards each command to FerretDB (over a private Unix socket), holding
+// a lock on the documents a write names (by _id), or a lock on everything for writes it cannot narrow to
+// documents; reads and inserts hold nothing. So writes of one document never overlap, and the rest
+// interleaves much as on MongoDB (gate.go says exactly what runs beside what).
 //
 // FerretDB itself is built with ferretdb-sqlite-index.patch applied (tools/embedded.ts does it), so that
 // lookups by _id use the _id index; see that file and tools/README.md.
@@ -18,7 +19,9 @@
 //	credit-kit-mongo [-listen 127.0.0.1:0] [-data-dir DIR] [-no-gate] [-plan-log FILE]
 //
 // When the server is ready it prints one line, "MONGODB_URI=mongodb://HOST:PORT/", on stdout.
-// Without -data-dir the data lives in a temporary directory removed on exit.
+// Without -data-dir the data lives in a temporary directory removed on exit, and SQLite does not wait for
+// the disk (synchronous=off: a crash of the machine may lose it, which a throwaway directory can afford).
+// With -data-dir the data is durable (FerretDB's settings: WAL, with SQLite's default synchronous).
 //
 // -plan-log FILE writes how SQLite runs each statement on collection data to FILE (see planlog.go).
 package main
@@ -35,7 +38,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"sync"
 	"syscall"
 	"time"
 
@@ -49,13 +51,6 @@ const (
 	flagMoreToCome   = 1 << 1
 	flagChecksumPres = 1 << 0
 )
-
-// unlocked lists the commands that read no collection data and may run beside a locked command.
-var unlocked = map[string]bool{
-	"hello": true, "isMaster": true, "ismaster": true, "ping": true,
-	"buildInfo": true, "buildinfo": true, "getParameter": true, "endSessions": true,
-	"saslStart": true, "saslContinue": true, "getLastError": true, "whatsmyuri": true,
-}
 
 func main() {
 	listen := flag.String("listen", "127.0.0.1:0", "TCP address for clients (port 0 picks a free port)")
@@ -82,8 +77,10 @@ func run(listen, dataDir string, gate, verbose bool, planLogFile string) error {
 	}
 	defer os.RemoveAll(sockDir)
 
+	sqliteParams := ""
 	if dataDir == "" {
 		dataDir = filepath.Join(sockDir, "data")
+		sqliteParams = "?_pragma=synchronous(off)"
 	}
 	if err = os.MkdirAll(dataDir, 0o755); err != nil {
 		return err
@@ -113,7 +110,7 @@ func run(listen, dataDir string, gate, verbose bool, planLogFile string) error {
 		Listener:  ferretdb.ListenerConfig{Unix: sock},
 		Logger:    logger,
 		Handler:   "sqlite",
-		SQLiteURL: "file:" + absData + "/",
+		SQLiteURL: "file:" + absData + "/" + sqliteParams,
 	})
 	if err != nil {
 		return err
@@ -134,7 +131,7 @@ func run(listen, dataDir string, gate, verbose bool, planLogFile string) error {
 		return err
 	}
 
-	g := &gateway{backend: sock, gate: gate}
+	g := &gateway{backend: sock, gate: gate, locks: newLocks()}
 	go func() {
 		<-ctx.Done()
 		ln.Close()
@@ -174,7 +171,7 @@ func waitForSocket(path string, timeout time.Duration) error {
 type gateway struct {
 	backend string
 	gate    bool
-	mu      sync.Mutex
+	locks   *locks
 }
 
 // serve relays one client connection. Each client connection gets its own FerretDB connection, so cursors
@@ -194,13 +191,14 @@ func (g *gateway) serve(client net.Conn) {
 			return
 		}
 
-		locked := g.gate && needsLock(req)
-		if locked {
-			g.mu.Lock()
-		}
-		err = g.roundTrip(req, client, server)
-		if locked {
-			g.mu.Unlock()
+		if isStatsRequest(req) {
+			_, err = client.Write(g.locks.statsReply(req))
+		} else if g.gate {
+			release := g.locks.acquire(classify(req))
+			err = g.roundTrip(req, client, server)
+			release()
+		} else {
+			err = g.roundTrip(req, client, server)
 		}
 		if err != nil {
 			return
@@ -255,44 +253,4 @@ func msgFlags(msg []byte) uint32 {
 		return 0
 	}
 	return binary.LittleEndian.Uint32(msg[16:20])
-}
-
-// needsLock reports whether a request may touch collection data. The command name is the first key of the
-// body section (kind 0) of an OP_MSG; anything we cannot parse is locked, to be safe.
-func needsLock(msg []byte) bool {
-	if opCode(msg) != opMsg {
-		return true
-	}
-	name, ok := commandName(msg)
-	return !ok || !unlocked[name]
-}
-
-func commandName(msg []byte) (string, bool) {
-	p := headerLen + 4
-	for p < len(msg) {
-		kind := msg[p]
-		p++
-		if kind == 1 { // document sequence: int32 size, then cstring identifier and documents
-			if p+4 > len(msg) {
-				return "", false
-			}
-			p += int(binary.LittleEndian.Uint32(msg[p : p+4]))
-			continue
-		}
-		if kind != 0 || p+5 > len(msg) {
-			return "", false
-		}
-		// BSON document: int32 length, then the first element: type byte, cstring name.
-		p += 4
-		p++ // element type
-		end := p
-		for end < len(msg) && msg[end] != 0 {
-			end++
-		}
-		if end >= len(msg) {
-			return "", false
-		}
-		return string(msg[p:end]), true
-	}
-	return "", false
 }
