@@ -183,7 +183,7 @@ describe('stricter than MongoDB: writes the gate cannot narrow to documents run 
 });
 
 describe('FerretDB gaps the store works around', () => {
-  test('empty arrays and nulls written on insert are kept, as on MongoDB (contrary to the comment in toPurchase)', async () => {
+  test('empty arrays and nulls written on insert are kept, as on MongoDB ', async () => {
     // Observed here: FerretDB v1.24.2 keeps them through insertOne, insertMany, replaceOne, $set and upserts.
     // toPurchase/toSnapshot in server/store/mongo-store.ts still default missing fields, which stays right
     // for documents that never had them (an account created by fenceEntry has no journal, on MongoDB too).
