@@ -9,7 +9,7 @@
  * Knobs (environment): BENCH_SECONDS (one measured run), BENCH_WARMUP_SECONDS, BENCH_ROUNDS,
  * BENCH_CONNECTIONS, BENCH_USERS, BENCH_SOAK_SECONDS, BENCH_CONTENTION_REQUESTS, BENCH_CONTENTION_ROUNDS,
  * BENCH_PROFILE_SECONDS (0: no CPU profile), BENCH_TRIM_LEDGER (0: keep the ledger entries the runs add; see
- * trimLedger), MONGODB_URI.
+ * trimLedger), BENCH_SCALE (0: skip the scale section, bench/lib/scale.ts), MONGODB_URI.
  *
  * The markdown report goes to stdout and to bench/results/latest.md; progress goes to stderr.
  */
@@ -40,6 +40,7 @@ import {
   type ProfileSummary,
 } from './lib/measure';
 import { renderReport, type Report, type ScenarioRow } from './lib/report';
+import { measureScale, renderScale } from './lib/scale';
 
 const RESULTS = join(__dirname, 'results');
 
@@ -71,6 +72,9 @@ function readConfig() {
     attributeSeconds: quick ? 0.5 : 2,
     /** Embedded database only: delete the ledger entries each run adds (see trimLedger). BENCH_TRIM_LEDGER=0 keeps them. */
     trimLedger: process.env.BENCH_TRIM_LEDGER !== '0',
+    /** The scale section (BENCH_SCALE=0 skips it): account counts, and the long ledger's length. */
+    scaleAccounts: process.env.BENCH_SCALE === '0' ? [] : quick ? [1_000, 10_000] : [1_000, 100_000, 1_000_000],
+    scaleLedgerEntries: quick ? 5_000 : 100_000,
   };
 }
 export type BenchConfig = ReturnType<typeof readConfig>;
@@ -342,6 +346,19 @@ async function main(): Promise<void> {
   log('client bundle size...');
   const size = clientSize();
 
+  // ---- scale: a guarded request as the accounts grow, and history in a long ledger ----
+  let scale = '';
+  if (cfg.scaleAccounts.length > 0) {
+    const scaleRows = await measureScale({
+      uri: db.uri,
+      accounts: cfg.scaleAccounts,
+      ledgerEntries: cfg.scaleLedgerEntries,
+      samples: cfg.quick ? 40 : 200,
+      log,
+    });
+    scale = renderScale(scaleRows, db.label);
+  }
+
   // ---- report ----
   const rows: ScenarioRow[] = timed.map((s) => {
     const list = samples.get(s.name)!;
@@ -402,7 +419,7 @@ async function main(): Promise<void> {
     embedded: db.embedded,
     environment: environment(startedAt, cfg.quick),
   };
-  const markdown = renderReport(report);
+  const markdown = renderReport(report) + (scale ? `\n${scale}` : '');
   mkdirSync(RESULTS, { recursive: true });
   writeFileSync(join(RESULTS, 'latest.md'), markdown);
   process.stdout.write(markdown);
