@@ -2,7 +2,7 @@
  * The embedded servers that tests, the demo and the benchmarks run against: a MongoDB-compatible server
  * (FerretDB behind an atomicity gate, tools/mongo) and Stripe's API mock (tools/stripe-mock). Both are Go
  * programs built from the Go module proxy on first use into .cache/bin and reused afterwards. FerretDB is
- * built with credit-kit's patch applied to a copy of its module (tools/mongo/ferretdb-sqlite-index.patch).
+ * built with credit-kit's patches applied to a copy of its module (tools/mongo/*.patch).
  */
 import { spawn, spawnSync, type ChildProcess, type SpawnSyncOptions } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -39,7 +39,7 @@ interface ToolSpec {
    * Our correction of one dependency: the file (in the tool's folder) is applied to a copy of that module,
    * at the version the tool's go.mod requires, and the build uses the copy.
    */
-  patch?: { module: string; file: string };
+  patch?: { module: string; files: string[] };
 }
 
 const TOOLS: Record<'mongo' | 'stripe-mock', ToolSpec> = {
@@ -47,7 +47,7 @@ const TOOLS: Record<'mongo' | 'stripe-mock', ToolSpec> = {
     dir: 'mongo',
     pkg: '.',
     what: 'the embedded MongoDB-compatible server (FerretDB v1.24.2 + atomicity gate)',
-    patch: { module: 'github.com/FerretDB/FerretDB', file: 'ferretdb-sqlite-index.patch' },
+    patch: { module: 'github.com/FerretDB/FerretDB', files: ['ferretdb-sqlite-index.patch', 'ferretdb-update-connections.patch'] },
   },
   'stripe-mock': { dir: 'stripe-mock', pkg: 'github.com/stripe/stripe-mock', what: "Stripe's API mock (stripe-mock)" },
 };
@@ -161,19 +161,20 @@ function preparePatchedModule(
   const src = join(work, 'src');
   rmSync(work, { recursive: true, force: true });
   copyTreeWritable(info.Dir, src); // the module cache is read-only
-  const patchFile = join(toolDir, patch.file);
-  log(`Applying tools/${spec.dir}/${patch.file} to a copy of it in ${relative(ROOT, src) || src}...`);
-  let changed: string[];
-  try {
-    changed = applyPatch(src, readFileSync(patchFile, 'utf8'));
-  } catch (err) {
-    throw new Error(
-      `tools/${spec.dir}/${patch.file} does not apply to ${patch.module}@${version}: ${(err as Error).message}. ` +
-        'If the version in go.mod was changed on purpose, see tools/README.md for what the patch does ' +
-        'and when to drop it.',
-    );
+  for (const file of patch.files) {
+    log(`Applying tools/${spec.dir}/${file} to a copy of it in ${relative(ROOT, src) || src}...`);
+    let changed: string[];
+    try {
+      changed = applyPatch(src, readFileSync(join(toolDir, file), 'utf8'));
+    } catch (err) {
+      throw new Error(
+        `tools/${spec.dir}/${file} does not apply to ${patch.module}@${version}: ${(err as Error).message}. ` +
+          'If the version in go.mod was changed on purpose, see tools/README.md for what the patch does ' +
+          'and when to drop it.',
+      );
+    }
+    log(`Patched ${changed.map((f) => relative(src, f)).join(', ')}.`);
   }
-  log(`Patched ${changed.map((f) => relative(src, f)).join(', ')}.`);
 
   copyFileSync(join(toolDir, 'go.mod'), join(work, 'go.mod'));
   copyFileSync(join(toolDir, 'go.sum'), join(work, 'go.sum')); // -modfile=X.mod reads X.sum beside it

@@ -182,6 +182,19 @@ describe('stricter than MongoDB: writes the gate cannot narrow to documents run 
   });
 });
 
+describe('FerretDB defects our build corrects (tools/mongo/*.patch)', () => {
+  test('an update command of 2,000 statements finishes and applies every one (as released it hangs past 100: ferretdb-update-connections.patch)', async () => {
+    const col = db.collection<{ _id: string; i: number; pad: string; n?: number }>('many_statements');
+    await col.insertMany(docs(2000));
+    const result = await col.bulkWrite(
+      docs(2000).map((d) => ({ updateOne: { filter: { _id: d._id }, update: { $set: { n: d.i } } } })),
+      { ordered: false },
+    );
+    expect(result.modifiedCount).toBe(2000);
+    expect(await col.countDocuments({ n: { $gte: 0 } })).toBe(2000);
+  });
+});
+
 describe('FerretDB gaps the store works around', () => {
   test('empty arrays and nulls written on insert are kept, as on MongoDB ', async () => {
     // Observed here: FerretDB v1.24.2 keeps them through insertOne, insertMany, replaceOne, $set and upserts.

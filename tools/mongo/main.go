@@ -19,9 +19,8 @@
 //	credit-kit-mongo [-listen 127.0.0.1:0] [-data-dir DIR] [-no-gate] [-plan-log FILE]
 //
 // When the server is ready it prints one line, "MONGODB_URI=mongodb://HOST:PORT/", on stdout.
-// Without -data-dir the data lives in a temporary directory removed on exit, and SQLite does not wait for
-// the disk (synchronous=off: a crash of the machine may lose it, which a throwaway directory can afford).
-// With -data-dir the data is durable (FerretDB's settings: WAL, with SQLite's default synchronous).
+// Without -data-dir the data lives in a temporary directory removed on exit (with the same durable
+// settings; tools/README.md, "Data durability", says why).
 //
 // -plan-log FILE writes how SQLite runs each statement on collection data to FILE (see planlog.go).
 package main
@@ -77,10 +76,8 @@ func run(listen, dataDir string, gate, verbose bool, planLogFile string) error {
 	}
 	defer os.RemoveAll(sockDir)
 
-	sqliteParams := ""
 	if dataDir == "" {
 		dataDir = filepath.Join(sockDir, "data")
-		sqliteParams = "?_pragma=synchronous(off)"
 	}
 	if err = os.MkdirAll(dataDir, 0o755); err != nil {
 		return err
@@ -110,7 +107,7 @@ func run(listen, dataDir string, gate, verbose bool, planLogFile string) error {
 		Listener:  ferretdb.ListenerConfig{Unix: sock},
 		Logger:    logger,
 		Handler:   "sqlite",
-		SQLiteURL: "file:" + absData + "/" + sqliteParams,
+		SQLiteURL: "file:" + absData + "/",
 	})
 	if err != nil {
 		return err
