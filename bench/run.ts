@@ -390,6 +390,8 @@ async function main(): Promise<void> {
         path: k.path,
         perRequest: k.count / att.received,
         statementsPerRequest: k.statements / att.received,
+        bytesOutPerCommand: k.bytesOut / k.count,
+        bytesInPerCommand: k.bytesIn / k.count,
       })),
       nodeCpuUsPerRequest: sum(list.map((x) => x.nodeCpuUs)) / received,
       dbCpuUsPerRequest: dbCpu,

@@ -8,7 +8,7 @@ import { Session } from 'node:inspector';
 import type { Profiler, Runtime } from 'node:inspector';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
-import type { CommandStartedEvent, Db, MongoClient } from 'mongodb';
+import { BSON, type CommandStartedEvent, type CommandSucceededEvent, type Db, type MongoClient } from 'mongodb';
 
 /** Where a command was issued from, decided from its async stack (see CommandMonitor.attribute). */
 export type Path = 'blocking' | 'background';
@@ -16,7 +16,7 @@ export type Path = 'blocking' | 'background';
 export interface CommandCounts {
   total: number;
   /** One row per (`commandName collection`, path); filled only while attributing. */
-  byKind: Map<string, { kind: string; path: Path; count: number; statements: number }>;
+  byKind: Map<string, { kind: string; path: Path; count: number; statements: number; bytesOut: number; bytesIn: number }>;
   blocking: number;
   background: number;
 }
@@ -25,11 +25,13 @@ export interface CommandCounts {
 const WRITE_BATCH: Record<string, string> = { insert: 'documents', update: 'updates', delete: 'deletes' };
 
 /**
- * Async stack frame of the kit's fire-and-forget work: the journal move that ledger.scheduleMove() starts
- * without awaiting it. A command whose async stack passes through it did not hold up the response. (A
- * refund after a failed answer is not listed: middleware.ts holds the answer back until it is written.)
+ * Async stack frames of the kit's fire-and-forget work: the journal mover (server/ledger/journal-mover.ts,
+ * started on a timer, never awaited by a request) and the queue of work owed after an answer
+ * (server/ledger/background.ts). A command whose async stack passes through one did not hold up the
+ * response. (A refund after a failed answer is not listed: middleware.ts holds the answer back until it is
+ * written.)
  */
-const BACKGROUND_FRAMES = /\bLedger\.runMoves\b/;
+const BACKGROUND_FRAMES = /\b(JournalMover|Background)\.\w+/;
 
 /**
  * Counts every command the driver starts (`commandStarted`, which the connection emits because it was
@@ -41,8 +43,19 @@ export class CommandMonitor {
   private counts: CommandCounts = emptyCounts();
   private attributing = false;
 
+  /** While attributing: the row of each command in flight, by request id, for its reply's size. */
+  private readonly inFlight = new Map<number, { bytesIn: number }>();
+
   constructor(client: MongoClient) {
     client.on('commandStarted', (event) => this.onStarted(event));
+    client.on('commandSucceeded', (event) => this.onSucceeded(event));
+  }
+
+  private onSucceeded(event: CommandSucceededEvent): void {
+    const row = this.inFlight.get(event.requestId);
+    if (!row) return;
+    this.inFlight.delete(event.requestId);
+    row.bytesIn += BSON.calculateObjectSize(event.reply as BSON.Document);
   }
 
   private onStarted(event: CommandStartedEvent): void {
@@ -59,11 +72,14 @@ export class CommandMonitor {
     const batch = (event.command as Record<string, unknown>)[WRITE_BATCH[event.commandName] ?? ''];
     const statements = Array.isArray(batch) ? batch.length : 1;
     const key = `${kind}\u0000${path}`;
-    const entry = c.byKind.get(key);
+    const bytesOut = BSON.calculateObjectSize(event.command);
+    let entry = c.byKind.get(key);
     if (entry) {
       entry.count++;
       entry.statements += statements;
-    } else c.byKind.set(key, { kind, path, count: 1, statements });
+      entry.bytesOut += bytesOut;
+    } else c.byKind.set(key, (entry = { kind, path, count: 1, statements, bytesOut, bytesIn: 0 }));
+    this.inFlight.set(event.requestId, entry);
   }
 
   /** Commands started since the last take(). */

@@ -22,7 +22,7 @@ export interface ScenarioRow {
   commandsPerRequest: number;
   blockingPerRequest: number;
   backgroundPerRequest: number;
-  kinds: Array<{ kind: string; path: Path; perRequest: number; statementsPerRequest: number }>;
+  kinds: Array<{ kind: string; path: Path; perRequest: number; statementsPerRequest: number; bytesOutPerCommand: number; bytesInPerCommand: number }>;
   nodeCpuUsPerRequest: number;
   dbCpuUsPerRequest: number | null;
 }
@@ -126,15 +126,15 @@ export function renderReport(r: Report): string {
     `Database commands per request, by command (a separate run per scenario of a fixed number of requests, about ` +
       `${c.attributeSeconds} s worth, that ` +
       'records the async stack trace of every command the driver starts; a command issued from the journal move ' +
-      '(`Ledger.runMoves`, started by `scheduleMove` and not awaited) is background, anything else held up the response; ' +
-      'a write command may carry several statements, e.g. a bulkWrite of upserts):',
+      '(`JournalMover`, on its own timer) or from the queue of work owed after an answer (`Background`) is background, anything else held up the response; ' +
+      'a write command may carry several statements, e.g. a bulkWrite of upserts; bytes are the BSON sizes of the command sent and of its reply):',
     '',
   );
-  out.push('| scenario | command | commands / req | statements / req | path |', '| --- | --- | ---: | ---: | --- |');
+  out.push('| scenario | command | commands / req | statements / req | bytes sent / command | bytes back / command | path |', '| --- | --- | ---: | ---: | ---: | ---: | --- |');
   for (const x of r.rows) {
-    if (x.kinds.length === 0) out.push(`| ${x.name} | (none) | 0 | 0 | |`);
+    if (x.kinds.length === 0) out.push(`| ${x.name} | (none) | 0 | 0 | | | |`);
     for (const k of [...x.kinds].sort((a, b) => (a.path === b.path ? b.perRequest - a.perRequest : a.path === 'blocking' ? -1 : 1))) {
-      out.push(`| ${x.name} | \`${k.kind}\` | ${fix(k.perRequest, 2)} | ${fix(k.statementsPerRequest, 2)} | ${k.path} |`);
+      out.push(`| ${x.name} | \`${k.kind}\` | ${fix(k.perRequest, 2)} | ${fix(k.statementsPerRequest, 2)} | ${k.bytesOutPerCommand.toFixed(0)} | ${k.bytesInPerCommand.toFixed(0)} | ${k.path} |`);
     }
   }
   out.push('');
@@ -234,9 +234,10 @@ function notes(r: Report): string[] {
 
   if (r.embedded) {
     n.push(
-      'The embedded database serializes every data command through one process-wide lock (tools/mongo/main.go), so absolute ' +
-        'throughput is low, every command of every scenario waits for that one lock, and contention effects on one account are dominated by it. ' +
-        'Compare ratios, not absolute numbers; run with MONGODB_URI for a real MongoDB.',
+      'The embedded database serializes every write of one document at its gate (tools/mongo/gate.go) for the whole of FerretDB\'s ' +
+        'read-then-write, which takes milliseconds, so absolute throughput is low and requests on one hot account queue behind each other ' +
+        'far longer than on MongoDB, where a single-document update holds its document for microseconds; writes of different documents ' +
+        'run side by side. Compare ratios, not absolute numbers; run with MONGODB_URI for a real MongoDB.',
     );
     const small = r.costs[0];
     const big = r.costs[r.costs.length - 1];

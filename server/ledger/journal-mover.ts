@@ -1,9 +1,13 @@
 /**
  * Moves journal entries from account documents to the ledger collection in the background, batched across
  * accounts: every MOVE_DELAY_MS one insert command carries the new entries of every account changed
- * meanwhile, and one bulk write removes them from those journals. A guarded request thus costs its one
- * blocking update plus a small share of two batched background writes, and account documents stay small.
- * A move that fails leaves the entries journalled, where reads still count them and reconcile() moves them.
+ * meanwhile. Removing them from their journals is a write of each account document, so it is done less
+ * often: when a journal holds PULL_AT entries, when an account has been quiet for PULL_IDLE_MS, and on
+ * flush(); then one bulk write of `$pullAll` covers every account due. An entry already in the ledger and
+ * still journalled is the same entry (reads count it once by id), so the delay changes no balance. A guarded
+ * request thus costs its one blocking update plus small shares of batched background writes, and account
+ * documents stay small. A move that fails leaves the entries journalled, where reads still count them and
+ * reconcile() moves them.
  */
 import type { CreditStore } from '../store/types';
 import type { AccountSnapshot } from '../domain/types';
@@ -11,13 +15,22 @@ import { ledgerEntriesOf } from './history';
 
 /** How long changes gather before one batched move. */
 const MOVE_DELAY_MS = 50;
+/** A journal this long (entries already in the ledger) is pulled with the next move. */
+const PULL_AT = 8;
+/** Entries in the ledger are pulled from a journal that saw no change for this long. */
+const PULL_IDLE_MS = 2000;
 
 export class JournalMover {
   /** The newest snapshot of each account changed since the last move. */
   private readonly pending = new Map<string, AccountSnapshot>();
   /** Per account, the sequence number up to which this process has written the ledger. */
   private readonly inLedger = new Map<string, number>();
+  /** Accounts whose journal entries are all in the ledger but not yet pulled: the newest such snapshot. */
+  private readonly unpulled = new Map<string, AccountSnapshot>();
   private timer: NodeJS.Timeout | undefined;
+  private idleTimer: NodeJS.Timeout | undefined;
+  /** The idle pull in flight, if any (flush() waits for it). */
+  private pulling: Promise<void> | undefined;
   private running: Promise<void> | undefined;
 
   constructor(
@@ -42,9 +55,11 @@ export class JournalMover {
     await this.store.pullJournals([{ userId: snapshot.userId, entries: snapshot.journal }]);
   }
 
-  /** Moves everything scheduled so far and resolves when done. */
+  /** Moves everything scheduled so far, empties the journals it moved, and resolves when done. */
   async flush(): Promise<void> {
     while (this.running || this.pending.size > 0) await this.start();
+    await this.pulling;
+    await this.pullIdle().catch((err: unknown) => this.onError(err));
   }
 
   private start(): Promise<void> {
@@ -74,7 +89,45 @@ export class JournalMover {
     });
     await this.store.insertLedgerEntries(entries);
     if (this.inLedger.size > 10_000) this.inLedger.clear(); // only a hint: forgetting costs a duplicate insert
-    for (const snapshot of batch) this.inLedger.set(snapshot.userId, snapshot.count);
-    await this.store.pullJournals(batch.map((s) => ({ userId: s.userId, entries: s.journal })));
+    const due: AccountSnapshot[] = [];
+    for (const snapshot of batch) {
+      this.inLedger.set(snapshot.userId, snapshot.count);
+      if (snapshot.journal.length >= PULL_AT) {
+        this.unpulled.delete(snapshot.userId);
+        due.push(snapshot);
+      } else {
+        this.unpulled.set(snapshot.userId, snapshot);
+      }
+    }
+    if (due.length > 0) await this.pull(due);
+    this.armIdle();
+  }
+
+  /** Pulls the journals of accounts that saw no new change since their entries reached the ledger. */
+  private async pullIdle(): Promise<void> {
+    if (this.idleTimer) clearTimeout(this.idleTimer);
+    this.idleTimer = undefined;
+    const quiet = [...this.unpulled.values()].filter((s) => !this.pending.has(s.userId));
+    for (const s of quiet) this.unpulled.delete(s.userId);
+    if (quiet.length > 0) await this.pull(quiet);
+  }
+
+  private async pull(snapshots: AccountSnapshot[]): Promise<void> {
+    await this.store.pullJournals(snapshots.map((s) => ({ userId: s.userId, entries: s.journal })));
+  }
+
+  private armIdle(): void {
+    if (this.idleTimer || this.unpulled.size === 0) return;
+    this.idleTimer = setTimeout(() => {
+      this.idleTimer = undefined;
+      const pulling = this.pullIdle()
+        .catch((err: unknown) => this.onError(err))
+        .finally(() => {
+          this.pulling = undefined;
+          this.armIdle();
+        });
+      this.pulling = pulling;
+    }, PULL_IDLE_MS);
+    this.idleTimer.unref();
   }
 }
