@@ -4,6 +4,7 @@
  *   const credits = createCredits({ connection: mongoose.connection, getUserId: (req) => req.session.userId });
  *   app.use('/api', credits.router());
  *   app.post('/api/summarize', credits.requireCredits(5), handler);
+ *   app.post('/api/chat', credits.requireCredits(50, async (req, res) => { … })); // async, Express 4 and 5
  */
 import type { RequestHandler, Router } from 'express';
 import type Stripe from 'stripe';
@@ -19,8 +20,12 @@ import type { CreditStore } from './store/types';
 import { assertId, parsePage } from './validate';
 
 export interface Credits {
-  /** Express middleware: deducts `cost` before the route runs; refunds it if the route fails. */
-  requireCredits(cost: Cost): RequestHandler;
+  /**
+   * Express middleware: deducts `cost` before the route runs; refunds it if the route fails. With a
+   * `handler`, the guarded route itself: the handler runs once the charge is made, and a promise it returns
+   * that rejects goes to `next(err)` (and is refunded) on Express 4 as on Express 5.
+   */
+  requireCredits(cost: Cost, handler?: RequestHandler): RequestHandler;
   /** The seed's function: true when `amount` was deducted, false when the balance was too low (nothing changed). */
   deductCredits(userId: string, amount: number, options?: DeductOptions): Promise<boolean>;
   /** An admin or system grant, applied at most once per idempotency key. */

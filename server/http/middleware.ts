@@ -62,11 +62,16 @@ export function sendError(res: Response, err: unknown): void {
 }
 
 export function createRequireCredits(core: CreditsCore, options: ResolvedOptions, limiter: RequestHandler | undefined) {
-  return function requireCredits(cost: Cost): RequestHandler {
+  return function requireCredits(cost: Cost, handler?: RequestHandler): RequestHandler {
     // `app.post(path, credits.requireCredits, handler)`: Express calls the factory with (req, res, next).
     if (arguments.length === 3 || isRequest(cost)) {
       throw new CreditsConfigError(
         'credits.requireCredits was mounted without a cost. Call it: app.post(path, credits.requireCredits(5), handler).',
+      );
+    }
+    if (handler !== undefined && typeof handler !== 'function') {
+      throw new CreditsConfigError(
+        'requireCredits(cost, handler): the handler must be a function (req, res, next), or leave it out and mount requireCredits(cost) before the route.',
       );
     }
     if (typeof cost !== 'function') {
@@ -104,14 +109,45 @@ export function createRequireCredits(core: CreditsCore, options: ResolvedOptions
       next();
     };
 
-    if (!limiter) return guard;
     // The limiter fails closed: an error inside it (getUserId threw, its store failed) answers, never runs.
-    return (req, res, next) =>
-      limiter(req, res, (err?: unknown) => {
-        if (err) return sendError(res, err);
-        void guard(req, res, next);
-      });
+    const middleware: RequestHandler = !limiter
+      ? guard
+      : (req, res, next) =>
+          limiter(req, res, (err?: unknown) => {
+            if (err) return sendError(res, err);
+            void guard(req, res, next);
+          });
+    if (!handler) return middleware;
+    // requireCredits(cost, handler): the guard runs the handler itself, once the charge is made, so that a
+    // rejected promise reaches next(err) on every Express version (see runHandler).
+    return (req, res, next) => {
+      void middleware(req, res, () => runHandler(handler, req, res, next));
+    };
   };
+}
+
+/**
+ * Runs a guarded route's handler and sends what it throws, or the reason of the promise it returns if that
+ * rejects, to next(err), the way Express 5 does for every handler. Express 4 ignores a returned promise: a
+ * rejected one is never answered (and, with Node's default, ends the process), so the failed answer the
+ * give-back waits for never comes. Through next(err) the app's error handler answers (5xx), and the charge
+ * is given back as for any failed request. Nothing is returned, so Express 5 does not watch the promise too.
+ */
+function runHandler(handler: RequestHandler, req: Request, res: Response, next: NextFunction): void {
+  let result: unknown;
+  try {
+    result = handler(req, res, next);
+  } catch (err) {
+    next(err);
+    return;
+  }
+  if (isThenable(result)) {
+    result.then(undefined, (err: unknown) => next(err || new Error('Rejected promise')));
+  }
+}
+
+function isThenable(value: unknown): value is PromiseLike<unknown> {
+  return (typeof value === 'object' || typeof value === 'function') && value !== null && typeof (value as PromiseLike<unknown>).then === 'function';
 }
 
 /**
