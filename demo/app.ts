@@ -114,9 +114,10 @@ export function createDemoApp(options: DemoAppOptions): Express {
   const textOf = (req: Request) => (req.body as { text: string }).text;
   const wantsFailure = (req: Request) => (req.body as { simulateFailure?: unknown }).simulateFailure === true;
 
-  // A fixed price: requireCredits charges 20 credits before the handler runs. If the handler throws, the
-  // answer is a 500 and the kit refunds the 20 credits.
-  app.post('/api/ai/summarize', jsonOnly, json, validText, credits.requireCredits(SUMMARY_COST), async (req, res) => {
+  // A fixed price: requireCredits charges 20 credits, then runs the handler. If the handler throws or its
+  // promise rejects, the answer is a 500 and the kit refunds the 20 credits (on Express 4 and 5 alike, since
+  // the handler is passed to requireCredits).
+  app.post('/api/ai/summarize', jsonOnly, json, validText, credits.requireCredits(SUMMARY_COST, async (req, res) => {
     await thinking();
     if (wantsFailure(req)) throw new ModelFailure('The summarizer model failed (simulated for the demo).');
     const summary = summarize(textOf(req));
@@ -124,11 +125,11 @@ export function createDemoApp(options: DemoAppOptions): Express {
     log(`${ctx.userId}: summarized for ${ctx.charged} credits; balance ${ctx.balance}`);
     const body: SummaryResult = { summary, charged: ctx.charged, balance: ctx.balance };
     res.json(body);
-  });
+  }));
 
   // Metered: reserve the most a request can cost, do the work, then settle what it really used. The
   // difference is refunded in the same step.
-  app.post('/api/ai/analyze', jsonOnly, json, validText, credits.requireCredits(ANALYSIS_RESERVE), async (req, res) => {
+  app.post('/api/ai/analyze', jsonOnly, json, validText, credits.requireCredits(ANALYSIS_RESERVE, async (req, res) => {
     await thinking();
     if (wantsFailure(req)) throw new ModelFailure('The analyzer model failed (simulated for the demo).');
     const result = analyze(textOf(req));
@@ -137,7 +138,7 @@ export function createDemoApp(options: DemoAppOptions): Express {
     log(`${ctx.userId}: analyzed ${result.words} words, reserved ${ANALYSIS_RESERVE}, settled ${settled.charged}; balance ${settled.balance}`);
     const body: AnalysisResult = { ...result, reserved: ANALYSIS_RESERVE, charged: settled.charged, balance: settled.balance };
     res.json(body);
-  });
+  }));
 
   app.get('/demo/info', (_req, res) => {
     res.json(options.info);
