@@ -7,6 +7,7 @@ import type Stripe from 'stripe';
 import { CreditsConfigError } from './errors';
 import type { LedgerHooks } from './ledger';
 import { faultsOf, type FaultInjector } from './ledger/faults';
+import { consoleLog, logFailure, toLog, type CreditsLogFunction, type CreditsLogger, type Log } from './log';
 import type { CreditStore } from './store/types';
 import type { WebhookOutcome } from './stripe/webhook';
 
@@ -105,8 +106,15 @@ export interface CreateCreditsOptions {
   bodyLimit?: string;
   /** Told of every webhook delivery once it is answered: for logs and metrics. Errors it throws are ignored. */
   onWebhook?: (report: WebhookReport) => void;
-  /** `onBackgroundError`: told of errors in work done after an answer (default: console.error). */
+  /** `onBackgroundError`: told of errors in work done after an answer, instead of the logger. */
   hooks?: LedgerHooks;
+  /**
+   * Where the kit's few log lines go: an object with `warn(line, record)` and `error(line, record)` (winston's
+   * logger takes them as they are), or a function `(level, line, record)`. Default: one line on stderr. Expected
+   * conditions (bad input, 401, 402, 404, 409, 429, not configured) log nothing; anything else logs one line
+   * with the error's code, and the stack only for an error the kit did not expect.
+   */
+  logger?: CreditsLogger | CreditsLogFunction;
 }
 
 export interface WebhookReport {
@@ -152,7 +160,9 @@ export interface ResolvedOptions {
   rateLimit: Required<RateLimitOptions> | undefined;
   bodyLimit: string;
   onWebhook: ((report: WebhookReport) => void) | undefined;
-  hooks: LedgerHooks;
+  /** `onBackgroundError` is always set: the app's hook, or the logger. */
+  hooks: Required<LedgerHooks>;
+  logger: Log;
   /** Tests only (server/ledger/faults.ts). */
   fault: FaultInjector | undefined;
 }
@@ -178,6 +188,7 @@ const KNOWN_KEYS: ReadonlyArray<keyof CreateCreditsOptions> = [
   'bodyLimit',
   'onWebhook',
   'hooks',
+  'logger',
 ];
 
 /** Stripe's upper bound for one Checkout amount: $999,999.99. */
@@ -225,6 +236,8 @@ export function resolveOptions(options: CreateCreditsOptions, env: NodeJS.Proces
     throw new CreditsConfigError(`createCredits: \`overage\` must be 'cap' or 'debt', got ${JSON.stringify(overage)}.`);
   }
 
+  const logger = resolveLogger(options.logger);
+
   const publicUrl = options.publicUrl ?? env.NEXT_PUBLIC_URL;
   if (publicUrl !== undefined) {
     try {
@@ -261,9 +274,21 @@ export function resolveOptions(options: CreateCreditsOptions, env: NodeJS.Proces
       : undefined,
     bodyLimit: nonEmptyString(options.bodyLimit ?? '16kb', 'bodyLimit'),
     onWebhook: optionalFunction(options.onWebhook, 'onWebhook'),
-    hooks: options.hooks ?? {},
+    hooks: { onBackgroundError: optionalFunction(options.hooks?.onBackgroundError, 'hooks.onBackgroundError') ?? ((err) => logFailure(logger, err, 'background work')) },
+    logger,
     fault: faultsOf(options),
   };
+}
+
+function resolveLogger(logger: CreateCreditsOptions['logger']): Log {
+  if (logger === undefined) return consoleLog;
+  if (typeof logger === 'function') return toLog(logger);
+  if (typeof logger === 'object' && logger !== null && typeof logger.warn === 'function' && typeof logger.error === 'function') {
+    return toLog(logger);
+  }
+  throw new CreditsConfigError(
+    'createCredits: `logger` must be an object with warn(line, record) and error(line, record) methods, or a function (level, line, record).',
+  );
 }
 
 export function resolvePricing(pricing: PricingOptions, env: NodeJS.ProcessEnv): ResolvedPricing {

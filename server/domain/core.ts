@@ -45,7 +45,7 @@ export class CreditsCore {
     private readonly options: ResolvedOptions,
     readonly store: CreditStore,
   ) {
-    this.ledger = new Ledger(store, options.claimLeaseMs, options.hooks, options.fault);
+    this.ledger = new Ledger(store, options.claimLeaseMs, options.hooks.onBackgroundError, options.fault);
   }
 
   /** Keeps a background task (a give-back after the response) so that flush() can wait for it. */

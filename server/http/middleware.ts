@@ -8,6 +8,7 @@ import {
   toCreditsError,
 } from '../errors';
 import type { CreditsCore, Settlement } from '../domain/core';
+import { logFailure, type Log } from '../log';
 import type { ResolvedOptions } from '../options';
 import { requestKey } from '../domain/keys';
 import { assertAmount, assertId, assertNonNegativeAmount, parseIdempotencyKey } from '../validate';
@@ -54,9 +55,10 @@ export async function resolveUserId(getUserId: ResolvedOptions['getUserId'], req
   return assertId(id, 'user id');
 }
 
-export function sendError(res: Response, err: unknown): void {
+/** Answers a failure in the kit's error shape, and logs it when it is not an expected one (server/log.ts). */
+export function sendError(res: Response, err: unknown, log: Log): void {
   const e = toCreditsError(err);
-  if (e.status >= 500 && e.code !== 'store_unavailable') console.error('[credit-kit]', e, e.cause ?? '');
+  logFailure(log, err, `${res.req.method} ${res.req.originalUrl.split('?')[0]}`);
   if (res.headersSent) return;
   res.status(e.status).json(e.toJSON());
 }
@@ -90,17 +92,17 @@ export function createRequireCredits(core: CreditsCore, options: ResolvedOptions
         const header = parseIdempotencyKey(req.get('idempotency-key'));
         if (header !== undefined) key = requestKey(header);
       } catch (err) {
-        return sendError(res, err);
+        return sendError(res, err, options.logger);
       }
 
       try {
         const charge = await withinDeadline(core, options.timeoutMs, userId, amount, core.charge(userId, amount, key, req.method + ' ' + (req.baseUrl + req.path)));
         req.credits = createContext(core, userId, charge.entryId, amount, charge.balance);
       } catch (err) {
-        return sendError(res, err);
+        return sendError(res, err, options.logger);
       }
 
-      giveBackBeforeFailedAnswer(core, options.refundOn, res, userId, req.credits.chargeId, amount);
+      giveBackBeforeFailedAnswer(core, options, res, userId, req.credits.chargeId, amount);
       next();
     };
 
@@ -108,7 +110,7 @@ export function createRequireCredits(core: CreditsCore, options: ResolvedOptions
     // The limiter fails closed: an error inside it (getUserId threw, its store failed) answers, never runs.
     return (req, res, next) =>
       limiter(req, res, (err?: unknown) => {
-        if (err) return sendError(res, err);
+        if (err) return sendError(res, err, options.logger);
         void guard(req, res, next);
       });
   };
@@ -166,7 +168,7 @@ function createContext(core: CreditsCore, userId: string, chargeId: string, rese
  */
 function giveBackBeforeFailedAnswer(
   core: CreditsCore,
-  refundOn: ResolvedOptions['refundOn'],
+  { refundOn, logger }: Pick<ResolvedOptions, 'refundOn' | 'logger'>,
   res: Response,
   userId: string,
   chargeId: string,
@@ -179,7 +181,7 @@ function giveBackBeforeFailedAnswer(
     const giveBack = () => core.giveBack(userId, chargeId, reserved, 'The guarded request failed');
     const done = giveBack()
       .catch((err: unknown) => {
-        console.error('[credit-kit] giving back a failed request is retried in the background:', err);
+        logFailure(logger, err, 'giving back a failed request, retried in the background');
         core.later(giveBack);
       })
       .then(() => end.apply(this, args as Parameters<typeof end>));

@@ -30,7 +30,7 @@ export type { Transaction, TransactionPage } from './history';
 export type { ReconcileReport } from './recovery';
 
 export interface LedgerHooks {
-  /** Told of errors in background work (moving journal entries, repairs); default: console.error. */
+  /** Told of errors in background work (moving journal entries, repairs); default: the `logger`. */
   onBackgroundError?: (err: unknown) => void;
 }
 
@@ -42,7 +42,7 @@ export class Ledger {
   constructor(
     private readonly store: CreditStore,
     private readonly leaseMs: number,
-    private readonly hooks: LedgerHooks = {},
+    private readonly onError: (err: unknown) => void,
     private readonly injectFault?: FaultInjector,
   ) {
     this.background = new Background((err) => this.backgroundError(err));
@@ -97,7 +97,11 @@ export class Ledger {
   }
 
   private backgroundError(err: unknown): void {
-    (this.hooks.onBackgroundError ?? ((e) => console.error('[credit-kit] background ledger work failed:', e)))(err);
+    try {
+      this.onError(err);
+    } catch {
+      // A reporting hook that throws must not stop the work it reports on.
+    }
   }
 }
 
