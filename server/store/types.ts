@@ -67,3 +67,34 @@ export interface CreditStore {
   addPaymentFacts(paymentIntentId: string, facts: string[]): Promise<void>;
   paymentFacts(paymentIntentId: string): Promise<string[]>;
 }
+
+/** Every method of the port, for createCredits to check a store it is given. */
+export const CREDIT_STORE_METHODS = [
+  'init',
+  'applyEntry',
+  'fenceEntry',
+  'isFenced',
+  'getAccount',
+  'accountsWithJournal',
+  'insertLedgerEntries',
+  'pullJournals',
+  'hasLedgerEntry',
+  'listLedger',
+  'insertClaim',
+  'getClaim',
+  'markClaimApplied',
+  'releaseClaim',
+  'rearmClaim',
+  'pendingClaimsBefore',
+  'getPurchase',
+  'findPurchaseByPaymentIntent',
+  'insertPurchase',
+  'replacePurchase',
+  'purchasesWithPendingAdjustments',
+  'addPaymentFacts',
+  'paymentFacts',
+] as const satisfies ReadonlyArray<keyof CreditStore>;
+
+// The list names every method: a method added to the port and not to the list fails to compile here.
+const everyMethodListed: Record<Exclude<keyof CreditStore, (typeof CREDIT_STORE_METHODS)[number]>, never> = {};
+void everyMethodListed;
