@@ -86,6 +86,12 @@ export interface CreateCreditsOptions {
    * Default 60000.
    */
   claimLeaseMs?: number;
+  /**
+   * How long a guarded route's Idempotency-Key, and the answer kept for its retries, are kept after its
+   * first request, in ms; a key used again after that is a new request. Keys of grants, deductions and
+   * purchases are kept for good. Default 86400000 (24 hours, as Stripe keeps them).
+   */
+  idempotencyKeyTtlMs?: number;
 
   /** A Stripe client the app constructs (keys, API version and, in tests, the mock's host). */
   stripe?: Stripe;
@@ -150,6 +156,7 @@ export interface ResolvedOptions {
   refundOn: (outcome: { status: number }) => boolean;
   overage: OveragePolicy;
   claimLeaseMs: number;
+  idempotencyKeyTtlMs: number;
   stripe: Stripe | undefined;
   webhookSecret: string | undefined;
   pricing: ResolvedPricing;
@@ -177,6 +184,7 @@ const KNOWN_KEYS: ReadonlyArray<keyof CreateCreditsOptions> = [
   'refundOn',
   'overage',
   'claimLeaseMs',
+  'idempotencyKeyTtlMs',
   'stripe',
   'webhookSecret',
   'pricing',
@@ -193,6 +201,9 @@ const KNOWN_KEYS: ReadonlyArray<keyof CreateCreditsOptions> = [
 
 /** Stripe's upper bound for one Checkout amount: $999,999.99. */
 const STRIPE_MAX_AMOUNT = 99_999_999;
+
+/** The longest a request key is kept: far below where a Date stops being valid. */
+const TEN_YEARS_MS = 3650 * 86_400_000;
 
 /** setTimeout's largest delay: a longer one fires at once (Node clamps it to 1 ms). */
 const MAX_TIMER_MS = 2_147_483_647;
@@ -247,6 +258,7 @@ export function resolveOptions(options: CreateCreditsOptions, env: NodeJS.Proces
     refundOn,
     overage,
     claimLeaseMs,
+    idempotencyKeyTtlMs: positiveInt(options.idempotencyKeyTtlMs ?? 86_400_000, 'idempotencyKeyTtlMs', TEN_YEARS_MS),
     stripe: stripe?.client,
     webhookSecret: stripe?.webhookSecret,
     pricing: resolvePricing(options.pricing ?? {}, env),
@@ -437,7 +449,7 @@ function positiveInt(value: unknown, name: string, max = Number.MAX_SAFE_INTEGER
     throw new CreditsConfigError(`createCredits: \`${name}\` must be a positive integer, got ${shown(value)}.`);
   }
   if (value > max) {
-    throw new CreditsConfigError(`createCredits: \`${name}\` must be at most ${max}${max === MAX_TIMER_MS ? ' ms (about 24.8 days, the longest timer Node keeps)' : ''}, got ${value}.`);
+    throw new CreditsConfigError(`createCredits: \`${name}\` must be at most ${max}${max === MAX_TIMER_MS ? ' ms (about 24.8 days, the longest timer Node keeps)' : max === TEN_YEARS_MS ? ' ms (ten years)' : ''}, got ${value}.`);
   }
   return value;
 }

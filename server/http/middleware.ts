@@ -11,6 +11,8 @@ import type { CreditsCore, Settlement } from '../domain/core';
 import { logFailure, type Log } from '../log';
 import type { ResolvedOptions } from '../options';
 import { requestKey } from '../domain/keys';
+import type { RequestFingerprint } from '../domain/types';
+import { fingerprintOf, recordReply, sendReplay } from './replay';
 import { assertAmount, assertId, assertNonNegativeAmount, parseIdempotencyKey } from '../validate';
 
 /** What a guarded route sees as `req.credits`. */
@@ -85,23 +87,33 @@ export function createRequireCredits(core: CreditsCore, options: ResolvedOptions
       let userId: string;
       let amount: number;
       let key: string | undefined;
+      let request: RequestFingerprint | undefined;
+      const route = req.method + ' ' + (req.baseUrl + req.path);
       try {
         userId = await resolveUserId(options.getUserId, req);
         amount = typeof cost === 'function' ? await cost(req) : cost;
         if (typeof cost === 'function') assertAmount(amount, 'The cost of this request');
         const header = parseIdempotencyKey(req.get('idempotency-key'));
-        if (header !== undefined) key = requestKey(header);
+        if (header !== undefined) {
+          key = requestKey(header);
+          request = fingerprintOf(req, route);
+        }
       } catch (err) {
         return sendError(res, err, options.logger);
       }
 
       try {
-        const charge = await withinDeadline(core, options.timeoutMs, userId, amount, core.charge(userId, amount, key, req.method + ' ' + (req.baseUrl + req.path)));
+        const charge = await withinDeadline(core, options.timeoutMs, userId, amount, core.charge(userId, amount, key, route, request));
+        if ('replay' in charge) return sendReplay(res, charge.replay);
         req.credits = createContext(core, userId, charge.entryId, amount, charge.balance);
       } catch (err) {
         return sendError(res, err, options.logger);
       }
 
+      // A keyed request's answer is kept for its retries, after it has gone out (server/http/replay.ts).
+      const keyed = key;
+      const chargeId = req.credits.chargeId;
+      if (keyed !== undefined) recordReply(res, (reply) => core.later(() => core.keepReply(userId, keyed, chargeId, reply)));
       giveBackBeforeFailedAnswer(core, options, res, userId, req.credits.chargeId, amount);
       next();
     };
@@ -120,7 +132,7 @@ export function createRequireCredits(core: CreditsCore, options: ResolvedOptions
  * Bounds the whole charge (a keyed one is three calls) by `timeoutMs`: past it the request is refused with
  * 503 and never runs, and a charge that completes afterwards is given back.
  */
-function withinDeadline<T extends { entryId: string }>(core: CreditsCore, timeoutMs: number, userId: string, amount: number, charge: Promise<T>): Promise<T> {
+function withinDeadline<T extends { entryId: string } | { replay: unknown }>(core: CreditsCore, timeoutMs: number, userId: string, amount: number, charge: Promise<T>): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   const deadline = new Promise<never>((_, reject) => {
     timer = setTimeout(() => {
@@ -128,10 +140,10 @@ function withinDeadline<T extends { entryId: string }>(core: CreditsCore, timeou
       // Retried from the background queue until the database takes it (a lone attempt could meet the same
       // stall that made the charge late); once its first write lands it is durable, and reconcile() finishes it.
       void charge.then(
-        (late) =>
-          core.later(() =>
-            core.giveBack(userId, late.entryId, amount, 'The request was refused: its charge landed after the time limit'),
-          ),
+        (late) => {
+          if (!('entryId' in late)) return; // a replay: nothing was charged
+          core.later(() => core.giveBack(userId, late.entryId, amount, 'The request was refused: its charge landed after the time limit'));
+        },
         () => undefined, // refused or failed: nothing was charged, or the ledger gives it back itself
       );
     }, timeoutMs);

@@ -15,7 +15,7 @@
  *   it, an entry enters a journal at most once, and a claim is only ever decided after its entry is fenced.
  */
 import type { CreditStore } from '../store/types';
-import type { Claim } from '../domain/types';
+import type { Claim, StoredReply } from '../domain/types';
 import { Background } from './background';
 import { Changes, claimId, type ChangeInput, type ChangeOptions } from './changes';
 import type { FaultInjector, FaultPoint } from './faults';
@@ -72,6 +72,11 @@ export class Ledger {
 
   getClaim(userId: string, key: string): Promise<Claim | null> {
     return this.store.getClaim(claimId(userId, key));
+  }
+
+  /** Keeps the answer given under a key with its claim, once, if the claim still names `entryId`. */
+  async keepReply(userId: string, key: string, entryId: string, reply: StoredReply): Promise<void> {
+    await this.store.saveReply(claimId(userId, key), entryId, reply);
   }
 
   async getBalance(userId: string): Promise<number> {
