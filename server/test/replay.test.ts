@@ -34,6 +34,10 @@ function routes(app: Express, credits: Credits) {
     runs.push('fail');
     res.status(502).json({ error: { code: 'model_failed', message: 'the model is down' } });
   });
+  app.post('/ai/throws', credits.requireCredits(2), () => {
+    runs.push('throws');
+    throw new Error('the model crashed');
+  });
   app.post('/ai/big', credits.requireCredits(2), (_req, res) => {
     runs.push('big');
     res.json({ blob: 'x'.repeat(70_000) });
@@ -139,6 +143,19 @@ describe('a retry of a finished request', () => {
     expect(await send('/ai/fail', 'dee', 'job-1')).toEqual({ ...first, replayed: 'true' });
     expect(runs).toEqual(['fail']);
     expect(await ledgerOf('dee')).toMatchObject({ balance: 10, kinds: { grant: 1, usage: 1, refund: 1 } });
+  });
+
+  it('after a thrown error (Express answers an HTML 500): refunded once, and a retry gets 409 reply_not_kept', async () => {
+    await h.credits.grantCredits('dan', 10, { idempotencyKey: 'start' });
+    const first = await send('/ai/throws', 'dan', 'job-1');
+    expect(first.status).toBe(500);
+    expect(first.type).toMatch(/text\/html/);
+    await h.credits.flush();
+    const retry = await send('/ai/throws', 'dan', 'job-1');
+    expect(retry.status).toBe(409);
+    expect(JSON.parse(retry.text).error).toMatchObject({ code: 'reply_not_kept', status: 500 });
+    expect(runs).toEqual(['throws']);
+    expect(await ledgerOf('dan')).toMatchObject({ balance: 10, kinds: { grant: 1, usage: 1, refund: 1 } });
   });
 
   it('replays an empty answer (204)', async () => {
