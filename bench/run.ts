@@ -151,6 +151,7 @@ async function main(): Promise<void> {
     getUserId: userIdOf,
     stripe,
     webhookSecret: WEBHOOK_SECRET,
+    publicUrl: 'http://127.0.0.1', // required with stripe; the bench creates no Checkout Session
     hooks: {
       onBackgroundError: (err) => {
         if (backgroundErrors++ === 0) log(`background ledger error (counted, first shown): ${String(err)}`);

@@ -12,6 +12,7 @@ import { CreditsCore, type DeductOptions, type GrantOptions, type GrantResult } 
 import { Ledger, type ReconcileReport, type TransactionPage } from './ledger';
 import { failClosed } from './store/fail-closed';
 import { createRequireCredits, type Cost } from './http/middleware';
+import { logFailure } from './log';
 import { resolveOptions, type CreateCreditsOptions } from './options';
 import { Purchases, type FulfillmentResult } from './stripe/purchases';
 import { createRateLimiter, createRouter, keepRawBody } from './http/router';
@@ -48,7 +49,7 @@ export interface Credits {
   reconcile(options?: ReconcileOptions): Promise<ReconcileReport & { adjustmentsApplied: number }>;
   /**
    * Runs reconcile() now and then every `everyMs` (default 5 minutes) on an unref'd timer, reporting errors
-   * to `onError` (default: console.error). Returns a function that stops it.
+   * to `onError` (default: the `logger`). Returns a function that stops it.
    */
   startReconciler(options?: { everyMs?: number; onError?: (err: unknown) => void }): () => void;
   /** Waits for background work (journal moves, refunds after a failed response). For tests and shutdown. */
@@ -72,7 +73,7 @@ export function createCredits(options: CreateCreditsOptions): Credits {
     new MongoCreditStore({ connection: resolved.connection!, collectionPrefix: resolved.collectionPrefix });
   // Every store call is bounded by timeoutMs and fails closed; wrapped once, here.
   const store = failClosed(base, resolved.timeoutMs);
-  const ledger = new Ledger(store, resolved.claimLeaseMs, resolved.hooks);
+  const ledger = new Ledger(store, resolved.claimLeaseMs, resolved.hooks.onBackgroundError);
   const core = new CreditsCore(resolved, ledger);
   const purchases = new Purchases({ store, ledger, options: resolved });
   const requireCredits = createRequireCredits(core, resolved, createRateLimiter(resolved, resolved.rateLimit?.guarded));
@@ -98,12 +99,12 @@ export function createCredits(options: CreateCreditsOptions): Credits {
     keepRawBody,
     init,
     async reconcile(opts = {}) {
-      const onError = resolved.hooks.onBackgroundError ?? ((err: unknown) => console.error('[credit-kit] reconcile could not repair an item:', err));
+      const onError = resolved.hooks.onBackgroundError;
       const repaired = await ledger.reconcile(opts.olderThanMs !== undefined ? { olderThanMs: opts.olderThanMs } : {});
       const adjustmentsApplied = await purchases.reconcile(500, onError);
       return { ...repaired, adjustmentsApplied };
     },
-    startReconciler({ everyMs = 300_000, onError = (err: unknown) => console.error('[credit-kit] reconcile failed:', err) } = {}) {
+    startReconciler({ everyMs = 300_000, onError = (err: unknown) => logFailure(resolved.logger, err, 'reconcile') } = {}) {
       if (!Number.isSafeInteger(everyMs) || everyMs < 1) throw new RangeError('startReconciler: everyMs must be a positive integer.');
       let running = false;
       const tick = () => {
@@ -149,6 +150,7 @@ export type {
   RateLimitOptions,
   WebhookReport,
 } from './options';
+export type { CreditsLogger, CreditsLogFunction, LogLevel, LogRecord } from './log';
 export type { CreditsContext, Cost } from './http/middleware';
 export type { DeductOptions, GrantOptions, GrantResult } from './domain/core';
 export type { Transaction, TransactionPage, ReconcileReport, LedgerHooks } from './ledger';

@@ -6,7 +6,8 @@ import type { Connection } from 'mongoose';
 import type Stripe from 'stripe';
 import { CreditsConfigError } from './errors';
 import type { LedgerHooks } from './ledger';
-import type { CreditStore } from './store/types';
+import { consoleLog, logFailure, toLog, type CreditsLogFunction, type CreditsLogger, type Log } from './log';
+import { CREDIT_STORE_METHODS, type CreditStore } from './store/types';
 import type { WebhookOutcome } from './stripe/webhook';
 
 export interface CreditBundle {
@@ -84,6 +85,12 @@ export interface CreateCreditsOptions {
    * Default 60000.
    */
   claimLeaseMs?: number;
+  /**
+   * How long a guarded route's Idempotency-Key, and the answer kept for its retries, are kept after its
+   * first request, in ms; a key used again after that is a new request. Keys of grants, deductions and
+   * purchases are kept for good. Default 86400000 (24 hours, as Stripe keeps them).
+   */
+  idempotencyKeyTtlMs?: number;
 
   /** A Stripe client the app constructs (keys, API version and, in tests, the mock's host). */
   stripe?: Stripe;
@@ -104,8 +111,15 @@ export interface CreateCreditsOptions {
   bodyLimit?: string;
   /** Told of every webhook delivery once it is answered: for logs and metrics. Errors it throws are ignored. */
   onWebhook?: (report: WebhookReport) => void;
-  /** `onBackgroundError`: told of errors in work done after an answer (default: console.error). */
+  /** `onBackgroundError`: told of errors in work done after an answer, instead of the logger. */
   hooks?: LedgerHooks;
+  /**
+   * Where the kit's few log lines go: an object with `warn(line, record)` and `error(line, record)` (winston's
+   * logger takes them as they are), or a function `(level, line, record)`. Default: one line on stderr. Expected
+   * conditions (bad input, 401, 402, 404, 409, 429, not configured) log nothing; anything else logs one line
+   * with the error's code, and the stack only for an error the kit did not expect.
+   */
+  logger?: CreditsLogger | CreditsLogFunction;
 }
 
 export interface WebhookReport {
@@ -141,6 +155,7 @@ export interface ResolvedOptions {
   refundOn: (outcome: { status: number }) => boolean;
   overage: OveragePolicy;
   claimLeaseMs: number;
+  idempotencyKeyTtlMs: number;
   stripe: Stripe | undefined;
   webhookSecret: string | undefined;
   pricing: ResolvedPricing;
@@ -151,7 +166,9 @@ export interface ResolvedOptions {
   rateLimit: Required<RateLimitOptions> | undefined;
   bodyLimit: string;
   onWebhook: ((report: WebhookReport) => void) | undefined;
-  hooks: LedgerHooks;
+  /** `onBackgroundError` is always set: the app's hook, or the logger. */
+  hooks: Required<LedgerHooks>;
+  logger: Log;
 }
 
 const KNOWN_KEYS: ReadonlyArray<keyof CreateCreditsOptions> = [
@@ -164,6 +181,7 @@ const KNOWN_KEYS: ReadonlyArray<keyof CreateCreditsOptions> = [
   'refundOn',
   'overage',
   'claimLeaseMs',
+  'idempotencyKeyTtlMs',
   'stripe',
   'webhookSecret',
   'pricing',
@@ -175,26 +193,32 @@ const KNOWN_KEYS: ReadonlyArray<keyof CreateCreditsOptions> = [
   'bodyLimit',
   'onWebhook',
   'hooks',
+  'logger',
 ];
 
 /** Stripe's upper bound for one Checkout amount: $999,999.99. */
 const STRIPE_MAX_AMOUNT = 99_999_999;
 
+/** The longest a request key is kept: far below where a Date stops being valid. */
+const TEN_YEARS_MS = 3650 * 86_400_000;
+
+/** setTimeout's largest delay: a longer one fires at once (Node clamps it to 1 ms). */
+const MAX_TIMER_MS = 2_147_483_647;
+
 export function resolveOptions(options: CreateCreditsOptions, env: NodeJS.ProcessEnv = process.env): ResolvedOptions {
-  if (typeof options !== 'object' || options === null) {
+  if (typeof options !== 'object' || options === null || Array.isArray(options)) {
     throw new CreditsConfigError('createCredits(options) needs an options object: { connection, getUserId, ... }.');
   }
-  for (const key of Object.keys(options)) {
-    if (!(KNOWN_KEYS as string[]).includes(key)) {
-      const hint = KNOWN_KEYS.find((k) => k.toLowerCase() === key.toLowerCase());
+  onlyKnownKeys(options, KNOWN_KEYS, 'option', '');
+  const c = options.connection as Partial<Connection> | undefined;
+  if (options.store !== undefined) {
+    const store = options.store as unknown as Record<string, unknown> | null;
+    const missing = typeof store === 'object' && store !== null ? CREDIT_STORE_METHODS.filter((m) => typeof store[m] !== 'function') : CREDIT_STORE_METHODS;
+    if (missing.length > 0) {
       throw new CreditsConfigError(
-        `createCredits: unknown option \`${key}\`.${hint ? ` Did you mean \`${hint}\`?` : ''} Known options: ${KNOWN_KEYS.join(', ')}.`,
+        `createCredits: \`store\` must implement CreditStore (server/store/types.ts); it lacks ${missing.join(', ')}. server/store/conformance.ts says what each must do.`,
       );
     }
-  }
-  const c = options.connection as Partial<Connection> | undefined;
-  if (options.store !== undefined && (typeof options.store !== 'object' || typeof options.store?.applyEntry !== 'function')) {
-    throw new CreditsConfigError('createCredits: `store` must implement CreditStore (see server/store/types.ts).');
   }
   if (options.store === undefined && (!c || typeof c !== 'object' || typeof c.getClient !== 'function')) {
     throw new CreditsConfigError(
@@ -206,14 +230,6 @@ export function resolveOptions(options: CreateCreditsOptions, env: NodeJS.Proces
       'createCredits: `getUserId(req)` is required: return the signed-in user id from your session (never from the body or query), or null.',
     );
   }
-  if (options.stripe && !options.webhookSecret) {
-    throw new CreditsConfigError(
-      'createCredits: `webhookSecret` is required with `stripe`: the endpoint secret (whsec_…) from the Stripe dashboard or `stripe listen`.',
-    );
-  }
-  if (options.stripe && typeof (options.stripe as Partial<Stripe>).checkout?.sessions?.create !== 'function') {
-    throw new CreditsConfigError('createCredits: `stripe` must be a Stripe client: `new Stripe(process.env.STRIPE_SECRET_KEY)`.');
-  }
 
   const creditName = nonEmptyString(options.creditName ?? 'credits', 'creditName');
   const refundOn = resolveRefundRule(options.refundOn ?? 'server-error');
@@ -221,48 +237,118 @@ export function resolveOptions(options: CreateCreditsOptions, env: NodeJS.Proces
   if (overage !== 'cap' && overage !== 'debt') {
     throw new CreditsConfigError(`createCredits: \`overage\` must be 'cap' or 'debt', got ${JSON.stringify(overage)}.`);
   }
-
-  const publicUrl = options.publicUrl ?? env.NEXT_PUBLIC_URL;
-  if (publicUrl !== undefined) {
-    try {
-      const u = new URL(publicUrl);
-      if (u.protocol !== 'https:' && u.protocol !== 'http:') throw new Error('protocol');
-    } catch {
-      throw new CreditsConfigError(`createCredits: \`publicUrl\` (or NEXT_PUBLIC_URL) must be an absolute http(s) URL, got ${JSON.stringify(publicUrl)}.`);
-    }
-  }
+  const timeoutMs = positiveInt(options.timeoutMs ?? 3000, 'timeoutMs', MAX_TIMER_MS);
+  const claimLeaseMs = positiveInt(options.claimLeaseMs ?? 60_000, 'claimLeaseMs', MAX_TIMER_MS);
+  const logger = resolveLogger(options.logger);
+  const stripe = resolveStripe(options);
+  const publicUrl = resolvePublicUrl(options.publicUrl, env.NEXT_PUBLIC_URL, stripe !== undefined);
+  const hooks = plainObject(options.hooks ?? {}, 'hooks');
+  onlyKnownKeys(hooks, ['onBackgroundError'], 'key', 'hooks.');
 
   return {
     connection: options.connection,
     store: options.store,
     getUserId: options.getUserId,
     creditName,
-    collectionPrefix: nonEmptyString(options.collectionPrefix ?? 'credit_', 'collectionPrefix'),
-    timeoutMs: positiveInt(options.timeoutMs ?? 3000, 'timeoutMs'),
+    collectionPrefix: collectionPrefix(options.collectionPrefix ?? 'credit_'),
+    timeoutMs,
     refundOn,
     overage,
-    claimLeaseMs: positiveInt(options.claimLeaseMs ?? 60_000, 'claimLeaseMs'),
-    stripe: options.stripe,
-    webhookSecret: options.webhookSecret,
+    claimLeaseMs,
+    idempotencyKeyTtlMs: positiveInt(options.idempotencyKeyTtlMs ?? 86_400_000, 'idempotencyKeyTtlMs', TEN_YEARS_MS),
+    stripe: stripe?.client,
+    webhookSecret: stripe?.webhookSecret,
     pricing: resolvePricing(options.pricing ?? {}, env),
-    publicUrl: publicUrl?.replace(/\/+$/, ''),
+    publicUrl,
     successPath: path(options.successPath ?? '/success?session_id={CHECKOUT_SESSION_ID}', 'successPath'),
     cancelPath: path(options.cancelPath ?? '/cancel', 'cancelPath'),
     webhookToleranceSeconds: positiveInt(options.webhookToleranceSeconds ?? 300, 'webhookToleranceSeconds'),
-    rateLimit: options.rateLimit
-      ? {
-          windowMs: positiveInt(options.rateLimit.windowMs ?? 60_000, 'rateLimit.windowMs'),
-          guarded: positiveInt(options.rateLimit.guarded ?? Number.MAX_SAFE_INTEGER, 'rateLimit.guarded'),
-          checkout: positiveInt(options.rateLimit.checkout ?? Number.MAX_SAFE_INTEGER, 'rateLimit.checkout'),
-        }
-      : undefined,
-    bodyLimit: nonEmptyString(options.bodyLimit ?? '16kb', 'bodyLimit'),
+    rateLimit: resolveRateLimit(options.rateLimit),
+    bodyLimit: bodyLimit(options.bodyLimit ?? '16kb'),
     onWebhook: optionalFunction(options.onWebhook, 'onWebhook'),
-    hooks: options.hooks ?? {},
+    hooks: { onBackgroundError: optionalFunction(hooks.onBackgroundError, 'hooks.onBackgroundError') ?? ((err) => logFailure(logger, err, 'background work')) },
+    logger,
   };
 }
 
-export function resolvePricing(pricing: PricingOptions, env: NodeJS.ProcessEnv): ResolvedPricing {
+/** `stripe` and `webhookSecret` go together; an API key passed as the webhook secret is caught here. */
+function resolveStripe(options: CreateCreditsOptions): { client: Stripe; webhookSecret: string } | undefined {
+  if (options.stripe === undefined || options.stripe === null) {
+    if (options.webhookSecret !== undefined) {
+      throw new CreditsConfigError('createCredits: `webhookSecret` is set but `stripe` is not: pass the Stripe client too, or drop the secret.');
+    }
+    return undefined;
+  }
+  const secret = options.webhookSecret;
+  if (typeof secret !== 'string' || secret.trim() === '') {
+    throw new CreditsConfigError(
+      'createCredits: `webhookSecret` is required with `stripe`: the endpoint secret (whsec_…) from the Stripe dashboard or `stripe listen`.',
+    );
+  }
+  if (typeof (options.stripe as Partial<Stripe>).checkout?.sessions?.create !== 'function' || typeof (options.stripe as Partial<Stripe>).webhooks?.constructEvent !== 'function') {
+    throw new CreditsConfigError('createCredits: `stripe` must be a Stripe client: `new Stripe(process.env.STRIPE_SECRET_KEY)`.');
+  }
+  if (/^(sk|rk|pk)_/.test(secret)) {
+    throw new CreditsConfigError(
+      'createCredits: `webhookSecret` looks like a Stripe API key (sk_/rk_/pk_…); it must be the webhook endpoint\'s signing secret (whsec_…).',
+    );
+  }
+  return { client: options.stripe, webhookSecret: secret };
+}
+
+/** An absolute http(s) origin, maybe with a path; required with Stripe, which needs it for every return URL. */
+function resolvePublicUrl(option: unknown, fromEnv: string | undefined, withStripe: boolean): string | undefined {
+  const name = option !== undefined ? '`publicUrl`' : 'NEXT_PUBLIC_URL';
+  const value = option ?? (fromEnv === '' ? undefined : fromEnv);
+  if (value === undefined) {
+    if (!withStripe) return undefined;
+    throw new CreditsConfigError(
+      "createCredits: `publicUrl` (or NEXT_PUBLIC_URL) is required with `stripe`: Checkout's success and cancel URLs are built on it, for example publicUrl: 'https://myapp.example'.",
+    );
+  }
+  let url: URL | undefined;
+  try {
+    url = typeof value === 'string' ? new URL(value) : undefined;
+  } catch {
+    url = undefined;
+  }
+  if (!url || (url.protocol !== 'https:' && url.protocol !== 'http:')) {
+    throw new CreditsConfigError(`createCredits: ${name} must be an absolute http(s) URL such as 'https://myapp.example', got ${JSON.stringify(value)}.`);
+  }
+  if (url.search || url.hash || url.username || url.password) {
+    throw new CreditsConfigError(`createCredits: ${name} must be an origin (optionally with a path), without a query, fragment or credentials, got ${JSON.stringify(value)}.`);
+  }
+  return (value as string).replace(/\/+$/, '');
+}
+
+function resolveRateLimit(option: RateLimitOptions | undefined): Required<RateLimitOptions> | undefined {
+  if (option === undefined) return undefined;
+  const rl = plainObject(option, 'rateLimit');
+  onlyKnownKeys(rl, ['windowMs', 'guarded', 'checkout'], 'key', 'rateLimit.');
+  return {
+    windowMs: positiveInt(rl.windowMs ?? 60_000, 'rateLimit.windowMs', MAX_TIMER_MS),
+    guarded: positiveInt(rl.guarded ?? Number.MAX_SAFE_INTEGER, 'rateLimit.guarded'),
+    checkout: positiveInt(rl.checkout ?? Number.MAX_SAFE_INTEGER, 'rateLimit.checkout'),
+  };
+}
+
+function resolveLogger(logger: CreateCreditsOptions['logger']): Log {
+  if (logger === undefined) return consoleLog;
+  if (typeof logger === 'function') return toLog(logger);
+  if (typeof logger === 'object' && logger !== null && typeof logger.warn === 'function' && typeof logger.error === 'function') {
+    return toLog(logger);
+  }
+  throw new CreditsConfigError(
+    'createCredits: `logger` must be an object with warn(line, record) and error(line, record) methods, or a function (level, line, record).',
+  );
+}
+
+const PRICING_KEYS: ReadonlyArray<keyof PricingOptions> = ['creditPriceCents', 'currency', 'minQuantity', 'maxQuantity', 'minimumChargeCents', 'bundles'];
+const BUNDLE_KEYS: ReadonlyArray<keyof CreditBundle> = ['id', 'credits', 'price', 'name'];
+
+export function resolvePricing(option: PricingOptions, env: NodeJS.ProcessEnv): ResolvedPricing {
+  const pricing = plainObject(option, 'pricing');
+  onlyKnownKeys(pricing, PRICING_KEYS, 'key', 'pricing.');
   const creditPriceCents =
     pricing.creditPriceCents !== undefined
       ? positiveInt(pricing.creditPriceCents, 'pricing.creditPriceCents')
@@ -270,7 +356,7 @@ export function resolvePricing(pricing: PricingOptions, env: NodeJS.ProcessEnv):
         ? centsFromUsd(env.CREDIT_PRICE_USD)
         : 10;
   const currency = pricing.currency ?? 'usd';
-  if (!/^[a-z]{3}$/.test(currency)) {
+  if (typeof currency !== 'string' || !/^[a-z]{3}$/.test(currency)) {
     throw new CreditsConfigError(`createCredits: \`pricing.currency\` must be a three-letter ISO code in lower case, such as 'usd', got ${JSON.stringify(currency)}.`);
   }
   const minQuantity = positiveInt(pricing.minQuantity ?? 1, 'pricing.minQuantity');
@@ -291,13 +377,23 @@ export function resolvePricing(pricing: PricingOptions, env: NodeJS.ProcessEnv):
   }
 
   const bundles = new Map<string, CreditBundle>();
-  for (const b of pricing.bundles ?? []) {
-    if (typeof b?.id !== 'string' || !/^[A-Za-z0-9_-]{1,64}$/.test(b.id)) {
+  if (pricing.bundles !== undefined && !Array.isArray(pricing.bundles)) {
+    throw new CreditsConfigError("createCredits: `pricing.bundles` must be an array such as [{ id: 'starter', credits: 500, price: 4000 }].");
+  }
+  for (const [i, b] of (pricing.bundles ?? []).entries()) {
+    if (typeof b !== 'object' || b === null || Array.isArray(b)) {
+      throw new CreditsConfigError(`createCredits: each of \`pricing.bundles\` must be an object { id, credits, price, name? }, got ${JSON.stringify(b)}.`);
+    }
+    onlyKnownKeys(b, BUNDLE_KEYS, 'key', `pricing.bundles[${i}].`);
+    if (typeof b.id !== 'string' || !/^[A-Za-z0-9_-]{1,64}$/.test(b.id)) {
       throw new CreditsConfigError(`createCredits: a bundle id must be 1-64 letters, digits, '-' or '_', got ${JSON.stringify(b?.id)}.`);
     }
     if (bundles.has(b.id)) throw new CreditsConfigError(`createCredits: bundle id '${b.id}' is used twice.`);
     positiveInt(b.credits, `bundle '${b.id}' credits`);
     positiveInt(b.price, `bundle '${b.id}' price`);
+    if (b.name !== undefined && (typeof b.name !== 'string' || b.name.trim() === '' || b.name.length > 250)) {
+      throw new CreditsConfigError(`createCredits: bundle '${b.id}' name must be a non-empty string of at most 250 characters (Stripe's product name), got ${JSON.stringify(b.name)}.`);
+    }
     if (b.price < minimumChargeCents) {
       throw new CreditsConfigError(`createCredits: bundle '${b.id}' costs ${b.price} cents, below the minimum charge of ${minimumChargeCents} cents.`);
     }
@@ -344,11 +440,76 @@ function optionalFunction<T>(value: T | undefined, name: string): T | undefined 
   return value;
 }
 
-function positiveInt(value: unknown, name: string): number {
+function positiveInt(value: unknown, name: string, max = Number.MAX_SAFE_INTEGER): number {
   if (typeof value !== 'number' || !Number.isSafeInteger(value) || value <= 0) {
-    throw new CreditsConfigError(`createCredits: \`${name}\` must be a positive integer, got ${JSON.stringify(value)}.`);
+    throw new CreditsConfigError(`createCredits: \`${name}\` must be a positive integer, got ${shown(value)}.`);
+  }
+  if (value > max) {
+    throw new CreditsConfigError(`createCredits: \`${name}\` must be at most ${max}${max === MAX_TIMER_MS ? ' ms (about 24.8 days, the longest timer Node keeps)' : max === TEN_YEARS_MS ? ' ms (ten years)' : ''}, got ${value}.`);
   }
   return value;
+}
+
+/** JSON.stringify turns NaN and Infinity into null: show them as they are. */
+function shown(value: unknown): string {
+  return typeof value === 'number' ? String(value) : JSON.stringify(value) ?? String(value);
+}
+
+function plainObject<T extends object>(value: T, name: string): Partial<T> {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    throw new CreditsConfigError(`createCredits: \`${name}\` must be an object, got ${JSON.stringify(value)}.`);
+  }
+  return value;
+}
+
+/** Refuses keys nobody reads: a misspelt option would otherwise be ignored in silence. */
+function onlyKnownKeys(value: object, known: ReadonlyArray<string>, what: string, prefix: string): void {
+  for (const key of Object.keys(value)) {
+    if (known.includes(key)) continue;
+    const hint = suggest(key, known);
+    throw new CreditsConfigError(
+      `createCredits: unknown ${what} \`${prefix}${key}\`.${hint ? ` Did you mean \`${prefix}${hint}\`?` : ''} Known: ${known.join(', ')}.`,
+    );
+  }
+}
+
+/** The known name closest to a misspelt one: same letters in another case, one inside the other, or two edits away. */
+function suggest(key: string, known: ReadonlyArray<string>): string | undefined {
+  const k = key.toLowerCase();
+  return (
+    known.find((n) => n.toLowerCase() === k) ??
+    known.find((n) => k.length >= 4 && (n.toLowerCase().startsWith(k) || k.startsWith(n.toLowerCase()))) ??
+    known.find((n) => editDistance(n.toLowerCase(), k) <= 2)
+  );
+}
+
+function editDistance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const row = [i];
+    for (let j = 1; j <= b.length; j++) row[j] = Math.min(prev[j]! + 1, row[j - 1]! + 1, prev[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
+    prev = row;
+  }
+  return prev[b.length]!;
+}
+
+/** A prefix MongoDB accepts in a collection name and that cannot reach its system collections. */
+function collectionPrefix(value: unknown): string {
+  if (typeof value !== 'string' || !/^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$/.test(value) || value.startsWith('system.')) {
+    throw new CreditsConfigError(
+      `createCredits: \`collectionPrefix\` must be 1-64 letters, digits, '_', '-' or '.', not starting with '.', '-' or 'system.', got ${JSON.stringify(value)}.`,
+    );
+  }
+  return value;
+}
+
+/** The size syntax express.json reads: a number of bytes with an optional unit, such as '16kb' or '1mb'. */
+function bodyLimit(value: unknown): string {
+  const m = typeof value === 'string' ? /^\s*(\d+(?:\.\d+)?)\s*(b|kb|mb|gb)?\s*$/i.exec(value) : null;
+  if (!m || Number(m[1]) <= 0) {
+    throw new CreditsConfigError(`createCredits: \`bodyLimit\` must be a size such as '16kb' or '1mb', got ${JSON.stringify(value)}.`);
+  }
+  return value as string;
 }
 
 function nonEmptyString(value: unknown, name: string): string {
@@ -359,8 +520,10 @@ function nonEmptyString(value: unknown, name: string): string {
 }
 
 function path(value: unknown, name: string): string {
-  if (typeof value !== 'string' || !value.startsWith('/')) {
-    throw new CreditsConfigError(`createCredits: \`${name}\` must be a path starting with '/', got ${JSON.stringify(value)}.`);
+  if (typeof value !== 'string' || !value.startsWith('/') || value.startsWith('//') || /[\s\u0000-\u001f]/.test(value)) {
+    throw new CreditsConfigError(
+      `createCredits: \`${name}\` must be a path on publicUrl starting with one '/', without spaces, got ${JSON.stringify(value)}.`,
+    );
   }
   return value;
 }

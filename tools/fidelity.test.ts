@@ -321,6 +321,19 @@ describe('FerretDB gaps the store works around', () => {
     expect(fam?.code).toBe(238);
   });
 
+  test('TTL indexes are not implemented (NotImplemented 238, "expireAfterSeconds" and "partialFilterExpression"); reconcile() deletes expired request keys instead (deleteExpiredClaims)', async () => {
+    const col = db.collection<Doc>('ttl');
+    await col.insertOne({ _id: 't', expiresAt: new Date(0) });
+    const ttl = await serverError(() => col.createIndex({ expiresAt: 1 }, { expireAfterSeconds: 0 }));
+    expect(ttl?.code).toBe(238);
+    expect(ttl?.message).toMatch(/expireAfterSeconds/);
+    const partial = await serverError(() => col.createIndex({ expiresAt: 1 }, { partialFilterExpression: { state: 'applied' } }));
+    expect(partial?.code).toBe(238);
+    // What the store does instead: a plain index, and a delete by the field.
+    await col.createIndex({ expiresAt: 1 }, { name: 'expiresAt_sweep' });
+    expect((await col.deleteMany({ expiresAt: { $lt: new Date() } })).deletedCount).toBe(1);
+  });
+
   test('multi-document transactions are refused (FailedToParse 9 on the first command of one); the store uses single-document writes', async () => {
     const session = writer.startSession();
     try {

@@ -6,11 +6,11 @@
  * charged: the settlement and the give-back are each applied at most once under a key of the charge, and
  * the give-back first forecloses the settlement, so whichever comes second knows what the first did.
  */
-import { ConflictError, InsufficientCreditsError } from '../errors';
+import { ConflictError, CreditsError, InsufficientCreditsError } from '../errors';
 import { deductKey, giveBackKey, grantKey, REQUEST_KEY_PREFIX, settleKey } from './keys';
 import { isForeclosure, Ledger, type SettledOutcome, type TransactionPage } from '../ledger';
 import type { ResolvedOptions } from '../options';
-import type { Claim } from '../domain/types';
+import type { Claim, KeptReply, RequestFingerprint, StoredReply } from './types';
 import { assertAmount, assertId } from '../validate';
 
 export interface DeductOptions {
@@ -37,9 +37,55 @@ export interface Settlement {
   balance: number;
 }
 
+/** A guarded request charged now. */
+export interface Charged {
+  entryId: string;
+  balance: number;
+}
+
+/** A guarded request whose Idempotency-Key already holds an answer: that answer, and nothing charged. */
+export interface Replayed {
+  replay: KeptReply;
+}
+
+/**
+ * What a request gets when its key was used before (the claim is the first request's): the first answer
+ * when it was kept, and otherwise an error, never a second charge or run.
+ * - another route or body under the same key: 422 `idempotency_key_reused`;
+ * - an answer that was not kept (too large, not JSON): 409 `reply_not_kept`;
+ * - no answer yet: 409 `conflict`. The first request is still running, or its answer was never stored (its
+ *   process stopped first, or it was refused after its charge landed, which is then given back).
+ */
+function repeated(claim: Claim, key: string, request: RequestFingerprint | undefined): KeptReply {
+  const idempotencyKey = key.slice(REQUEST_KEY_PREFIX.length);
+  if (request && claim.request && claim.request.digest !== request.digest) {
+    const route = claim.request.route.length > 200 ? `${claim.request.route.slice(0, 200)}…` : claim.request.route;
+    const other = claim.request.route !== request.route ? `another route (${route})` : `another body or query on ${route}`;
+    throw new CreditsError(
+      'idempotency_key_reused',
+      `This Idempotency-Key was already used for ${other}; a retry must repeat the same request. Send a new key for a new request.`,
+      { idempotencyKey },
+    );
+  }
+  if (claim.reply?.kept) return claim.reply;
+  if (claim.reply) {
+    const why = claim.reply.reason === 'too_large' ? 'its body was larger than the kit keeps' : 'it was not a JSON body';
+    throw new CreditsError(
+      'reply_not_kept',
+      `The request with this Idempotency-Key answered ${claim.reply.status}, but that answer was not kept (${why}); it is not run or charged again. Send a new key to run it again.`,
+      { idempotencyKey, status: claim.reply.status },
+    );
+  }
+  throw new ConflictError(
+    'A request with this Idempotency-Key is still running, or its answer was not recorded (its process stopped before storing it, ' +
+      'or it was refused after its charge, which is then given back). It is not run or charged again: retry later for its answer, or send a new key.',
+    { idempotencyKey },
+  );
+}
+
 export class CreditsCore {
   constructor(
-    private readonly options: Pick<ResolvedOptions, 'overage'>,
+    private readonly options: Pick<ResolvedOptions, 'overage' | 'idempotencyKeyTtlMs'>,
     private readonly ledger: Ledger,
   ) {}
 
@@ -65,8 +111,12 @@ export class CreditsCore {
     return this.ledger.flush();
   }
 
-  /** Charges a guarded request: one guarded update, or a keyed one with an Idempotency-Key. */
-  async charge(userId: string, amount: number, key: string | undefined, note: string): Promise<{ entryId: string; balance: number }> {
+  /**
+   * Charges a guarded request: one guarded update, or a keyed one with an Idempotency-Key. A request whose
+   * key was used before is not charged again: it gets the first request's answer when that was kept
+   * (`replay`), and otherwise an error that says why not (see `repeated`).
+   */
+  async charge(userId: string, amount: number, key: string | undefined, note: string, request?: RequestFingerprint): Promise<Charged | Replayed> {
     const change = { kind: 'usage' as const, amount: -amount, ref: { note } };
     // The request is refused if the database fails mid-charge; a charge that landed anyway is given back.
     if (key === undefined) {
@@ -74,14 +124,17 @@ export class CreditsCore {
       if (!applied) throw new InsufficientCreditsError(amount, await this.ledger.getBalance(userId));
       return { entryId: applied.entry.id, balance: applied.balance };
     }
-    const outcome = await this.ledger.applyOnce(userId, key, change, { minBalance: amount, undoIfUncertain: true });
-    if (outcome.status === 'duplicate') {
-      throw new ConflictError('A request with this Idempotency-Key was already received; it is not run or charged again.', {
-        idempotencyKey: key.slice(REQUEST_KEY_PREFIX.length),
-      });
-    }
+    // The claim on the key carries what the request was and when the key may be forgotten: no extra write.
+    const claim = { ...(request ? { request } : {}), expiresAt: new Date(Date.now() + this.options.idempotencyKeyTtlMs) };
+    const outcome = await this.ledger.applyOnce(userId, key, change, { minBalance: amount, undoIfUncertain: true, claim });
+    if (outcome.status === 'duplicate') return { replay: repeated(outcome.claim, key, request) };
     if (outcome.status === 'rejected') throw new InsufficientCreditsError(amount, await this.ledger.getBalance(userId));
     return { entryId: outcome.entry.id, balance: outcome.balance };
+  }
+
+  /** Keeps what a keyed guarded request answered, for its retries. Once; after the answer has gone out. */
+  keepReply(userId: string, key: string, entryId: string, reply: StoredReply): Promise<void> {
+    return this.ledger.keepReply(userId, key, entryId, reply);
   }
 
   /**

@@ -77,6 +77,37 @@ export interface Claim {
   change?: ClaimedChange;
   /** Apply `change` only if this entry is in the account (the undo of a spend whose outcome was unknown). */
   ifLanded?: string;
+  /** A guarded request's key: what the request was, so that a retry can be told from another request. */
+  request?: RequestFingerprint;
+  /** A guarded request's key: the answer it gave, written once after the answer went out. */
+  reply?: StoredReply;
+  /**
+   * A guarded request's key may be forgotten after this, with its answer (the holder's clock). Claims
+   * without it (grants, deductions, purchases, give-backs, settlements) are kept for good.
+   */
+  expiresAt?: Date;
+}
+
+/**
+ * A guarded request sent with an Idempotency-Key, as its claim remembers it: the route (method and path)
+ * and a digest of the route, query and body. A retry has the same digest; another request under the same
+ * key does not.
+ */
+export interface RequestFingerprint {
+  route: string;
+  digest: string;
+}
+
+/** The answer a keyed guarded request gave: kept whole (a JSON or empty body within the size bound), or not. */
+export type StoredReply = KeptReply | { kept: false; status: number; reason: 'too_large' | 'not_json' };
+
+export interface KeptReply {
+  kept: true;
+  status: number;
+  /** The Content-Type it was sent with; absent for an empty body. */
+  contentType?: string;
+  /** The body as sent (UTF-8 text of JSON, or empty). */
+  body: string;
 }
 
 export type PurchaseStatus = 'open' | 'awaiting_payment' | 'paid' | 'failed' | 'expired';

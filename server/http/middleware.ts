@@ -8,8 +8,11 @@ import {
   toCreditsError,
 } from '../errors';
 import type { CreditsCore, Settlement } from '../domain/core';
+import { logFailure, type Log } from '../log';
 import type { ResolvedOptions } from '../options';
 import { requestKey } from '../domain/keys';
+import type { RequestFingerprint } from '../domain/types';
+import { fingerprintOf, recordReply, sendReplay } from './replay';
 import { assertAmount, assertId, assertNonNegativeAmount, parseIdempotencyKey } from '../validate';
 
 /** What a guarded route sees as `req.credits`. */
@@ -54,9 +57,10 @@ export async function resolveUserId(getUserId: ResolvedOptions['getUserId'], req
   return assertId(id, 'user id');
 }
 
-export function sendError(res: Response, err: unknown): void {
+/** Answers a failure in the kit's error shape, and logs it when it is not an expected one (server/log.ts). */
+export function sendError(res: Response, err: unknown, log: Log): void {
   const e = toCreditsError(err);
-  if (e.status >= 500 && e.code !== 'store_unavailable') console.error('[credit-kit]', e, e.cause ?? '');
+  logFailure(log, err, `${res.req.method} ${res.req.originalUrl.split('?')[0]}`);
   if (res.headersSent) return;
   res.status(e.status).json(e.toJSON());
 }
@@ -88,24 +92,34 @@ export function createRequireCredits(core: CreditsCore, options: ResolvedOptions
       let userId: string;
       let amount: number;
       let key: string | undefined;
+      let request: RequestFingerprint | undefined;
+      const route = req.method + ' ' + (req.baseUrl + req.path);
       try {
         userId = await resolveUserId(options.getUserId, req);
         amount = typeof cost === 'function' ? await cost(req) : cost;
         if (typeof cost === 'function') assertAmount(amount, 'The cost of this request');
         const header = parseIdempotencyKey(req.get('idempotency-key'));
-        if (header !== undefined) key = requestKey(header);
+        if (header !== undefined) {
+          key = requestKey(header);
+          request = fingerprintOf(req, route);
+        }
       } catch (err) {
-        return sendError(res, err);
+        return sendError(res, err, options.logger);
       }
 
       try {
-        const charge = await withinDeadline(core, options.timeoutMs, userId, amount, core.charge(userId, amount, key, req.method + ' ' + (req.baseUrl + req.path)));
+        const charge = await withinDeadline(core, options.timeoutMs, userId, amount, core.charge(userId, amount, key, route, request));
+        if ('replay' in charge) return sendReplay(res, charge.replay);
         req.credits = createContext(core, userId, charge.entryId, amount, charge.balance);
       } catch (err) {
-        return sendError(res, err);
+        return sendError(res, err, options.logger);
       }
 
-      giveBackBeforeFailedAnswer(core, options.refundOn, res, userId, req.credits.chargeId, amount);
+      // A keyed request's answer is kept for its retries, after it has gone out (server/http/replay.ts).
+      const keyed = key;
+      const chargeId = req.credits.chargeId;
+      if (keyed !== undefined) recordReply(res, (reply) => core.later(() => core.keepReply(userId, keyed, chargeId, reply)));
+      giveBackBeforeFailedAnswer(core, options, res, userId, req.credits.chargeId, amount);
       next();
     };
 
@@ -114,7 +128,7 @@ export function createRequireCredits(core: CreditsCore, options: ResolvedOptions
       ? guard
       : (req, res, next) =>
           limiter(req, res, (err?: unknown) => {
-            if (err) return sendError(res, err);
+            if (err) return sendError(res, err, options.logger);
             void guard(req, res, next);
           });
     if (!handler) return middleware;
@@ -154,7 +168,7 @@ function isThenable(value: unknown): value is PromiseLike<unknown> {
  * Bounds the whole charge (a keyed one is three calls) by `timeoutMs`: past it the request is refused with
  * 503 and never runs, and a charge that completes afterwards is given back.
  */
-function withinDeadline<T extends { entryId: string }>(core: CreditsCore, timeoutMs: number, userId: string, amount: number, charge: Promise<T>): Promise<T> {
+function withinDeadline<T extends { entryId: string } | { replay: unknown }>(core: CreditsCore, timeoutMs: number, userId: string, amount: number, charge: Promise<T>): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   const deadline = new Promise<never>((_, reject) => {
     timer = setTimeout(() => {
@@ -162,10 +176,10 @@ function withinDeadline<T extends { entryId: string }>(core: CreditsCore, timeou
       // Retried from the background queue until the database takes it (a lone attempt could meet the same
       // stall that made the charge late); once its first write lands it is durable, and reconcile() finishes it.
       void charge.then(
-        (late) =>
-          core.later(() =>
-            core.giveBack(userId, late.entryId, amount, 'The request was refused: its charge landed after the time limit'),
-          ),
+        (late) => {
+          if (!('entryId' in late)) return; // a replay: nothing was charged
+          core.later(() => core.giveBack(userId, late.entryId, amount, 'The request was refused: its charge landed after the time limit'));
+        },
         () => undefined, // refused or failed: nothing was charged, or the ledger gives it back itself
       );
     }, timeoutMs);
@@ -202,7 +216,7 @@ function createContext(core: CreditsCore, userId: string, chargeId: string, rese
  */
 function giveBackBeforeFailedAnswer(
   core: CreditsCore,
-  refundOn: ResolvedOptions['refundOn'],
+  { refundOn, logger }: Pick<ResolvedOptions, 'refundOn' | 'logger'>,
   res: Response,
   userId: string,
   chargeId: string,
@@ -215,7 +229,7 @@ function giveBackBeforeFailedAnswer(
     const giveBack = () => core.giveBack(userId, chargeId, reserved, 'The guarded request failed');
     const done = giveBack()
       .catch((err: unknown) => {
-        console.error('[credit-kit] giving back a failed request is retried in the background:', err);
+        logFailure(logger, err, 'giving back a failed request, retried in the background');
         core.later(giveBack);
       })
       .then(() => end.apply(this, args as Parameters<typeof end>));

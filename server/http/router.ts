@@ -43,7 +43,7 @@ export function createRateLimiter(options: ResolvedOptions, limit: number | unde
       return typeof user === 'string' && user ? `user:${user}` : ipKeyGenerator((req as Request).ip ?? '');
     },
     handler: (_req, res) => {
-      sendError(res as Response, new CreditsError('rate_limited', 'Too many requests; slow down and try again shortly.'));
+      sendError(res as Response, new CreditsError('rate_limited', 'Too many requests; slow down and try again shortly.'), options.logger);
     },
   });
 }
@@ -62,7 +62,7 @@ export function createRouter({ credits: core, purchases, options, checkoutLimite
   const handle =
     (fn: (req: Request, res: Response) => Promise<void>): RequestHandler =>
     (req, res) =>
-      void fn(req, res).catch((err: unknown) => sendError(res, err));
+      void fn(req, res).catch((err: unknown) => sendError(res, err, options.logger));
 
   const requireStripe = (): Stripe => {
     if (!options.stripe) {
@@ -75,7 +75,7 @@ export function createRouter({ credits: core, purchases, options, checkoutLimite
   // without a CORS preflight, so this is the checkout route's CSRF defence.
   const jsonOnly: RequestHandler = (req, res, next) => {
     if (!req.is('application/json')) {
-      return sendError(res, new CreditsError('unsupported_media_type', 'Send the body as JSON with Content-Type: application/json.'));
+      return sendError(res, new CreditsError('unsupported_media_type', 'Send the body as JSON with Content-Type: application/json.'), options.logger);
     }
     next();
   };
@@ -119,7 +119,7 @@ export function createRouter({ credits: core, purchases, options, checkoutLimite
           report({ status: 200, ...(event ? { event } : {}), outcome });
         })
         .catch((err: unknown) => {
-          sendError(res, err);
+          sendError(res, err, options.logger);
           const e = toCreditsError(err);
           report({ status: e.status, ...(event ? { event } : {}), error: { code: e.code, message: e.message } });
         });
@@ -206,10 +206,10 @@ export function createRouter({ credits: core, purchases, options, checkoutLimite
   // Body parser failures in the kit's own routes answer in the kit's error shape.
   const bodyErrors: ErrorRequestHandler = (err: { type?: string; status?: number }, _req, res, next) => {
     if (err?.type === 'entity.too.large') {
-      return sendError(res, new CreditsError('payload_too_large', `The body is larger than ${options.bodyLimit}.`));
+      return sendError(res, new CreditsError('payload_too_large', `The body is larger than ${options.bodyLimit}.`), options.logger);
     }
-    if (err?.type === 'entity.parse.failed') return sendError(res, new InvalidRequestError('The body is not valid JSON.'));
-    if (err?.type && err.status && err.status < 500) return sendError(res, new InvalidRequestError('The body could not be read.'));
+    if (err?.type === 'entity.parse.failed') return sendError(res, new InvalidRequestError('The body is not valid JSON.'), options.logger);
+    if (err?.type && err.status && err.status < 500) return sendError(res, new InvalidRequestError('The body could not be read.'), options.logger);
     next(err);
   };
   router.use(bodyErrors);

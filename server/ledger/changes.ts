@@ -40,6 +40,8 @@ export interface ChangeOptions extends ApplyOptions {
   ifLanded?: string;
   /** When the outcome is unknown, settle it now by fencing and looking, and answer as it turned out. */
   resolveIfUncertain?: boolean;
+  /** Kept with the claim: what a guarded request was, and when its key may be forgotten. */
+  claim?: Pick<Claim, 'request' | 'expiresAt'>;
 }
 
 export interface Applied {
@@ -102,6 +104,8 @@ export class Changes {
       amount: change.amount,
       ...(options.complete ? { change: claimedChange(change) } : {}),
       ...(options.ifLanded ? { ifLanded: options.ifLanded } : {}),
+      ...(options.claim?.request ? { request: options.claim.request } : {}),
+      ...(options.claim?.expiresAt ? { expiresAt: options.claim.expiresAt } : {}),
     };
     let existing: Claim | null;
     try {

@@ -15,7 +15,7 @@
  *   it, an entry enters a journal at most once, and a claim is only ever decided after its entry is fenced.
  */
 import type { CreditStore } from '../store/types';
-import type { Claim } from '../domain/types';
+import type { Claim, StoredReply } from '../domain/types';
 import { Background } from './background';
 import { Changes, claimId, type ChangeInput, type ChangeOptions } from './changes';
 import { listTransactions, type TransactionPage } from './history';
@@ -28,7 +28,7 @@ export type { Transaction, TransactionPage } from './history';
 export type { ReconcileReport } from './recovery';
 
 export interface LedgerHooks {
-  /** Told of errors in background work (moving journal entries, repairs); default: console.error. */
+  /** Told of errors in background work (moving journal entries, repairs); default: the `logger`. */
   onBackgroundError?: (err: unknown) => void;
 }
 
@@ -40,7 +40,7 @@ export class Ledger {
   constructor(
     private readonly store: CreditStore,
     private readonly leaseMs: number,
-    private readonly hooks: LedgerHooks = {},
+    private readonly onError: (err: unknown) => void,
   ) {
     this.background = new Background((err) => this.backgroundError(err));
     this.mover = new JournalMover(store, (err) => this.backgroundError(err));
@@ -67,6 +67,11 @@ export class Ledger {
     return this.store.getClaim(claimId(userId, key));
   }
 
+  /** Keeps the answer given under a key with its claim, once, if the claim still names `entryId`. */
+  async keepReply(userId: string, key: string, entryId: string, reply: StoredReply): Promise<void> {
+    await this.store.saveReply(claimId(userId, key), entryId, reply);
+  }
+
   async getBalance(userId: string): Promise<number> {
     return (await this.store.getAccount(userId))?.balance ?? 0;
   }
@@ -90,7 +95,11 @@ export class Ledger {
   }
 
   private backgroundError(err: unknown): void {
-    (this.hooks.onBackgroundError ?? ((e) => console.error('[credit-kit] background ledger work failed:', e)))(err);
+    try {
+      this.onError(err);
+    } catch {
+      // A reporting hook that throws must not stop the work it reports on.
+    }
   }
 }
 

@@ -1,8 +1,9 @@
 /**
  * reconcile(): finishes what a crash, a stall or a lost reply left half done. Claims past their lease are
- * decided (fence, look, then applied, completed or released: see changes.ts), and journals older than the
- * lease are moved to the ledger. Every item is tried on its own: one that fails is counted and reported, and
- * the pass goes on with the rest. Safe to run at once on any number of instances.
+ * decided (fence, look, then applied, completed or released: see changes.ts), journals older than the
+ * lease are moved to the ledger, and request keys past their expiry are deleted (MongoDB's TTL index does
+ * that too; servers without TTL rely on this). Every item is tried on its own: one that fails is counted
+ * and reported, and the pass goes on with the rest. Safe to run at once on any number of instances.
  */
 import type { CreditStore } from '../store/types';
 import type { Changes } from './changes';
@@ -12,6 +13,8 @@ export interface ReconcileReport {
   claimsResolved: number;
   claimsReleased: number;
   accountsMoved: number;
+  /** Guarded requests' Idempotency-Keys (and their answers) past `idempotencyKeyTtlMs`, deleted. */
+  keysExpired: number;
   /** Items that could not be repaired in this pass (reported to onBackgroundError); the next pass retries them. */
   errors: number;
 }
@@ -21,7 +24,7 @@ export async function reconcileLedger(
   batch: number,
 ): Promise<ReconcileReport> {
   const { store, changes, mover, olderThanMs, onError } = deps;
-  const report: ReconcileReport = { claimsResolved: 0, claimsReleased: 0, accountsMoved: 0, errors: 0 };
+  const report: ReconcileReport = { claimsResolved: 0, claimsReleased: 0, accountsMoved: 0, keysExpired: 0, errors: 0 };
   const failed = (err: unknown) => {
     report.errors++;
     onError(err);
@@ -48,6 +51,12 @@ export async function reconcileLedger(
     } catch (err) {
       failed(err);
     }
+  }
+
+  try {
+    report.keysExpired = await store.deleteExpiredClaims(new Date(), batch);
+  } catch (err) {
+    failed(err);
   }
   return report;
 }

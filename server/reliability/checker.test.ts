@@ -13,7 +13,8 @@
  * (a lease apart) and flushes, and the database is read directly and checked against the model:
  *   1. every balance is the sum of its ledger (collection ∪ journal, by id); no journal left; seq 1..n;
  *      balance-after chains; and, during the run, every paged read of a history adds up to its balance;
- *   2. no idempotency key applied twice (ledger keys unique per user), no request key ran twice;
+ *   2. no idempotency key applied twice (ledger keys unique per user), no request key ran twice, and a
+ *      replayed answer (Idempotent-Replayed) is the answer of the attempt that ran;
  *   3. each purchase holds exactly the credits its true final history owes (refunds, failed refunds,
  *      disputes), never more than bought nor below 0; no adjustment left pending;
  *   4. no request given back more than it was charged: charge + its refunds/settlements in [-max, 0];
@@ -161,6 +162,8 @@ interface Answer {
   /** HTTP status, or 'error' when no answer came (the client gave up). */
   status: number | 'error';
   body: Record<string, unknown>;
+  /** `Idempotent-Replayed: true`: a keyed request's earlier answer, given again. */
+  replayed: boolean;
 }
 
 async function http(url: string, init: { method?: string; headers?: Record<string, string>; body?: string } = {}, timeoutMs = 10_000): Promise<Answer> {
@@ -173,9 +176,9 @@ async function http(url: string, init: { method?: string; headers?: Record<strin
     } catch {
       body = { text };
     }
-    return { status: res.status, body };
+    return { status: res.status, body, replayed: res.headers.get('idempotent-replayed') === 'true' };
   } catch (err) {
-    return { status: 'error', body: { error: String(err) } };
+    return { status: 'error', body: { error: String(err) }, replayed: false };
   }
 }
 
@@ -203,6 +206,9 @@ interface RequestRecord {
   status: number | 'error';
   chargeId?: string;
   charged?: number;
+  /** The answer was a replay of an earlier attempt's (Idempotent-Replayed), with this body. */
+  replayed?: boolean;
+  body?: Record<string, unknown>;
 }
 
 interface GrantRecord {
@@ -303,7 +309,7 @@ it('keeps every money rule under faults, skewed clocks and Stripe chaos across t
         if (rec.fail !== 'none') headers['x-fail'] = String(rec.fail);
       }
       const a = await http(`${inst(rec.instance).url}/ai/${rec.route}`, { headers });
-      const done: RequestRecord = { ...rec, status: a.status };
+      const done: RequestRecord = { ...rec, status: a.status, body: a.body, ...(a.replayed ? { replayed: true } : {}) };
       if (typeof a.body.chargeId === 'string') done.chargeId = a.body.chargeId;
       if (typeof a.body.charged === 'number') done.charged = a.body.charged;
       requests.push(done);
@@ -775,9 +781,20 @@ it('keeps every money rule under faults, skewed clocks and Stripe chaos across t
     for (const r of requests) if (r.key) keyAttempts.set(`${r.user}\n${r.key}`, [...(keyAttempts.get(`${r.user}\n${r.key}`) ?? []), r]);
     for (const [k, list] of keyAttempts) {
       const ran = list.reduce((s, r) => s + (runs.get(r.id)?.runs ?? 0), 0);
-      const oks = list.filter((r) => r.status === 200).length;
+      const oks = list.filter((r) => r.status === 200 && !r.replayed).length;
       check('2 request key runs once', ran <= 1 && oks <= 1, () => `Idempotency-Key ${k.replace('\n', ' ')} ran ${ran} times, ${oks} answers 200: ${JSON.stringify(list)}`);
+      // A replay gives the answer of the attempt that ran, as that attempt got it (when its client saw it).
+      const original = list.find((r) => runs.has(r.id));
+      for (const r of list.filter((x) => x.replayed)) {
+        const same =
+          original !== undefined &&
+          (original.status === 'error' || (original.status === r.status && JSON.stringify(original.body) === JSON.stringify(r.body))) &&
+          (r.chargeId === undefined || runs.get(original.id)!.chargeIds.includes(r.chargeId));
+        check('2 a replay repeats the answer given', same, () => `${r.id} replayed ${r.status} ${JSON.stringify(r.body)}; the attempt that ran: ${JSON.stringify(original)}`);
+      }
     }
+    /** The attempt with the same user and key whose route ran (a replay's answer is that attempt's). */
+    const ranFor = (r: RequestRecord) => (r.key ? keyAttempts.get(`${r.user}\n${r.key}`)?.find((x) => runs.has(x.id)) : undefined);
 
     // Nets of charges: the usage entry and everything linked to it.
     const linked = new Map<string, Entry[]>();
@@ -856,7 +873,8 @@ it('keeps every money rule under faults, skewed clocks and Stripe chaos across t
       if (r.status === 200) {
         const want = r.route === 'fixed' ? -3 : -(r.charged ?? NaN);
         const net = r.chargeId ? netOf(r.chargeId) : null;
-        check('5 every 200 paid for', !!r.chargeId && run?.chargeIds.includes(r.chargeId) === true && net === want, () =>
+        const ranWith = r.replayed ? runs.get(ranFor(r)?.id ?? '') : run;
+        check('5 every 200 paid for', !!r.chargeId && ranWith?.chargeIds.includes(r.chargeId) === true && net === want, () =>
           `${r.id} (${r.route}, ${JSON.stringify({ user: r.user, key: r.key, used: r.used, charged: r.charged, instance: r.instance })}) answered 200 with charge ${r.chargeId}, nets ${net}, want ${want}: ${r.chargeId ? describeCharge(r.chargeId) : ''}`,
         );
       } else if (r.status !== 'error' && (r.status >= 500 || r.status === 402 || r.status === 409)) {

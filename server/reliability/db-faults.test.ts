@@ -20,7 +20,16 @@ it('fails closed while the database is down and loses nothing across the outage'
   const listenAddr = new URL(mongo.uri).host;
   const connection = await connect(mongo.uri);
   const stripe = stripeMockClient();
-  const credits = createCredits({ connection, getUserId: headerUser, timeoutMs: 500, stripe, webhookSecret: WEBHOOK_SECRET, publicUrl: 'https://app.example.com' });
+  const logged: Array<{ level: string; line: string; code: string }> = [];
+  const credits = createCredits({
+    connection,
+    getUserId: headerUser,
+    timeoutMs: 500,
+    stripe,
+    webhookSecret: WEBHOOK_SECRET,
+    publicUrl: 'https://app.example.com',
+    logger: (level, line, record) => void logged.push({ level, line, code: record.code }),
+  });
   await credits.init();
 
   let down = false;
@@ -127,7 +136,10 @@ it('fails closed while the database is down and loses nothing across the outage'
     for (const id of okCharges) expect(usageIds.has(id) && !undone.has(id)).toBe(true);
     expect(usageIds.size - undone.size).toBe(okCharges.length);
     expect(await credits.getBalance('fault-buyer')).toBe(40);
-    console.log(`db-faults: ${JSON.stringify(statuses)}; ${downStatuses.length} requests while down, all 503`);
+    // The outage is logged as what it is: one warning line per refused request or failed background step.
+    expect(logged.length).toBeGreaterThan(0);
+    for (const l of logged) expect(l).toEqual({ level: 'warn', code: 'store_unavailable', line: expect.stringMatching(/^\[credit-kit\] store_unavailable \([^)]+\): [^\n]+$/) });
+    console.log(`db-faults: ${JSON.stringify(statuses)}; ${downStatuses.length} requests while down, all 503; ${logged.length} warning lines logged`);
   } finally {
     stop = true;
     await load.catch(() => undefined);

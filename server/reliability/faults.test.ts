@@ -4,11 +4,14 @@
  * fault is the database's: a stalled link, a reply lost after the write landed, a holder that outlives its
  * lease. Stripe events are really signed and delivered over HTTP.
  */
+import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
 import express, { type Express } from 'express';
 import mongoose, { type Connection } from 'mongoose';
 import { createCredits, type CreateCreditsOptions, type Credits, type WebhookReport } from 'credit-kit/server';
-import { giveBackKey, grantKey } from '../domain/keys';
+import { giveBackKey, grantKey, requestKey } from '../domain/keys';
 import { claimId } from '../ledger';
 import { crashingMongoStore, type CrashPlan } from '../test/crashing-store';
 import { startFaultProxy, type FaultProxy } from '../../tools/fault-proxy';
@@ -40,6 +43,7 @@ async function instance(
     timeoutMs: 20_000,
     claimLeaseMs: 60_000,
     hooks: { onBackgroundError: () => undefined },
+    logger: () => undefined, // these tests check answers and the ledger; what is logged is logger.test.ts's
     ...rest,
   };
   const credits = createCredits(crash ? { ...base, store: crashingMongoStore(connection, crash) } : base);
@@ -200,13 +204,98 @@ describe('3. a holder that outlives its lease is fenced', () => {
     await sleep(600);
     const retry = await post(`${b.url}/ai`, 'idem3', undefined, { 'idempotency-key': 'job-1' });
     expect(retry.status).toBe(200);
+    const answer = await retry.text();
+    await b.credits.flush(); // B's answer is stored with the key
     proxy.release();
-    expect((await first).status).toBe(409);
+    // A's held write is refused (fenced); A answers as the request that ran did, without running or charging.
+    const late = await first;
+    expect(late.status).toBe(200);
+    expect(late.headers.get('idempotent-replayed')).toBe('true');
+    expect(await late.text()).toBe(answer);
     expect(runs).toEqual(['b']);
     const s = await settled(b.credits, 'idem3');
     expect(s.balance).toBe(15);
   });
+
+  it('a keyed request whose process dies before its answer is stored is not run or charged again: a retry gets 409', async () => {
+    const name = db();
+    // Messages held when the process dies are dropped, as bytes that never left it.
+    const proxy = await startFaultProxy(mongoUri(), { deliverAfterClientClose: false });
+    cleanups.push(() => proxy.close());
+    const runs: string[] = [];
+    const b = await instance(name, {
+      routes(app, credits) {
+        app.post('/ai/fixed', credits.requireCredits(3), (req, res) => {
+          runs.push('b');
+          res.json({ chargeId: req.credits!.chargeId });
+        });
+      },
+    });
+    await b.credits.grantCredits('dies', 10, { idempotencyKey: 'start' });
+    const a = await instanceProcess(proxy.uri, name);
+    // The charge's writes go through (claim, charge, claim applied); the next update, storing the answer, is held.
+    let updates = 0;
+    proxy.stall((command) => command === 'update' && ++updates >= 2);
+    const first = await post(`${a.url}/ai/fixed`, 'dies', undefined, { 'idempotency-key': 'job-1', 'x-user': 'dies', 'x-req': 'first' });
+    expect(first.status).toBe(200);
+    const { chargeId } = (await first.json()) as { chargeId: string };
+    for (let i = 0; i < 100 && proxy.stats().stalled === 0; i++) await sleep(20);
+    expect(proxy.stats().stalled).toBeGreaterThan(0);
+    await a.kill(); // SIGKILL, with the answer still unstored
+    // Once the proxy has seen the dead process's connections close, what they held is dropped, not sent.
+    for (let i = 0; i < 200 && proxy.stats().openConnections > 0; i++) await sleep(10);
+    expect(proxy.stats().openConnections).toBe(0);
+    proxy.release();
+
+    const claim = await b.credits.store.getClaim(claimId('dies', requestKey('job-1')));
+    expect(claim).toMatchObject({ state: 'applied', entryId: chargeId });
+    expect(claim?.reply).toBeUndefined();
+    for (let attempt = 0; attempt < 2; attempt++) {
+      const retry = await post(`${b.url}/ai/fixed`, 'dies', undefined, { 'idempotency-key': 'job-1' });
+      expect(retry.status).toBe(409);
+      expect((await retry.json()).error).toMatchObject({ code: 'conflict', message: expect.stringMatching(/answer was not recorded/) });
+      await b.credits.reconcile();
+    }
+    expect(runs).toEqual([]);
+    // The charge stays, once (the kit cannot know whether the work ran), as the README says.
+    const s = await settled(b.credits, 'dies');
+    expect(s).toMatchObject({ balance: 7, kinds: { grant: 1, usage: 1 } });
+  });
 });
+
+/**
+ * An app instance in its own Node process (server/reliability/checker-instance.ts: requireCredits(3) on
+ * POST /ai/fixed, user from x-user), so that the test can kill it with SIGKILL.
+ */
+async function instanceProcess(mongo: string, dbName: string): Promise<{ url: string; kill: () => Promise<void> }> {
+  const child = spawn(process.execPath, ['-r', 'tsx/cjs', '--require', './tools/skew-clock.cjs', 'server/reliability/checker-instance.ts', mongo, dbName, 'a'], {
+    cwd: join(__dirname, '..', '..'),
+    env: { ...process.env, CK_CLOCK_SKEW_MS: '0', CK_WEBHOOK_SECRET: WEBHOOK_SECRET },
+    stdio: ['pipe', 'pipe', 'ignore'],
+  });
+  const kill = async () => {
+    if (child.exitCode !== null || child.signalCode !== null) return;
+    const exited = new Promise((r) => child.once('exit', r));
+    child.kill('SIGKILL');
+    await exited;
+  };
+  cleanups.push(kill);
+  const port = await new Promise<number>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error('the instance process did not start within 30 s')), 30_000);
+    createInterface({ input: child.stdout! }).on('line', (line) => {
+      const m = /^ready (\d+)$/.exec(line);
+      if (m) {
+        clearTimeout(timer);
+        resolve(Number(m[1]));
+      }
+    });
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`the instance process exited (${code}) before it was ready`));
+    });
+  });
+  return { url: `http://127.0.0.1:${port}`, kill };
+}
 
 describe('4. timeoutMs bounds a stalled database', () => {
   it('answers 503 while the database is frozen, runs nothing, and gives back the charge when it lands later', async () => {

@@ -107,6 +107,72 @@ export function describeCreditStore(name: string, create: () => Promise<StoreUnd
       expect((await t.store.getClaim(claimId))?.state).toBe('applied');
     });
 
+    it('keeps a request key’s fingerprint and expiry, and its answer once, only for the entry the claim names', async () => {
+      const claimId = `claim-${randomUUID()}`;
+      const request = { route: 'POST /api/summarize', digest: 'ab'.repeat(32) };
+      const expiresAt = new Date(Date.now() + 60_000);
+      const claim = { id: claimId, userId: 'u', key: 'request:k', entryId: 'e1', state: 'pending' as const, createdAt: new Date(), amount: -5, request, expiresAt };
+      expect(await t.store.insertClaim(claim)).toBeNull();
+      // Whoever finds the key taken learns what the request was.
+      expect(await t.store.insertClaim({ ...claim, entryId: 'e2', request: { ...request, digest: 'cd'.repeat(32) } })).toMatchObject({ entryId: 'e1', request, expiresAt });
+      await t.store.markClaimApplied(claimId, 'e1');
+
+      // The largest answer the kit keeps (64 KiB), with text outside ASCII, comes back byte for byte.
+      const text = 'é ✓ '.repeat(8000);
+      const body = JSON.stringify({ text, pad: 'x'.repeat(64 * 1024 - Buffer.byteLength(JSON.stringify({ text, pad: '' }))) });
+      expect(Buffer.byteLength(body)).toBe(64 * 1024);
+      const reply = { kept: true as const, status: 201, contentType: 'application/json; charset=utf-8', body };
+      expect(await t.store.saveReply(claimId, 'not-the-holder', reply)).toBe(false);
+      expect((await t.store.getClaim(claimId))?.reply).toBeUndefined();
+      // Concurrent saves: exactly one is kept, and a later one never overwrites it.
+      const saved = await Promise.all(Array.from({ length: 10 }, (_, i) => t.store.saveReply(claimId, 'e1', { ...reply, status: 200 + i })));
+      expect(saved.filter(Boolean)).toHaveLength(1);
+      const winner = 200 + saved.indexOf(true);
+      expect(await t.store.saveReply(claimId, 'e1', { kept: false, status: 500, reason: 'too_large' })).toBe(false);
+      const stored = await t.store.getClaim(claimId);
+      expect(stored).toMatchObject({ state: 'applied', request, expiresAt, reply: { ...reply, status: winner } });
+      expect(Buffer.byteLength(stored!.reply!.kept ? stored!.reply!.body : '')).toBe(Buffer.byteLength(body));
+
+      // An answer that was not kept is recorded as such; an empty body has no content type.
+      const other = { ...claim, id: `claim-${randomUUID()}` };
+      await t.store.insertClaim(other);
+      expect(await t.store.saveReply(other.id, 'e1', { kept: false, status: 200, reason: 'not_json' })).toBe(true);
+      expect((await t.store.getClaim(other.id))?.reply).toEqual({ kept: false, status: 200, reason: 'not_json' });
+      const empty = { ...claim, id: `claim-${randomUUID()}` };
+      await t.store.insertClaim(empty);
+      expect(await t.store.saveReply(empty.id, 'e1', { kept: true, status: 204, body: '' })).toBe(true);
+      expect((await t.store.getClaim(empty.id))?.reply).toEqual({ kept: true, status: 204, body: '' });
+    });
+
+    it('deletes applied claims past their expiry, in batches, and never a pending one or one without expiry', async () => {
+      const make = (state: 'pending' | 'applied', expiresAt?: Date) => ({
+        id: `claim-${randomUUID()}`,
+        userId: 'u',
+        key: `request:${randomUUID()}`,
+        entryId: randomUUID(),
+        state,
+        createdAt: new Date(),
+        amount: -1,
+        ...(expiresAt ? { expiresAt } : {}),
+      });
+      const past = new Date(Date.now() - 1000);
+      const expired = [make('applied', past), make('applied', past), make('applied', past)];
+      const pending = make('pending', past);
+      const live = make('applied', new Date(Date.now() + 3_600_000));
+      const forever = make('applied');
+      for (const c of [...expired, pending, live, forever]) expect(await t.store.insertClaim(c)).toBeNull();
+
+      expect(await t.store.deleteExpiredClaims(new Date(), 2)).toBeLessThanOrEqual(2);
+      await t.store.deleteExpiredClaims(new Date(), 10_000);
+      for (const c of expired) expect(await t.store.getClaim(c.id)).toBeNull();
+      for (const c of [pending, live, forever]) expect(await t.store.getClaim(c.id)).toMatchObject({ id: c.id, state: c.state });
+      expect(await t.store.deleteExpiredClaims(new Date(), 10_000)).toBe(0);
+      // The pending one goes once it is decided and applied.
+      await t.store.markClaimApplied(pending.id, pending.entryId);
+      expect(await t.store.deleteExpiredClaims(new Date(), 10_000)).toBeLessThanOrEqual(1);
+      expect(await t.store.getClaim(pending.id)).toBeNull();
+    });
+
     it('fences an entry: a write of it that arrives afterwards never lands, and the fence says if it had', async () => {
       const user = `c-${randomUUID()}`;
       const late = entry(-5, { key: 'request:late' });

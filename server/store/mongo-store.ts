@@ -8,6 +8,7 @@ import type {
   JournalEntry,
   LedgerEntry,
   Purchase,
+  StoredReply,
 } from './types';
 
 /**
@@ -38,6 +39,8 @@ export interface MongoStoreOptions {
 }
 
 const DUPLICATE_KEY = 11000;
+/** The server's answer to an option it does not have (FerretDB v1 for TTL indexes). */
+const NOT_IMPLEMENTED = 238;
 
 export function isDuplicateKeyError(err: unknown): boolean {
   return typeof err === 'object' && err !== null && (err as { code?: unknown }).code === DUPLICATE_KEY;
@@ -85,7 +88,26 @@ export class MongoCreditStore implements CreditStore {
       this.ledger.createIndex({ userId: 1, seq: -1 }),
       this.claims.createIndex({ state: 1, createdAt: 1 }),
       this.purchases.createIndex({ paymentIntentId: 1 }),
+      this.expiryIndex(),
     ]);
+  }
+
+  /**
+   * Request keys expire: MongoDB's TTL monitor deletes an applied claim once its `expiresAt` has passed (it
+   * runs about once a minute); a pending one is left to reconcile() to decide first, as deleteExpiredClaims
+   * does. A server without TTL indexes (FerretDB v1 answers NotImplemented, 238) gets a plain index on the
+   * field instead, and deleteExpiredClaims, which reconcile() calls, does all the deleting.
+   */
+  private async expiryIndex(): Promise<void> {
+    try {
+      await this.claims.createIndex(
+        { expiresAt: 1 },
+        { name: 'expiresAt_ttl', expireAfterSeconds: 0, partialFilterExpression: { state: 'applied' } },
+      );
+    } catch (err) {
+      if ((err as { code?: unknown }).code !== NOT_IMPLEMENTED) throw err;
+      await this.claims.createIndex({ expiresAt: 1 }, { name: 'expiresAt_sweep' });
+    }
   }
 
   async applyEntry(userId: string, entry: JournalEntry, options: ApplyOptions = {}): Promise<AccountSnapshot | null> {
@@ -218,6 +240,19 @@ export class MongoCreditStore implements CreditStore {
   async pendingClaimsBefore(time: Date, limit: number): Promise<Claim[]> {
     const docs = await this.claims.find({ state: 'pending', createdAt: { $lt: time } }, { limit }).toArray();
     return docs.map(({ _id, ...rest }) => ({ ...rest, id: _id }));
+  }
+
+  async saveReply(claimId: string, entryId: string, reply: StoredReply): Promise<boolean> {
+    const r = await this.claims.updateOne({ _id: claimId, entryId, reply: { $exists: false } }, { $set: { reply: stripUndefined(reply) } });
+    return r.modifiedCount === 1;
+  }
+
+  async deleteExpiredClaims(before: Date, limit: number): Promise<number> {
+    const expired = { state: 'applied' as const, expiresAt: { $lt: before } };
+    const docs = await this.claims.find(expired, { limit, projection: { _id: 1 } }).toArray();
+    if (docs.length === 0) return 0;
+    const r = await this.claims.deleteMany({ _id: { $in: docs.map((d) => d._id) }, ...expired });
+    return r.deletedCount;
   }
 
   async getPurchase(id: string): Promise<Purchase | null> {

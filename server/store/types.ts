@@ -4,10 +4,10 @@
  * on a standalone server, a replica set, a sharded cluster keyed by user id, and the embedded server, with
  * no multi-document transactions.
  */
-import type { AccountSnapshot, Claim, JournalEntry, LedgerEntry, Purchase } from '../domain/types';
+import type { AccountSnapshot, Claim, JournalEntry, LedgerEntry, Purchase, StoredReply } from '../domain/types';
 
 /** The domain's records, which the port speaks in (server/domain/types.ts). */
-export type { EntryKind, EntryRef, JournalEntry, AccountSnapshot, LedgerEntry, ClaimedChange, Claim, PurchaseStatus, PurchaseAdjustment, RefundFact, DisputeFact, PaymentFacts, Purchase } from '../domain/types';
+export type { EntryKind, EntryRef, JournalEntry, AccountSnapshot, LedgerEntry, ClaimedChange, Claim, RequestFingerprint, StoredReply, KeptReply, PurchaseStatus, PurchaseAdjustment, RefundFact, DisputeFact, PaymentFacts, Purchase } from '../domain/types';
 
 export interface ApplyOptions {
   /** Apply only when the balance is at least this much (the `$gte` guard of a deduction). */
@@ -54,6 +54,17 @@ export interface CreditStore {
   /** Points a pending claim at a fresh entry, only if it still names `fromEntryId`; true when it did. */
   rearmClaim(claimId: string, fromEntryId: string, to: { entryId: string; createdAt: Date }): Promise<boolean>;
   pendingClaimsBefore(time: Date, limit: number): Promise<Claim[]>;
+  /**
+   * Keeps the answer of the request that holds this claim, durably and once: only while the claim names
+   * `entryId` and holds no answer yet (a first answer is never overwritten). True when it was stored.
+   */
+  saveReply(claimId: string, entryId: string, reply: StoredReply): Promise<boolean>;
+  /**
+   * Deletes up to `limit` applied claims whose `expiresAt` is before `before` (a store whose database
+   * expires them by itself may have done so already); returns how many it deleted. Claims without
+   * `expiresAt` are kept for good, and a pending claim is never deleted: recovery decides it first.
+   */
+  deleteExpiredClaims(before: Date, limit: number): Promise<number>;
 
   getPurchase(id: string): Promise<Purchase | null>;
   findPurchaseByPaymentIntent(paymentIntentId: string): Promise<Purchase | null>;
@@ -67,3 +78,36 @@ export interface CreditStore {
   addPaymentFacts(paymentIntentId: string, facts: string[]): Promise<void>;
   paymentFacts(paymentIntentId: string): Promise<string[]>;
 }
+
+/** Every method of the port, for createCredits to check a store it is given. */
+export const CREDIT_STORE_METHODS = [
+  'init',
+  'applyEntry',
+  'fenceEntry',
+  'isFenced',
+  'getAccount',
+  'accountsWithJournal',
+  'insertLedgerEntries',
+  'pullJournals',
+  'hasLedgerEntry',
+  'listLedger',
+  'insertClaim',
+  'getClaim',
+  'markClaimApplied',
+  'releaseClaim',
+  'rearmClaim',
+  'pendingClaimsBefore',
+  'saveReply',
+  'deleteExpiredClaims',
+  'getPurchase',
+  'findPurchaseByPaymentIntent',
+  'insertPurchase',
+  'replacePurchase',
+  'purchasesWithPendingAdjustments',
+  'addPaymentFacts',
+  'paymentFacts',
+] as const satisfies ReadonlyArray<keyof CreditStore>;
+
+// The list names every method: a method added to the port and not to the list fails to compile here.
+const everyMethodListed: Record<Exclude<keyof CreditStore, (typeof CREDIT_STORE_METHODS)[number]>, never> = {};
+void everyMethodListed;

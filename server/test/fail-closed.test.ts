@@ -16,7 +16,8 @@ it('answers 503 and runs nothing while the database is down, and recovers when i
   let mongo: EmbeddedMongo = await startEmbeddedMongo({ dataDir });
   const listenAddr = new URL(mongo.uri).host;
   const connection = await connect(mongo.uri);
-  const credits = createCredits({ connection, getUserId: headerUser, timeoutMs: 800 });
+  const logged: string[] = [];
+  const credits = createCredits({ connection, getUserId: headerUser, timeoutMs: 800, logger: (level, line) => logged.push(`${level} ${line}`) });
   await credits.init();
   let runs = 0;
   const app = express();
@@ -39,6 +40,9 @@ it('answers 503 and runs nothing while the database is down, and recovers when i
     }
     expect(runs).toBe(1);
     await expect(credits.deductCredits('u', 1)).rejects.toMatchObject({ code: 'store_unavailable' });
+    // Each refused request is one warning line, no stack.
+    expect(logged).toHaveLength(5);
+    for (const line of logged) expect(line).toMatch(/^warn \[credit-kit\] store_unavailable \(POST \/ai\): [^\n]+$/);
 
     mongo = await startEmbeddedMongo({ dataDir, listen: listenAddr });
     let status = 0;
@@ -60,10 +64,12 @@ it('answers 503 and runs nothing while the database is down, and recovers when i
 it('gives back a charge that landed although the database call failed, since the request was refused', async () => {
   const connection = await connect();
   let plan: CrashPlan | undefined;
+  const logged: string[] = [];
   const credits = createCredits({
     store: crashingMongoStore(connection, () => plan),
     getUserId: headerUser,
     timeoutMs: 100,
+    logger: (level, line) => logged.push(`${level} ${line}`),
   });
   let runs = 0;
   const app = express();
@@ -78,6 +84,7 @@ it('gives back a charge that landed although the database call failed, since the
     const res = await post(`${server.url}/ai`, 'lost-reply');
     expect(res.status).toBe(503);
     expect(runs).toBe(0);
+    expect(logged).toEqual([expect.stringMatching(/^warn \[credit-kit\] store_unavailable \(POST \/ai\): .*connection reset after the update was sent/)]);
     // The charge landed: for a moment the balance shows it, then the kit finds it and gives it back once.
     let balance = await credits.getBalance('lost-reply');
     for (let i = 0; i < 50 && balance !== 10; i++) {

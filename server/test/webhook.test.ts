@@ -218,7 +218,9 @@ describe('an app that parses JSON before the router', () => {
   /** Delivers a signed purchase to an app whose global express.json() runs before the kit's router. */
   async function deliverToJsonFirstApp(user: string, keepRawBody: boolean) {
     const connection = await connect();
-    const credits = createCredits({ connection, getUserId: headerUser, stripe, webhookSecret: WEBHOOK_SECRET, publicUrl: 'https://app.example.com' });
+    const logged: string[] = [];
+    const logger = (level: string, line: string) => void logged.push(`${level} ${line}`);
+    const credits = createCredits({ connection, getUserId: headerUser, stripe, webhookSecret: WEBHOOK_SECRET, publicUrl: 'https://app.example.com', logger });
     const app = express();
     app.use(keepRawBody ? express.json({ verify: credits.keepRawBody }) : express.json());
     app.use('/api', credits.router());
@@ -228,7 +230,7 @@ describe('an app that parses JSON before the router', () => {
       const { body, headers } = signedDelivery(stripe, { type: 'checkout.session.completed', object: session });
       const res = await fetch(`${server.url}/api/stripe/webhook`, { method: 'POST', headers, body });
       await credits.flush();
-      return { status: res.status, body: (await res.json()) as { error?: { code: string; message: string } }, balance: await credits.getBalance(user) };
+      return { status: res.status, body: (await res.json()) as { error?: { code: string; message: string } }, balance: await credits.getBalance(user), logged };
     } finally {
       await server.close();
       await connection.close();
@@ -240,11 +242,14 @@ describe('an app that parses JSON before the router', () => {
     expect(r.status).toBe(500);
     expect(r.body.error).toMatchObject({ code: 'misconfigured', message: expect.stringMatching(/keepRawBody/) });
     expect(r.balance).toBe(0);
+    // The app's mistake is logged once, as one line that says how to fix it.
+    expect(r.logged).toEqual([expect.stringMatching(/^error \[credit-kit\] misconfigured \(POST \/api\/stripe\/webhook\): The webhook body was parsed before credit-kit could verify its signature\./)]);
   });
 
   it('verifies the original bytes with express.json({ verify: credits.keepRawBody })', async () => {
     const r = await deliverToJsonFirstApp('w-json2', true);
     expect(r.status).toBe(200);
     expect(r.balance).toBe(10);
+    expect(r.logged).toEqual([]);
   });
 });

@@ -1,0 +1,144 @@
+/**
+ * createCredits checks every option once, at start-up, and a bad one is a CreditsConfigError that names it
+ * and says what it should be; nothing is left to fail on the first request.
+ */
+import type { Connection } from 'mongoose';
+import { createCredits, CreditsConfigError, type CreateCreditsOptions } from 'credit-kit/server';
+import { MongoCreditStore } from '../store/mongo-store';
+import { connect, headerUser, stripeMockClient, WEBHOOK_SECRET } from './helpers';
+
+let connection: Connection;
+const savedPublicUrl = process.env.NEXT_PUBLIC_URL;
+const savedPrice = process.env.CREDIT_PRICE_USD;
+beforeAll(async () => {
+  connection = await connect();
+});
+afterAll(() => connection.close());
+beforeEach(() => {
+  delete process.env.NEXT_PUBLIC_URL;
+  delete process.env.CREDIT_PRICE_USD;
+});
+afterEach(() => {
+  restore('NEXT_PUBLIC_URL', savedPublicUrl);
+  restore('CREDIT_PRICE_USD', savedPrice);
+});
+
+function restore(name: string, value: string | undefined) {
+  if (value === undefined) delete process.env[name];
+  else process.env[name] = value;
+}
+
+const stripe = stripeMockClient();
+const withStripe = { stripe, webhookSecret: WEBHOOK_SECRET, publicUrl: 'https://app.example.com' };
+
+/** The options under test on top of a valid base: a connection and getUserId. */
+const start = (extra: Record<string, unknown>) => () => createCredits({ connection, getUserId: headerUser, ...extra } as CreateCreditsOptions);
+
+describe('a bad option is a start-up error that names it', () => {
+  it.each<[string, Record<string, unknown>, RegExp]>([
+    ['Stripe without publicUrl or NEXT_PUBLIC_URL', { stripe, webhookSecret: WEBHOOK_SECRET }, /`publicUrl` \(or NEXT_PUBLIC_URL\) is required with `stripe`/],
+    ['Stripe without webhookSecret', { stripe, publicUrl: 'https://app.example.com' }, /`webhookSecret` is required with `stripe`/],
+    ['a webhookSecret that is an API key', { ...withStripe, webhookSecret: 'sk_test_123' }, /`webhookSecret` looks like a Stripe API key/],
+    ['a webhookSecret that is not a string', { ...withStripe, webhookSecret: 42 }, /`webhookSecret` is required/],
+    ['a webhookSecret without stripe', { webhookSecret: WEBHOOK_SECRET }, /`webhookSecret` is set but `stripe` is not/],
+    ['a stripe that is not a Stripe client', { ...withStripe, stripe: { checkout: {} } }, /`stripe` must be a Stripe client/],
+    ['a relative publicUrl', { publicUrl: '/app' }, /`publicUrl` must be an absolute http\(s\) URL/],
+    ['a publicUrl with a query', { publicUrl: 'https://app.example.com/?x=1' }, /`publicUrl` must be an origin \(optionally with a path\), without a query/],
+    ['a publicUrl that is not a string', { publicUrl: 42 }, /`publicUrl` must be an absolute/],
+    ['an ftp publicUrl', { publicUrl: 'ftp://app.example.com' }, /`publicUrl` must be an absolute http\(s\) URL/],
+    ['a negative timeoutMs', { timeoutMs: -1 }, /`timeoutMs` must be a positive integer, got -1/],
+    ['a fractional timeoutMs', { timeoutMs: 2.5 }, /`timeoutMs` must be a positive integer, got 2.5/],
+    ['a timeoutMs past what a timer holds', { timeoutMs: 2 ** 31 }, /`timeoutMs` must be at most 2147483647 ms/],
+    ['a NaN claimLeaseMs', { claimLeaseMs: NaN }, /`claimLeaseMs` must be a positive integer, got NaN/],
+    ['a string claimLeaseMs', { claimLeaseMs: '60000' }, /`claimLeaseMs` must be a positive integer, got "60000"/],
+    ['a fractional idempotencyKeyTtlMs', { idempotencyKeyTtlMs: 1.5 }, /`idempotencyKeyTtlMs` must be a positive integer, got 1.5/],
+    ['an idempotencyKeyTtlMs past ten years', { idempotencyKeyTtlMs: 1e15 }, /`idempotencyKeyTtlMs` must be at most 315360000000 ms \(ten years\)/],
+    ['a zero webhookToleranceSeconds', { webhookToleranceSeconds: 0 }, /`webhookToleranceSeconds` must be a positive integer/],
+    ['a fractional credit price', { pricing: { creditPriceCents: 0.5 } }, /`pricing.creditPriceCents` must be a positive integer, got 0.5/],
+    ['a negative credit price', { pricing: { creditPriceCents: -10 } }, /`pricing.creditPriceCents` must be a positive integer/],
+    ['a misspelt pricing key', { pricing: { creditPrice: 10 } }, /unknown key `pricing.creditPrice`\. Did you mean `pricing.creditPriceCents`\?/],
+    ['a currency in capitals', { pricing: { currency: 'USD' } }, /`pricing.currency` must be a three-letter ISO code in lower case/],
+    ['a currency that is not a string', { pricing: { currency: 840 } }, /`pricing.currency`/],
+    ['minQuantity above maxQuantity', { pricing: { minQuantity: 10, maxQuantity: 5 } }, /`pricing.minQuantity` \(10\) is above `pricing.maxQuantity` \(5\)/],
+    ['a maxQuantity above Stripe’s largest charge', { pricing: { maxQuantity: 100_000_000 } }, /above Stripe's largest charge/],
+    ['bundles that are not an array', { pricing: { bundles: { starter: 1 } } }, /`pricing.bundles` must be an array/],
+    ['a bundle with a fractional price', { pricing: { bundles: [{ id: 'starter', credits: 100, price: 99.5 }] } }, /`bundle 'starter' price` must be a positive integer, got 99.5/],
+    ['a bundle with negative credits', { pricing: { bundles: [{ id: 'starter', credits: -1, price: 900 }] } }, /`bundle 'starter' credits` must be a positive integer/],
+    ['a bundle below the minimum charge', { pricing: { bundles: [{ id: 'tiny', credits: 1, price: 10 }] } }, /bundle 'tiny' costs 10 cents, below the minimum charge of 50 cents/],
+    ['a bundle with a misspelt key', { pricing: { bundles: [{ id: 'starter', credits: 100, prize: 900 }] } }, /unknown key `pricing.bundles\[0\].prize`\. Did you mean `pricing.bundles\[0\].price`\?/],
+    ['a bundle used twice', { pricing: { bundles: [{ id: 'a', credits: 1, price: 100 }, { id: 'a', credits: 2, price: 200 }] } }, /bundle id 'a' is used twice/],
+    ['a bundle with an empty name', { pricing: { bundles: [{ id: 'a', credits: 1, price: 100, name: ' ' }] } }, /bundle 'a' name must be a non-empty string/],
+    ['a bundle id with spaces', { pricing: { bundles: [{ id: 'a b', credits: 1, price: 100 }] } }, /a bundle id must be 1-64 letters/],
+    ['pricing that is not an object', { pricing: 10 }, /`pricing` must be an object/],
+    ['a successPath without a leading slash', { successPath: 'success' }, /`successPath` must be a path on publicUrl starting with one '\/'/],
+    ['a protocol-relative cancelPath', { cancelPath: '//evil.example/cancel' }, /`cancelPath` must be a path on publicUrl/],
+    ['a rateLimit with a misspelt key', { rateLimit: { window: 1000 } }, /unknown key `rateLimit.window`\. Did you mean `rateLimit.windowMs`\?/],
+    ['a rateLimit with a fractional limit', { rateLimit: { guarded: 1.5 } }, /`rateLimit.guarded` must be a positive integer/],
+    ['a rateLimit that is not an object', { rateLimit: true }, /`rateLimit` must be an object/],
+    ['a bodyLimit that is not a size', { bodyLimit: 'sixteen kilobytes' }, /`bodyLimit` must be a size such as '16kb'/],
+    ['a bodyLimit as a number', { bodyLimit: 16384 }, /`bodyLimit` must be a size/],
+    ['a collectionPrefix with a $', { collectionPrefix: 'credit$' }, /`collectionPrefix` must be 1-64 letters/],
+    ['a collectionPrefix into system collections', { collectionPrefix: 'system.' }, /`collectionPrefix`/],
+    ['an empty creditName', { creditName: '' }, /`creditName` must be a non-empty string/],
+    ['an unknown refundOn', { refundOn: 'always' }, /`refundOn` must be 'server-error', 'error', 'never' or a function/],
+    ['an unknown overage', { overage: 'free' }, /`overage` must be 'cap' or 'debt'/],
+    ['an onWebhook that is not a function', { onWebhook: 'log' }, /`onWebhook` must be a function/],
+    ['a hooks key nobody reads', { hooks: { onError: () => undefined } }, /unknown key `hooks.onError`/],
+    ['an onBackgroundError that is not a function', { hooks: { onBackgroundError: true } }, /`hooks.onBackgroundError` must be a function/],
+    ['a logger without error()', { logger: { warn: () => undefined } }, /`logger` must be an object with warn\(line, record\) and error\(line, record\) methods, or a function/],
+    ['a misspelt option', { timeoutMS: 5 }, /unknown option `timeoutMS`\. Did you mean `timeoutMs`\?/],
+    ['a nearly right option', { claimLease: 5 }, /unknown option `claimLease`\. Did you mean `claimLeaseMs`\?/],
+    ['a store that is not a CreditStore', { store: { applyEntry: () => null } }, /`store` must implement CreditStore .*it lacks init, fenceEntry/],
+  ])('%s', (_what, extra, message) => {
+    const attempt = start(extra);
+    expect(attempt).toThrow(CreditsConfigError);
+    expect(attempt).toThrow(message);
+  });
+
+  it('a CREDIT_PRICE_USD that is not whole cents', () => {
+    process.env.CREDIT_PRICE_USD = '0.125';
+    expect(start({})).toThrow(/CREDIT_PRICE_USD=0.125 is not a whole number of cents/);
+  });
+
+  it('a NEXT_PUBLIC_URL that is not a URL', () => {
+    process.env.NEXT_PUBLIC_URL = 'myapp.example';
+    expect(start({})).toThrow(/NEXT_PUBLIC_URL must be an absolute http\(s\) URL/);
+  });
+});
+
+describe('good options start', () => {
+  it('Stripe with NEXT_PUBLIC_URL instead of publicUrl', () => {
+    process.env.NEXT_PUBLIC_URL = 'https://app.example.com/';
+    expect(start({ stripe, webhookSecret: WEBHOOK_SECRET })).not.toThrow();
+  });
+
+  it('every option set to a good value', () => {
+    expect(
+      start({
+        ...withStripe,
+        publicUrl: 'https://app.example.com/shop/',
+        creditName: 'tokens',
+        collectionPrefix: 'ck.',
+        timeoutMs: 2000,
+        refundOn: ({ status }: { status: number }) => status >= 500,
+        overage: 'debt',
+        claimLeaseMs: 30_000,
+        idempotencyKeyTtlMs: 3_600_000,
+        pricing: { creditPriceCents: 2, currency: 'eur', minQuantity: 25, maxQuantity: 1000, minimumChargeCents: 50, bundles: [{ id: 'starter', credits: 500, price: 900, name: 'Starter' }] },
+        successPath: '/done?session_id={CHECKOUT_SESSION_ID}',
+        cancelPath: '/shop',
+        webhookToleranceSeconds: 120,
+        rateLimit: { windowMs: 1000, guarded: 5, checkout: 2 },
+        bodyLimit: '64kb',
+        onWebhook: () => undefined,
+        hooks: { onBackgroundError: () => undefined },
+        logger: { warn: () => undefined, error: () => undefined },
+      }),
+    ).not.toThrow();
+  });
+
+  it('a store of the app’s own, with every method of the port', () => {
+    const store = new MongoCreditStore({ connection, collectionPrefix: 'own_' });
+    expect(() => createCredits({ store, getUserId: headerUser })).not.toThrow();
+  });
+});
