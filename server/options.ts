@@ -8,6 +8,7 @@ import { CreditsConfigError } from './errors';
 import type { LedgerHooks } from './ledger';
 import { faultsOf, type FaultInjector } from './ledger/faults';
 import type { CreditStore } from './store/types';
+import type { StripeClientLike, StripeEventLike } from './stripe/types';
 import type { WebhookOutcome } from './stripe/webhook';
 
 export interface CreditBundle {
@@ -86,8 +87,11 @@ export interface CreateCreditsOptions {
    */
   claimLeaseMs?: number;
 
-  /** A Stripe client the app constructs (keys, API version and, in tests, the mock's host). */
-  stripe?: Stripe;
+  /**
+   * A Stripe client the app constructs (keys, API version and, in tests, the mock's host):
+   * `new Stripe(process.env.STRIPE_SECRET_KEY)` from stripe-node.
+   */
+  stripe?: StripeClientLike;
   /** The webhook endpoint's signing secret (`whsec_…`). Required with `stripe`. */
   webhookSecret?: string;
   pricing?: PricingOptions;
@@ -113,7 +117,7 @@ export interface WebhookReport {
   /** The HTTP status the delivery got: 200 handled or ignored, 400 refused, 5xx Stripe will retry. */
   status: number;
   /** The verified event; absent when the delivery was refused before verification succeeded. */
-  event?: Stripe.Event;
+  event?: StripeEventLike;
   /**
    * What the kit did: `{ status, creditsAdded }` for a checkout, `{ clawedBack, restored }` for a refund,
    * dispute or charge event, `{ ignored: true }` otherwise; `reason` says why an event changed nothing.
@@ -214,7 +218,7 @@ export function resolveOptions(options: CreateCreditsOptions, env: NodeJS.Proces
       'createCredits: `webhookSecret` is required with `stripe`: the endpoint secret (whsec_…) from the Stripe dashboard or `stripe listen`.',
     );
   }
-  if (options.stripe && typeof (options.stripe as Partial<Stripe>).checkout?.sessions?.create !== 'function') {
+  if (options.stripe && typeof (options.stripe as Partial<StripeClientLike>).checkout?.sessions?.create !== 'function') {
     throw new CreditsConfigError('createCredits: `stripe` must be a Stripe client: `new Stripe(process.env.STRIPE_SECRET_KEY)`.');
   }
 
@@ -245,7 +249,9 @@ export function resolveOptions(options: CreateCreditsOptions, env: NodeJS.Proces
     refundOn,
     overage,
     claimLeaseMs: positiveInt(options.claimLeaseMs ?? 60_000, 'claimLeaseMs'),
-    stripe: options.stripe,
+    // The public type is structural so that the declarations need no 'stripe' module; the object is a
+    // stripe-node client (checked above), and inside the kit stripe-node's own types check every call.
+    stripe: options.stripe as Stripe | undefined,
     webhookSecret: options.webhookSecret,
     pricing: resolvePricing(options.pricing ?? {}, env),
     publicUrl: publicUrl?.replace(/\/+$/, ''),

@@ -25,9 +25,13 @@ import { handleEvent, verifyEvent, type WebhookOutcome } from '../stripe/webhook
 /** Where `express.json({ verify: credits.keepRawBody })` keeps the bytes for the webhook. */
 const RAW_BODY = Symbol.for('credit-kit.rawBody');
 
-/** For apps that must parse JSON globally before the router: keeps the raw bytes the webhook verifies. */
-export function keepRawBody(req: unknown, _res: unknown, buf: Buffer): void {
-  (req as Record<symbol, Buffer>)[RAW_BODY] = buf;
+/**
+ * For apps that must parse JSON globally before the router: keeps the raw bytes the webhook verifies.
+ * `buf` is the Buffer body-parser hands its `verify` option (typed as its base class, Uint8Array, so that
+ * the declarations need none of Node's globals).
+ */
+export function keepRawBody(req: unknown, _res: unknown, buf: Uint8Array): void {
+  (req as Record<symbol, Uint8Array>)[RAW_BODY] = buf;
 }
 
 export function createRateLimiter(options: ResolvedOptions, limit: number | undefined): RequestHandler | undefined {
