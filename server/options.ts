@@ -103,7 +103,7 @@ export interface CreateCreditsOptions {
   cancelPath?: string;
   /** Signature tolerance for webhooks, in seconds. Default 300 (Stripe's). */
   webhookToleranceSeconds?: number;
-  /** Per-user rate limits (express-rate-limit). Default: none. */
+  /** Per-user rate limits: a fixed window per user, in this process's memory (server/http/rate-limit.ts). Default: none. */
   rateLimit?: RateLimitOptions;
   /** Largest JSON body the kit's routes accept. Default `16kb`. */
   bodyLimit?: string;
