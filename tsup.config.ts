@@ -1,7 +1,7 @@
 import { defineConfig } from 'tsup';
 
 // Two entries, each as CommonJS (.js) and ESM (.mjs) with types, peers left external.
-const external = ['express', 'mongoose', 'mongodb', 'stripe', 'react', 'react-dom', 'swr', '@stripe/stripe-js', 'express-rate-limit'];
+const external = ['express', 'mongoose', 'mongodb', 'stripe', 'react', 'react-dom', 'swr', '@stripe/stripe-js'];
 
 export default defineConfig([
   {
