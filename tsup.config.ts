@@ -1,7 +1,9 @@
 import { defineConfig } from 'tsup';
 
 // Two entries, each as CommonJS (.js) and ESM (.mjs) with types, peers left external.
-const external = ['express', 'mongoose', 'mongodb', 'stripe', 'react', 'react-dom', 'swr', '@stripe/stripe-js', 'express-rate-limit'];
+const external = ['express', 'mongoose', 'mongodb', 'stripe', 'react', 'react-dom', 'swr', '@stripe/stripe-js'];
+// Source maps only when asked (CREDIT_KIT_SOURCEMAP=1 npm run build): they were most of the packed size.
+const sourcemap = process.env.CREDIT_KIT_SOURCEMAP === '1';
 
 export default defineConfig([
   {
@@ -11,7 +13,7 @@ export default defineConfig([
     platform: 'node',
     target: 'node20',
     external,
-    sourcemap: true,
+    sourcemap,
   },
   {
     entry: { 'client/index': 'client/index.ts' },
@@ -20,8 +22,9 @@ export default defineConfig([
     platform: 'browser',
     target: 'es2020',
     external,
-    sourcemap: true,
-    // The optional stylesheet ships as is: `import 'credit-kit/client/styles.css'`.
-    onSuccess: "node -e \"require('fs').copyFileSync('client/styles.css', 'dist/client/styles.css')\"",
+    sourcemap,
+    // The optional stylesheet ships as is, with the types of `import 'credit-kit/client/styles.css'`.
+    onSuccess:
+      "node -e \"const fs = require('fs'); fs.copyFileSync('client/styles.css', 'dist/client/styles.css'); fs.copyFileSync('client/styles.css.d.ts', 'dist/client/styles.css.d.ts')\"",
   },
 ]);

@@ -24,7 +24,12 @@ export { BuyCreditsButton, type BuyCreditsButtonProps } from './components/BuyCr
 export { BuyCreditsForm, type BuyCreditsFormProps } from './components/BuyCreditsForm/BuyCreditsForm';
 export { CreditHistory, type CreditHistoryProps } from './components/CreditHistory/CreditHistory';
 export { CheckoutReturn, type CheckoutReturnProps } from './components/CheckoutReturn/CheckoutReturn';
-export { EmbeddedCheckout, type EmbeddedCheckoutProps, type EmbeddedCheckoutStripe } from './components/EmbeddedCheckout/EmbeddedCheckout';
+export {
+  EmbeddedCheckout,
+  type EmbeddedCheckoutProps,
+  type EmbeddedCheckoutStripe,
+  type EmbeddedCheckoutInstance,
+} from './components/EmbeddedCheckout/EmbeddedCheckout';
 export { InsufficientCredits, type InsufficientCreditsProps } from './components/InsufficientCredits/InsufficientCredits';
 export { CreditsRequestError, type CreditsRequestErrorCode } from './core/errors';
 export type { FetchLike } from './core/request';

@@ -7,7 +7,6 @@
  *   app.post('/api/chat', credits.requireCredits(50, async (req, res) => { … })); // async, Express 4 and 5
  */
 import type { RequestHandler, Router } from 'express';
-import type Stripe from 'stripe';
 import { CreditsCore, type DeductOptions, type GrantOptions, type GrantResult } from './domain/core';
 import { Ledger, type ReconcileReport, type TransactionPage } from './ledger';
 import { failClosed } from './store/fail-closed';
@@ -15,6 +14,7 @@ import { createRequireCredits, type Cost } from './http/middleware';
 import { logFailure } from './log';
 import { resolveOptions, type CreateCreditsOptions } from './options';
 import { Purchases, type FulfillmentResult } from './stripe/purchases';
+import type { StripeCheckoutSessionLike } from './stripe/types';
 import { createRateLimiter, createRouter, keepRawBody } from './http/router';
 import { MongoCreditStore } from './store/mongo-store';
 import type { CreditStore } from './store/types';
@@ -37,7 +37,7 @@ export interface Credits {
   /** The kit's routes: checkout, webhook, session, balance, transactions, pricing. Mount at `/api`. */
   router(): Router;
   /** Credits a Checkout Session (by id, fetched from Stripe, or a verified session object) exactly once. */
-  fulfillCheckoutSession(sessionOrId: string | Stripe.Checkout.Session): Promise<FulfillmentResult>;
+  fulfillCheckoutSession(sessionOrId: string | StripeCheckoutSessionLike): Promise<FulfillmentResult>;
   /** For `express.json({ verify: credits.keepRawBody })` in apps that parse JSON before the router. */
   keepRawBody: typeof keepRawBody;
   /** Creates the collections' indexes. Called for you on first use; await it at start-up to fail early. */
@@ -156,6 +156,7 @@ export type { DeductOptions, GrantOptions, GrantResult } from './domain/core';
 export type { Transaction, TransactionPage, ReconcileReport, LedgerHooks } from './ledger';
 export type { FulfillmentResult, FulfillmentStatus, PaymentEventResult } from './stripe/purchases';
 export type { WebhookOutcome } from './stripe/webhook';
+export type { StripeClientLike, StripeEventLike, StripeCheckoutSessionLike } from './stripe/types';
 export type { CreditStore, EntryKind, EntryRef, AccountSnapshot, LedgerEntry, Purchase } from './store/types';
 /** The JSON bodies of the kit's routes, the same types credit-kit/client uses. */
 export type {

@@ -8,6 +8,7 @@ import { CreditsConfigError } from './errors';
 import type { LedgerHooks } from './ledger';
 import { consoleLog, logFailure, toLog, type CreditsLogFunction, type CreditsLogger, type Log } from './log';
 import { CREDIT_STORE_METHODS, type CreditStore } from './store/types';
+import type { StripeClientLike, StripeEventLike } from './stripe/types';
 import type { WebhookOutcome } from './stripe/webhook';
 
 export interface CreditBundle {
@@ -92,8 +93,11 @@ export interface CreateCreditsOptions {
    */
   idempotencyKeyTtlMs?: number;
 
-  /** A Stripe client the app constructs (keys, API version and, in tests, the mock's host). */
-  stripe?: Stripe;
+  /**
+   * A Stripe client the app constructs (keys, API version and, in tests, the mock's host):
+   * `new Stripe(process.env.STRIPE_SECRET_KEY)` from stripe-node.
+   */
+  stripe?: StripeClientLike;
   /** The webhook endpoint's signing secret (`whsec_…`). Required with `stripe`. */
   webhookSecret?: string;
   pricing?: PricingOptions;
@@ -105,7 +109,7 @@ export interface CreateCreditsOptions {
   cancelPath?: string;
   /** Signature tolerance for webhooks, in seconds. Default 300 (Stripe's). */
   webhookToleranceSeconds?: number;
-  /** Per-user rate limits (express-rate-limit). Default: none. */
+  /** Per-user rate limits: a fixed window per user, in this process's memory (server/http/rate-limit.ts). Default: none. */
   rateLimit?: RateLimitOptions;
   /** Largest JSON body the kit's routes accept. Default `16kb`. */
   bodyLimit?: string;
@@ -126,7 +130,7 @@ export interface WebhookReport {
   /** The HTTP status the delivery got: 200 handled or ignored, 400 refused, 5xx Stripe will retry. */
   status: number;
   /** The verified event; absent when the delivery was refused before verification succeeded. */
-  event?: Stripe.Event;
+  event?: StripeEventLike;
   /**
    * What the kit did: `{ status, creditsAdded }` for a checkout, `{ clawedBack, restored }` for a refund,
    * dispute or charge event, `{ ignored: true }` otherwise; `reason` says why an event changed nothing.
@@ -285,7 +289,7 @@ function resolveStripe(options: CreateCreditsOptions): { client: Stripe; webhook
       'createCredits: `webhookSecret` is required with `stripe`: the endpoint secret (whsec_…) from the Stripe dashboard or `stripe listen`.',
     );
   }
-  if (typeof (options.stripe as Partial<Stripe>).checkout?.sessions?.create !== 'function' || typeof (options.stripe as Partial<Stripe>).webhooks?.constructEvent !== 'function') {
+  if (typeof (options.stripe as Partial<StripeClientLike>).checkout?.sessions?.create !== 'function' || typeof (options.stripe as Partial<StripeClientLike>).webhooks?.constructEvent !== 'function') {
     throw new CreditsConfigError('createCredits: `stripe` must be a Stripe client: `new Stripe(process.env.STRIPE_SECRET_KEY)`.');
   }
   if (/^(sk|rk|pk)_/.test(secret)) {
@@ -293,7 +297,9 @@ function resolveStripe(options: CreateCreditsOptions): { client: Stripe; webhook
       'createCredits: `webhookSecret` looks like a Stripe API key (sk_/rk_/pk_…); it must be the webhook endpoint\'s signing secret (whsec_…).',
     );
   }
-  return { client: options.stripe, webhookSecret: secret };
+  // The public type is structural so that the declarations need no 'stripe' module; the object is a
+  // stripe-node client (checked above), and inside the kit stripe-node's own types check every call.
+  return { client: options.stripe as unknown as Stripe, webhookSecret: secret };
 }
 
 /** An absolute http(s) origin, maybe with a path; required with Stripe, which needs it for every return URL. */

@@ -17,7 +17,7 @@ describe('embedded MongoDB-compatible server', () => {
       await Account.create({ _id: 'hot', balance: 100 });
       const results = await Promise.all(
         Array.from({ length: 300 }, () =>
-          Account.findOneAndUpdate({ _id: 'hot', balance: { $gte: 1 } }, { $inc: { balance: -1 } }, { new: true }).lean(),
+          Account.findOneAndUpdate({ _id: 'hot', balance: { $gte: 1 } }, { $inc: { balance: -1 } }, { returnDocument: 'after' }).lean(),
         ),
       );
       expect(results.filter((r) => r !== null)).toHaveLength(100);

@@ -9,7 +9,6 @@
  *   GET  /credits/pricing                price, limits and bundles         (public)
  */
 import express, { type ErrorRequestHandler, type Request, type RequestHandler, type Response, type Router } from 'express';
-import { rateLimit, ipKeyGenerator } from 'express-rate-limit';
 import type Stripe from 'stripe';
 import { createCheckoutSession, parseCheckoutBody } from '../stripe/checkout';
 import type { CreditsCore } from '../domain/core';
@@ -17,6 +16,7 @@ import type { ResolvedOptions } from '../options';
 import { CreditsError, InvalidRequestError, NotFoundError, toCreditsError } from '../errors';
 import type { WebhookReport } from '../options';
 import { resolveUserId, sendError } from './middleware';
+import { addressKey, fixedWindowLimiter } from './rate-limit';
 import { parseIdempotencyKey, parsePage } from '../validate';
 import type { Balance, CheckoutSessionResult, EmbeddedCheckoutSession, HostedCheckoutSession, Pricing, TransactionPage } from './wire';
 import type { Purchases } from '../stripe/purchases';
@@ -25,25 +25,28 @@ import { handleEvent, verifyEvent, type WebhookOutcome } from '../stripe/webhook
 /** Where `express.json({ verify: credits.keepRawBody })` keeps the bytes for the webhook. */
 const RAW_BODY = Symbol.for('credit-kit.rawBody');
 
-/** For apps that must parse JSON globally before the router: keeps the raw bytes the webhook verifies. */
-export function keepRawBody(req: unknown, _res: unknown, buf: Buffer): void {
-  (req as Record<symbol, Buffer>)[RAW_BODY] = buf;
+/**
+ * For apps that must parse JSON globally before the router: keeps the raw bytes the webhook verifies.
+ * `buf` is the Buffer body-parser hands its `verify` option (typed as its base class, Uint8Array, so that
+ * the declarations need none of Node's globals).
+ */
+export function keepRawBody(req: unknown, _res: unknown, buf: Uint8Array): void {
+  (req as Record<symbol, Uint8Array>)[RAW_BODY] = buf;
 }
 
 export function createRateLimiter(options: ResolvedOptions, limit: number | undefined): RequestHandler | undefined {
   const rl = options.rateLimit;
   if (!rl || limit === undefined || limit >= Number.MAX_SAFE_INTEGER) return undefined;
-  return rateLimit({
+  return fixedWindowLimiter({
     windowMs: rl.windowMs,
     limit,
-    standardHeaders: 'draft-8',
-    legacyHeaders: false,
-    keyGenerator: async (req) => {
-      const user = await options.getUserId(req as Request);
-      return typeof user === 'string' && user ? `user:${user}` : ipKeyGenerator((req as Request).ip ?? '');
+    // Per signed-in user; a request from nobody counts against its address.
+    key: async (req) => {
+      const user = await options.getUserId(req);
+      return typeof user === 'string' && user ? `user:${user}` : `ip:${addressKey(req.ip ?? '')}`;
     },
-    handler: (_req, res) => {
-      sendError(res as Response, new CreditsError('rate_limited', 'Too many requests; slow down and try again shortly.'), options.logger);
+    refuse: (_req, res) => {
+      sendError(res, new CreditsError('rate_limited', 'Too many requests; slow down and try again shortly.'), options.logger);
     },
   });
 }

@@ -219,7 +219,7 @@ describe('webhook attacks', () => {
   });
 });
 
-describe('rate limits (express-rate-limit, per user)', () => {
+describe('rate limits (per user)', () => {
   it('limits guarded routes and checkout per user with 429 JSON, charging nothing and calling no Stripe API', async () => {
     const connection = await connect();
     const credits = createCredits({

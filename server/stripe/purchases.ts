@@ -14,6 +14,7 @@
  * completion) are kept by payment intent and merged when the completion links it.
  */
 import type Stripe from 'stripe';
+import type { StripeCheckoutSessionLike } from './types';
 import { CreditsError, NotFoundError, PaymentProviderError } from '../errors';
 import { METADATA } from './checkout';
 import { purchaseKey } from '../domain/keys';
@@ -93,7 +94,7 @@ export class Purchases {
    * at Stripe, it credits a paid session exactly once and records unpaid, failed and expired ones. Safe to
    * call any number of times, concurrently, in any order.
    */
-  async fulfill(sessionOrId: string | Stripe.Checkout.Session): Promise<FulfillmentResult> {
+  async fulfill(sessionOrId: string | StripeCheckoutSessionLike): Promise<FulfillmentResult> {
     const session = typeof sessionOrId === 'string' ? await this.retrieveSession(sessionOrId) : sessionOrId;
     const checked = await this.matchRecord(session);
     if ('reason' in checked) return ignored(session, checked.reason);
@@ -115,7 +116,7 @@ export class Purchases {
   }
 
   /** A delayed payment failed: record it; nothing is credited. */
-  async paymentFailed(session: Stripe.Checkout.Session): Promise<FulfillmentResult> {
+  async paymentFailed(session: StripeCheckoutSessionLike): Promise<FulfillmentResult> {
     const checked = await this.matchRecord(session);
     if ('reason' in checked) return ignored(session, checked.reason);
     const { purchase } = checked;
@@ -159,7 +160,7 @@ export class Purchases {
     return n;
   }
 
-  private async matchRecord(session: Stripe.Checkout.Session): Promise<{ purchase: Purchase } | { reason: string }> {
+  private async matchRecord(session: StripeCheckoutSessionLike): Promise<{ purchase: Purchase } | { reason: string }> {
     const purchase = await this.deps.store.getPurchase(session.id);
     if (!purchase) return { reason: 'no checkout session with this id was created by this app' };
     const meta = session.metadata ?? {};
@@ -265,7 +266,7 @@ function higher(a: PurchaseStatus, b: PurchaseStatus): PurchaseStatus {
   return STATUS_RANK[b] > STATUS_RANK[a] ? b : a;
 }
 
-function ignored(session: Stripe.Checkout.Session, reason: string): FulfillmentResult {
+function ignored(session: StripeCheckoutSessionLike, reason: string): FulfillmentResult {
   return { status: 'ignored', sessionId: session.id, userId: null, credits: 0, creditsAdded: 0, reason };
 }
 

@@ -1,4 +1,3 @@
-import type { Stripe, StripeEmbeddedCheckout } from '@stripe/stripe-js';
 import { forwardRef, useEffect, useRef, useState, type HTMLAttributes } from 'react';
 import { CreditsRequestError } from '../../core/errors';
 import { intentKey } from '../../core/request';
@@ -7,8 +6,22 @@ import { useCheckoutSession } from '../../hooks/use-checkout';
 import { useLatest } from '../../hooks/use-latest';
 import { cx } from '../cx';
 
-/** What the component needs of Stripe.js: a `Stripe` instance from `loadStripe` has it. */
-export type EmbeddedCheckoutStripe = Pick<Stripe, 'createEmbeddedCheckoutPage'>;
+/**
+ * What the component needs of Stripe.js: a `Stripe` instance from `loadStripe` (@stripe/stripe-js) fits.
+ * Declared here, not taken from @stripe/stripe-js, so that the kit's types compile in an app without it.
+ */
+export interface EmbeddedCheckoutStripe {
+  createEmbeddedCheckoutPage(options: {
+    fetchClientSecret?: () => Promise<string>;
+    onComplete?: () => void;
+  }): Promise<EmbeddedCheckoutInstance>;
+}
+
+/** The Embedded Checkout that `createEmbeddedCheckoutPage` resolves to, as the component uses it. */
+export interface EmbeddedCheckoutInstance {
+  mount(location: string | HTMLElement): void;
+  destroy(): void;
+}
 
 export type EmbeddedCheckoutProps = Omit<HTMLAttributes<HTMLDivElement>, 'onError'> &
   CheckoutItem & {
@@ -41,7 +54,7 @@ export const EmbeddedCheckout = forwardRef<HTMLDivElement, EmbeddedCheckoutProps
 
   useEffect(() => {
     let cancelled = false;
-    let checkout: StripeEmbeddedCheckout | undefined;
+    let checkout: EmbeddedCheckoutInstance | undefined;
     let release = () => {};
     const prior = previous.current;
     previous.current = new Promise<void>((resolve) => (release = resolve));
