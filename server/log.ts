@@ -2,7 +2,8 @@
  * What the kit prints, decided in one place. Expected conditions (bad input, 401, 402, 404, 409, 429, a
  * feature that is not configured) print nothing: the answer says it all. Anything else prints one line with
  * the error's code and where it happened, and the stack only for an error the kit did not expect (a bug,
- * here or in a function the app handed it), where the stack is what helps.
+ * here or in a function the app handed it), where the stack is what helps. A database or Stripe outage
+ * prints its warning once per place every OUTAGE_QUIET_MS, with a count of those it held back.
  */
 import { CreditsError, toCreditsError, type CreditsErrorCode } from './errors';
 
@@ -54,6 +55,29 @@ function expected(e: CreditsError): boolean {
 const OUTSIDE: ReadonlySet<CreditsErrorCode> = new Set(['store_unavailable', 'payment_provider_error']);
 
 /**
+ * An outage fails every request at once: a warning of one code at one place is printed once per
+ * OUTAGE_QUIET_MS, and the next one says how many like it were not printed meanwhile.
+ */
+export const OUTAGE_QUIET_MS = 10_000;
+const quiet = new WeakMap<Log, Map<string, { until: number; held: number }>>();
+
+/** Null when this warning falls in the quiet window of an earlier one; else the note to append. */
+function outageNote(log: Log, code: CreditsErrorCode, where: string): string | null {
+  let windows = quiet.get(log);
+  if (!windows) quiet.set(log, (windows = new Map()));
+  const key = `${code}\u0000${where}`;
+  const now = Date.now();
+  const w = windows.get(key);
+  if (w && now < w.until) {
+    w.held++;
+    return null;
+  }
+  if (windows.size > 1000) windows.clear(); // places are routes and a few names; this only bounds memory
+  windows.set(key, { until: now + OUTAGE_QUIET_MS, held: 0 });
+  return w && w.held > 0 ? ` (${w.held} more like it in the last ${OUTAGE_QUIET_MS / 1000} s not printed)` : '';
+}
+
+/**
  * Logs a failure as one line, or not at all when it is expected. A log function that throws is ignored:
  * logging must never change an answer.
  */
@@ -65,9 +89,12 @@ export function logFailure(log: Log, err: unknown, where: string): void {
   const reason = unknown !== undefined ? describeUnknown(unknown) : withCause(e);
   const record: LogRecord = { code: e.code, where, error: err };
   if (unknown instanceof Error && unknown.stack) record.stack = unknown.stack;
-  const line = `[credit-kit] ${e.code} (${where}): ${reason}`;
+  const outside = OUTSIDE.has(e.code);
+  const note = outside ? outageNote(log, e.code, where) : '';
+  if (note === null) return;
+  const line = `[credit-kit] ${e.code} (${where}): ${reason}${note}`;
   try {
-    log(OUTSIDE.has(e.code) ? 'warn' : 'error', line, record);
+    log(outside ? 'warn' : 'error', line, record);
   } catch {
     // ignored: see above
   }

@@ -206,3 +206,34 @@ async function serve(credits: Credits, routes: (app: Express) => void = () => un
   routes(app);
   return { server: await listen(app) };
 }
+
+describe('an outage', () => {
+  it('prints one warning per place every 10 s, then says how many it held back; errors are never held back', async () => {
+    const lines: string[] = [];
+    const connection = await connect();
+    let now = Date.now();
+    const clock = jest.spyOn(Date, 'now').mockImplementation(() => now);
+    try {
+      const store = failing(new MongoCreditStore({ connection, collectionPrefix: 'credit_' }), { getAccount: 'the database is down' });
+      const credits = createCredits({ store, getUserId, logger: (_level, line) => void lines.push(line), timeoutMs: 5000 });
+      const { server } = await serve(credits);
+      try {
+        for (let i = 0; i < 20; i++) expect((await get(`${server.url}/api/credits/balance`, 'someone')).status).toBe(503);
+        expect(lines).toHaveLength(1);
+        now += 10_001;
+        expect((await get(`${server.url}/api/credits/balance`, 'someone')).status).toBe(503);
+        expect(lines).toHaveLength(2);
+        expect(lines[1]).toContain('(19 more like it in the last 10 s not printed)');
+        // An unexpected error is a bug, not an outage: every one is printed.
+        for (let i = 0; i < 3; i++) await fetch(`${server.url}/api/credits/balance`, { headers: { 'x-test-user': 'someone', 'x-boom': '1' } });
+      } finally {
+        await server.close();
+      }
+    } finally {
+      clock.mockRestore();
+      await connection.close();
+    }
+    expect(lines.filter((l) => l.includes('store_unavailable'))).toHaveLength(2);
+    expect(lines.filter((l) => l.includes('internal'))).toHaveLength(3);
+  });
+});
