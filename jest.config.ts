@@ -5,6 +5,7 @@ import type { Config } from 'jest';
 const moduleNameMapper = {
   '^credit-kit/server$': '<rootDir>/server/index.ts',
   '^credit-kit/client$': '<rootDir>/client/index.ts',
+  '^credit-kit/testing$': '<rootDir>/server/testing/index.ts',
 };
 const transform = { '^.+\\.tsx?$': ['ts-jest', { tsconfig: '<rootDir>/tsconfig.json' }] };
 

@@ -1,13 +1,14 @@
 import { defineConfig } from 'tsup';
 
-// Two entries, each as CommonJS (.js) and ESM (.mjs) with types, peers left external.
+// Three entries (server, its testing helpers, client), each as CommonJS (.js) and ESM (.mjs) with types,
+// peers left external.
 const external = ['express', 'mongoose', 'mongodb', 'stripe', 'react', 'react-dom', 'swr', '@stripe/stripe-js'];
 // Source maps only when asked (CREDIT_KIT_SOURCEMAP=1 npm run build): they were most of the packed size.
 const sourcemap = process.env.CREDIT_KIT_SOURCEMAP === '1';
 
 export default defineConfig([
   {
-    entry: { 'server/index': 'server/index.ts' },
+    entry: { 'server/index': 'server/index.ts', 'testing/index': 'server/testing/index.ts' },
     format: ['cjs', 'esm'],
     dts: true,
     platform: 'node',

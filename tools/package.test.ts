@@ -98,6 +98,10 @@ describe('the packed package', () => {
       'package/dist/server/index.d.ts',
       'package/dist/server/index.js',
       'package/dist/server/index.mjs',
+      'package/dist/testing/index.d.mts',
+      'package/dist/testing/index.d.ts',
+      'package/dist/testing/index.js',
+      'package/dist/testing/index.mjs',
       'package/package.json',
     ]);
     expect(readFileSync(join(root, 'LICENSE'), 'utf8')).toMatch(/^MIT License\n\nCopyright \(c\) 2026 credit-kit contributors\n/);

@@ -76,6 +76,7 @@ export async function measureScale(cfg: ScaleConfig): Promise<ScaleRow[]> {
       const pick = (i: number) => `a${(i * 7919 + 13) % size}`;
       await time(Math.min(20, cfg.samples), (i) => guarded(pick(i + 1_000_003))); // warm-up
       rows.push(row('guarded request (requireCredits(1), HTTP)', size, await time(cfg.samples, (i) => guarded(pick(i)))));
+      cfg.log(`scale:   guarded request at ${size.toLocaleString('en')} accounts: median ${rows.at(-1)!.medianMs.toFixed(2)} ms`);
       await credits.flush();
     }
 
@@ -85,13 +86,15 @@ export async function measureScale(cfg: ScaleConfig): Promise<ScaleRow[]> {
     await writeLedger(ledger, accounts, 'short-ledger', SHORT);
     await writeLedger(ledger, accounts, 'long-ledger', cfg.ledgerEntries);
     const deep = String(Math.max(2, Math.floor(cfg.ledgerEntries / 100))); // a page 99 % of the way back
-    const samples = Math.max(10, Math.floor(cfg.samples / 4));
+    // Fewer samples here: on the embedded server a history page scans the whole ledger collection.
+    const samples = Math.max(5, Math.floor(cfg.samples / 20));
     const pageRows: Array<[string, (user: string, n: number) => Promise<unknown>]> = [
       ['history, newest page (listTransactions, 20 entries)', (user) => credits.listTransactions(user, { limit: 20 })],
       ['history, a page 99 % of the way back', (user, n) => credits.listTransactions(user, { limit: 20, cursor: user === 'long-ledger' ? deep : String(Math.ceil(n / 100) + 1) })],
       ['guarded request on the account', (user) => guarded(user)],
     ];
     for (const [what, op] of pageRows) {
+      cfg.log(`scale: ${what} (${samples} each on the short and the long ledger)...`);
       const short = await time(samples, () => op('short-ledger', SHORT));
       const long = await time(samples, () => op('long-ledger', cfg.ledgerEntries));
       rows.push(row(`${what}: ${SHORT} entries`, SHORT, short));

@@ -62,7 +62,7 @@ export async function harness(
   options: Partial<CreateCreditsOptions> = {},
 ): Promise<Harness> {
   const connection = await connect();
-  // The embedded server runs one command at a time: hundreds of concurrent requests queue behind each other
+  // On the embedded server hundreds of concurrent writes of one account queue behind each other at its gate
   // for seconds. Tests about timeouts set their own bound.
   const credits = createCredits({ connection, getUserId: headerUser, timeoutMs: 20_000, claimLeaseMs: 60_000, ...options });
   await credits.init();
