@@ -35,6 +35,7 @@ import type { Connection } from 'mongoose';
 import { deductKey, grantKey, REQUEST_KEY_PREFIX, requestKey } from '../domain/keys';
 import { claimId } from '../ledger';
 import { startFaultProxy, type FaultProxy } from '../../tools/fault-proxy';
+import { readyPort } from './instance-ready';
 import { eventPayload, signPayload } from '../../tools/stripe-events';
 import { checkoutSession, connect, mongoUri, stripeMockClient, WEBHOOK_SECRET } from '../test/helpers';
 import { mulberry32 } from '../../tools/prng';
@@ -124,20 +125,7 @@ async function startInstance(index: number, dbName: string, seed: number): Promi
     if (stderr.length > 40) stderr.shift();
   });
   try {
-    const port = await new Promise<number>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`instance ${name} did not start within 30 s: ${stderr.join('\n')}`)), 30_000);
-      createInterface({ input: child.stdout! }).on('line', (line) => {
-        const m = /^ready (\d+)$/.exec(line);
-        if (m) {
-          clearTimeout(timer);
-          resolve(Number(m[1]));
-        }
-      });
-      child.once('exit', (code) => {
-        clearTimeout(timer);
-        reject(new Error(`instance ${name} exited (${code}) before it was ready: ${stderr.join('\n')}`));
-      });
-    });
+    const port = await readyPort(child, `instance ${name}`, () => `: ${stderr.join('\n')}`);
     return { index, name, skewMs: SKEWS[index]!, url: `http://127.0.0.1:${port}`, proxy, child, stderr };
   } catch (err) {
     child.kill('SIGKILL');

@@ -7,7 +7,6 @@
 import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import express, { type Express } from 'express';
 import mongoose, { type Connection } from 'mongoose';
 import { createCredits, type CreateCreditsOptions, type Credits, type WebhookReport } from 'credit-kit/server';
@@ -15,6 +14,7 @@ import { giveBackKey, grantKey, requestKey } from '../domain/keys';
 import { claimId } from '../ledger';
 import { crashingMongoStore, type CrashPlan } from '../test/crashing-store';
 import { startFaultProxy, type FaultProxy } from '../../tools/fault-proxy';
+import { readyPort } from './instance-ready';
 import { audit, checkoutSession, headerUser, listen, mongoUri, post, recordedSession, signedDelivery, stripeMockClient, WEBHOOK_SECRET } from '../test/helpers';
 
 jest.spyOn(console, 'error').mockImplementation(() => undefined);
@@ -280,20 +280,7 @@ async function instanceProcess(mongo: string, dbName: string): Promise<{ url: st
     await exited;
   };
   cleanups.push(kill);
-  const port = await new Promise<number>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error('the instance process did not start within 30 s')), 30_000);
-    createInterface({ input: child.stdout! }).on('line', (line) => {
-      const m = /^ready (\d+)$/.exec(line);
-      if (m) {
-        clearTimeout(timer);
-        resolve(Number(m[1]));
-      }
-    });
-    child.once('exit', (code) => {
-      clearTimeout(timer);
-      reject(new Error(`the instance process exited (${code}) before it was ready`));
-    });
-  });
+  const port = await readyPort(child, 'the instance process');
   return { url: `http://127.0.0.1:${port}`, kill };
 }
 

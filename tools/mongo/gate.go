@@ -156,11 +156,7 @@ func classify(msg []byte) (lockClass, []string) {
 	var keys []string
 	switch name {
 	case "findAndModify", "findandmodify":
-		q, ok := lookup(body, "query")
-		if !ok || q.typ != bsonDocument {
-			return classExclusive, nil
-		}
-		k, ok := idKey(q.value)
+		k, ok := filterKey(body, "query")
 		if !ok {
 			return classExclusive, nil
 		}
@@ -182,11 +178,7 @@ func classify(msg []byte) (lockClass, []string) {
 			} else if lim, ok := lookup(s, "limit"); !ok || !lim.isOne() {
 				return classExclusive, nil
 			}
-			q, ok := lookup(s, filter)
-			if !ok || q.typ != bsonDocument {
-				return classExclusive, nil
-			}
-			k, ok := idKey(q.value)
+			k, ok := filterKey(s, filter)
 			if !ok {
 				return classExclusive, nil
 			}
@@ -462,6 +454,15 @@ func statements(body []byte, seqs map[string][][]byte, field string) ([][]byte, 
 		return true
 	})
 	return out, ok
+}
+
+// filterKey is the document key of the filter held in field `name` of doc (see idKey).
+func filterKey(doc []byte, name string) (string, bool) {
+	q, ok := lookup(doc, name)
+	if !ok || q.typ != bsonDocument {
+		return "", false
+	}
+	return idKey(q.value)
 }
 
 // idKey is the document key of a filter that names exactly one document by `_id` equality: the `_id`
