@@ -34,7 +34,9 @@ beforeAll(async () => {
     getUserId: headerUser,
     // Operations here take milliseconds; a short lease lets retries decide crashed claims quickly.
     claimLeaseMs: 300,
+    // Injected crashes fail give-backs and moves on purpose; what they would log is not the test's subject.
     hooks: { onBackgroundError: () => undefined },
+    logger: () => undefined,
   });
   await credits.init();
   const app = express();
@@ -156,7 +158,7 @@ it('startReconciler repairs what a crash left behind, on its own', async () => {
   // A grant whose process dies after claiming its key (nothing it still had queued reaches the database),
   // and a deduction whose move to the ledger crashes.
   const dying: CrashPlan = { point: 'after-claim', mode: 'die' };
-  const doomed = createCredits({ store: crashingMongoStore(connection, () => dying), getUserId: headerUser, hooks: { onBackgroundError: () => undefined } });
+  const doomed = createCredits({ store: crashingMongoStore(connection, () => dying), getUserId: headerUser, hooks: { onBackgroundError: () => undefined }, logger: () => undefined });
   await doomed.grantCredits(user, 5, { idempotencyKey: 'crashed' }).catch(() => undefined);
   expect(dying.dead).toBe(true);
   await crashPlan.run({ point: 'before-move' }, async () => {
