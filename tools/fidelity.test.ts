@@ -9,7 +9,7 @@
  * started the embedded server, otherwise (MONGODB_URI points at a real MongoDB, as in CI) one of its own.
  * Orderings are checked from completion order and what readers saw, never from timings.
  */
-import { MongoClient, type Db, type MongoServerError } from 'mongodb';
+import { MongoClient, type Collection, type Db, type MongoServerError } from 'mongodb';
 import { startEmbeddedMongo, type EmbeddedMongo } from './embedded';
 
 /** Documents keyed by string ids, as the kit's collections are. */
@@ -117,6 +117,52 @@ describe('as on MongoDB: the gate lets commands interleave where single-document
     expect(counts[0]).toBeGreaterThanOrEqual(0);
     expect(counts[0]).toBeLessThanOrEqual(N);
     expect(await otherDb.collection<Doc>('big_unit').countDocuments({})).toBe(N);
+  });
+});
+
+describe('what each command holds at the gate (tools/mongo/gate.go), on a server of its own so the counts are exact', () => {
+  let server: EmbeddedMongo;
+  let client: MongoClient;
+  let col: Collection<Doc>;
+  beforeAll(async () => {
+    server = await startEmbeddedMongo();
+    client = await MongoClient.connect(server.uri, { directConnection: true, serverSelectionTimeoutMS: 5000 });
+    col = client.db('gate_classes').collection<Doc>('c');
+    await col.insertMany([{ _id: 'a', n: 0 }, { _id: 'b', n: 0 }, { _id: 'c', n: 0 }] as never);
+  }, 120_000);
+  afterAll(async () => {
+    await client?.close();
+    await server?.stop();
+  });
+
+  const stats = async () => {
+    const s = await client.db('admin').command({ creditKitGateStats: 1 });
+    return { free: Number(s.free), keyed: Number(s.keyed), exclusive: Number(s.exclusive) };
+  };
+  /** The class counts one command added (the stats command itself is answered by the gate, uncounted). */
+  async function classOf(run: () => Promise<unknown>): Promise<string> {
+    const before = await stats();
+    await run();
+    const after = await stats();
+    const grew = (['free', 'keyed', 'exclusive'] as const).filter((k) => after[k] > before[k]);
+    return grew.join('+');
+  }
+
+  test.each([
+    ['findOneAndUpdate by _id', 'keyed', () => col.findOneAndUpdate({ _id: 'a', n: { $gte: 0 } } as never, { $inc: { n: 1 } })],
+    ['updateOne by _id', 'keyed', () => col.updateOne({ _id: 'a' } as never, { $inc: { n: 1 } })],
+    ['a bulk write of updateOne by _id (the mover)', 'keyed', () => col.bulkWrite([{ updateOne: { filter: { _id: 'a' } as never, update: { $inc: { n: 1 } } } }, { updateOne: { filter: { _id: 'b' } as never, update: { $inc: { n: 1 } } } }])],
+    ['deleteOne by _id', 'keyed', () => col.deleteOne({ _id: 'zz' } as never)],
+    ['updateMany', 'exclusive', () => col.updateMany({}, { $inc: { n: 1 } })],
+    ['updateOne by an _id operator ($in)', 'exclusive', () => col.updateOne({ _id: { $in: ['a', 'b'] } } as never, { $inc: { n: 1 } })],
+    ['updateOne by another field', 'exclusive', () => col.updateOne({ n: 1 } as never, { $inc: { n: 1 } })],
+    ['deleteMany', 'exclusive', () => col.deleteMany({ _id: 'zz' } as never)],
+    ['createIndex', 'exclusive', () => col.createIndex({ n: 1 })],
+    ['find', 'free', () => col.find({}).toArray()],
+    ['countDocuments (an aggregate)', 'free', () => col.countDocuments({})],
+    ['insertOne', 'free', () => col.insertOne({ _id: `i${Date.now()}`, n: 0 } as never)],
+  ])('%s is %s', async (_what, expected, run) => {
+    expect(await classOf(run)).toBe(expected);
   });
 });
 
