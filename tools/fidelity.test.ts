@@ -123,12 +123,12 @@ describe('as on MongoDB: the gate lets commands interleave where single-document
 describe('what each command holds at the gate (tools/mongo/gate.go), on a server of its own so the counts are exact', () => {
   let server: EmbeddedMongo;
   let client: MongoClient;
-  let col: Collection<Doc>;
+  let col: Collection<{ _id: string; n: number }>;
   beforeAll(async () => {
     server = await startEmbeddedMongo();
     client = await MongoClient.connect(server.uri, { directConnection: true, serverSelectionTimeoutMS: 5000 });
-    col = client.db('gate_classes').collection<Doc>('c');
-    await col.insertMany([{ _id: 'a', n: 0 }, { _id: 'b', n: 0 }, { _id: 'c', n: 0 }] as never);
+    col = client.db('gate_classes').collection<{ _id: string; n: number }>('c');
+    await col.insertMany([{ _id: 'a', n: 0 }, { _id: 'b', n: 0 }, { _id: 'c', n: 0 }]);
   }, 120_000);
   afterAll(async () => {
     await client?.close();
@@ -149,18 +149,18 @@ describe('what each command holds at the gate (tools/mongo/gate.go), on a server
   }
 
   test.each([
-    ['findOneAndUpdate by _id', 'keyed', () => col.findOneAndUpdate({ _id: 'a', n: { $gte: 0 } } as never, { $inc: { n: 1 } })],
-    ['updateOne by _id', 'keyed', () => col.updateOne({ _id: 'a' } as never, { $inc: { n: 1 } })],
-    ['a bulk write of updateOne by _id (the mover)', 'keyed', () => col.bulkWrite([{ updateOne: { filter: { _id: 'a' } as never, update: { $inc: { n: 1 } } } }, { updateOne: { filter: { _id: 'b' } as never, update: { $inc: { n: 1 } } } }])],
-    ['deleteOne by _id', 'keyed', () => col.deleteOne({ _id: 'zz' } as never)],
+    ['findOneAndUpdate by _id', 'keyed', () => col.findOneAndUpdate({ _id: 'a', n: { $gte: 0 } }, { $inc: { n: 1 } })],
+    ['updateOne by _id', 'keyed', () => col.updateOne({ _id: 'a' }, { $inc: { n: 1 } })],
+    ['a bulk write of updateOne by _id (the mover)', 'keyed', () => col.bulkWrite([{ updateOne: { filter: { _id: 'a' }, update: { $inc: { n: 1 } } } }, { updateOne: { filter: { _id: 'b' }, update: { $inc: { n: 1 } } } }])],
+    ['deleteOne by _id', 'keyed', () => col.deleteOne({ _id: 'zz' })],
     ['updateMany', 'exclusive', () => col.updateMany({}, { $inc: { n: 1 } })],
-    ['updateOne by an _id operator ($in)', 'exclusive', () => col.updateOne({ _id: { $in: ['a', 'b'] } } as never, { $inc: { n: 1 } })],
-    ['updateOne by another field', 'exclusive', () => col.updateOne({ n: 1 } as never, { $inc: { n: 1 } })],
-    ['deleteMany', 'exclusive', () => col.deleteMany({ _id: 'zz' } as never)],
+    ['updateOne by an _id operator ($in)', 'exclusive', () => col.updateOne({ _id: { $in: ['a', 'b'] } }, { $inc: { n: 1 } })],
+    ['updateOne by another field', 'exclusive', () => col.updateOne({ n: 1 }, { $inc: { n: 1 } })],
+    ['deleteMany', 'exclusive', () => col.deleteMany({ _id: 'zz' })],
     ['createIndex', 'exclusive', () => col.createIndex({ n: 1 })],
     ['find', 'free', () => col.find({}).toArray()],
     ['countDocuments (an aggregate)', 'free', () => col.countDocuments({})],
-    ['insertOne', 'free', () => col.insertOne({ _id: `i${Date.now()}`, n: 0 } as never)],
+    ['insertOne', 'free', () => col.insertOne({ _id: `i${Date.now()}`, n: 0 })],
   ])('%s is %s', async (_what, expected, run) => {
     expect(await classOf(run)).toBe(expected);
   });
