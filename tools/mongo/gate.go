@@ -16,7 +16,8 @@ package main
 //     touches must not meet a keyed write of the same document. That is stricter than MongoDB, which
 //     interleaves other writes between the documents of a multi-document write.
 //
-// Handshake and liveness commands (hello, ping, ...) hold nothing, so monitoring never queues.
+// Handshake and liveness commands (hello, ping, ...) hold nothing, so monitoring never queues, and are not
+// counted in the stats.
 //
 // {creditKitGateStats: 1} is answered by the gate itself (it never reaches FerretDB): how many commands of
 // each class ran, and the most that ran at once, so tests can see that the gate interleaves.
@@ -33,16 +34,23 @@ import (
 type lockClass int
 
 const (
-	classFree lockClass = iota // no lock: handshakes, reads, inserts
+	classNone lockClass = iota // handshakes and liveness: no lock, not counted
+	classFree                  // no lock: reads, inserts
 	classKeyed
 	classExclusive
 )
 
-// reads lists commands that only read collection data (or none): they hold no lock.
-var reads = map[string]bool{
+// handshakes lists the driver's connection and monitoring commands: they hold nothing and are not counted,
+// so the stats show data commands only.
+var handshakes = map[string]bool{
 	"hello": true, "isMaster": true, "ismaster": true, "ping": true, "buildInfo": true, "buildinfo": true,
 	"getParameter": true, "endSessions": true, "saslStart": true, "saslContinue": true, "getLastError": true,
-	"whatsmyuri": true, "find": true, "getMore": true, "count": true, "distinct": true, "killCursors": true,
+	"whatsmyuri": true,
+}
+
+// reads lists commands that only read collection data (or none): they hold no lock.
+var reads = map[string]bool{
+	"find": true, "getMore": true, "count": true, "distinct": true, "killCursors": true,
 	"listCollections": true, "listIndexes": true, "listDatabases": true, "dbStats": true, "collStats": true,
 	"dataSize": true, "explain": true, "serverStatus": true, "hostInfo": true, "connectionStatus": true,
 	"getCmdLineOpts": true, "getLog": true, "getFreeMonitoringStatus": true, "insert": true,
@@ -68,6 +76,9 @@ func newLocks() *locks { return &locks{keys: map[string]*keyLock{}} }
 
 // acquire takes what a command needs and returns the function that releases it.
 func (l *locks) acquire(class lockClass, keys []string) func() {
+	if class == classNone {
+		return func() {}
+	}
 	var release func()
 	switch class {
 	case classFree:
@@ -146,6 +157,8 @@ func classify(msg []byte) (lockClass, []string) {
 			return classExclusive, nil
 		}
 		return classFree, nil
+	case handshakes[name]:
+		return classNone, nil
 	case reads[name]:
 		return classFree, nil
 	}
