@@ -82,6 +82,14 @@ function outageNote(log: Log, code: CreditsErrorCode, where: string): string | n
  * logging must never change an answer.
  */
 export function logFailure(log: Log, err: unknown, where: string): void {
+  try {
+    logLine(log, err, where);
+  } catch {
+    // ignored: describing an odd value (a null-prototype object) must not throw out of an error path either
+  }
+}
+
+function logLine(log: Log, err: unknown, where: string): void {
   const e = toCreditsError(err);
   if (expected(e)) return;
   // An error that is not the kit's own, or one it wrapped as `internal`, is a bug somewhere: keep its stack.
@@ -109,7 +117,13 @@ function withCause(e: CreditsError): string {
 
 function describeUnknown(err: unknown): string {
   if (err instanceof Error) return `${err.name}: ${firstLine(err.message)}`;
-  return firstLine(typeof err === 'string' ? err : String(err));
+  let text: string;
+  try {
+    text = typeof err === 'string' ? err : String(err);
+  } catch {
+    text = Object.prototype.toString.call(err); // e.g. a null-prototype object: "[object Object]"
+  }
+  return firstLine(text);
 }
 
 function firstLine(text: string): string {

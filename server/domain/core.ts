@@ -95,8 +95,8 @@ export class CreditsCore {
   }
 
   /** Work owed after an answer: queued, retried with backoff while the database refuses, waited for by flush(). */
-  later(task: () => Promise<void>): void {
-    this.ledger.background.retry(task);
+  later(task: () => Promise<void>, what?: string): void {
+    this.ledger.background.retry(task, what);
   }
 
   getBalance(userId: string): Promise<number> {

@@ -178,7 +178,10 @@ function withinDeadline<T extends { entryId: string } | { replay: unknown }>(cor
       void charge.then(
         (late) => {
           if (!('entryId' in late)) return; // a replay: nothing was charged
-          core.later(() => core.giveBack(userId, late.entryId, amount, 'The request was refused: its charge landed after the time limit'));
+          core.later(
+            () => core.giveBack(userId, late.entryId, amount, 'The request was refused: its charge landed after the time limit'),
+            `giving back ${amount} credits to user ${userId} for the refused request charged by entry ${late.entryId}`,
+          );
         },
         () => undefined, // refused or failed: nothing was charged, or the ledger gives it back itself
       );
@@ -214,6 +217,19 @@ function createContext(core: CreditsCore, userId: string, chargeId: string, rese
  * A give-back that cannot be written now (database down) does not keep the answer back; it is retried in
  * the background and, once recorded, finished by reconcile() after a restart.
  */
+/**
+ * The app's refund rule, asked about one answer. A rule that throws is the app's bug: it is logged, and the
+ * default rule (any 5xx is a failure) decides, so a failed request is never charged because of it.
+ */
+function failedByRule(refundOn: ResolvedOptions['refundOn'], status: number, logger: ResolvedOptions['logger']): boolean {
+  try {
+    return refundOn({ status }) === true;
+  } catch (err) {
+    logFailure(logger, new CreditsConfigError(`refundOn threw (${err instanceof Error ? err.message : String(err)}); the default rule decided: a 5xx is refunded.`), 'refundOn');
+    return status >= 500;
+  }
+}
+
 function giveBackBeforeFailedAnswer(
   core: CreditsCore,
   { refundOn, logger }: Pick<ResolvedOptions, 'refundOn' | 'logger'>,
@@ -225,12 +241,12 @@ function giveBackBeforeFailedAnswer(
   const end = res.end;
   res.end = function endAfterGiveBack(this: Response, ...args: unknown[]) {
     res.end = end;
-    if (!refundOn({ status: res.statusCode })) return end.apply(this, args as Parameters<typeof end>);
+    if (!failedByRule(refundOn, res.statusCode, logger)) return end.apply(this, args as Parameters<typeof end>);
     const giveBack = () => core.giveBack(userId, chargeId, reserved, 'The guarded request failed');
     const done = giveBack()
       .catch((err: unknown) => {
         logFailure(logger, err, 'giving back a failed request, retried in the background');
-        core.later(giveBack);
+        core.later(giveBack, `giving back ${reserved} credits to user ${userId} for the failed request charged by entry ${chargeId}`);
       })
       .then(() => end.apply(this, args as Parameters<typeof end>));
     core.track(done);

@@ -15,8 +15,23 @@ const CONCURRENCY = 4;
 
 interface Task {
   run: () => Promise<void>;
+  /** What the task owes, for the error if it is given up. */
+  what: string | undefined;
   attempt: number;
   notBefore: number;
+}
+
+/** Work the kit owed after an answer and stopped retrying: whatever it was may need a hand (or reconcile()). */
+export class GaveUpError extends Error {
+  override name = 'GaveUpError';
+  constructor(what: string | undefined, attempts: number, cause: unknown) {
+    super(
+      `credit-kit gave up after ${attempts} tries on ${what ?? 'work owed after an answer'}: ` +
+        `reconcile() finishes it if the database recorded its claim, otherwise it must be done by hand ` +
+        `(last error: ${cause instanceof Error ? cause.message : String(cause)})`,
+      { cause },
+    );
+  }
 }
 
 export class Background {
@@ -28,9 +43,12 @@ export class Background {
 
   constructor(private readonly onError: (err: unknown) => void) {}
 
-  /** Runs `run` soon, and again after failures, up to MAX_ATTEMPTS; the last failure is reported. */
-  retry(run: () => Promise<void>): void {
-    this.queue.push({ run, attempt: 0, notBefore: 0 });
+  /**
+   * Runs `run` soon, and again after failures, up to MAX_ATTEMPTS. Given up, it is reported as a GaveUpError
+   * naming `what` it owed, an error (never quieted as an outage warning), since that work may now be lost.
+   */
+  retry(run: () => Promise<void>, what?: string): void {
+    this.queue.push({ run, what, attempt: 0, notBefore: 0 });
     this.pump();
   }
 
@@ -96,7 +114,7 @@ export class Background {
       await task.run();
     } catch (err) {
       task.attempt++;
-      if (task.attempt >= MAX_ATTEMPTS) this.onError(err);
+      if (task.attempt >= MAX_ATTEMPTS) this.onError(new GaveUpError(task.what, task.attempt, err));
       else {
         task.notBefore = Date.now() + Math.min(FIRST_DELAY_MS * 2 ** (task.attempt - 1), MAX_DELAY_MS);
         this.queue.push(task);

@@ -123,7 +123,7 @@ export class JournalMover {
       const pulling = this.pullIdle()
         .catch((err: unknown) => this.onError(err))
         .finally(() => {
-          this.pulling = undefined;
+          if (this.pulling === pulling) this.pulling = undefined; // a later pull may have started meanwhile
           this.armIdle();
         });
       this.pulling = pulling;

@@ -54,7 +54,13 @@ export async function reconcileLedger(
   }
 
   try {
-    report.keysExpired = await store.deleteExpiredClaims(new Date(), batch);
+    // Batch after batch until one comes back short (bounded: FerretDB has no TTL index, this is its only sweep).
+    const now = new Date();
+    for (let round = 0; round < 100; round++) {
+      const deleted = await store.deleteExpiredClaims(now, batch);
+      report.keysExpired += deleted;
+      if (deleted < batch) break;
+    }
   } catch (err) {
     failed(err);
   }
