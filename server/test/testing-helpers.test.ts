@@ -3,7 +3,7 @@
  * stripe-mock), events built from them and signed by the helper, delivered over HTTP to the real webhook
  * route, which verifies them with stripe-node.
  */
-import { chargeDispute, chargeRefunded, checkoutCompleted, signEvent, stripeEvent } from 'credit-kit/testing';
+import { asyncPaymentFailed, asyncPaymentSucceeded, chargeDispute, chargeRefunded, checkoutCompleted, checkoutExpired, signEvent, stripeEvent } from 'credit-kit/testing';
 import { audit, harness, post, stripeMockClient, WEBHOOK_SECRET, type Harness } from './helpers';
 
 let h: Harness;
@@ -59,4 +59,21 @@ it('refuses to build events for a session the app did not create, and a stale si
   expect(res.status).toBe(400);
   expect(await h.credits.getBalance('t-stale')).toBe(0);
   expect(() => signEvent(stripeEvent('x', {}), '')).toThrow(TypeError);
+});
+
+it('delayed payments: unpaid at completion, credited when the payment succeeds, never when it fails or the session expires', async () => {
+  const later = await createdSession('t-delayed', 40);
+  expect((await deliver(signEvent(await checkoutCompleted(h.credits, later, { paid: false }), WEBHOOK_SECRET))).status).toBe(200);
+  expect(await h.credits.getBalance('t-delayed')).toBe(0);
+  expect((await deliver(signEvent(await asyncPaymentSucceeded(h.credits, later), WEBHOOK_SECRET))).status).toBe(200);
+  expect(await h.credits.getBalance('t-delayed')).toBe(40);
+
+  const failing = await createdSession('t-failed', 40);
+  await deliver(signEvent(await checkoutCompleted(h.credits, failing, { paid: false }), WEBHOOK_SECRET));
+  expect((await deliver(signEvent(await asyncPaymentFailed(h.credits, failing), WEBHOOK_SECRET))).status).toBe(200);
+  const abandoned = await createdSession('t-failed', 40);
+  expect((await deliver(signEvent(await checkoutExpired(h.credits, abandoned), WEBHOOK_SECRET))).status).toBe(200);
+  await h.credits.flush();
+  expect(await h.credits.getBalance('t-failed')).toBe(0);
+  expect(await audit(h.credits, 't-failed')).toMatchObject({ balance: 0, sum: 0, entries: 0 });
 });

@@ -10,7 +10,9 @@
  *   await fetch(`${url}/api/stripe/webhook`, { method: 'POST', headers: delivery.headers, body: delivery.body });
  *
  * Events are signed the way Stripe signs deliveries (an HMAC-SHA256 `Stripe-Signature` header), so they go
- * through the kit's real verification. Nothing here calls Stripe; it needs no `stripe` package.
+ * through the kit's real verification. Nothing here calls Stripe; it needs no `stripe` package. The sessions
+ * are built from what the kit recorded, so these test the kit's handling of Stripe's events, not what
+ * Stripe itself computes (amounts, taxes, payment methods).
  */
 import { createHmac, randomUUID } from 'node:crypto';
 import type { Credits } from '../index';
@@ -69,8 +71,27 @@ export function signEvent(event: TestEvent, secret: string, options: { timestamp
  * session as Stripe sends it back, built from what the kit recorded (user, credits, amount, currency). Its
  * payment intent id is derived from the session id, so the refund and dispute events below refer to it.
  */
-export async function checkoutCompleted(credits: Credits, sessionId: string): Promise<TestEvent> {
-  return stripeEvent('checkout.session.completed', await sessionObject(credits, sessionId));
+export async function checkoutCompleted(credits: Credits, sessionId: string, options: { paid?: boolean } = {}): Promise<TestEvent> {
+  const session = await sessionObject(credits, sessionId);
+  // `paid: false`: a delayed payment method (a bank debit); Stripe completes the session unpaid and says
+  // later, with checkout.session.async_payment_succeeded or _failed.
+  return stripeEvent('checkout.session.completed', options.paid === false ? { ...session, payment_status: 'unpaid' } : session);
+}
+
+/** `checkout.session.async_payment_succeeded`: a delayed payment came through (after an unpaid completion). */
+export async function asyncPaymentSucceeded(credits: Credits, sessionId: string): Promise<TestEvent> {
+  return stripeEvent('checkout.session.async_payment_succeeded', await sessionObject(credits, sessionId));
+}
+
+/** `checkout.session.async_payment_failed`: a delayed payment failed; nothing is credited. */
+export async function asyncPaymentFailed(credits: Credits, sessionId: string): Promise<TestEvent> {
+  return stripeEvent('checkout.session.async_payment_failed', { ...(await sessionObject(credits, sessionId)), payment_status: 'unpaid' });
+}
+
+/** `checkout.session.expired`: the person never paid; nothing is credited. */
+export async function checkoutExpired(credits: Credits, sessionId: string): Promise<TestEvent> {
+  const { payment_intent: _unused, ...session } = await sessionObject(credits, sessionId);
+  return stripeEvent('checkout.session.expired', { ...session, status: 'expired', payment_status: 'unpaid', payment_intent: null });
 }
 
 /** `charge.refunded`: the purchase's charge, refunded `amountRefunded` cents in all (refunds add up). */
