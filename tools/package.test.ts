@@ -94,6 +94,10 @@ describe('the packed package', () => {
       'package/dist/client/index.mjs',
       'package/dist/client/styles.css',
       'package/dist/client/styles.css.d.ts',
+      'package/dist/fetch/index.d.mts',
+      'package/dist/fetch/index.d.ts',
+      'package/dist/fetch/index.js',
+      'package/dist/fetch/index.mjs',
       'package/dist/server/index.d.mts',
       'package/dist/server/index.d.ts',
       'package/dist/server/index.js',
@@ -136,6 +140,22 @@ describe('the packed package', () => {
     expect(await node(['--input-type=module', '-e', "import { createCredits } from 'credit-kit/server'; console.log(typeof createCredits)"])).toBe(
       'function',
     );
+  });
+
+  it('loads credit-kit/fetch without express: nothing it loads or declares imports express', async () => {
+    for (const file of ['fetch/index.js', 'fetch/index.mjs', 'fetch/index.d.ts', 'fetch/index.d.mts']) {
+      const text = readFileSync(join(root, 'dist', file), 'utf8');
+      expect([file, /require\(["']express["']\)|from ["']express["']|import ["']express["']|import\(["']express["']\)/.test(text)]).toEqual([file, false]);
+    }
+    // Node as if express were not installed: resolving it fails, as in an app that never installed it.
+    const withoutExpress =
+      "const M = require('module'); const resolve = M._resolveFilename; M._resolveFilename = function (request, ...rest) { " +
+      "if (request === 'express' || request.startsWith('express/')) throw Object.assign(new Error('Cannot find module express'), { code: 'MODULE_NOT_FOUND' }); " +
+      'return resolve.call(this, request, ...rest); };';
+    expect(await node(['-e', `${withoutExpress} console.log(typeof require('credit-kit/fetch').createFetchCredits)`])).toBe('function');
+    // The stand-in works: the Express entry does not load that way.
+    expect((await run(process.execPath, ['-e', `${withoutExpress} require('credit-kit/server')`], root)).code).not.toBe(0);
+    expect(await node(['--input-type=module', '-e', "import { createFetchCredits } from 'credit-kit/fetch'; console.log(typeof createFetchCredits)"])).toBe('function');
   });
 
   it('ships type declarations for both module systems and marks the client entry "use client"', () => {

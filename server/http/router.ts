@@ -108,8 +108,11 @@ export function createRouter({ credits: core, purchases, options, checkoutLimite
   router.get('/credits/pricing', handle(() => routes.pricing()));
 
   // Body parser failures in the kit's own routes answer in the kit's error shape.
-  const bodyErrors: ErrorRequestHandler = (err: { type?: string; status?: number }, _req, res, next) => {
-    if (err?.type === 'entity.too.large') return sendError(res, bodyError.tooLarge(options.bodyLimit), options.logger);
+  const bodyErrors: ErrorRequestHandler = (err: { type?: string; status?: number }, req, res, next) => {
+    if (err?.type === 'entity.too.large') {
+      // The webhook's own limit, not bodyLimit, is the one its body went past.
+      return sendError(res, bodyError.tooLarge(req.path === '/stripe/webhook' ? WEBHOOK_BODY_LIMIT : options.bodyLimit), options.logger);
+    }
     if (err?.type === 'entity.parse.failed') return sendError(res, bodyError.badJson(), options.logger);
     if (err?.type && err.status && err.status < 500) return sendError(res, bodyError.unreadable(), options.logger);
     next(err);
