@@ -67,23 +67,23 @@ export interface FetchCredits extends CreditsBase {
   routes: { GET: FetchRouteHandler; POST: FetchRouteHandler };
 }
 
-const FETCH_ONLY_KEYS = ['basePath'];
-
 export function createFetchCredits(options: FetchCreditsOptions): FetchCredits {
-  if (typeof options === 'object' && options !== null && 'rateLimit' in options) {
+  const given = typeof options === 'object' && options !== null && !Array.isArray(options);
+  if (given && 'rateLimit' in options) {
     throw new CreditsConfigError(
       'createFetchCredits: `rateLimit` is not supported on the Fetch side yet (its limiter is Express middleware); limit requests in your framework or proxy.',
     );
   }
-  const { basePath: rawBase, ...shared } = (typeof options === 'object' && options !== null ? options : {}) as FetchCreditsOptions;
-  const resolved = resolveOptions<Request>(typeof options === 'object' && options !== null && !Array.isArray(options) ? shared : (options as never));
+  // `basePath` is the Fetch side's own; everything else is createCredits' options, checked the same way
+  // (something that is not an options object goes through too, to be refused there).
+  const { basePath: rawBase, ...shared } = given ? options : ({} as FetchCreditsOptions);
+  const resolved = resolveOptions<Request>(given ? shared : options);
   const basePath = resolveBasePath(rawBase);
   const bodyLimitBytes = sizeInBytes(resolved.bodyLimit);
   const webhookLimitBytes = sizeInBytes(WEBHOOK_BODY_LIMIT);
   const { core, purchases, base } = assemble(resolved);
   const routes = createRoutes({ core, purchases, options: resolved });
   const { logger } = resolved;
-  void FETCH_ONLY_KEYS;
 
   const respond = (reply: Reply): Response => Response.json(reply.body, { status: reply.status });
   const where = (request: Request, url: URL) => `${request.method} ${url.pathname}`;

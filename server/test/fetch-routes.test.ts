@@ -138,6 +138,8 @@ describe('the Fetch routes', () => {
     expect(() => createFetchCredits({ connection, getUserId: fetchHeaderUser, basePath: 'api' })).toThrow(/basePath/);
     expect(() => createFetchCredits({ connection, getUserId: fetchHeaderUser, rateLimit: { guarded: 5 } } as never)).toThrow(/rateLimit/);
     expect(() => createFetchCredits({ connection, getUserId: fetchHeaderUser, timeoutMs: -1 })).toThrow(/timeoutMs/);
+    expect(() => createFetchCredits(null as never)).toThrow(/needs an options object/);
+    expect(() => createFetchCredits({ connection } as never)).toThrow(/getUserId/);
   });
 
   /** Hostile requests, each sent to the Fetch app and to the Express app: the same status and JSON, and nothing changes. */
