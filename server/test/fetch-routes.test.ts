@@ -142,7 +142,13 @@ describe('the Fetch routes', () => {
     expect(() => createFetchCredits({ connection } as never)).toThrow(/getUserId/);
   });
 
-  /** Hostile requests, each sent to the Fetch app and to the Express app: the same status and JSON, and nothing changes. */
+  /**
+   * Hostile requests, each sent to the Fetch app and to the Express app: the same status and JSON, and
+   * nothing changes. Express 4's default query parser (qs, extended) reads `cursor[$gt]=0` as an object
+   * where Express 5's and the Fetch side read a key named `cursor[$gt]`: both refused as invalid_request,
+   * with another message, so only that one compares status and code.
+   */
+  const parserDependent = new Set(['history with an operator cursor']);
   const hostile: Array<[string, (base: string) => Promise<Response>]> = [
     ['checkout without a user', (b) => post(`${b}/api/stripe/checkout/credits`, null, { quantity: 100 })],
     ['checkout as a form (the CSRF defence)', (b) => post(`${b}/api/stripe/checkout/credits`, 'hostile', undefined, { 'content-type': 'application/x-www-form-urlencoded', body: 'quantity=100' })],
@@ -166,12 +172,14 @@ describe('the Fetch routes', () => {
     ['a session that is not one', (b) => get(`${b}/api/stripe/checkout/session/cs_$where`, 'hostile')],
   ];
 
-  it.each(hostile)('%s: 4xx JSON, as on Express, and nothing changes', async (_name, send) => {
+  it.each(hostile)('%s: 4xx JSON, as on Express, and nothing changes', async (name, send) => {
     const [viaFetch, viaExpress] = await Promise.all([send(h.url), send(express.url)]);
     expect(viaFetch.status).toBeGreaterThanOrEqual(400);
     expect(viaFetch.status).toBeLessThan(500);
     expect(viaFetch.headers.get('content-type')).toMatch(/^application\/json/);
-    expect({ status: viaFetch.status, body: await viaFetch.json() }).toEqual({ status: viaExpress.status, body: await viaExpress.json() });
+    const [fetched, expressed] = [{ status: viaFetch.status, body: (await viaFetch.json()) as { error: { code: string } } }, { status: viaExpress.status, body: (await viaExpress.json()) as { error: { code: string } } }];
+    if (parserDependent.has(name)) expect([fetched.status, fetched.body.error.code]).toEqual([expressed.status, expressed.body.error.code]);
+    else expect(fetched).toEqual(expressed);
     await unchanged('hostile');
   });
 });
