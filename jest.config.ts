@@ -4,6 +4,7 @@ import type { Config } from 'jest';
 // those names onto the sources so no build is needed before testing.
 const moduleNameMapper = {
   '^credit-kit/server$': '<rootDir>/server/index.ts',
+  '^credit-kit/fetch$': '<rootDir>/server/fetch/index.ts',
   '^credit-kit/client$': '<rootDir>/client/index.ts',
   '^credit-kit/testing$': '<rootDir>/server/testing/index.ts',
 };

@@ -9,7 +9,7 @@ const config: Config = {
   testEnvironment: 'node',
   roots: ['<rootDir>/server/reliability'],
   testMatch: ['**/*.test.ts'],
-  moduleNameMapper: { '^credit-kit/server$': '<rootDir>/server/index.ts' },
+  moduleNameMapper: { '^credit-kit/server$': '<rootDir>/server/index.ts', '^credit-kit/fetch$': '<rootDir>/server/fetch/index.ts' },
   transform: { '^.+\\.tsx?$': ['ts-jest', { tsconfig: '<rootDir>/tsconfig.json' }] },
   // Suites kill and restart their own database servers; one at a time keeps the 2-core machine honest.
   maxWorkers: 1,

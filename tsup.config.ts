@@ -1,6 +1,6 @@
 import { defineConfig } from 'tsup';
 
-// Three entries (server, its testing helpers, client), each as CommonJS (.js) and ESM (.mjs) with types,
+// Four entries (server, its Fetch side, its testing helpers, client), each as CommonJS (.js) and ESM (.mjs) with types,
 // peers left external.
 const external = ['express', 'mongoose', 'mongodb', 'stripe', 'react', 'react-dom', 'swr', '@stripe/stripe-js'];
 // Source maps only when asked (CREDIT_KIT_SOURCEMAP=1 npm run build): they were most of the packed size.
@@ -9,6 +9,17 @@ const sourcemap = process.env.CREDIT_KIT_SOURCEMAP === '1';
 export default defineConfig([
   {
     entry: { 'server/index': 'server/index.ts', 'testing/index': 'server/testing/index.ts' },
+    format: ['cjs', 'esm'],
+    dts: true,
+    platform: 'node',
+    target: 'node20',
+    external,
+    sourcemap,
+  },
+  {
+    // The Fetch side, built on its own so that nothing it loads or declares is shared with the server
+    // entry, the only one that imports express.
+    entry: { 'fetch/index': 'server/fetch/index.ts' },
     format: ['cjs', 'esm'],
     dts: true,
     platform: 'node',

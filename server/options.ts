@@ -1,7 +1,6 @@
 /**
  * createCredits' options: declared, defaulted and validated once, at start-up. Nothing here runs per request.
  */
-import type { Request } from 'express';
 import type { Connection } from 'mongoose';
 import type Stripe from 'stripe';
 import { CreditsConfigError } from './errors';
@@ -55,7 +54,12 @@ export interface RateLimitOptions {
   checkout?: number;
 }
 
-export interface CreateCreditsOptions {
+/**
+ * The options of both factories, over the request type their `getUserId` reads: `createCredits` (an
+ * Express request: `CreateCreditsOptions`, server/index.ts) and `createFetchCredits` (the Fetch API's
+ * `Request`, credit-kit/fetch). No framework's types are imported here.
+ */
+export interface CreditsOptions<Req> {
   /** The app's mongoose connection. The kit's collections are created in its database. */
   connection?: Connection;
   /**
@@ -64,7 +68,7 @@ export interface CreateCreditsOptions {
    */
   store?: CreditStore;
   /** The signed-in user's id, or null/undefined when nobody is signed in. Never read from the body or query. */
-  getUserId: (req: Request) => string | null | undefined | Promise<string | null | undefined>;
+  getUserId: (req: Req) => string | null | undefined | Promise<string | null | undefined>;
   /** Word shown to people, plural. Default `credits`. */
   creditName?: string;
   /** Prefix of the kit's collection names. Default `credit_`. */
@@ -149,10 +153,10 @@ export interface ResolvedPricing {
   bundles: Map<string, CreditBundle>;
 }
 
-export interface ResolvedOptions {
+export interface ResolvedOptions<Req = unknown> {
   connection: Connection | undefined;
   store: CreditStore | undefined;
-  getUserId: CreateCreditsOptions['getUserId'];
+  getUserId: CreditsOptions<Req>['getUserId'];
   creditName: string;
   collectionPrefix: string;
   timeoutMs: number;
@@ -175,7 +179,10 @@ export interface ResolvedOptions {
   logger: Log;
 }
 
-const KNOWN_KEYS: ReadonlyArray<keyof CreateCreditsOptions> = [
+/** The resolved options without the framework's `getUserId`: what the framework-neutral code reads. */
+export type NeutralOptions = Omit<ResolvedOptions<unknown>, 'getUserId'>;
+
+const KNOWN_KEYS: ReadonlyArray<keyof CreditsOptions<unknown>> = [
   'connection',
   'store',
   'getUserId',
@@ -209,7 +216,7 @@ const TEN_YEARS_MS = 3650 * 86_400_000;
 /** setTimeout's largest delay: a longer one fires at once (Node clamps it to 1 ms). */
 const MAX_TIMER_MS = 2_147_483_647;
 
-export function resolveOptions(options: CreateCreditsOptions, env: NodeJS.ProcessEnv = process.env): ResolvedOptions {
+export function resolveOptions<Req>(options: CreditsOptions<Req>, env: NodeJS.ProcessEnv = process.env): ResolvedOptions<Req> {
   if (typeof options !== 'object' || options === null || Array.isArray(options)) {
     throw new CreditsConfigError('createCredits(options) needs an options object: { connection, getUserId, ... }.');
   }
@@ -276,7 +283,7 @@ export function resolveOptions(options: CreateCreditsOptions, env: NodeJS.Proces
 }
 
 /** `stripe` and `webhookSecret` go together; an API key passed as the webhook secret is caught here. */
-function resolveStripe(options: CreateCreditsOptions): { client: Stripe; webhookSecret: string } | undefined {
+function resolveStripe(options: Pick<CreditsOptions<unknown>, 'stripe' | 'webhookSecret'>): { client: Stripe; webhookSecret: string } | undefined {
   if (options.stripe === undefined || options.stripe === null) {
     if (options.webhookSecret !== undefined) {
       throw new CreditsConfigError('createCredits: `webhookSecret` is set but `stripe` is not: pass the Stripe client too, or drop the secret.');
@@ -338,7 +345,7 @@ function resolveRateLimit(option: RateLimitOptions | undefined): Required<RateLi
   };
 }
 
-function resolveLogger(logger: CreateCreditsOptions['logger']): Log {
+function resolveLogger(logger: CreditsOptions<unknown>['logger']): Log {
   if (logger === undefined) return consoleLog;
   if (typeof logger === 'function') return toLog(logger);
   if (typeof logger === 'object' && logger !== null && typeof logger.warn === 'function' && typeof logger.error === 'function') {

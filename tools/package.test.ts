@@ -6,6 +6,7 @@
  *   express4   express 4 + mongoose 8 (+ @types/express 4), server only
  *   express5   express 5 + mongoose 9 (+ @types/express 5), server only; later also stripe
  *   react19    react 19 + react-dom + swr (+ @types/react), client only; later also @stripe/stripe-js
+ *   fetch      mongoose 9 only (no express), credit-kit/fetch as Next.js route handlers use it
  *
  * Each app's source (tools/consumers/) is copied once as an ES module and once as CommonJS and compiled with
  * `tsc --strict`, without skipLibCheck, for moduleResolution node16, nodenext and bundler on TypeScript 5.9
@@ -94,6 +95,10 @@ describe('the packed package', () => {
       'package/dist/client/index.mjs',
       'package/dist/client/styles.css',
       'package/dist/client/styles.css.d.ts',
+      'package/dist/fetch/index.d.mts',
+      'package/dist/fetch/index.d.ts',
+      'package/dist/fetch/index.js',
+      'package/dist/fetch/index.mjs',
       'package/dist/server/index.d.mts',
       'package/dist/server/index.d.ts',
       'package/dist/server/index.js',
@@ -138,6 +143,22 @@ describe('the packed package', () => {
     );
   });
 
+  it('loads credit-kit/fetch without express: nothing it loads or declares imports express', async () => {
+    for (const file of ['fetch/index.js', 'fetch/index.mjs', 'fetch/index.d.ts', 'fetch/index.d.mts']) {
+      const text = readFileSync(join(root, 'dist', file), 'utf8');
+      expect([file, /require\(["']express["']\)|from ["']express["']|import ["']express["']|import\(["']express["']\)/.test(text)]).toEqual([file, false]);
+    }
+    // Node as if express were not installed: resolving it fails, as in an app that never installed it.
+    const withoutExpress =
+      "const M = require('module'); const resolve = M._resolveFilename; M._resolveFilename = function (request, ...rest) { " +
+      "if (request === 'express' || request.startsWith('express/')) throw Object.assign(new Error('Cannot find module express'), { code: 'MODULE_NOT_FOUND' }); " +
+      'return resolve.call(this, request, ...rest); };';
+    expect(await node(['-e', `${withoutExpress} console.log(typeof require('credit-kit/fetch').createFetchCredits)`])).toBe('function');
+    // The stand-in works: the Express entry does not load that way.
+    expect((await run(process.execPath, ['-e', `${withoutExpress} require('credit-kit/server')`], root)).code).not.toBe(0);
+    expect(await node(['--input-type=module', '-e', "import { createFetchCredits } from 'credit-kit/fetch'; console.log(typeof createFetchCredits)"])).toBe('function');
+  });
+
   it('ships type declarations for both module systems and marks the client entry "use client"', () => {
     expect(readFileSync(join(root, 'dist/server/index.d.ts'), 'utf8')).toMatch(/declare function createCredits/);
     // Next.js App Router: the client entry is a client module, and its stylesheet ships beside it.
@@ -146,12 +167,13 @@ describe('the packed package', () => {
   });
 });
 
-type AppName = 'express4' | 'express5' | 'react19';
+type AppName = 'express4' | 'express5' | 'react19' | 'fetch';
 type Setting = 'node16' | 'nodenext' | 'bundler' | 'node10';
 
-const APPS: Record<AppName, { side: 'server' | 'client'; source: string; install: string[] }> = {
+const APPS: Record<AppName, { side: 'server' | 'client' | 'fetch'; source: string; install: string[] }> = {
   express4: { side: 'server', source: 'server-app.ts', install: ['express@^4.21.0', 'mongoose@^8.9.0', '@types/express@^4.17.21', '@types/node@^20.19.0'] },
   express5: { side: 'server', source: 'server-app.ts', install: ['express@^5.1.0', 'mongoose@^9.0.0', '@types/express@^5.0.0', '@types/node@^20.19.0'] },
+  fetch: { side: 'fetch', source: 'fetch-app.ts', install: ['mongoose@^9.0.0', '@types/node@^20.19.0'] },
   react19: { side: 'client', source: 'client-app.tsx', install: ['react@^19.0.0', 'react-dom@^19.0.0', 'swr@^2.3.0', '@types/react@^19.0.0', '@types/react-dom@^19.0.0'] },
 };
 
@@ -255,6 +277,13 @@ describe('fresh apps that install the tarball and only what they use', () => {
     }
   });
 
+  it('the Fetch app gets mongoose, and nothing of Express, React, swr or Stripe', () => {
+    expect(versionOf('fetch', 'mongoose').split('.')[0]).toBe('9');
+    for (const absent of ['express', '@types/express', 'react', 'react-dom', 'swr', 'stripe', '@stripe/stripe-js']) {
+      expect([absent, has('fetch', absent)]).toEqual([absent, false]);
+    }
+  });
+
   const matrix: Array<[AppName, '5.9' | '7', Setting]> = [];
   for (const app of Object.keys(APPS) as AppName[]) {
     for (const setting of Object.keys(SETTINGS) as Setting[]) {
@@ -302,6 +331,24 @@ describe('fresh apps that install the tarball and only what they use', () => {
       balance: [200, { balance: 7, creditName: 'credits' }],
     });
     expect(await node(['-e', "console.log(typeof require('credit-kit/server').createCredits)"], dir)).toBe('function');
+  }, 120_000);
+
+  it('the Fetch app runs the README guarded route handler and the routes from the installed package, without express', async () => {
+    const dir = appDir('fetch');
+    copyFileSync(join(fixtures, 'fetch-run.mjs'), join(dir, 'run.mjs'));
+    const env = { ...process.env, DB_NAME: `ck_consumer_fetch_${process.pid}` };
+    const r = await new Promise<string>((resolve, reject) =>
+      execFile(process.execPath, ['run.mjs'], { cwd: dir, env, encoding: 'utf8', timeout: 60_000 }, (err, stdout, stderr) =>
+        err ? reject(new Error(`${String(err)}\n${stderr}`)) : resolve(stdout),
+      ),
+    );
+    expect(JSON.parse(r)).toEqual({
+      summarize: [200, { creditsLeft: 7 }],
+      broke: [402, { error: expect.objectContaining({ code: 'insufficient_credits', required: 3, balance: 0 }) }],
+      anonymous: [401, { error: expect.objectContaining({ code: 'unauthenticated' }) }],
+      balance: [200, { balance: 7, creditName: 'credits' }],
+    });
+    expect(await node(['-e', "console.log(typeof require('credit-kit/fetch').createFetchCredits)"], dir)).toBe('function');
   }, 120_000);
 
   it('the React app renders on the server from the installed ESM build', async () => {

@@ -1,35 +1,16 @@
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
-import {
-  ConflictError,
-  CreditsConfigError,
-  CreditsError,
-  StoreUnavailableError,
-  UnauthenticatedError,
-  toCreditsError,
-} from '../errors';
-import type { CreditsCore, Settlement } from '../domain/core';
-import { logFailure, type Log } from '../log';
+import { CreditsConfigError } from '../errors';
+import type { CreditsCore } from '../domain/core';
+import type { Log } from '../log';
 import type { ResolvedOptions } from '../options';
 import { requestKey } from '../domain/keys';
 import type { RequestFingerprint } from '../domain/types';
 import { fingerprintOf, recordReply, sendReplay } from './replay';
-import { assertAmount, assertId, assertNonNegativeAmount, parseIdempotencyKey } from '../validate';
+import { assertAmount, parseIdempotencyKey } from '../validate';
+import { assertFixedCost, createContext, errorReply, failedByRule, giveBackFailed, resolveUserId, withinDeadline, type CreditsContext } from './guard';
 
-/** What a guarded route sees as `req.credits`. */
-export interface CreditsContext {
-  userId: string;
-  /** Credits this request has been charged so far (after `settle`, the settled cost). */
-  charged: number;
-  /** The balance right after the charge (after `settle`, after the settlement). */
-  balance: number;
-  /** Id of the usage ledger entry; refunds and settlements link to it. */
-  chargeId: string;
-  /**
-   * Metered work: the route reserved `cost` up front; report what it really used. Less refunds the rest,
-   * more charges the difference atomically (subject to the `overage` policy). Once per request.
-   */
-  settle(actualCost: number): Promise<{ charged: number; balance: number }>;
-}
+export type { CreditsContext } from './guard';
+export { resolveUserId } from './guard';
 
 declare global {
   // eslint-disable-next-line @typescript-eslint/no-namespace
@@ -47,25 +28,14 @@ function isRequest(value: unknown): boolean {
   return typeof value === 'object' && value !== null && 'method' in value && 'headers' in value && 'url' in value;
 }
 
-/** Signed-in user's id, or an error to send. */
-export async function resolveUserId(getUserId: ResolvedOptions['getUserId'], req: Request): Promise<string> {
-  const id = await getUserId(req);
-  if (id === null || id === undefined || id === '') throw new UnauthenticatedError();
-  if (typeof id !== 'string') {
-    throw new CreditsError('misconfigured', 'getUserId(req) must return a string user id, or null when nobody is signed in.');
-  }
-  return assertId(id, 'user id');
-}
-
 /** Answers a failure in the kit's error shape, and logs it when it is not an expected one (server/log.ts). */
 export function sendError(res: Response, err: unknown, log: Log): void {
-  const e = toCreditsError(err);
-  logFailure(log, err, `${res.req.method} ${res.req.originalUrl.split('?')[0]}`);
+  const { status, body } = errorReply(err, log, `${res.req.method} ${res.req.originalUrl.split('?')[0]}`);
   if (res.headersSent) return;
-  res.status(e.status).json(e.toJSON());
+  res.status(status).json(body);
 }
 
-export function createRequireCredits(core: CreditsCore, options: ResolvedOptions, limiter: RequestHandler | undefined) {
+export function createRequireCredits(core: CreditsCore, options: ResolvedOptions<Request>, limiter: RequestHandler | undefined) {
   return function requireCredits(cost: Cost, handler?: RequestHandler): RequestHandler {
     // `app.post(path, credits.requireCredits, handler)`: Express calls the factory with (req, res, next).
     if (arguments.length === 3 || isRequest(cost)) {
@@ -78,15 +48,7 @@ export function createRequireCredits(core: CreditsCore, options: ResolvedOptions
         'requireCredits(cost, handler): the handler must be a function (req, res, next), or leave it out and mount requireCredits(cost) before the route.',
       );
     }
-    if (typeof cost !== 'function') {
-      try {
-        assertAmount(cost, 'requireCredits(cost)');
-      } catch (err) {
-        throw new CreditsConfigError(
-          `${(err as Error).message} Pass a positive integer such as requireCredits(5), or a function (req) => number.`,
-        );
-      }
-    }
+    assertFixedCost(cost, 'requireCredits', 'requireCredits(5)');
 
     const guard = async (req: Request, res: Response, next: NextFunction): Promise<void> => {
       let userId: string;
@@ -165,71 +127,11 @@ function isThenable(value: unknown): value is PromiseLike<unknown> {
 }
 
 /**
- * Bounds the whole charge (a keyed one is three calls) by `timeoutMs`: past it the request is refused with
- * 503 and never runs, and a charge that completes afterwards is given back.
- */
-function withinDeadline<T extends { entryId: string } | { replay: unknown }>(core: CreditsCore, timeoutMs: number, userId: string, amount: number, charge: Promise<T>): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const deadline = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => {
-      reject(new StoreUnavailableError(new Error(`the charge took longer than timeoutMs (${timeoutMs} ms)`)));
-      // Retried from the background queue until the database takes it (a lone attempt could meet the same
-      // stall that made the charge late); once its first write lands it is durable, and reconcile() finishes it.
-      void charge.then(
-        (late) => {
-          if (!('entryId' in late)) return; // a replay: nothing was charged
-          core.later(
-            () => core.giveBack(userId, late.entryId, amount, 'The request was refused: its charge landed after the time limit'),
-            `giving back ${amount} credits to user ${userId} for the refused request charged by entry ${late.entryId}`,
-          );
-        },
-        () => undefined, // refused or failed: nothing was charged, or the ledger gives it back itself
-      );
-    }, timeoutMs);
-  });
-  return Promise.race([charge, deadline]).finally(() => clearTimeout(timer));
-}
-
-function createContext(core: CreditsCore, userId: string, chargeId: string, reserved: number, balance: number): CreditsContext {
-  let settling: Promise<Settlement> | undefined;
-  const ctx: CreditsContext = {
-    userId,
-    charged: reserved,
-    balance,
-    chargeId,
-    settle(actualCost: number) {
-      if (settling) return Promise.reject(new ConflictError('settle() was already called for this request.'));
-      const actual = assertNonNegativeAmount(actualCost, 'settle(actualCost)');
-      settling = core.settle(userId, chargeId, reserved, actual).then((r) => {
-        ctx.charged = r.charged;
-        ctx.balance = r.balance;
-        return r;
-      });
-      return settling;
-    },
-  };
-  return ctx;
-}
-
-/**
  * Holds back the end of an answer the refund rule calls a failure (a thrown error and `next(err)` end as
  * 5xx too) until the give-back is durable, so a client that reads its balance right after the error sees it.
  * A give-back that cannot be written now (database down) does not keep the answer back; it is retried in
  * the background and, once recorded, finished by reconcile() after a restart.
  */
-/**
- * The app's refund rule, asked about one answer. A rule that throws is the app's bug: it is logged, and the
- * default rule (any 5xx is a failure) decides, so a failed request is never charged because of it.
- */
-function failedByRule(refundOn: ResolvedOptions['refundOn'], status: number, logger: ResolvedOptions['logger']): boolean {
-  try {
-    return refundOn({ status }) === true;
-  } catch (err) {
-    logFailure(logger, new CreditsConfigError(`refundOn threw (${err instanceof Error ? err.message : String(err)}); the default rule decided: a 5xx is refunded.`), 'refundOn');
-    return status >= 500;
-  }
-}
-
 function giveBackBeforeFailedAnswer(
   core: CreditsCore,
   { refundOn, logger }: Pick<ResolvedOptions, 'refundOn' | 'logger'>,
@@ -242,14 +144,7 @@ function giveBackBeforeFailedAnswer(
   res.end = function endAfterGiveBack(this: Response, ...args: unknown[]) {
     res.end = end;
     if (!failedByRule(refundOn, res.statusCode, logger)) return end.apply(this, args as Parameters<typeof end>);
-    const giveBack = () => core.giveBack(userId, chargeId, reserved, 'The guarded request failed');
-    const done = giveBack()
-      .catch((err: unknown) => {
-        logFailure(logger, err, 'giving back a failed request, retried in the background');
-        core.later(giveBack, `giving back ${reserved} credits to user ${userId} for the failed request charged by entry ${chargeId}`);
-      })
-      .then(() => end.apply(this, args as Parameters<typeof end>));
-    core.track(done);
+    core.track(giveBackFailed(core, logger, userId, chargeId, reserved).then(() => end.apply(this, args as Parameters<typeof end>)));
     return this;
   } as typeof res.end;
 }

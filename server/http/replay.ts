@@ -20,12 +20,20 @@ export const REPLY_LIMIT_BYTES = 64 * 1024;
  */
 export function fingerprintOf(req: Request, route: string): RequestFingerprint {
   const query = req.originalUrl.includes('?') ? req.originalUrl.slice(req.originalUrl.indexOf('?') + 1) : '';
-  const hash = createHash('sha256').update(route).update('\n').update(query).update('\n');
   const body: unknown = req.body;
+  return fingerprint(route, query, body === undefined ? undefined : Buffer.isBuffer(body) ? body : typeof body === 'string' ? { text: body } : { json: body });
+}
+
+/**
+ * The fingerprint of a request from its parts, whatever the framework: the route, the query string and the
+ * body as bytes (the Fetch side reads them), text, a parsed JSON value, or absent.
+ */
+export function fingerprint(route: string, query: string, body: Uint8Array | { text: string } | { json: unknown } | undefined): RequestFingerprint {
+  const hash = createHash('sha256').update(route).update('\n').update(query).update('\n');
   if (body === undefined) hash.update('none');
-  else if (Buffer.isBuffer(body)) hash.update('bytes\n').update(body);
-  else if (typeof body === 'string') hash.update('text\n').update(body);
-  else hash.update('json\n').update(JSON.stringify(body, sortedKeys) ?? 'undefined');
+  else if (body instanceof Uint8Array) hash.update('bytes\n').update(body);
+  else if ('text' in body) hash.update('text\n').update(body.text);
+  else hash.update('json\n').update(JSON.stringify(body.json, sortedKeys) ?? 'undefined');
   return { route, digest: hash.digest('hex') };
 }
 
@@ -40,8 +48,7 @@ function sortedKeys(_key: string, value: unknown): unknown {
  * hands it to `keep` once. Installed before the give-back wrapper, so it sees the answer as finally sent.
  */
 export function recordReply(res: Response, keep: (reply: StoredReply) => void): void {
-  const chunks: Buffer[] = [];
-  let size = 0;
+  const recorder = new ReplyRecorder();
   const take = (chunk: unknown, encoding: unknown) => {
     if (chunk === undefined || chunk === null || typeof chunk === 'function') return;
     const buf = Buffer.isBuffer(chunk)
@@ -51,10 +58,7 @@ export function recordReply(res: Response, keep: (reply: StoredReply) => void): 
         : chunk instanceof Uint8Array
           ? Buffer.from(chunk)
           : undefined;
-    if (!buf) return;
-    size += buf.length;
-    if (size <= REPLY_LIMIT_BYTES) chunks.push(buf);
-    else chunks.length = 0;
+    if (buf) recorder.take(buf);
   };
   const write = res.write;
   const end = res.end;
@@ -66,9 +70,25 @@ export function recordReply(res: Response, keep: (reply: StoredReply) => void): 
     res.write = write;
     res.end = end;
     take(args[0], args[1]);
-    keep(replyOf(res.statusCode, res.getHeader('content-type'), size, chunks));
+    keep(recorder.reply(res.statusCode, res.getHeader('content-type')));
     return end.apply(this, args as Parameters<typeof end>);
   } as typeof res.end;
+}
+
+/** The bytes of an answer as they go out, up to the bound, and what is kept of it once it has ended. */
+export class ReplyRecorder {
+  private readonly chunks: Buffer[] = [];
+  private size = 0;
+
+  take(chunk: Uint8Array): void {
+    this.size += chunk.length;
+    if (this.size <= REPLY_LIMIT_BYTES) this.chunks.push(Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk));
+    else this.chunks.length = 0;
+  }
+
+  reply(status: number, contentType: unknown): StoredReply {
+    return replyOf(status, contentType, this.size, this.chunks);
+  }
 }
 
 function replyOf(status: number, contentType: unknown, size: number, chunks: Buffer[]): StoredReply {

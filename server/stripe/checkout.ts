@@ -5,7 +5,7 @@
 import { createHash, randomUUID } from 'node:crypto';
 import type Stripe from 'stripe';
 import { CreditsError, InvalidRequestError, PaymentProviderError, describe } from '../errors';
-import type { CreditBundle, ResolvedOptions } from '../options';
+import type { CreditBundle, NeutralOptions } from '../options';
 
 export type CheckoutUi = 'hosted' | 'embedded';
 
@@ -24,7 +24,7 @@ export const METADATA = { userId: 'credit_kit_user_id', credits: 'credit_kit_cre
 const ALLOWED_FIELDS = new Set(['quantity', 'bundle', 'ui']);
 
 /** Strict validation of the checkout body: anything unexpected is a 400 that names the problem. */
-export function parseCheckoutBody(body: unknown, options: ResolvedOptions): CheckoutRequest {
+export function parseCheckoutBody(body: unknown, options: NeutralOptions): CheckoutRequest {
   const { pricing } = options;
   if (typeof body !== 'object' || body === null || Array.isArray(body)) {
     throw new InvalidRequestError('The body must be a JSON object such as {"quantity": 100} or {"bundle": "starter"}.');
@@ -91,7 +91,7 @@ export interface CreatedCheckout {
 
 export async function createCheckoutSession(
   stripe: Stripe,
-  options: ResolvedOptions,
+  options: NeutralOptions,
   userId: string,
   request: CheckoutRequest,
   clientKey: string | undefined,

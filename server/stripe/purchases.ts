@@ -20,7 +20,7 @@ import { METADATA } from './checkout';
 import { purchaseKey } from '../domain/keys';
 import { newPurchase, type CheckoutRecord } from '../domain/purchase-record';
 import type { Ledger } from '../ledger';
-import type { ResolvedOptions } from '../options';
+import type { NeutralOptions } from '../options';
 import { creditsOwed, mergeFact, type StripeFact } from './facts';
 import type { CreditStore } from '../store/types';
 import type { Purchase, PurchaseAdjustment, PurchaseStatus } from '../domain/types';
@@ -56,7 +56,7 @@ const STATUS_RANK: Record<PurchaseStatus, number> = { open: 0, awaiting_payment:
 interface Deps {
   store: CreditStore;
   ledger: Ledger;
-  options: ResolvedOptions;
+  options: NeutralOptions;
 }
 
 export type { CheckoutRecord };

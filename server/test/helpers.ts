@@ -100,7 +100,7 @@ export function get(url: string, user: string | null) {
 }
 
 /** Sums every ledger entry of a user, page by page, and returns it with the balance the pages lead to. */
-export async function audit(credits: Credits, userId: string): Promise<{ balance: number; sum: number; entries: number; kinds: Record<string, number> }> {
+export async function audit(credits: Pick<Credits, 'listTransactions'>, userId: string): Promise<{ balance: number; sum: number; entries: number; kinds: Record<string, number> }> {
   let cursor: string | null = null;
   let sum = 0;
   let entries = 0;

@@ -17,6 +17,9 @@
 import { createHmac, randomUUID } from 'node:crypto';
 import type { Credits } from '../index';
 
+/** What the helpers read of a kit: its store. `createCredits` and `createFetchCredits` (credit-kit/fetch) both have it. */
+type KitStore = Pick<Credits, 'store'>;
+
 /** A Stripe event as delivered: `data.object` is the Checkout Session, charge or dispute it is about. */
 export interface TestEvent {
   id: string;
@@ -71,7 +74,7 @@ export function signEvent(event: TestEvent, secret: string, options: { timestamp
  * session as Stripe sends it back, built from what the kit recorded (user, credits, amount, currency). Its
  * payment intent id is derived from the session id, so the refund and dispute events below refer to it.
  */
-export async function checkoutCompleted(credits: Credits, sessionId: string, options: { paid?: boolean } = {}): Promise<TestEvent> {
+export async function checkoutCompleted(credits: KitStore, sessionId: string, options: { paid?: boolean } = {}): Promise<TestEvent> {
   const session = await sessionObject(credits, sessionId);
   // `paid: false`: a delayed payment method (a bank debit); Stripe completes the session unpaid and says
   // later, with checkout.session.async_payment_succeeded or _failed.
@@ -79,23 +82,23 @@ export async function checkoutCompleted(credits: Credits, sessionId: string, opt
 }
 
 /** `checkout.session.async_payment_succeeded`: a delayed payment came through (after an unpaid completion). */
-export async function asyncPaymentSucceeded(credits: Credits, sessionId: string): Promise<TestEvent> {
+export async function asyncPaymentSucceeded(credits: KitStore, sessionId: string): Promise<TestEvent> {
   return stripeEvent('checkout.session.async_payment_succeeded', await sessionObject(credits, sessionId));
 }
 
 /** `checkout.session.async_payment_failed`: a delayed payment failed; nothing is credited. */
-export async function asyncPaymentFailed(credits: Credits, sessionId: string): Promise<TestEvent> {
+export async function asyncPaymentFailed(credits: KitStore, sessionId: string): Promise<TestEvent> {
   return stripeEvent('checkout.session.async_payment_failed', { ...(await sessionObject(credits, sessionId)), payment_status: 'unpaid' });
 }
 
 /** `checkout.session.expired`: the person never paid; nothing is credited. */
-export async function checkoutExpired(credits: Credits, sessionId: string): Promise<TestEvent> {
+export async function checkoutExpired(credits: KitStore, sessionId: string): Promise<TestEvent> {
   const { payment_intent: _unused, ...session } = await sessionObject(credits, sessionId);
   return stripeEvent('checkout.session.expired', { ...session, status: 'expired', payment_status: 'unpaid', payment_intent: null });
 }
 
 /** `charge.refunded`: the purchase's charge, refunded `amountRefunded` cents in all (refunds add up). */
-export async function chargeRefunded(credits: Credits, sessionId: string, amountRefunded: number): Promise<TestEvent> {
+export async function chargeRefunded(credits: KitStore, sessionId: string, amountRefunded: number): Promise<TestEvent> {
   const s = await sessionObject(credits, sessionId);
   return stripeEvent('charge.refunded', {
     id: `ch_test_${tail(sessionId)}`,
@@ -113,7 +116,7 @@ export async function chargeRefunded(credits: Credits, sessionId: string, amount
  * `status`: `needs_response` when opened, `lost` or `won` when closed (`warning_*` for an inquiry).
  */
 export async function chargeDispute(
-  credits: Credits,
+  credits: KitStore,
   sessionId: string,
   type: 'charge.dispute.created' | 'charge.dispute.closed',
   status: string,
@@ -130,7 +133,7 @@ export async function chargeDispute(
   });
 }
 
-async function sessionObject(credits: Credits, sessionId: string): Promise<Record<string, unknown> & { amount_total: number; currency: string; payment_intent: string }> {
+async function sessionObject(credits: KitStore, sessionId: string): Promise<Record<string, unknown> & { amount_total: number; currency: string; payment_intent: string }> {
   const p = await credits.store.getPurchase(sessionId);
   if (!p) {
     throw new Error(

@@ -1,0 +1,114 @@
+/**
+ * The one assembly behind both factories (createCredits for Express, createFetchCredits for the Fetch API):
+ * the store behind its fail-closed bound, the ledger, the core, the purchases, and the members the two
+ * return alike. Nothing here knows of a framework; the adapters add their guard and their routes on top.
+ */
+import { CreditsCore, type DeductOptions, type GrantOptions, type GrantResult } from './domain/core';
+import { Ledger, type ReconcileReport, type TransactionPage } from './ledger';
+import { logFailure } from './log';
+import type { NeutralOptions } from './options';
+import { failClosed } from './store/fail-closed';
+import { MongoCreditStore } from './store/mongo-store';
+import type { CreditStore } from './store/types';
+import { Purchases, type FulfillmentResult } from './stripe/purchases';
+import type { StripeCheckoutSessionLike } from './stripe/types';
+import { assertId, parsePage } from './validate';
+
+/** What both factories return, whatever the framework: the ledger functions, fulfilment and upkeep. */
+export interface CreditsBase {
+  /** The seed's function: true when `amount` was deducted, false when the balance was too low (nothing changed). */
+  deductCredits(userId: string, amount: number, options?: DeductOptions): Promise<boolean>;
+  /** An admin or system grant, applied at most once per idempotency key. */
+  grantCredits(userId: string, amount: number, options: GrantOptions): Promise<GrantResult>;
+  getBalance(userId: string): Promise<number>;
+  /** The ledger, newest first; pass `nextCursor` back as `cursor` for older entries. */
+  listTransactions(userId: string, options?: { limit?: number; cursor?: string | null }): Promise<TransactionPage>;
+  /** Credits a Checkout Session (by id, fetched from Stripe, or a verified session object) exactly once. */
+  fulfillCheckoutSession(sessionOrId: string | StripeCheckoutSessionLike): Promise<FulfillmentResult>;
+  /** Creates the collections' indexes. Called for you on first use; await it at start-up to fail early. */
+  init(): Promise<void>;
+  /**
+   * Finishes what a crash can leave half done (idempotency claims, journal entries not yet moved to the
+   * ledger, purchase adjustments). Idempotent; run it at start-up and every few minutes.
+   */
+  reconcile(options?: ReconcileOptions): Promise<ReconcileReport & { adjustmentsApplied: number }>;
+  /**
+   * Runs reconcile() now and then every `everyMs` (default 5 minutes) on an unref'd timer, reporting errors
+   * to `onError` (default: the `logger`). Returns a function that stops it.
+   */
+  startReconciler(options?: { everyMs?: number; onError?: (err: unknown) => void }): () => void;
+  /** Waits for background work (journal moves, refunds after a failed response). For tests and shutdown. */
+  flush(): Promise<void>;
+  /** The storage port in use (the MongoDB store unless `store` was given), behind the fail-closed bound. */
+  readonly store: CreditStore;
+}
+
+export interface ReconcileOptions {
+  /**
+   * Decide unfinished claims older than this, in ms. Default: `claimLeaseMs`. Any value is safe (a claim is
+   * decided by fencing its entry first); 0 after an outage known to have stopped every holder.
+   */
+  olderThanMs?: number;
+}
+
+export interface Assembly {
+  core: CreditsCore;
+  purchases: Purchases;
+  base: CreditsBase;
+}
+
+export function assemble(resolved: NeutralOptions): Assembly {
+  const backing =
+    resolved.store ??
+    new MongoCreditStore({ connection: resolved.connection!, collectionPrefix: resolved.collectionPrefix });
+  // Every store call is bounded by timeoutMs and fails closed; wrapped once, here.
+  const store = failClosed(backing, resolved.timeoutMs);
+  const ledger = new Ledger(store, resolved.claimLeaseMs, resolved.hooks.onBackgroundError);
+  const core = new CreditsCore(resolved, ledger);
+  const purchases = new Purchases({ store, ledger, options: resolved });
+
+  let initialised: Promise<void> | undefined;
+  const init = () => (initialised ??= store.init().catch((err: unknown) => {
+    initialised = undefined; // try again next time
+    throw err;
+  }));
+  // Indexes are created in the background as soon as the connection is open; nothing waits for it.
+  resolved.connection?.asPromise?.().then(() => init().catch(() => undefined), () => undefined);
+
+  const reconcile: CreditsBase['reconcile'] = async (opts = {}) => {
+    const onError = resolved.hooks.onBackgroundError;
+    const repaired = await ledger.reconcile(opts.olderThanMs !== undefined ? { olderThanMs: opts.olderThanMs } : {});
+    const adjustmentsApplied = await purchases.reconcile(500, onError);
+    return { ...repaired, adjustmentsApplied };
+  };
+
+  const base: CreditsBase = {
+    deductCredits: (userId, amount, opts) => core.deductCredits(userId, amount, opts),
+    grantCredits: (userId, amount, opts) => core.grantCredits(userId, amount, opts),
+    getBalance: async (userId) => core.getBalance(assertId(userId, 'userId')),
+    async listTransactions(userId, opts = {}) {
+      return core.listTransactions(assertId(userId, 'userId'), parsePage(opts.limit, opts.cursor, 1000));
+    },
+    fulfillCheckoutSession: (sessionOrId) => purchases.fulfill(sessionOrId),
+    init,
+    reconcile,
+    startReconciler({ everyMs = 300_000, onError = (err: unknown) => logFailure(resolved.logger, err, 'reconcile') } = {}) {
+      if (!Number.isSafeInteger(everyMs) || everyMs < 1) throw new RangeError('startReconciler: everyMs must be a positive integer.');
+      let running = false;
+      const tick = () => {
+        if (running) return; // one pass at a time
+        running = true;
+        reconcile()
+          .catch(onError)
+          .finally(() => (running = false));
+      };
+      tick();
+      const timer = setInterval(tick, everyMs);
+      timer.unref();
+      return () => clearInterval(timer);
+    },
+    flush: () => core.flush(),
+    store,
+  };
+  return { core, purchases, base };
+}

@@ -1,0 +1,379 @@
+/**
+ * credit-kit/fetch: the kit on the Web Fetch API (`Request` → `Response`), for Next.js App Router route
+ * handlers, Hono, Remix and any other Fetch-based framework. The same core as credit-kit/server (one
+ * assembly, one set of routes in server/http/handlers.ts); nothing here imports Express.
+ *
+ *   // lib/credits.ts
+ *   export const credits = createFetchCredits({ connection: mongoose.connection, getUserId: (request) => userIdFrom(request) });
+ *   // app/api/summarize/route.ts
+ *   export const POST = credits.withCredits(5, async (request, { credits: c }) => Response.json({ summary: '…', creditsLeft: c.balance }));
+ *   // app/api/[...credit]/route.ts: checkout, webhook, session, balance, transactions, pricing
+ *   export const { GET, POST } = credits.routes;
+ */
+import { assemble, type CreditsBase } from '../assemble';
+import { requestKey } from '../domain/keys';
+import type { KeptReply, RequestFingerprint, StoredReply } from '../domain/types';
+import { CreditsConfigError, CreditsError, NotFoundError } from '../errors';
+import { assertFixedCost, createContext, errorReply, failedByRule, giveBackFailed, resolveUserId, withinDeadline, type CreditsContext, type Reply } from '../http/guard';
+import { bodyError, createRoutes, WEBHOOK_BODY_LIMIT, type RouteInput } from '../http/handlers';
+import { fingerprint, ReplyRecorder } from '../http/replay';
+import { resolveOptions, type CreditsOptions } from '../options';
+import { assertAmount, parseIdempotencyKey } from '../validate';
+
+/**
+ * createFetchCredits' options: createCredits' options with `getUserId(request)` reading a Fetch `Request`,
+ * and `basePath` for `routes`. `rateLimit` is Express-only for now.
+ */
+export type FetchCreditsOptions = Omit<CreditsOptions<Request>, 'rateLimit'> & {
+  /** Where `routes` is mounted: the path before `/stripe/…` and `/credits/…`. Default `/api`. */
+  basePath?: string;
+};
+
+/** A positive integer, or a function of the request that returns one (may be async). */
+export type FetchCost = number | ((request: Request) => number | Promise<number>);
+
+/** A route handler of the kit: a Fetch `Request` in, a `Response` out. */
+export type FetchRouteHandler = (request: Request) => Promise<Response>;
+
+/** The handler a guard wraps: it gets the framework's context (Next.js: `{ params }`) with `credits` added. */
+export type GuardedFetchHandler<C extends object = object> = (
+  request: Request,
+  context: C & { credits: CreditsContext },
+) => Response | Promise<Response>;
+
+export interface FetchCredits extends CreditsBase {
+  /**
+   * The guarded route: charges `cost`, then runs `handler` with `context.credits` (the same CreditsContext
+   * as Express's `req.credits`). A handler that throws, or answers with a status the `refundOn` rule calls a
+   * failure (default: 5xx), has its charge given back once, before the answer goes out.
+   */
+  withCredits<C extends object = object>(cost: FetchCost, handler: GuardedFetchHandler<C>): (request: Request, context?: Omit<C, 'credits'>) => Promise<Response>;
+  /** The kit's routes one by one, for a route file each (`export const POST = credits.handlers.checkout`). */
+  handlers: {
+    /** POST /stripe/checkout/credits */
+    checkout: FetchRouteHandler;
+    /** POST /stripe/webhook: reads the raw body itself and verifies its Stripe-Signature. */
+    webhook: FetchRouteHandler;
+    /** GET, the success page: the session id from `?session_id=`, else the path's last segment (`…/session/cs_…`). */
+    session: FetchRouteHandler;
+    /** GET /credits/balance */
+    balance: FetchRouteHandler;
+    /** GET /credits/transactions?limit&cursor */
+    transactions: FetchRouteHandler;
+    /** GET /credits/pricing (public) */
+    pricing: FetchRouteHandler;
+  };
+  /** All of them, dispatched by the path after `basePath`: `export const { GET, POST } = credits.routes` in `app/api/[...credit]/route.ts`. */
+  routes: { GET: FetchRouteHandler; POST: FetchRouteHandler };
+}
+
+export function createFetchCredits(options: FetchCreditsOptions): FetchCredits {
+  const given = typeof options === 'object' && options !== null && !Array.isArray(options);
+  if (given && 'rateLimit' in options) {
+    throw new CreditsConfigError(
+      'createFetchCredits: `rateLimit` is not supported on the Fetch side yet (its limiter is Express middleware); limit requests in your framework or proxy.',
+    );
+  }
+  // `basePath` is the Fetch side's own; everything else is createCredits' options, checked the same way
+  // (something that is not an options object goes through too, to be refused there).
+  const { basePath: rawBase, ...shared } = given ? options : ({} as FetchCreditsOptions);
+  const resolved = resolveOptions<Request>(given ? shared : options);
+  const basePath = resolveBasePath(rawBase);
+  const bodyLimitBytes = sizeInBytes(resolved.bodyLimit);
+  const webhookLimitBytes = sizeInBytes(WEBHOOK_BODY_LIMIT);
+  const { core, purchases, base } = assemble(resolved);
+  const routes = createRoutes({ core, purchases, options: resolved });
+  const { logger } = resolved;
+
+  const respond = (reply: Reply): Response => Response.json(reply.body, { status: reply.status });
+  const where = (request: Request, url: URL) => `${request.method} ${url.pathname}`;
+  const inputOf = (request: Request, url: URL, body?: unknown): RouteInput => ({
+    query: queryOf(url.searchParams),
+    header: (name) => request.headers.get(name) ?? undefined,
+    user: () => resolveUserId(resolved.getUserId, request),
+    body,
+  });
+  /** Runs a route and answers its reply, or its failure in the kit's error shape. */
+  const route =
+    (fn: (request: Request, url: URL) => Reply | Promise<Reply>): FetchRouteHandler =>
+    async (request) => {
+      const url = new URL(request.url);
+      try {
+        return respond(await fn(request, url));
+      } catch (err) {
+        return respond(errorReply(err, logger, where(request, url)));
+      }
+    };
+
+  const handlers: FetchCredits['handlers'] = {
+    checkout: route(async (request, url) => routes.checkout(inputOf(request, url, await readJson(request, bodyLimitBytes, resolved.bodyLimit)))),
+    async webhook(request) {
+      const url = new URL(request.url);
+      let raw: Buffer;
+      try {
+        raw = await readBytes(request, webhookLimitBytes, WEBHOOK_BODY_LIMIT);
+      } catch (err) {
+        return respond(errorReply(err, logger, where(request, url)));
+      }
+      const { reply, report } = await routes.webhook(() => raw, request.headers.get('stripe-signature') ?? undefined, where(request, url));
+      const response = respond(reply);
+      report();
+      return response;
+    },
+    session: route((request, url) => routes.session(inputOf(request, url), url.searchParams.get('session_id') ?? lastSegment(url.pathname))),
+    balance: route((request, url) => routes.balance(inputOf(request, url))),
+    transactions: route((request, url) => routes.transactions(inputOf(request, url))),
+    pricing: route(() => routes.pricing()),
+  };
+
+  const table: Record<'GET' | 'POST', Array<[RegExp, FetchRouteHandler]>> = {
+    POST: [
+      [/^\/stripe\/checkout\/credits$/, handlers.checkout],
+      [/^\/stripe\/webhook$/, handlers.webhook],
+    ],
+    GET: [
+      [/^\/stripe\/checkout\/session\/[^/]+$/, handlers.session],
+      [/^\/stripe\/session$/, handlers.session],
+      [/^\/credits\/balance$/, handlers.balance],
+      [/^\/credits\/transactions$/, handlers.transactions],
+      [/^\/credits\/pricing$/, handlers.pricing],
+    ],
+  };
+  const dispatch =
+    (method: 'GET' | 'POST'): FetchRouteHandler =>
+    async (request) => {
+      const url = new URL(request.url);
+      const path = url.pathname.startsWith(basePath + '/') ? url.pathname.slice(basePath.length) : undefined;
+      const found = path === undefined ? undefined : table[method].find(([pattern]) => pattern.test(path));
+      if (!found) return respond(errorReply(new NotFoundError(`No credit-kit route ${method} ${url.pathname.slice(0, 200)}.`), logger, where(request, url)));
+      return found[1](request);
+    };
+
+  function withCredits<C extends object = object>(cost: FetchCost, handler: GuardedFetchHandler<C>): (request: Request, context?: Omit<C, 'credits'>) => Promise<Response> {
+    if (isRequest(cost)) {
+      throw new CreditsConfigError('credits.withCredits was used as a route handler without a cost. Call it: export const POST = credits.withCredits(5, handler).');
+    }
+    if (typeof handler !== 'function') {
+      throw new CreditsConfigError('withCredits(cost, handler): the handler must be a function (request, context) => Response.');
+    }
+    assertFixedCost(cost, 'withCredits', 'withCredits(5, handler)');
+
+    return async (request, context) => {
+      const url = new URL(request.url);
+      const name = where(request, url);
+      let userId: string;
+      let amount: number;
+      let key: string | undefined;
+      let fp: RequestFingerprint | undefined;
+      try {
+        userId = await resolveUserId(resolved.getUserId, request);
+        amount = typeof cost === 'function' ? await cost(request) : cost;
+        if (typeof cost === 'function') assertAmount(amount, 'The cost of this request');
+        const header = parseIdempotencyKey(request.headers.get('idempotency-key') ?? undefined);
+        if (header !== undefined) {
+          key = requestKey(header);
+          // The body as sent, read from a clone so that the handler still has it.
+          const body = request.body === null ? undefined : new Uint8Array(await request.clone().arrayBuffer());
+          fp = fingerprint(name, url.search.slice(1), body);
+        }
+      } catch (err) {
+        return respond(errorReply(err, logger, name));
+      }
+
+      let credits: CreditsContext;
+      try {
+        const charge = await withinDeadline(core, resolved.timeoutMs, userId, amount, core.charge(userId, amount, key, name, fp));
+        if ('replay' in charge) return replayed(charge.replay);
+        credits = createContext(core, userId, charge.entryId, amount, charge.balance);
+      } catch (err) {
+        return respond(errorReply(err, logger, name));
+      }
+
+      let response: Response;
+      try {
+        const out: unknown = await handler(request, { ...(context ?? {}), credits } as C & { credits: CreditsContext });
+        if (!isResponse(out)) {
+          throw new CreditsError('misconfigured', 'A withCredits handler must return a Response, for example Response.json({ ... }).');
+        }
+        response = out;
+      } catch (err) {
+        // Answered here in the kit's error shape (500 `internal` for an unexpected error, logged with its stack).
+        response = respond(errorReply(err, logger, name));
+      }
+
+      const chargeId = credits.chargeId;
+      if (failedByRule(resolved.refundOn, response.status, logger)) await giveBackFailed(core, logger, userId, chargeId, amount);
+      // A keyed request's answer is kept for its retries, once it has gone out (server/http/replay.ts).
+      const keyed = key;
+      if (keyed === undefined) return response;
+      return recorded(response, (reply) => core.later(() => core.keepReply(userId, keyed, chargeId, reply)));
+    };
+  }
+
+  return { ...base, withCredits, handlers, routes: { GET: dispatch('GET'), POST: dispatch('POST') } };
+}
+
+/** Answers a retry with the first request's kept answer. The route does not run; nothing is charged. */
+function replayed(reply: KeptReply): Response {
+  const headers = new Headers({ 'Idempotent-Replayed': 'true' });
+  if (reply.contentType) headers.set('Content-Type', reply.contentType);
+  return new Response(reply.status === 204 || reply.status === 304 || reply.body === '' ? null : reply.body, { status: reply.status, headers });
+}
+
+/**
+ * The answer as it goes out, its bytes recorded up to the bound; `keep` gets what is kept once the body
+ * has been read to its end (an answer whose reader stops early is not kept: a retry gets 409).
+ */
+function recorded(response: Response, keep: (reply: StoredReply) => void): Response {
+  const recorder = new ReplyRecorder();
+  const contentType = response.headers.get('content-type') ?? undefined;
+  if (response.body === null) {
+    keep(recorder.reply(response.status, contentType));
+    return response;
+  }
+  const body = response.body.pipeThrough(
+    new TransformStream<Uint8Array, Uint8Array>({
+      transform(chunk, controller) {
+        recorder.take(chunk);
+        controller.enqueue(chunk);
+      },
+      flush() {
+        keep(recorder.reply(response.status, contentType));
+      },
+    }),
+  );
+  return new Response(body, { status: response.status, statusText: response.statusText, headers: response.headers });
+}
+
+/** The body's bytes, refused past `limit` (413) without reading further. */
+async function readBytes(request: Request, limit: number, limitText: string): Promise<Buffer> {
+  const declared = Number(request.headers.get('content-length'));
+  if (Number.isFinite(declared) && declared > limit) throw bodyError.tooLarge(limitText);
+  if (request.body === null) return Buffer.alloc(0);
+  const reader = request.body.getReader();
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  for (;;) {
+    let next: ReadableStreamReadResult<Uint8Array>;
+    try {
+      next = await reader.read();
+    } catch {
+      throw bodyError.unreadable();
+    }
+    if (next.done) break;
+    size += next.value.length;
+    if (size > limit) {
+      // Not read further; the rest is left to the server (cancelling could drop the connection before the answer).
+      reader.releaseLock();
+      throw bodyError.tooLarge(limitText);
+    }
+    chunks.push(next.value);
+  }
+  return Buffer.concat(chunks);
+}
+
+/**
+ * A JSON body, read the way the Express side's `express.json({ strict: true })` does: Content-Type
+ * `application/json` (else 415, the checkout route's CSRF defence), a UTF charset, at most `bodyLimit`
+ * (else 413), an object or array at the top (else 400); an empty body is `{}`.
+ */
+async function readJson(request: Request, limit: number, limitText: string): Promise<unknown> {
+  const type = request.headers.get('content-type') ?? '';
+  const [mime, ...params] = type.split(';').map((part) => part.trim().toLowerCase());
+  if (mime !== 'application/json' || request.body === null) throw bodyError.notJson();
+  const charset = params.find((p) => p.startsWith('charset='))?.slice('charset='.length).replace(/^"|"$/g, '');
+  if (charset !== undefined && !charset.startsWith('utf-')) throw bodyError.unreadable();
+  const bytes = await readBytes(request, limit, limitText);
+  if (bytes.length === 0) return {};
+  const text = bytes.toString('utf8');
+  const first = /^[\x20\x09\x0a\x0d]*(.)/s.exec(text)?.[1];
+  if (first !== '{' && first !== '[') throw bodyError.badJson();
+  try {
+    return JSON.parse(text) as unknown;
+  } catch {
+    throw bodyError.badJson();
+  }
+}
+
+/** The query as the Express side sees it with its simple parser: a string each, an array when repeated. */
+function queryOf(params: URLSearchParams): Record<string, unknown> {
+  const query: Record<string, unknown> = {};
+  for (const key of new Set(params.keys())) {
+    const values = params.getAll(key);
+    query[key] = values.length === 1 ? values[0] : values;
+  }
+  return query;
+}
+
+function lastSegment(pathname: string): string {
+  const segment = pathname.slice(pathname.lastIndexOf('/') + 1);
+  try {
+    return decodeURIComponent(segment);
+  } catch {
+    return segment;
+  }
+}
+
+/** `16kb` → 16384: the units of `bodyLimit` (options.ts), 1024-based as express.json counts them. */
+function sizeInBytes(size: string): number {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*(b|kb|mb|gb)?\s*$/i.exec(size)!;
+  const unit = { b: 1, kb: 1024, mb: 1024 ** 2, gb: 1024 ** 3 }[(m[2] ?? 'b').toLowerCase() as 'b'];
+  return Math.floor(Number(m[1]) * unit);
+}
+
+function resolveBasePath(value: unknown): string {
+  if (value === undefined) return '/api';
+  if (typeof value !== 'string' || (value !== '' && !/^(\/[A-Za-z0-9._~!$&'()*+,;=:@%-]+)+\/?$/.test(value))) {
+    throw new CreditsConfigError(`createFetchCredits: \`basePath\` must be a path such as '/api' (or '' for the root), got ${JSON.stringify(value)}.`);
+  }
+  return value.replace(/\/$/, '');
+}
+
+function isRequest(value: unknown): boolean {
+  return typeof Request !== 'undefined' && value instanceof Request;
+}
+
+function isResponse(value: unknown): value is Response {
+  if (value instanceof Response) return true;
+  const r = value as Partial<Response> | null;
+  return typeof r === 'object' && r !== null && typeof r.status === 'number' && typeof r.headers?.get === 'function' && 'body' in r;
+}
+
+export type { CreditsContext } from '../http/guard';
+export type { CreditsBase, ReconcileOptions } from '../assemble';
+export {
+  CreditsError,
+  CreditsConfigError,
+  InvalidRequestError,
+  InvalidAmountError,
+  UnauthenticatedError,
+  InsufficientCreditsError,
+  NotFoundError,
+  ConflictError,
+  StoreUnavailableError,
+  SignatureError,
+  PaymentProviderError,
+  ERROR_CODES,
+} from '../errors';
+export type { CreditsErrorCode, CreditsErrorBody } from '../errors';
+export type { PricingOptions, CreditBundle, RefundRule, OveragePolicy, WebhookReport } from '../options';
+export type { CreditsLogger, CreditsLogFunction, LogLevel, LogRecord } from '../log';
+export type { DeductOptions, GrantOptions, GrantResult } from '../domain/core';
+export type { Transaction, TransactionPage, ReconcileReport, LedgerHooks } from '../ledger';
+export type { FulfillmentResult, FulfillmentStatus, PaymentEventResult } from '../stripe/purchases';
+export type { StripeClientLike, StripeEventLike, StripeCheckoutSessionLike } from '../stripe/types';
+export type { CreditStore, EntryKind, EntryRef, AccountSnapshot, LedgerEntry, Purchase } from '../store/types';
+export type {
+  Balance,
+  Pricing,
+  PricingBundle,
+  CheckoutUi,
+  CheckoutItem,
+  CheckoutRequestBody,
+  HostedCheckoutSession,
+  EmbeddedCheckoutSession,
+  CheckoutSessionCreated,
+  CheckoutSessionStatus,
+  CheckoutSessionResult,
+  InsufficientCreditsBody,
+} from '../http/wire';

@@ -1,0 +1,137 @@
+/**
+ * The guarded request, framework-neutral: who is asking, the charge bounded by timeoutMs, the context a
+ * guarded route sees, and the give-back of a failed request. The Express guard (middleware.ts) and the
+ * Fetch guard (server/fetch) are thin adapters over these.
+ */
+import { ConflictError, CreditsConfigError, CreditsError, StoreUnavailableError, UnauthenticatedError, toCreditsError, type CreditsErrorBody } from '../errors';
+import type { CreditsCore, Settlement } from '../domain/core';
+import { logFailure, type Log } from '../log';
+import { assertAmount, assertId, assertNonNegativeAmount } from '../validate';
+
+/** What a guarded route sees: `req.credits` on Express, `context.credits` on the Fetch side. */
+export interface CreditsContext {
+  userId: string;
+  /** Credits this request has been charged so far (after `settle`, the settled cost). */
+  charged: number;
+  /** The balance right after the charge (after `settle`, after the settlement). */
+  balance: number;
+  /** Id of the usage ledger entry; refunds and settlements link to it. */
+  chargeId: string;
+  /**
+   * Metered work: the route reserved `cost` up front; report what it really used. Less refunds the rest,
+   * more charges the difference atomically (subject to the `overage` policy). Once per request.
+   */
+  settle(actualCost: number): Promise<{ charged: number; balance: number }>;
+}
+
+/** A status and a JSON body, for an adapter to send. */
+export interface Reply<T = unknown> {
+  status: number;
+  body: T;
+}
+
+/** The kit's error shape for a failure, logged when it is not an expected one (server/log.ts). */
+export function errorReply(err: unknown, log: Log, where: string): Reply<CreditsErrorBody> {
+  const e = toCreditsError(err);
+  logFailure(log, err, where);
+  return { status: e.status, body: e.toJSON() };
+}
+
+/** Signed-in user's id, or an error to send. */
+export async function resolveUserId<Req>(
+  getUserId: (req: Req) => string | null | undefined | Promise<string | null | undefined>,
+  req: Req,
+): Promise<string> {
+  const id = await getUserId(req);
+  if (id === null || id === undefined || id === '') throw new UnauthenticatedError();
+  if (typeof id !== 'string') {
+    throw new CreditsError('misconfigured', 'getUserId(req) must return a string user id, or null when nobody is signed in.');
+  }
+  return assertId(id, 'user id');
+}
+
+/** A fixed cost is checked when the guard is created, not per request. */
+export function assertFixedCost(cost: unknown, call: string, example: string): void {
+  if (typeof cost === 'function') return;
+  try {
+    assertAmount(cost, `${call}(cost)`);
+  } catch (err) {
+    throw new CreditsConfigError(`${(err as Error).message} Pass a positive integer such as ${example}, or a function (req) => number.`);
+  }
+}
+
+/**
+ * Bounds the whole charge (a keyed one is three calls) by `timeoutMs`: past it the request is refused with
+ * 503 and never runs, and a charge that completes afterwards is given back.
+ */
+export function withinDeadline<T extends { entryId: string } | { replay: unknown }>(core: CreditsCore, timeoutMs: number, userId: string, amount: number, charge: Promise<T>): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => {
+      reject(new StoreUnavailableError(new Error(`the charge took longer than timeoutMs (${timeoutMs} ms)`)));
+      // Retried from the background queue until the database takes it (a lone attempt could meet the same
+      // stall that made the charge late); once its first write lands it is durable, and reconcile() finishes it.
+      void charge.then(
+        (late) => {
+          if (!('entryId' in late)) return; // a replay: nothing was charged
+          core.later(
+            () => core.giveBack(userId, late.entryId, amount, 'The request was refused: its charge landed after the time limit'),
+            `giving back ${amount} credits to user ${userId} for the refused request charged by entry ${late.entryId}`,
+          );
+        },
+        () => undefined, // refused or failed: nothing was charged, or the ledger gives it back itself
+      );
+    }, timeoutMs);
+  });
+  return Promise.race([charge, deadline]).finally(() => clearTimeout(timer));
+}
+
+export function createContext(core: CreditsCore, userId: string, chargeId: string, reserved: number, balance: number): CreditsContext {
+  let settling: Promise<Settlement> | undefined;
+  const ctx: CreditsContext = {
+    userId,
+    charged: reserved,
+    balance,
+    chargeId,
+    settle(actualCost: number) {
+      if (settling) return Promise.reject(new ConflictError('settle() was already called for this request.'));
+      const actual = assertNonNegativeAmount(actualCost, 'settle(actualCost)');
+      settling = core.settle(userId, chargeId, reserved, actual).then((r) => {
+        ctx.charged = r.charged;
+        ctx.balance = r.balance;
+        return r;
+      });
+      return settling;
+    },
+  };
+  return ctx;
+}
+
+/**
+ * Gives back what a failed guarded request was charged, before its answer goes out, so a client that reads
+ * its balance right after the error sees it. A give-back that cannot be written now (database down) does
+ * not keep the answer back: it is retried in the background and, once recorded, finished by reconcile()
+ * after a restart. Resolves either way; `core.track` lets flush() wait for it.
+ */
+export function giveBackFailed(core: CreditsCore, logger: Log, userId: string, chargeId: string, reserved: number): Promise<void> {
+  const giveBack = () => core.giveBack(userId, chargeId, reserved, 'The guarded request failed');
+  const done = giveBack().catch((err: unknown) => {
+    logFailure(logger, err, 'giving back a failed request, retried in the background');
+    core.later(giveBack, `giving back ${reserved} credits to user ${userId} for the failed request charged by entry ${chargeId}`);
+  });
+  core.track(done);
+  return done;
+}
+
+/**
+ * The app's refund rule, asked about one answer. A rule that throws is the app's bug: it is logged, and the
+ * default rule (any 5xx is a failure) decides, so a failed request is never charged because of it.
+ */
+export function failedByRule(refundOn: (outcome: { status: number }) => boolean, status: number, logger: Log): boolean {
+  try {
+    return refundOn({ status }) === true;
+  } catch (err) {
+    logFailure(logger, new CreditsConfigError(`refundOn threw (${err instanceof Error ? err.message : String(err)}); the default rule decided: a 5xx is refunded.`), 'refundOn');
+    return status >= 500;
+  }
+}
