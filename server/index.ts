@@ -12,8 +12,6 @@ import { createRequireCredits, type Cost } from './http/middleware';
 import { resolveOptions, type CreditsOptions } from './options';
 import { createRateLimiter, createRouter, keepRawBody } from './http/router';
 
-export type { CreditsBase, ReconcileOptions } from './assemble';
-
 /** What createCredits returns: the ledger functions every factory has, and the Express guard and router. */
 export interface Credits extends CreditsBase {
   /**
@@ -42,50 +40,7 @@ export function createCredits(options: CreateCreditsOptions): Credits {
   };
 }
 
-export {
-  CreditsError,
-  CreditsConfigError,
-  InvalidRequestError,
-  InvalidAmountError,
-  UnauthenticatedError,
-  InsufficientCreditsError,
-  NotFoundError,
-  ConflictError,
-  StoreUnavailableError,
-  SignatureError,
-  PaymentProviderError,
-  ERROR_CODES,
-} from './errors';
-export type { CreditsErrorCode, CreditsErrorBody } from './errors';
-export type {
-  CreditsOptions,
-  PricingOptions,
-  CreditBundle,
-  RefundRule,
-  OveragePolicy,
-  RateLimitOptions,
-  WebhookReport,
-} from './options';
-export type { CreditsLogger, CreditsLogFunction, LogLevel, LogRecord } from './log';
-export type { CreditsContext, Cost } from './http/middleware';
-export type { DeductOptions, GrantOptions, GrantResult } from './domain/core';
-export type { Transaction, TransactionPage, ReconcileReport, LedgerHooks } from './ledger';
-export type { FulfillmentResult, FulfillmentStatus, PaymentEventResult } from './stripe/purchases';
+export * from './public-api';
+export type { CreditsOptions, RateLimitOptions } from './options';
+export type { Cost } from './http/middleware';
 export type { WebhookOutcome } from './stripe/webhook';
-export type { StripeClientLike, StripeEventLike, StripeCheckoutSessionLike } from './stripe/types';
-export type { CreditStore, EntryKind, EntryRef, AccountSnapshot, LedgerEntry, Purchase } from './store/types';
-/** The JSON bodies of the kit's routes, the same types credit-kit/client uses. */
-export type {
-  Balance,
-  Pricing,
-  PricingBundle,
-  CheckoutUi,
-  CheckoutItem,
-  CheckoutRequestBody,
-  HostedCheckoutSession,
-  EmbeddedCheckoutSession,
-  CheckoutSessionCreated,
-  CheckoutSessionStatus,
-  CheckoutSessionResult,
-  InsufficientCreditsBody,
-} from './http/wire';

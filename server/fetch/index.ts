@@ -339,41 +339,4 @@ function isResponse(value: unknown): value is Response {
   return typeof r === 'object' && r !== null && typeof r.status === 'number' && typeof r.headers?.get === 'function' && 'body' in r;
 }
 
-export type { CreditsContext } from '../http/guard';
-export type { CreditsBase, ReconcileOptions } from '../assemble';
-export {
-  CreditsError,
-  CreditsConfigError,
-  InvalidRequestError,
-  InvalidAmountError,
-  UnauthenticatedError,
-  InsufficientCreditsError,
-  NotFoundError,
-  ConflictError,
-  StoreUnavailableError,
-  SignatureError,
-  PaymentProviderError,
-  ERROR_CODES,
-} from '../errors';
-export type { CreditsErrorCode, CreditsErrorBody } from '../errors';
-export type { PricingOptions, CreditBundle, RefundRule, OveragePolicy, WebhookReport } from '../options';
-export type { CreditsLogger, CreditsLogFunction, LogLevel, LogRecord } from '../log';
-export type { DeductOptions, GrantOptions, GrantResult } from '../domain/core';
-export type { Transaction, TransactionPage, ReconcileReport, LedgerHooks } from '../ledger';
-export type { FulfillmentResult, FulfillmentStatus, PaymentEventResult } from '../stripe/purchases';
-export type { StripeClientLike, StripeEventLike, StripeCheckoutSessionLike } from '../stripe/types';
-export type { CreditStore, EntryKind, EntryRef, AccountSnapshot, LedgerEntry, Purchase } from '../store/types';
-export type {
-  Balance,
-  Pricing,
-  PricingBundle,
-  CheckoutUi,
-  CheckoutItem,
-  CheckoutRequestBody,
-  HostedCheckoutSession,
-  EmbeddedCheckoutSession,
-  CheckoutSessionCreated,
-  CheckoutSessionStatus,
-  CheckoutSessionResult,
-  InsufficientCreditsBody,
-} from '../http/wire';
+export * from '../public-api';

@@ -1,0 +1,43 @@
+/**
+ * What both entries, credit-kit/server (Express) and credit-kit/fetch, export alike: the errors, and the
+ * types of the options, the ledger, purchases, the store port and the routes' JSON bodies.
+ */
+export {
+  CreditsError,
+  CreditsConfigError,
+  InvalidRequestError,
+  InvalidAmountError,
+  UnauthenticatedError,
+  InsufficientCreditsError,
+  NotFoundError,
+  ConflictError,
+  StoreUnavailableError,
+  SignatureError,
+  PaymentProviderError,
+  ERROR_CODES,
+} from './errors';
+export type { CreditsErrorCode, CreditsErrorBody } from './errors';
+export type { PricingOptions, CreditBundle, RefundRule, OveragePolicy, WebhookReport } from './options';
+export type { CreditsLogger, CreditsLogFunction, LogLevel, LogRecord } from './log';
+export type { CreditsBase, ReconcileOptions } from './assemble';
+export type { CreditsContext } from './http/guard';
+export type { DeductOptions, GrantOptions, GrantResult } from './domain/core';
+export type { Transaction, TransactionPage, ReconcileReport, LedgerHooks } from './ledger';
+export type { FulfillmentResult, FulfillmentStatus, PaymentEventResult } from './stripe/purchases';
+export type { StripeClientLike, StripeEventLike, StripeCheckoutSessionLike } from './stripe/types';
+export type { CreditStore, EntryKind, EntryRef, AccountSnapshot, LedgerEntry, Purchase } from './store/types';
+/** The JSON bodies of the kit's routes, the same types credit-kit/client uses. */
+export type {
+  Balance,
+  Pricing,
+  PricingBundle,
+  CheckoutUi,
+  CheckoutItem,
+  CheckoutRequestBody,
+  HostedCheckoutSession,
+  EmbeddedCheckoutSession,
+  CheckoutSessionCreated,
+  CheckoutSessionStatus,
+  CheckoutSessionResult,
+  InsufficientCreditsBody,
+} from './http/wire';
