@@ -4,11 +4,10 @@
  * database. Nothing of Express is on this path.
  */
 import { createServer } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { Readable } from 'node:stream';
 import type { Connection } from 'mongoose';
 import { createFetchCredits, type FetchCredits, type FetchCreditsOptions } from 'credit-kit/fetch';
-import { connect } from './helpers';
+import { connect, served } from './helpers';
 
 export type FetchHandler = (request: Request) => Promise<Response> | Response;
 
@@ -46,15 +45,7 @@ export async function serveFetch(handler: FetchHandler): Promise<{ url: string; 
     });
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as AddressInfo;
-  return {
-    url: `http://127.0.0.1:${port}`,
-    close: () =>
-      new Promise<void>((resolve) => {
-        server.closeAllConnections();
-        server.close(() => resolve());
-      }),
-  };
+  return served(server);
 }
 
 /** Test sign-in on the Fetch side: the user id from the `x-test-user` header. */

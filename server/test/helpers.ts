@@ -3,7 +3,7 @@
  * MONGODB_URI is set), a real HTTP server on a loopback port, and a Stripe client pointed at stripe-mock.
  */
 import { randomUUID } from 'node:crypto';
-import { createServer, request } from 'node:http';
+import { createServer, request, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import express, { type Express, type Request } from 'express';
 import mongoose, { type Connection } from 'mongoose';
@@ -37,6 +37,11 @@ export const headerUser = (req: Request) => req.get('x-test-user') ?? null;
 export async function listen(app: Express): Promise<{ url: string; close: () => Promise<void> }> {
   const server = app.listen(0, '127.0.0.1');
   await new Promise<void>((resolve) => server.once('listening', resolve));
+  return served(server);
+}
+
+/** A listening loopback server's URL, and a close() that also ends kept-alive connections. */
+export function served(server: Server): { url: string; close: () => Promise<void> } {
   const { port } = server.address() as AddressInfo;
   return {
     url: `http://127.0.0.1:${port}`,
