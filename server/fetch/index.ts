@@ -11,14 +11,12 @@
  *   export const { GET, POST } = credits.routes;
  */
 import { assemble, type CreditsBase } from '../assemble';
-import { requestKey } from '../domain/keys';
-import type { KeptReply, RequestFingerprint, StoredReply } from '../domain/types';
+import type { KeptReply, StoredReply } from '../domain/types';
 import { CreditsConfigError, CreditsError, NotFoundError } from '../errors';
-import { assertFixedCost, createContext, errorReply, failedByRule, giveBackFailed, resolveUserId, withinDeadline, type CreditsContext, type Reply } from '../http/guard';
+import { admit, assertFixedCost, errorReply, failedByRule, giveBackFailed, resolveUserId, type CreditsContext, type Reply } from '../http/guard';
 import { bodyError, createRoutes, WEBHOOK_BODY_LIMIT, type RouteInput } from '../http/handlers';
 import { fingerprint, ReplyRecorder } from '../http/replay';
 import { resolveOptions, type CreditsOptions } from '../options';
-import { assertAmount, parseIdempotencyKey } from '../validate';
 
 /**
  * createFetchCredits' options: createCredits' options with `getUserId(request)` reading a Fetch `Request`,
@@ -161,33 +159,16 @@ export function createFetchCredits(options: FetchCreditsOptions): FetchCredits {
     return async (request, context) => {
       const url = new URL(request.url);
       const name = where(request, url);
-      let userId: string;
-      let amount: number;
-      let key: string | undefined;
-      let fp: RequestFingerprint | undefined;
-      try {
-        userId = await resolveUserId(resolved.getUserId, request);
-        amount = typeof cost === 'function' ? await cost(request) : cost;
-        if (typeof cost === 'function') assertAmount(amount, 'The cost of this request');
-        const header = parseIdempotencyKey(request.headers.get('idempotency-key') ?? undefined);
-        if (header !== undefined) {
-          key = requestKey(header);
-          // The body as sent, read from a clone so that the handler still has it.
-          const body = request.body === null ? undefined : new Uint8Array(await request.clone().arrayBuffer());
-          fp = fingerprint(name, url.search.slice(1), body);
-        }
-      } catch (err) {
-        return respond(errorReply(err, logger, name));
-      }
-
-      let credits: CreditsContext;
-      try {
-        const charge = await withinDeadline(core, resolved.timeoutMs, userId, amount, core.charge(userId, amount, key, name, fp));
-        if ('replay' in charge) return replayed(charge.replay);
-        credits = createContext(core, userId, charge.entryId, amount, charge.balance);
-      } catch (err) {
-        return respond(errorReply(err, logger, name));
-      }
+      const admitted = await admit(core, resolved, request, cost, {
+        route: name,
+        idempotencyKey: request.headers.get('idempotency-key') ?? undefined,
+        // The body as sent, read from a clone so that the handler still has it.
+        fingerprint: async () =>
+          fingerprint(name, url.search.slice(1), request.body === null ? undefined : new Uint8Array(await request.clone().arrayBuffer())),
+      });
+      if ('refused' in admitted) return respond(errorReply(admitted.refused, logger, name));
+      if ('replay' in admitted) return replayed(admitted.replay);
+      const { userId, amount, key, credits } = admitted;
 
       let response: Response;
       try {
@@ -204,9 +185,8 @@ export function createFetchCredits(options: FetchCreditsOptions): FetchCredits {
       const chargeId = credits.chargeId;
       if (failedByRule(resolved.refundOn, response.status, logger)) await giveBackFailed(core, logger, userId, chargeId, amount);
       // A keyed request's answer is kept for its retries, once it has gone out (server/http/replay.ts).
-      const keyed = key;
-      if (keyed === undefined) return response;
-      return recorded(response, (reply) => core.later(() => core.keepReply(userId, keyed, chargeId, reply)));
+      if (key === undefined) return response;
+      return recorded(response, (reply) => core.later(() => core.keepReply(userId, key, chargeId, reply)));
     };
   }
 

@@ -5,8 +5,10 @@
  */
 import { ConflictError, CreditsConfigError, CreditsError, StoreUnavailableError, UnauthenticatedError, toCreditsError, type CreditsErrorBody } from '../errors';
 import type { CreditsCore, Settlement } from '../domain/core';
+import { requestKey } from '../domain/keys';
+import type { KeptReply, RequestFingerprint } from '../domain/types';
 import { logFailure, type Log } from '../log';
-import { assertAmount, assertId, assertNonNegativeAmount } from '../validate';
+import { assertAmount, assertId, assertNonNegativeAmount, parseIdempotencyKey } from '../validate';
 
 /** What a guarded route sees: `req.credits` on Express, `context.credits` on the Fetch side. */
 export interface CreditsContext {
@@ -60,11 +62,52 @@ export function assertFixedCost(cost: unknown, call: string, example: string): v
   }
 }
 
+/** What a guarded request is let in with, whatever the framework. */
+export type Admission =
+  /** Refused before the route runs (401, 402, 409, 422, 503, bad input): the error to answer with. */
+  | { refused: unknown }
+  /** A retry of a finished request: its first answer, to send again; nothing charged. */
+  | { replay: KeptReply }
+  /** Charged: the route may run. `key` is the request key when an Idempotency-Key came with it. */
+  | { userId: string; amount: number; key: string | undefined; credits: CreditsContext };
+
+/**
+ * The guard's steps before a route runs, shared by both adapters: who is asking, what it costs, the
+ * Idempotency-Key (and, with one, the request's fingerprint), then the charge bounded by `timeoutMs`.
+ */
+export async function admit<Req>(
+  core: CreditsCore,
+  options: { getUserId: (req: Req) => string | null | undefined | Promise<string | null | undefined>; timeoutMs: number },
+  req: Req,
+  cost: number | ((req: Req) => number | Promise<number>),
+  request: { route: string; idempotencyKey: string | undefined; fingerprint: () => RequestFingerprint | Promise<RequestFingerprint> },
+): Promise<Admission> {
+  let userId: string;
+  let amount: number;
+  let key: string | undefined;
+  let fp: RequestFingerprint | undefined;
+  try {
+    userId = await resolveUserId(options.getUserId, req);
+    amount = typeof cost === 'function' ? await cost(req) : cost;
+    if (typeof cost === 'function') assertAmount(amount, 'The cost of this request');
+    const header = parseIdempotencyKey(request.idempotencyKey);
+    if (header !== undefined) {
+      key = requestKey(header);
+      fp = await request.fingerprint();
+    }
+    const charge = await withinDeadline(core, options.timeoutMs, userId, amount, core.charge(userId, amount, key, request.route, fp));
+    if ('replay' in charge) return { replay: charge.replay };
+    return { userId, amount, key, credits: createContext(core, userId, charge.entryId, amount, charge.balance) };
+  } catch (err) {
+    return { refused: err };
+  }
+}
+
 /**
  * Bounds the whole charge (a keyed one is three calls) by `timeoutMs`: past it the request is refused with
  * 503 and never runs, and a charge that completes afterwards is given back.
  */
-export function withinDeadline<T extends { entryId: string } | { replay: unknown }>(core: CreditsCore, timeoutMs: number, userId: string, amount: number, charge: Promise<T>): Promise<T> {
+function withinDeadline<T extends { entryId: string } | { replay: unknown }>(core: CreditsCore, timeoutMs: number, userId: string, amount: number, charge: Promise<T>): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   const deadline = new Promise<never>((_, reject) => {
     timer = setTimeout(() => {
@@ -86,7 +129,7 @@ export function withinDeadline<T extends { entryId: string } | { replay: unknown
   return Promise.race([charge, deadline]).finally(() => clearTimeout(timer));
 }
 
-export function createContext(core: CreditsCore, userId: string, chargeId: string, reserved: number, balance: number): CreditsContext {
+function createContext(core: CreditsCore, userId: string, chargeId: string, reserved: number, balance: number): CreditsContext {
   let settling: Promise<Settlement> | undefined;
   const ctx: CreditsContext = {
     userId,

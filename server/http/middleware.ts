@@ -3,11 +3,8 @@ import { CreditsConfigError } from '../errors';
 import type { CreditsCore } from '../domain/core';
 import type { Log } from '../log';
 import type { ResolvedOptions } from '../options';
-import { requestKey } from '../domain/keys';
-import type { RequestFingerprint } from '../domain/types';
 import { fingerprintOf, recordReply, sendReplay } from './replay';
-import { assertAmount, parseIdempotencyKey } from '../validate';
-import { assertFixedCost, createContext, errorReply, failedByRule, giveBackFailed, resolveUserId, withinDeadline, type CreditsContext } from './guard';
+import { admit, assertFixedCost, errorReply, failedByRule, giveBackFailed, type CreditsContext } from './guard';
 
 export type { CreditsContext } from './guard';
 export { resolveUserId } from './guard';
@@ -51,37 +48,21 @@ export function createRequireCredits(core: CreditsCore, options: ResolvedOptions
     assertFixedCost(cost, 'requireCredits', 'requireCredits(5)');
 
     const guard = async (req: Request, res: Response, next: NextFunction): Promise<void> => {
-      let userId: string;
-      let amount: number;
-      let key: string | undefined;
-      let request: RequestFingerprint | undefined;
       const route = req.method + ' ' + (req.baseUrl + req.path);
-      try {
-        userId = await resolveUserId(options.getUserId, req);
-        amount = typeof cost === 'function' ? await cost(req) : cost;
-        if (typeof cost === 'function') assertAmount(amount, 'The cost of this request');
-        const header = parseIdempotencyKey(req.get('idempotency-key'));
-        if (header !== undefined) {
-          key = requestKey(header);
-          request = fingerprintOf(req, route);
-        }
-      } catch (err) {
-        return sendError(res, err, options.logger);
-      }
-
-      try {
-        const charge = await withinDeadline(core, options.timeoutMs, userId, amount, core.charge(userId, amount, key, route, request));
-        if ('replay' in charge) return sendReplay(res, charge.replay);
-        req.credits = createContext(core, userId, charge.entryId, amount, charge.balance);
-      } catch (err) {
-        return sendError(res, err, options.logger);
-      }
+      const admitted = await admit(core, options, req, cost, {
+        route,
+        idempotencyKey: req.get('idempotency-key'),
+        fingerprint: () => fingerprintOf(req, route),
+      });
+      if ('refused' in admitted) return sendError(res, admitted.refused, options.logger);
+      if ('replay' in admitted) return sendReplay(res, admitted.replay);
+      const { userId, amount, key, credits } = admitted;
+      req.credits = credits;
 
       // A keyed request's answer is kept for its retries, after it has gone out (server/http/replay.ts).
-      const keyed = key;
-      const chargeId = req.credits.chargeId;
-      if (keyed !== undefined) recordReply(res, (reply) => core.later(() => core.keepReply(userId, keyed, chargeId, reply)));
-      giveBackBeforeFailedAnswer(core, options, res, userId, req.credits.chargeId, amount);
+      const chargeId = credits.chargeId;
+      if (key !== undefined) recordReply(res, (reply) => core.later(() => core.keepReply(userId, key, chargeId, reply)));
+      giveBackBeforeFailedAnswer(core, options, res, userId, chargeId, amount);
       next();
     };
 
