@@ -223,8 +223,8 @@ export function resolveOptions<Req>(options: CreditsOptions<Req>, env: NodeJS.Pr
   onlyKnownKeys(options, KNOWN_KEYS, 'option', '');
   const c = options.connection as Partial<Connection> | undefined;
   if (options.store !== undefined) {
-    const store = options.store as unknown as Record<string, unknown> | null;
-    const missing = typeof store === 'object' && store !== null ? CREDIT_STORE_METHODS.filter((m) => typeof store[m] !== 'function') : CREDIT_STORE_METHODS;
+    const store: unknown = options.store;
+    const missing = typeof store === 'object' && store !== null ? CREDIT_STORE_METHODS.filter((m) => typeof Reflect.get(store, m) !== 'function') : CREDIT_STORE_METHODS;
     if (missing.length > 0) {
       throw new CreditsConfigError(
         `createCredits: \`store\` must implement CreditStore (server/store/types.ts); it lacks ${missing.join(', ')}. server/store/conformance.ts says what each must do.`,

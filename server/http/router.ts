@@ -27,7 +27,7 @@ const RAW_BODY = Symbol.for('credit-kit.rawBody');
  * the declarations need none of Node's globals).
  */
 export function keepRawBody(req: unknown, _res: unknown, buf: Uint8Array): void {
-  (req as Record<symbol, Uint8Array>)[RAW_BODY] = buf;
+  Reflect.set(req as object, RAW_BODY, buf);
 }
 
 export function createRateLimiter(options: ResolvedOptions<Request>, limit: number | undefined): RequestHandler | undefined {
@@ -86,7 +86,7 @@ export function createRouter({ credits: core, purchases, options, checkoutLimite
 
   router.post('/stripe/webhook', express.raw({ type: () => true, limit: WEBHOOK_BODY_LIMIT }), (req, res) => {
     const raw = (): Buffer => {
-      const body: unknown = Buffer.isBuffer(req.body) ? req.body : (req as unknown as Record<symbol, unknown>)[RAW_BODY];
+      const body: unknown = Buffer.isBuffer(req.body) ? req.body : Reflect.get(req, RAW_BODY);
       if (!Buffer.isBuffer(body)) {
         throw new CreditsError(
           'misconfigured',

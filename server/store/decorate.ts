@@ -24,7 +24,7 @@ function methodNames(store: CreditStore): StoreMethod[] {
   const names = new Set<string>();
   for (let o: object | null = store; o && o !== Object.prototype; o = Object.getPrototypeOf(o)) {
     for (const n of Object.getOwnPropertyNames(o)) {
-      if (n !== 'constructor' && typeof (store as unknown as Record<string, unknown>)[n] === 'function') names.add(n);
+      if (n !== 'constructor' && typeof Reflect.get(store, n) === 'function') names.add(n);
     }
   }
   return [...names] as StoreMethod[];
