@@ -3,7 +3,7 @@
  * embedded database: the same semantics as requireCredits.
  */
 import { CreditsConfigError, type CreditsContext } from 'credit-kit/fetch';
-import { audit, get, post } from './helpers';
+import { consistentAudit, get, post } from './helpers';
 import { fetchHarness, type FetchHarness } from './fetch-helpers';
 
 let h: FetchHarness;
@@ -47,13 +47,7 @@ beforeAll(async () => {
 }, 60_000);
 afterAll(() => h.close());
 
-async function consistent(user: string) {
-  await h.credits.flush();
-  const a = await audit(h.credits, user);
-  expect(a.sum).toBe(a.balance);
-  expect(a.balance).toBe(await h.credits.getBalance(user));
-  return a;
-}
+const consistent = (user: string) => consistentAudit(h.credits, user);
 const grant = (user: string, amount: number) => h.credits.grantCredits(user, amount, { idempotencyKey: `grant-${user}-${amount}` });
 
 describe('withCredits', () => {

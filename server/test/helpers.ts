@@ -105,6 +105,21 @@ export function get(url: string, user: string | null) {
 }
 
 /** Sums every ledger entry of a user, page by page, and returns it with the balance the pages lead to. */
+/**
+ * After flush(): the user's ledger audited, and checked to add up to the balance the kit reports. For the
+ * Express and Fetch kits alike.
+ */
+export async function consistentAudit(
+  credits: Pick<Credits, 'listTransactions' | 'flush' | 'getBalance'>,
+  userId: string,
+): Promise<Awaited<ReturnType<typeof audit>>> {
+  await credits.flush();
+  const a = await audit(credits, userId);
+  expect(a.sum).toBe(a.balance);
+  expect(a.balance).toBe(await credits.getBalance(userId));
+  return a;
+}
+
 export async function audit(credits: Pick<Credits, 'listTransactions'>, userId: string): Promise<{ balance: number; sum: number; entries: number; kinds: Record<string, number> }> {
   let cursor: string | null = null;
   let sum = 0;
