@@ -4,7 +4,8 @@
 import type { Connection } from 'mongoose';
 import type Stripe from 'stripe';
 import { CreditsConfigError } from './errors';
-import type { LedgerHooks } from './ledger';
+import type { LedgerHooks, LowBalanceWatch } from './ledger';
+import type { LowBalanceAlert } from './domain/types';
 import { consoleLog, logFailure, toLog, type CreditsLogFunction, type CreditsLogger, type Log } from './log';
 import { CREDIT_STORE_METHODS, type CreditStore } from './store/types';
 import type { StripeClientLike, StripeEventLike } from './stripe/types';
@@ -122,12 +123,24 @@ export interface CreditsOptions<Req> {
   /** `onBackgroundError`: told of errors in work done after an answer, instead of the logger. */
   hooks?: LedgerHooks;
   /**
+   * Low-balance alerts: `onLowBalance(alert)` is called once when a user's balance falls below one of
+   * `levels`, and again only after it has been back at that level or above. At least once, with a stable
+   * `alert.id` (a hook that throws is called again later; dedupe on the id if it must not act twice).
+   */
+  lowBalance?: LowBalanceOptions;
+  /**
    * Where the kit's few log lines go: an object with `warn(line, record)` and `error(line, record)` (winston's
    * logger takes them as they are), or a function `(level, line, record)`. Default: one line on stderr. Expected
    * conditions (bad input, 401, 402, 404, 409, 429, not configured) log nothing; anything else logs one line
    * with the error's code, and the stack only for an error the kit did not expect.
    */
   logger?: CreditsLogger | CreditsLogFunction;
+}
+
+export interface LowBalanceOptions {
+  /** One level or several (positive integers): an alert when the balance goes from the level or more to below it. */
+  levels: number | number[];
+  onLowBalance: (alert: LowBalanceAlert) => void | Promise<void>;
 }
 
 export interface WebhookReport {
@@ -176,6 +189,7 @@ export interface ResolvedOptions<Req = unknown> {
   onWebhook: ((report: WebhookReport) => void) | undefined;
   /** `onBackgroundError` is always set: the app's hook, or the logger. */
   hooks: Required<LedgerHooks>;
+  lowBalance: LowBalanceWatch | undefined;
   logger: Log;
 }
 
@@ -204,6 +218,7 @@ const KNOWN_KEYS: ReadonlyArray<keyof CreditsOptions<unknown>> = [
   'bodyLimit',
   'onWebhook',
   'hooks',
+  'lowBalance',
   'logger',
 ];
 
@@ -254,6 +269,7 @@ export function resolveOptions<Req>(options: CreditsOptions<Req>, env: NodeJS.Pr
   const stripe = resolveStripe(options);
   const publicUrl = resolvePublicUrl(options.publicUrl, env.NEXT_PUBLIC_URL, stripe !== undefined);
   const hooks = plainObject(options.hooks ?? {}, 'hooks');
+  const lowBalance = options.lowBalance === undefined ? undefined : resolveLowBalance(options.lowBalance);
   onlyKnownKeys(hooks, ['onBackgroundError'], 'key', 'hooks.');
 
   return {
@@ -278,8 +294,31 @@ export function resolveOptions<Req>(options: CreditsOptions<Req>, env: NodeJS.Pr
     bodyLimit: bodyLimit(options.bodyLimit ?? '16kb'),
     onWebhook: optionalFunction(options.onWebhook, 'onWebhook'),
     hooks: { onBackgroundError: optionalFunction(hooks.onBackgroundError, 'hooks.onBackgroundError') ?? ((err) => logFailure(logger, err, 'background work')) },
+    lowBalance,
     logger,
   };
+}
+
+/** Most levels one app may watch: each is a comparison per spend in the journal mover. */
+const MAX_LOW_BALANCE_LEVELS = 10;
+
+function resolveLowBalance(value: LowBalanceOptions): LowBalanceWatch {
+  const given = plainObject(value, 'lowBalance');
+  onlyKnownKeys(given, ['levels', 'onLowBalance'], 'key', 'lowBalance.');
+  if (typeof given.onLowBalance !== 'function') {
+    throw new CreditsConfigError('createCredits: `lowBalance.onLowBalance` must be a function (alert) => void, called once per fall below a level.');
+  }
+  const list = typeof given.levels === 'number' ? [given.levels] : given.levels;
+  if (!Array.isArray(list) || list.length === 0 || list.length > MAX_LOW_BALANCE_LEVELS) {
+    throw new CreditsConfigError(
+      `createCredits: \`lowBalance.levels\` must be a positive integer or an array of 1 to ${MAX_LOW_BALANCE_LEVELS} of them, got ${shown(given.levels)}.`,
+    );
+  }
+  const levels = list.map((level, i) => positiveInt(level, `lowBalance.levels[${i}]`));
+  if (new Set(levels).size !== levels.length) {
+    throw new CreditsConfigError(`createCredits: \`lowBalance.levels\` lists a level twice: ${JSON.stringify(levels)}.`);
+  }
+  return { levels: [...levels].sort((a, b) => a - b), onLowBalance: given.onLowBalance };
 }
 
 /** `stripe` and `webhookSecret` go together; an API key passed as the webhook secret is caught here. */

@@ -178,3 +178,29 @@ export interface Purchase {
   /** Bumped by every write: the compare-and-set token. */
   version: number;
 }
+
+/**
+ * A user's balance fell below one of the levels the app set (`lowBalance.levels`): one alert per crossing.
+ * A balance that stays below the level raises no more; once it has gone back up to the level or above, the
+ * next fall below it is a new crossing.
+ */
+export interface LowBalanceAlert {
+  /** The same for every delivery of one crossing, so that a repeated delivery can be told apart. */
+  id: string;
+  userId: string;
+  level: number;
+  /** The balance right after the change that took it below `level`. */
+  balance: number;
+  /** That change's ledger entry, and its sequence number on the account. */
+  entryId: string;
+  seq: number;
+  /** When that change was applied (by its instance's clock). */
+  at: Date;
+}
+
+/** An alert as the store keeps it until the app's hook has taken it. */
+export interface AlertRecord extends LowBalanceAlert {
+  state: 'pending' | 'delivered';
+  /** When it was recorded (the recording instance's clock): only decides when reconcile() retries it. */
+  createdAt: Date;
+}

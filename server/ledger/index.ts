@@ -16,6 +16,7 @@
  */
 import type { CreditStore } from '../store/types';
 import type { Claim, StoredReply } from '../domain/types';
+import { LowBalanceAlerts, type LowBalanceWatch } from './alerts';
 import { Background } from './background';
 import { Changes, claimId, type ChangeInput, type ChangeOptions } from './changes';
 import { listTransactions, type TransactionPage } from './history';
@@ -26,6 +27,7 @@ export type { Applied, ChangeInput, KeyedOutcome, SettledOutcome } from './chang
 export { claimId, isForeclosure } from './changes';
 export type { Transaction, TransactionPage } from './history';
 export type { ReconcileReport } from './recovery';
+export type { LowBalanceWatch } from './alerts';
 
 export interface LedgerHooks {
   /** Told of errors in background work (moving journal entries, repairs); default: the `logger`. */
@@ -36,14 +38,18 @@ export class Ledger {
   readonly background: Background;
   private readonly mover: JournalMover;
   private readonly changes: Changes;
+  private readonly alerts: LowBalanceAlerts | undefined;
 
   constructor(
     private readonly store: CreditStore,
     private readonly leaseMs: number,
     private readonly onError: (err: unknown) => void,
+    lowBalance?: LowBalanceWatch,
   ) {
     this.background = new Background((err) => this.backgroundError(err));
-    this.mover = new JournalMover(store, (err) => this.backgroundError(err));
+    const alerts = lowBalance ? new LowBalanceAlerts(store, lowBalance, (err) => this.backgroundError(err)) : undefined;
+    this.alerts = alerts;
+    this.mover = new JournalMover(store, (err) => this.backgroundError(err), alerts && ((entries) => alerts.record(entries)));
     this.changes = new Changes(store, this.mover, this.background, leaseMs);
   }
 
@@ -85,11 +91,12 @@ export class Ledger {
     await this.background.flush();
     await this.mover.flush();
     await this.background.flush();
+    await this.alerts?.flush();
   }
 
   reconcile(options: { batch?: number; olderThanMs?: number } = {}): Promise<ReconcileReport> {
     return reconcileLedger(
-      { store: this.store, changes: this.changes, mover: this.mover, olderThanMs: options.olderThanMs ?? this.leaseMs, onError: (e) => this.backgroundError(e) },
+      { store: this.store, changes: this.changes, mover: this.mover, alerts: this.alerts, olderThanMs: options.olderThanMs ?? this.leaseMs, onError: (e) => this.backgroundError(e) },
       options.batch ?? 500,
     );
   }

@@ -10,7 +10,7 @@
  * reconcile() moves them.
  */
 import type { CreditStore } from '../store/types';
-import type { AccountSnapshot } from '../domain/types';
+import type { AccountSnapshot, LedgerEntry } from '../domain/types';
 import { ledgerEntriesOf } from './history';
 
 /** How long changes gather before one batched move. */
@@ -36,6 +36,11 @@ export class JournalMover {
   constructor(
     private readonly store: CreditStore,
     private readonly onError: (err: unknown) => void,
+    /**
+     * Told of entries once they are in the ledger and before they leave their journals (low-balance alerts
+     * record their crossings here); if it throws, the journals are left for the next move.
+     */
+    private readonly moved: (entries: LedgerEntry[]) => Promise<void> = async () => undefined,
   ) {}
 
   schedule(snapshot: AccountSnapshot): void {
@@ -51,7 +56,9 @@ export class JournalMover {
   /** Moves one account's whole journal now (recovery). */
   async moveNow(snapshot: AccountSnapshot): Promise<void> {
     if (snapshot.journal.length === 0) return;
-    await this.store.insertLedgerEntries(ledgerEntriesOf(snapshot));
+    const entries = ledgerEntriesOf(snapshot);
+    await this.store.insertLedgerEntries(entries);
+    await this.moved(entries);
     await this.store.pullJournals([{ userId: snapshot.userId, entries: snapshot.journal }]);
   }
 
@@ -88,6 +95,7 @@ export class JournalMover {
       return ledgerEntriesOf(snapshot).filter((e) => e.seq > known);
     });
     await this.store.insertLedgerEntries(entries);
+    await this.moved(entries);
     if (this.inLedger.size > 10_000) this.inLedger.clear(); // only a hint: forgetting costs a duplicate insert
     const due: AccountSnapshot[] = [];
     for (const snapshot of batch) {

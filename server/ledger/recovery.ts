@@ -6,6 +6,7 @@
  * and reported, and the pass goes on with the rest. Safe to run at once on any number of instances.
  */
 import type { CreditStore } from '../store/types';
+import type { LowBalanceAlerts } from './alerts';
 import type { Changes } from './changes';
 import type { JournalMover } from './journal-mover';
 
@@ -15,16 +16,18 @@ export interface ReconcileReport {
   accountsMoved: number;
   /** Guarded requests' Idempotency-Keys (and their answers) past `idempotencyKeyTtlMs`, deleted. */
   keysExpired: number;
+  /** Low-balance alerts recorded but not delivered (their hook threw, or their instance stopped), delivered now. */
+  alertsDelivered: number;
   /** Items that could not be repaired in this pass (reported to onBackgroundError); the next pass retries them. */
   errors: number;
 }
 
 export async function reconcileLedger(
-  deps: { store: CreditStore; changes: Changes; mover: JournalMover; olderThanMs: number; onError: (err: unknown) => void },
+  deps: { store: CreditStore; changes: Changes; mover: JournalMover; alerts: LowBalanceAlerts | undefined; olderThanMs: number; onError: (err: unknown) => void },
   batch: number,
 ): Promise<ReconcileReport> {
-  const { store, changes, mover, olderThanMs, onError } = deps;
-  const report: ReconcileReport = { claimsResolved: 0, claimsReleased: 0, accountsMoved: 0, keysExpired: 0, errors: 0 };
+  const { store, changes, mover, alerts, olderThanMs, onError } = deps;
+  const report: ReconcileReport = { claimsResolved: 0, claimsReleased: 0, accountsMoved: 0, keysExpired: 0, alertsDelivered: 0, errors: 0 };
   const failed = (err: unknown) => {
     report.errors++;
     onError(err);
@@ -48,6 +51,15 @@ export async function reconcileLedger(
         await mover.moveNow(account);
         report.accountsMoved++;
       }
+    } catch (err) {
+      failed(err);
+    }
+  }
+
+  if (alerts) {
+    // After the journals: a crossing in a journal moved just now is recorded and delivered by that move.
+    try {
+      report.alertsDelivered = await alerts.reconcile(olderThanMs, batch, failed);
     } catch (err) {
       failed(err);
     }

@@ -5,7 +5,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { newPurchase } from '../domain/purchase-record';
-import type { CreditStore, JournalEntry, Purchase } from './types';
+import type { AlertRecord, CreditStore, JournalEntry, Purchase } from './types';
 
 export interface StoreUnderTest {
   store: CreditStore;
@@ -214,6 +214,24 @@ export function describeCreditStore(name: string, create: () => Promise<StoreUnd
       expect(await t.store.replacePurchase({ ...stored, pendingAdjustments: [adj], version: 2 })).toBe(true);
       expect((await t.store.purchasesWithPendingAdjustments(10_000)).map((x) => x.id)).toContain(p.id);
       expect(await t.store.replacePurchase({ ...stored, version: 2 })).toBe(false); // a stale copy loses
+    });
+
+    it('records an alert once whoever records it, keeps a delivered one delivered, and lists the pending oldest first', async () => {
+      const user = `c-${randomUUID()}`;
+      const alert = (seq: number, createdAt: Date): AlertRecord => ({
+        id: `${seq}:10:${user}`, userId: user, level: 10, balance: 9, entryId: randomUUID(), seq, at: createdAt, state: 'pending', createdAt,
+      });
+      const older = alert(3, new Date(Date.now() - 2000));
+      const newer = alert(7, new Date(Date.now() - 1000));
+      const recorded = await Promise.all(Array.from({ length: 10 }, () => t.store.insertAlerts([newer, older])));
+      expect(recorded.flat().sort()).toEqual([newer.id, older.id].sort());
+      const mine = async (before: Date) => (await t.store.pendingAlertsBefore(before, 10_000)).filter((a) => a.userId === user);
+      expect((await mine(new Date())).map((a) => a.id)).toEqual([older.id, newer.id]);
+      expect(await mine(new Date(Date.now() - 1500))).toEqual([older]);
+      await t.store.markAlertDelivered(older.id);
+      expect(await t.store.insertAlerts([older])).toEqual([]); // recorded again by a late mover: still delivered
+      expect((await mine(new Date())).map((a) => a.id)).toEqual([newer.id]);
+      expect(await t.store.insertAlerts([])).toEqual([]);
     });
 
     it('keeps facts about a payment once each, whatever the concurrency', async () => {

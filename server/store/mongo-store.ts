@@ -2,6 +2,7 @@ import type { Connection } from 'mongoose';
 import type { Collection, Db, Document, Filter, UpdateFilter } from 'mongodb';
 import type {
   AccountSnapshot,
+  AlertRecord,
   ApplyOptions,
   Claim,
   CreditStore,
@@ -26,6 +27,7 @@ interface AccountDoc {
 type LedgerDoc = Omit<LedgerEntry, 'id'> & { _id: string };
 type ClaimDoc = Omit<Claim, 'id'> & { _id: string };
 type PurchaseDoc = Omit<Purchase, 'id'> & { _id: string };
+type AlertDoc = Omit<AlertRecord, 'id'> & { _id: string };
 interface PaymentFactsDoc {
   _id: string;
   facts: string[];
@@ -79,6 +81,9 @@ export class MongoCreditStore implements CreditStore {
   private get purchases() {
     return this.collection<PurchaseDoc>('purchases');
   }
+  private get alerts() {
+    return this.collection<AlertDoc>('alerts');
+  }
   private get paymentFactsCollection() {
     return this.collection<PaymentFactsDoc>('payment_facts');
   }
@@ -88,6 +93,7 @@ export class MongoCreditStore implements CreditStore {
       this.ledger.createIndex({ userId: 1, seq: -1 }),
       this.claims.createIndex({ state: 1, createdAt: 1 }),
       this.purchases.createIndex({ paymentIntentId: 1 }),
+      this.alerts.createIndex({ state: 1, createdAt: 1 }),
       this.expiryIndex(),
     ]);
   }
@@ -167,18 +173,8 @@ export class MongoCreditStore implements CreditStore {
   }
 
   async insertLedgerEntries(entries: LedgerEntry[]): Promise<void> {
-    if (entries.length === 0) return;
-    try {
-      await this.ledger.insertMany(
-        entries.map(({ id, ...rest }) => ({ _id: id, ...stripUndefined(rest) })),
-        { ordered: false },
-      );
-    } catch (err) {
-      // Entries another mover wrote first are the same entries (same id, sequence and balance-after).
-      const writeErrors = (err as { writeErrors?: Array<{ code?: number }> | { code?: number } }).writeErrors;
-      const list = Array.isArray(writeErrors) ? writeErrors : writeErrors ? [writeErrors] : [];
-      if (list.length === 0 || list.some((e) => e.code !== DUPLICATE_KEY)) throw err;
-    }
+    // Entries another mover wrote first are the same entries (same id, sequence and balance-after).
+    await insertNew(this.ledger, entries.map(({ id, ...rest }) => ({ _id: id, ...stripUndefined(rest) })));
   }
 
   async pullJournals(batch: Array<{ userId: string; entries: JournalEntry[] }>): Promise<void> {
@@ -253,6 +249,21 @@ export class MongoCreditStore implements CreditStore {
     if (docs.length === 0) return 0;
     const r = await this.claims.deleteMany({ _id: { $in: docs.map((d) => d._id) }, ...expired });
     return r.deletedCount;
+  }
+
+  async insertAlerts(alerts: AlertRecord[]): Promise<string[]> {
+    const docs = alerts.map(({ id, ...rest }) => ({ _id: id, ...rest }));
+    const skipped = await insertNew(this.alerts, docs);
+    return docs.filter((_, i) => !skipped.has(i)).map((d) => d._id);
+  }
+
+  async markAlertDelivered(alertId: string): Promise<void> {
+    await this.alerts.updateOne({ _id: alertId }, { $set: { state: 'delivered' } });
+  }
+
+  async pendingAlertsBefore(time: Date, limit: number): Promise<AlertRecord[]> {
+    const docs = await this.alerts.find({ state: 'pending', createdAt: { $lt: time } }).sort({ createdAt: 1 }).limit(limit).toArray();
+    return docs.map(({ _id, ...rest }) => ({ ...rest, id: _id }));
   }
 
   async getPurchase(id: string): Promise<Purchase | null> {
@@ -338,6 +349,23 @@ function toPurchase(doc: PurchaseDoc | null): Purchase | null {
     steps: rest.steps ?? 0,
     version: rest.version ?? 0,
   };
+}
+
+/**
+ * Inserts the documents whose _id is not taken (one unordered insertMany) and returns the indexes of those
+ * it skipped because it was; any other write error fails the call.
+ */
+async function insertNew<T extends { _id: string }>(collection: Collection<T>, docs: T[]): Promise<Set<number>> {
+  if (docs.length === 0) return new Set();
+  try {
+    await collection.insertMany(docs as never, { ordered: false });
+    return new Set();
+  } catch (err) {
+    const writeErrors = (err as { writeErrors?: Array<{ code?: number; index?: number }> | { code?: number; index?: number } }).writeErrors;
+    const list = Array.isArray(writeErrors) ? writeErrors : writeErrors ? [writeErrors] : [];
+    if (list.length === 0 || list.some((e) => e.code !== DUPLICATE_KEY || typeof e.index !== 'number')) throw err;
+    return new Set(list.map((e) => e.index!));
+  }
 }
 
 /** BSON stores `undefined` as null; leaving such keys out keeps journal entries comparable for $pullAll. */

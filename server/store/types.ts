@@ -4,10 +4,10 @@
  * on a standalone server, a replica set, a sharded cluster keyed by user id, and the embedded server, with
  * no multi-document transactions.
  */
-import type { AccountSnapshot, Claim, JournalEntry, LedgerEntry, Purchase, StoredReply } from '../domain/types';
+import type { AccountSnapshot, AlertRecord, Claim, JournalEntry, LedgerEntry, Purchase, StoredReply } from '../domain/types';
 
 /** The domain's records, which the port speaks in (server/domain/types.ts). */
-export type { EntryKind, EntryRef, JournalEntry, AccountSnapshot, LedgerEntry, ClaimedChange, Claim, RequestFingerprint, StoredReply, KeptReply, PurchaseStatus, PurchaseAdjustment, RefundFact, DisputeFact, PaymentFacts, Purchase } from '../domain/types';
+export type { EntryKind, EntryRef, JournalEntry, AccountSnapshot, LedgerEntry, ClaimedChange, Claim, RequestFingerprint, StoredReply, KeptReply, PurchaseStatus, PurchaseAdjustment, RefundFact, DisputeFact, PaymentFacts, Purchase, LowBalanceAlert, AlertRecord } from '../domain/types';
 
 export interface ApplyOptions {
   /** Apply only when the balance is at least this much (the `$gte` guard of a deduction). */
@@ -66,6 +66,15 @@ export interface CreditStore {
    */
   deleteExpiredClaims(before: Date, limit: number): Promise<number>;
 
+  /**
+   * Records low-balance alerts; an alert whose id is recorded already is left as it is (delivered or not).
+   * Returns the ids it recorded now, so that only the instance that recorded an alert delivers it.
+   */
+  insertAlerts(alerts: AlertRecord[]): Promise<string[]>;
+  markAlertDelivered(alertId: string): Promise<void>;
+  /** Alerts not yet delivered that were recorded before `time`, oldest first. */
+  pendingAlertsBefore(time: Date, limit: number): Promise<AlertRecord[]>;
+
   getPurchase(id: string): Promise<Purchase | null>;
   findPurchaseByPaymentIntent(paymentIntentId: string): Promise<Purchase | null>;
   /** Records a purchase when its Checkout Session is created; false when a record with this id exists. */
@@ -99,6 +108,9 @@ export const CREDIT_STORE_METHODS = [
   'pendingClaimsBefore',
   'saveReply',
   'deleteExpiredClaims',
+  'insertAlerts',
+  'markAlertDelivered',
+  'pendingAlertsBefore',
   'getPurchase',
   'findPurchaseByPaymentIntent',
   'insertPurchase',
