@@ -149,3 +149,60 @@ describe('embedded server: lookups by _id use the _id index', () => {
     ]);
   });
 });
+
+describe('embedded server: string equalities on other fields use their index (ferretdb-sqlite-pushdown.patch)', () => {
+  const LEDGER = /"ledger_[0-9a-f]+"/;
+  const ledger = () => connection.collection<{ _id: string; userId: unknown; seq: number }>('ledger');
+  const ledgerStatements = async (op: () => Promise<unknown>) => {
+    readNew();
+    await op();
+    return readNew().filter((l) => l.db === DB && LEDGER.test(l.sql));
+  };
+  const odd = 'a"b\\c<>&\u00e9\u2028\ud83d\ude00';
+
+  beforeAll(async () => {
+    await ledger().createIndex({ userId: 1, seq: -1 });
+    const docs = [];
+    for (let u = 0; u < 20; u++) for (let seq = 1; seq <= 25; seq++) docs.push({ _id: `e${u}-${seq}`, userId: `u${u}`, seq });
+    // MongoDB's semantics: { userId: 'u3' } matches an array holding 'u3', not one holding it deeper, nor another
+    // type. (FerretDB v1 refuses nested arrays; an array of documents stands in for "deeper".)
+    docs.push(
+      { _id: 'in-array', userId: ['x', 'u3'], seq: 26 },
+      { _id: 'deeper', userId: [{ id: 'u3' }], seq: 27 },
+      { _id: 'longer', userId: 'u3x', seq: 28 },
+      { _id: 'number', userId: 3, seq: 29 },
+      { _id: 'odd', userId: odd, seq: 1 },
+    );
+    await ledger().insertMany(docs as never);
+  });
+
+  it("the kit's history page, find({ userId, seq: { $lt } }).sort({ seq: -1 }).limit(n), searches the index and finds the same", async () => {
+    let page: unknown[] = [];
+    const lines = await ledgerStatements(async () => {
+      page = await ledger().find({ userId: 'u7', seq: { $lt: 20 } }).sort({ seq: -1 }).limit(5).toArray();
+    });
+    expect(lines.length).toBeGreaterThan(0);
+    for (const { sql, plan, error } of lines) {
+      expect({ sql, error }).toEqual({ sql, error: undefined });
+      expect(plan.some((p) => /^SCAN /.test(p))).toBe(false);
+      expect(plan).toContainEqual(expect.stringMatching(/SEARCH ledger_[0-9a-f]+ USING INDEX ledger_[0-9a-f]+_userId_1_seq_-1 \(/));
+    }
+    expect(page.map((d) => (d as { _id: string })._id)).toEqual(['e7-19', 'e7-18', 'e7-17', 'e7-16', 'e7-15']);
+  });
+
+  it('keeps what MongoDB matches: the string, an array holding it; not an array holding it deeper, a longer string or a number', async () => {
+    const ids = (await ledger().find({ userId: 'u3' }).toArray()).map((d) => d._id).filter((id) => !/^e3-/.test(id));
+    expect(ids.sort()).toEqual(['in-array']);
+    expect((await ledger().find({ userId: 'u3' }).toArray()).filter((d) => /^e3-/.test(d._id))).toHaveLength(25);
+    expect((await ledger().find({ userId: odd }).toArray()).map((d) => d._id)).toEqual(['odd']);
+    expect(await ledger().countDocuments({ userId: 'nobody' })).toBe(0);
+  });
+
+  it('leaves numbers and operators to the server as before (a scan, the same answers)', async () => {
+    const lines = await ledgerStatements(async () => {
+      expect((await ledger().find({ seq: 29 }).toArray()).map((d) => d._id)).toEqual(['number']);
+      expect((await ledger().find({ userId: { $in: ['u3x'] } }).toArray()).map((d) => d._id)).toEqual(['longer']);
+    });
+    expect(lines.flatMap((l) => l.plan)).toContainEqual(expect.stringMatching(/^SCAN ledger_/));
+  });
+});
