@@ -46,6 +46,8 @@ export class LowBalanceAlerts {
   readonly background: Background;
   /** Alerts this process is delivering now: reconcile() leaves them to that delivery. */
   private readonly inFlight = new Set<string>();
+  /** Alerts whose insert failed with an unknown outcome: the next move that finds them delivers them. */
+  private readonly uncertain = new Set<string>();
 
   constructor(
     private readonly store: CreditStore,
@@ -64,8 +66,19 @@ export class LowBalanceAlerts {
     const crossings = crossingsOf(entries, this.watch.levels);
     if (crossings.length === 0) return;
     const createdAt = new Date();
-    const recorded = new Set(await this.store.insertAlerts(crossings.map((a) => ({ ...a, state: 'pending', createdAt }))));
-    for (const alert of crossings) if (recorded.has(alert.id)) this.deliverLater(alert);
+    let recorded: Set<string>;
+    try {
+      recorded = new Set(await this.store.insertAlerts(crossings.map((a) => ({ ...a, state: 'pending', createdAt }))));
+    } catch (err) {
+      // The insert may have landed with its reply lost: the next move of these entries would then find them
+      // recorded already and leave them to reconcile(). Remembered here, they are delivered by that move.
+      for (const alert of crossings) this.uncertain.add(alert.id);
+      if (this.uncertain.size > 10_000) this.uncertain.clear(); // only a shortcut: reconcile() delivers the rest
+      throw err;
+    }
+    for (const alert of crossings) {
+      if (recorded.has(alert.id) || this.uncertain.delete(alert.id)) this.deliverLater(alert);
+    }
   }
 
   /** Delivers alerts recorded before `olderThanMs` ago and still not delivered; how many it delivered. */

@@ -22,7 +22,9 @@
  *      ran; a charge whose route never ran was given back;
  *   6. grants and keyed deductions applied at most once, and exactly once when a call said so; an unkeyed
  *      deduction that failed was undone;
- *   7. spending never took a balance below zero.
+ *   7. spending never took a balance below zero;
+ *   8. every fall of a balance below a lowBalance level in the final ledger was recorded as one alert and
+ *      delivered to the hook, and no alert or hook call names a fall that did not happen.
  *
  * CHECKER_SEED=n replays a schedule (timing still varies); the seed is printed at the start and in every
  * failure. CHECKER_SECONDS sets the length of the load phase (default 24); CHECKER_FAULTS=0 runs the same
@@ -49,6 +51,8 @@ const LOAD_MS = Number(process.env.CHECKER_SECONDS ?? 24) * 1000;
 const WORKERS = 14;
 const MAX_OPS_PER_WORKER = 600;
 const USERS = ['ada', 'bob', 'cy', 'dee', 'eve', 'fay'];
+/** The instances' lowBalance levels: the opening balances (60) start above both. */
+const ALERT_LEVELS = [40, 15];
 
 // ---------------------------------------------------------------------------------------------------------
 // A seeded schedule
@@ -115,7 +119,7 @@ async function startInstance(index: number, dbName: string, seed: number): Promi
     ['-r', 'tsx/cjs', '--require', './tools/skew-clock.cjs', 'server/reliability/checker-instance.ts', proxy.uri, dbName, name],
     {
       cwd: ROOT,
-      env: { ...process.env, CK_CLOCK_SKEW_MS: String(SKEWS[index]), CK_WEBHOOK_SECRET: WEBHOOK_SECRET },
+      env: { ...process.env, CK_CLOCK_SKEW_MS: String(SKEWS[index]), CK_WEBHOOK_SECRET: WEBHOOK_SECRET, CK_ALERT_LEVELS: ALERT_LEVELS.join(',') },
       stdio: ['pipe', 'pipe', 'pipe'],
     },
   );
@@ -921,6 +925,31 @@ it('keeps every money rule under faults, skewed clocks and Stripe chaos across t
       }
     }
 
+    // 8. one low-balance alert per fall below a level, recorded once and delivered (at least once).
+    const alertDocs = (await db.collection('credit_alerts').find({}).toArray()) as unknown as Array<{ _id: string; state: string }>;
+    const alertCalls = (await db.collection('checker_alert_calls').find({}).toArray()) as unknown as Array<{ alertId: string }>;
+    const crossings = new Set<string>();
+    for (const user of new Set(ledgerDocs.map((e) => e.userId))) {
+      for (const e of ledgerDocs.filter((x) => x.userId === user)) {
+        if (e.amount >= 0 || e.balanceAfter === undefined) continue;
+        for (const level of ALERT_LEVELS) {
+          if (e.balanceAfter - e.amount >= level && e.balanceAfter < level) crossings.add(`${e.seq}:${level}:${user}`);
+        }
+      }
+    }
+    const recordedAlerts = new Set(alertDocs.map((a) => a._id));
+    const calledAlerts = new Set(alertCalls.map((c) => c.alertId));
+    for (const id of crossings) {
+      check('8 each crossing recorded once', recordedAlerts.has(id), () => `the ledger crosses ${id} but no alert was recorded`);
+      check('8 each crossing delivered', calledAlerts.has(id), () => `alert ${id} was never delivered to the hook`);
+    }
+    for (const a of alertDocs) {
+      check('8 no alert without a crossing', crossings.has(a._id), () => `alert ${a._id} recorded, but the ledger has no such crossing`);
+      check('8 alerts marked delivered', a.state === 'delivered', () => `alert ${a._id} is still ${a.state} after recovery`);
+    }
+    for (const id of calledAlerts) check('8 no call without a crossing', crossings.has(id), () => `the hook was called with ${id}, which the ledger does not cross`);
+    const repeatedCalls = alertCalls.length - calledAlerts.size;
+
     // Liveness, reported: claims still pending after recovery.
     const pendingClaims = claims.filter((c) => c.state === 'pending');
     const consumedKeys = [...keyAttempts.values()].filter((list) => list.every((r) => r.status !== 200) && list.some((r) => r.status === 409) && list.every((r) => !runs.has(r.id))).length;
@@ -937,7 +966,7 @@ it('keeps every money rule under faults, skewed clocks and Stripe chaos across t
       `  purchases: ${purchases.length} (${Object.entries(purchases.reduce<Record<string, number>>((acc, p) => ((acc[p.kind] = (acc[p.kind] ?? 0) + 1), acc), {})).map(([k, v]) => `${k} ${v}`).join(', ')}), ${allEvents().length} events, ${allEvents().reduce((s, e) => s + e.deliveries.length, 0)} deliveries, ${allEvents().filter((e) => !e.acked).length} never acknowledged`,
       `  faults: ${JSON.stringify(faultLog)}; ${proxyStats.join('; ')}`,
       `  recovery: reconcile 1 ${JSON.stringify(reconcile1)}; reconcile 2 ${JSON.stringify(reconcile2)}; background errors ${JSON.stringify(flushed.map((f) => f.backgroundErrors))}`,
-      `  database: ${all.length} entries, ${accounts.length} accounts, ${claims.length} claims (${pendingClaims.length} pending), ${purchaseDocs.length} purchases; ${consumedKeys} keys refused everywhere yet answered 409 later`,
+      `  database: ${all.length} entries, ${accounts.length} accounts, ${claims.length} claims (${pendingClaims.length} pending), ${purchaseDocs.length} purchases, ${alertDocs.length} low-balance alerts (${repeatedCalls} delivered again); ${consumedKeys} keys refused everywhere yet answered 409 later`,
       `  invariants: ${Object.entries(checked).map(([k, v]) => `${k} ×${v}`).join('; ')}`,
       `  violations: ${violations.length}`,
     ];

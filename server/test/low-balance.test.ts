@@ -233,6 +233,31 @@ describe('low-balance alerts', () => {
     ['a misspelt key', { level: 10, onLowBalance: () => undefined }, /unknown key `lowBalance.level`. Did you mean `lowBalance.levels`/],
     ['not an object', 10, /`lowBalance` must be an object/],
   ];
+  it('recorded by an insert whose reply was lost are delivered by the next move, without waiting for reconcile()', async () => {
+    let lose = true;
+    const inner = new MongoCreditStore({ connection, collectionPrefix: 'credit_' });
+    const lossy = decorateStore(inner, async (name, call) => {
+      const result = await call();
+      if (name === 'insertAlerts' && lose) {
+        lose = false;
+        throw new Error('connection reset after the insert was sent (injected)');
+      }
+      return result;
+    });
+    const seen: LowBalanceAlert[] = [];
+    const credits = instance(seen, { store: lossy, hooks: { onBackgroundError: () => undefined } }, [10]);
+    await grant(credits, 'lost-reply', 12, 'lost-reply-12');
+    await credits.deductCredits('lost-reply', 5); // 7: the alert is recorded, its reply lost
+    await credits.flush();
+    expect(seen).toHaveLength(0);
+    expect(lose).toBe(false);
+    await credits.deductCredits('lost-reply', 1); // the journal, moved again with this entry, finds it recorded
+    await credits.flush();
+    expect(seen.map((x) => [x.level, x.balance])).toEqual([[10, 7]]);
+    expect((await credits.reconcile({ olderThanMs: 0 })).alertsDelivered).toBe(0);
+    await consistentAudit(credits, 'lost-reply');
+  });
+
   it.each(refused)('refuse %s at createCredits', (_what, lowBalance, message) => {
     expect(() => createCredits({ connection, getUserId: headerUser, lowBalance: lowBalance as never })).toThrow(CreditsConfigError);
     expect(() => createCredits({ connection, getUserId: headerUser, lowBalance: lowBalance as never })).toThrow(message);
