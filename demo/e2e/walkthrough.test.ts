@@ -9,118 +9,64 @@
  *   CHROMIUM=/path/to/chromium     another browser binary (default /usr/bin/chromium)
  */
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
-import { after, test, type TestContext } from 'node:test';
-import { chromium, type Browser, type BrowserContext, type Locator, type Page } from 'playwright-core';
+import { after } from 'node:test';
+import type { Browser, BrowserContext, Locator, Page } from 'playwright-core';
+import {
+  expectBalance as expectBadge,
+  historyRows as rowsOf,
+  launchChromium,
+  payOnSimulator as payOn,
+  startApp,
+  walkthrough,
+  watchErrors,
+  type AppProcess,
+} from '../../tools/browser-walkthrough';
 
 const ROOT = join(__dirname, '..', '..');
 // The README's pictures are refreshed on purpose (UPDATE_SCREENSHOTS=1); an ordinary run keeps its own.
 const SHOTS = process.env.UPDATE_SCREENSHOTS ? join(ROOT, 'docs', 'screenshots') : join(ROOT, 'test-results', 'screenshots');
 const FAILURES = join(ROOT, 'test-results');
-const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
 /** The first run may build the embedded database from source (about a minute). */
 const START_TIMEOUT = 240_000;
 const STEP_TIMEOUT = 60_000;
 const WAIT = 15_000;
 
-// ---- the demo server, as a child process ------------------------------------------------------------------
-
-interface Demo {
-  url: string;
-  output: string[];
-  stop(): Promise<void>;
-}
-
-async function startDemo(dataDir: string): Promise<Demo> {
-  const env: NodeJS.ProcessEnv = { ...process.env, PORT: '0', DEMO_DATA_DIR: dataDir };
-  // Embedded database and Stripe simulator, whatever the calling shell has set.
-  for (const name of ['MONGODB_URI', 'STRIPE_SECRET_KEY', 'STRIPE_WEBHOOK_SECRET', 'DEMO_PUBLIC_URL', 'DEMO_SESSION_SECRET']) delete env[name];
-  const child = spawn(process.execPath, [require.resolve('tsx/cli'), join(ROOT, 'demo', 'server.ts')], {
+/** The demo as `npm run demo` starts it, on a free port with its own data directory. */
+function startDemo(dataDir: string): Promise<AppProcess> {
+  return startApp('The demo', [require.resolve('tsx/cli'), join(ROOT, 'demo', 'server.ts')], {
     cwd: ROOT,
-    env,
-    stdio: ['ignore', 'pipe', 'pipe'],
-    detached: true, // its own process group, so a stuck demo can be ended with everything it started
+    env: { PORT: '0', DEMO_DATA_DIR: dataDir },
+    unset: ['DEMO_PUBLIC_URL', 'DEMO_SESSION_SECRET'],
+    timeoutMs: START_TIMEOUT,
   });
-  const output: string[] = [];
-  const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
-  const url = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`The demo did not start in ${START_TIMEOUT / 1000} s:\n${output.join('\n')}`)), START_TIMEOUT);
-    for (const stream of [child.stdout, child.stderr]) {
-      createInterface({ input: stream }).on('line', (line) => {
-        output.push(line);
-        const m = /Open (http:\/\/\S+) in your browser/.exec(line);
-        if (m?.[1]) {
-          clearTimeout(timer);
-          resolve(m[1]);
-        }
-      });
-    }
-    void exited.then((code) => {
-      clearTimeout(timer);
-      reject(new Error(`The demo exited (${code}) before it was ready:\n${output.join('\n')}`));
-    });
-  });
-  return { url, output, stop: () => stopProcess(child, exited) };
-}
-
-async function stopProcess(child: ChildProcess, exited: Promise<unknown>): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  child.kill('SIGTERM');
-  const timer = new Promise<'timeout'>((resolve) => setTimeout(() => resolve('timeout'), 20_000).unref());
-  if ((await Promise.race([exited, timer])) === 'timeout' && child.pid) {
-    process.kill(-child.pid, 'SIGKILL');
-    await exited;
-  }
 }
 
 // ---- the walkthrough -------------------------------------------------------------------------------------
 
 let dataDir: string;
-let demo: Demo | undefined;
+let demo: AppProcess | undefined;
 let browser: Browser;
 let context: BrowserContext;
 let page: Page;
 const pageErrors: string[] = [];
-let broken: string | null = null;
 let shotNumber = 0;
+const step = walkthrough({ failures: FAILURES, page: () => page, output: () => demo?.output, timeoutMs: STEP_TIMEOUT });
 
 step('starts the demo (embedded database, Stripe simulator) and Chromium', async () => {
-  if (!existsSync(CHROMIUM)) {
-    throw new Error(`No Chromium at ${CHROMIUM}. Install Debian's (apt-get install -y chromium) or set CHROMIUM=/path/to/chromium.`);
-  }
   await mkdir(SHOTS, { recursive: true });
   // This run's pictures replace the last run's, so a renamed or removed step leaves none behind.
   for (const file of await readdir(SHOTS)) if (/^\d\d-[\w-]+\.png$/.test(file)) await rm(join(SHOTS, file));
   dataDir = await mkdtemp(join(tmpdir(), 'credit-kit-demo-e2e-'));
   demo = await startDemo(dataDir);
-  // playwright's launch() gives the browser a fresh temporary profile (--user-data-dir) and removes it after.
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: [
-      '--headless',
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-background-networking',
-      '--disable-quic',
-      '--no-first-run',
-      '--disable-component-update',
-      '--disable-sync',
-    ],
-  });
+  browser = await launchChromium();
   context = await browser.newContext({ viewport: { width: 1280, height: 900 }, locale: 'en-US', timezoneId: 'UTC' });
   context.setDefaultTimeout(WAIT);
   page = await context.newPage();
-  page.on('pageerror', (err) => pageErrors.push(`page error: ${err.message}`));
-  page.on('console', (msg) => {
-    // A 402 or 500 from the AI routes is part of the walkthrough; Chromium logs each as a failed resource.
-    if (msg.type() === 'error' && !/status of (402|500)/.test(msg.text())) pageErrors.push(`console error: ${msg.text()}`);
-  });
+  // A 402 or 500 from the AI routes is part of the walkthrough; Chromium logs each as a failed resource.
+  watchErrors(page, pageErrors, /status of (402|500)/);
 }, START_TIMEOUT + 30_000);
 
 after(async () => {
@@ -128,28 +74,6 @@ after(async () => {
   await demo?.stop();
   if (dataDir) await rm(dataDir, { recursive: true, force: true });
 });
-
-/** A step of the walkthrough; once one fails, the rest are skipped (they depend on it). */
-function step(name: string, fn: () => Promise<void>, timeout = STEP_TIMEOUT): void {
-  test(name, { timeout }, async (t: TestContext) => {
-    if (broken) {
-      t.skip(`an earlier step failed: ${broken}`);
-      return;
-    }
-    try {
-      await fn();
-    } catch (err) {
-      broken = name;
-      await mkdir(FAILURES, { recursive: true });
-      const file = join(FAILURES, `e2e-failure-${name.replace(/\W+/g, '-')}.png`);
-      await page?.screenshot({ path: file, fullPage: true }).catch(() => undefined);
-      t.diagnostic(`screenshot: ${file}`);
-      t.diagnostic(`page URL: ${page?.url()}`);
-      t.diagnostic(`last lines of the demo's console:\n${demo?.output.slice(-25).join('\n')}`);
-      throw err;
-    }
-  });
-}
 
 /** Saves NN-name.png in SHOTS, with `focus` scrolled into the middle of the view. */
 async function shot(name: string, focus?: Locator): Promise<void> {
@@ -160,36 +84,12 @@ async function shot(name: string, focus?: Locator): Promise<void> {
   await page.screenshot({ path: join(SHOTS, `${String(shotNumber).padStart(2, '0')}-${name}.png`) });
 }
 
-const badge = () => page.getByTestId('balance');
-
-/** Waits until the balance badge reads exactly `text` (the kit's BalanceBadge: "80 credits"). */
-async function expectBalance(text: string): Promise<void> {
-  await page.locator('[data-testid="balance"]', { hasText: new RegExp(`^${escapeRegExp(text)}$`) }).waitFor();
-  assert.equal(await badge().textContent(), text);
-}
-
-const escapeRegExp = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+const expectBalance = (text: string) => expectBadge(page, text);
 const step3 = () => page.getByRole('listitem').filter({ has: page.getByRole('heading', { name: 'Use the AI' }) });
 const step4 = () => page.getByRole('listitem').filter({ has: page.getByRole('heading', { name: 'History' }) });
 
-async function historyRows(): Promise<Array<{ type: string; amount: string; balance: string }>> {
-  return step4()
-    .locator('tbody tr')
-    .evaluateAll((rows) =>
-      rows.map((r) => {
-        const cells = [...r.querySelectorAll('td')].map((td) => td.textContent ?? '');
-        return { type: cells[1] ?? '', amount: cells[2] ?? '', balance: cells[3] ?? '' };
-      }),
-    );
-}
-
-/** On the simulated checkout page: checks what it shows, then pays with the given card. */
-async function payOnSimulator(total: string, card: 'pays' | 'declined'): Promise<void> {
-  await page.waitForURL(/\/simulated-checkout\/cs_test_sim_/);
-  await page.getByText('Simulated Stripe Checkout.').waitFor();
-  await page.getByLabel(card === 'pays' ? /Visa •••• 4242/ : /Visa •••• 0002/).check();
-  await page.getByRole('button', { name: `Pay ${total}` }).click();
-}
+const historyRows = () => rowsOf(step4());
+const payOnSimulator = (total: string, card: 'pays' | 'declined') => payOn(page, total, card);
 
 step('opens the demo page, signed out', async () => {
   await page.goto(demo!.url);
