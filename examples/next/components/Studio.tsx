@@ -24,6 +24,8 @@ export function Studio({ user, returned }: { user: ExampleUser | null; returned?
   const router = useRouter();
   const signOut = useCallback(async () => {
     await fetch('/api/session', { method: 'DELETE' });
+    // To "/": a checkout return page (/success?session_id=…) belongs to the user who paid.
+    router.replace('/');
     router.refresh();
   }, [router]);
 

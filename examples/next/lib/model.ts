@@ -20,9 +20,12 @@ export interface SimulatedToken {
 /** The answer to `prompt`, token by token (a token is a word with the space after it). */
 export function simulatedAnswer(prompt: string): SimulatedToken[] {
   const topic = prompt.trim().replace(/\s+/g, ' ').replace(/[?.!]+$/, '');
-  const paragraphs = [`(Simulated model.) You asked: "${clip(topic)}". Here is a short answer in two sentences. Credits pay for each token.`];
   // Asking for more gets a longer answer, in three paragraphs.
-  if (/\b(long|detail|more)\b/i.test(prompt)) {
+  const long = /\b(long|detail|more)\b/i.test(prompt);
+  const paragraphs = [
+    `(Simulated model.) You asked: "${clip(topic)}". Here is ${long ? 'a longer answer, in three paragraphs.' : 'a short answer in two sentences.'} Credits pay for each token.`,
+  ];
+  if (long) {
     paragraphs.push(
       'Second paragraph: a real model would stream its tokens from the provider, and the route would count them.',
       'Third paragraph: whatever was delivered is settled, and the rest of the reservation goes back.',
