@@ -10,7 +10,7 @@
  * credit-kit/server only, as in any app.
  */
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import { createServer, type RequestListener } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join, relative, resolve } from 'node:path';
@@ -20,6 +20,7 @@ import { createCredits, type Credits, type WebhookReport } from 'credit-kit/serv
 import { startEmbeddedMongo, type EmbeddedMongo } from '../tools/embedded';
 import { createDemoApp, currentUser } from './app';
 import { buildPage } from './build-page';
+import { keptSessionSecret } from './session-secret';
 import { ANALYSIS_RESERVE, BUNDLES, SUMMARY_COST, WORDS_PER_CREDIT, type DemoInfo } from './shared';
 import { startStripeSimulator, type StripeSimulator } from './stripe-simulator';
 
@@ -132,7 +133,7 @@ async function main(): Promise<void> {
   };
   handler = createDemoApp({
     credits,
-    sessionSecret: sessionSecret(dataDir),
+    sessionSecret: keptSessionSecret(dataDir, env.DEMO_SESSION_SECRET),
     page,
     info,
     ...(simulator ? { simulatorPages: simulator.pages } : {}),
@@ -165,16 +166,6 @@ function parsePort(value: string | undefined): number {
   const n = Number(value);
   if (!Number.isInteger(n) || n < 0 || n > 65535) throw new StartupError(`PORT must be a port number, got ${JSON.stringify(value)}.`);
   return n;
-}
-
-/** The cookie secret survives restarts (so people stay signed in) unless DEMO_SESSION_SECRET is given. */
-function sessionSecret(dataDir: string): string {
-  if (process.env.DEMO_SESSION_SECRET) return process.env.DEMO_SESSION_SECRET;
-  const file = join(dataDir, 'session-secret');
-  if (existsSync(file)) return readFileSync(file, 'utf8').trim();
-  const secret = randomBytes(32).toString('hex');
-  writeFileSync(file, secret, { mode: 0o600 });
-  return secret;
 }
 
 function hasDatabaseName(uri: string): boolean {
