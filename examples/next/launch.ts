@@ -6,7 +6,8 @@
  *   STRIPE_SECRET_KEY unset → the demo's Stripe Checkout simulator (demo/stripe-simulator.ts); its checkout
  *                             page is served on a loopback port of its own
  *   STRIPE_SECRET_KEY and STRIPE_WEBHOOK_SECRET set → Stripe's test mode (`stripe listen` forwards events)
- *   PORT (3000; 0 picks a free one), EXAMPLE_PUBLIC_URL (http://localhost:PORT), EXAMPLE_DATA_DIR (.data)
+ *   PORT (3000; 0 picks a free one), EXAMPLE_PUBLIC_URL (http://localhost:PORT), EXAMPLE_DATA_DIR (.data:
+ *   the database and the cookie-signing secret), EXAMPLE_SESSION_SECRET
  *
  * The infrastructure comes from the repository (tools/, demo/); the app itself, under app/, uses only
  * credit-kit/fetch and credit-kit/client, and reads what this script starts from the environment
@@ -20,6 +21,7 @@ import type { AddressInfo } from 'node:net';
 import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import express from 'express';
+import { keptSessionSecret } from '../../demo/session-secret';
 import { startStripeSimulator, type StripeSimulator } from '../../demo/stripe-simulator';
 import { startEmbeddedMongo, type EmbeddedMongo } from '../../tools/embedded';
 
@@ -50,7 +52,8 @@ async function main(): Promise<void> {
     ...env,
     NEXT_TELEMETRY_DISABLED: '1',
     EXAMPLE_PUBLIC_URL: publicUrl,
-    EXAMPLE_SESSION_SECRET: env.EXAMPLE_SESSION_SECRET || randomBytes(32).toString('hex'),
+    // Kept in the data directory, so people stay signed in across restarts.
+    EXAMPLE_SESSION_SECRET: keptSessionSecret(dataDir, env.EXAMPLE_SESSION_SECRET),
   };
 
   // ---- the database ------------------------------------------------------------------------------------

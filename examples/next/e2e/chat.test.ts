@@ -48,6 +48,19 @@ let page: Page;
 const pageErrors: string[] = [];
 const step = walkthrough({ failures: FAILURES, page: () => page, output: () => app?.output ?? commandOutput, timeoutMs: STEP_TIMEOUT });
 
+/** `npm start`'s launcher on a free port with the given data directory. */
+async function startExample(dir: string): Promise<AppProcess> {
+  const started = Date.now();
+  const running = await startApp('The Next.js example', [require.resolve('tsx/cli', { paths: [APP] }), join(APP, 'launch.ts')], {
+    cwd: APP,
+    env: { PORT: '0', EXAMPLE_DATA_DIR: dir },
+    unset: ['EXAMPLE_PUBLIC_URL', 'EXAMPLE_SESSION_SECRET'],
+    timeoutMs: 240_000,
+  });
+  console.log(`started in ${((Date.now() - started) / 1000).toFixed(1)} s at ${running.url}`);
+  return running;
+}
+
 /** Runs a command in examples/next, its output kept for a failure's diagnostics; rejects on a non-zero exit. */
 async function run(label: string, command: string, args: string[]): Promise<number> {
   const started = Date.now();
@@ -98,14 +111,7 @@ step('starts it (embedded database, Stripe simulator, next start) and Chromium',
   await mkdir(SHOTS, { recursive: true });
   for (const file of await readdir(SHOTS)) if (/^\d\d-[\w-]+\.png$/.test(file)) await rm(join(SHOTS, file));
   dataDir = await mkdtemp(join(tmpdir(), 'credit-kit-next-e2e-'));
-  const started = Date.now();
-  app = await startApp('The Next.js example', [require.resolve('tsx/cli', { paths: [APP] }), join(APP, 'launch.ts')], {
-    cwd: APP,
-    env: { PORT: '0', EXAMPLE_DATA_DIR: dataDir },
-    unset: ['EXAMPLE_PUBLIC_URL', 'EXAMPLE_SESSION_SECRET'],
-    timeoutMs: 240_000,
-  });
-  console.log(`started in ${((Date.now() - started) / 1000).toFixed(1)} s at ${app.url}`);
+  app = await startExample(dataDir);
   browser = await launchChromium();
   const context = await browser.newContext({ viewport: { width: 1280, height: 1000 }, locale: 'en-US', timezoneId: 'UTC' });
   context.setDefaultTimeout(WAIT);
@@ -201,6 +207,16 @@ step('the history adds up to the balance, on the page and from the kit’s route
   assert.equal(sum, 79, JSON.stringify(rows));
   const balance = await page.evaluate(async () => ((await (await fetch('/api/credits/balance')).json()) as { balance: number }).balance);
   assert.equal(balance, 79);
+});
+
+step('keeps the balance, the history and the sign-in across a restart', async () => {
+  await app!.stop();
+  app = await startExample(dataDir!);
+  await page.goto(app.url);
+  await page.getByText('Signed in as Ada').waitFor();
+  await expectBalance(page, '79 credits');
+  await history().locator('tbody tr').nth(4).waitFor();
+  assert.equal((await historyRows(history())).length, 5);
 });
 
 step('someone with no credits is offered to buy them (402)', async () => {
