@@ -39,8 +39,13 @@ async function chat(request: Request, { credits }: { credits: CreditsContext }):
     if (stopped) return;
     stopped = true;
     pause.cancel();
+    // Every token out (the client left before `done`, or Next.js ends the request after it): the same
+    // settlement as a whole answer, which the end of the stream reports if it gets there.
+    const whole = delivered === tokens.length;
     settle().then(
-      (r) => console.log(`[example] ${credits.userId}: chat stopped (${why}) after ${delivered} of ${tokens.length} tokens; reserved ${CHAT_RESERVE}, settled ${r.charged}; balance ${r.balance}`),
+      (r) => {
+        if (!whole) console.log(`[example] ${credits.userId}: chat stopped (${why}) after ${delivered} of ${tokens.length} tokens; reserved ${CHAT_RESERVE}, settled ${r.charged}; balance ${r.balance}`);
+      },
       (err: unknown) => console.error(`[example] ${credits.userId}: could not settle a stopped chat now (reconcile() will):`, err),
     );
   };
@@ -57,14 +62,17 @@ async function chat(request: Request, { credits }: { credits: CreditsContext }):
         if (stopped) return;
         const next = tokens[delivered];
         if (next === undefined) {
+          let last: ChatEvent;
           try {
             const r = await settle();
             console.log(`[example] ${credits.userId}: chat answered ${delivered} tokens; reserved ${CHAT_RESERVE}, settled ${r.charged}; balance ${r.balance}`);
-            send(controller, { type: 'done', tokens: delivered, reserved: CHAT_RESERVE, charged: r.charged, balance: r.balance });
+            last = { type: 'done', tokens: delivered, reserved: CHAT_RESERVE, charged: r.charged, balance: r.balance };
           } catch (err) {
             console.error(`[example] ${credits.userId}: could not settle a chat answer now (reconcile() will):`, err);
-            send(controller, { type: 'error', message: 'The answer was delivered, but its cost could not be settled yet.' });
+            last = { type: 'error', message: 'The answer was delivered, but its cost could not be settled yet.' };
           }
+          if (stopped) return; // the client went away meanwhile: there is no one to tell
+          send(controller, last);
           controller.close();
           return;
         }
