@@ -104,7 +104,8 @@ export async function launchChromium(): Promise<Browser> {
 export function watchErrors(page: Page, errors: string[], allowed: RegExp): void {
   page.on('pageerror', (err) => errors.push(`page error: ${err.message}`));
   page.on('console', (msg) => {
-    if (msg.type() === 'error' && !allowed.test(msg.text())) errors.push(`console error: ${msg.text()}`);
+    const where = msg.location().url;
+    if (msg.type() === 'error' && !allowed.test(msg.text())) errors.push(`console error: ${msg.text()}${where ? ` (${where})` : ''}`);
   });
 }
 

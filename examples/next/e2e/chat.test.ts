@@ -210,6 +210,9 @@ step('the history adds up to the balance, on the page and from the kit’s route
 });
 
 step('keeps the balance, the history and the sign-in across a restart', async () => {
+  // Off the page first: the restarted app listens on another port, and the old one may by then be the
+  // simulator's, which would answer the page's requests with 404s.
+  await page.goto('about:blank');
   await app!.stop();
   app = await startExample(dataDir!);
   await page.goto(app.url);
