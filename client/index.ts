@@ -37,6 +37,7 @@ export type {
   Balance,
   Pricing,
   PricingBundle,
+  PricingCost,
   CreditTransaction,
   TransactionKind,
   TransactionPage,

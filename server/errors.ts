@@ -71,6 +71,14 @@ export class InvalidAmountError extends CreditsError {
   }
 }
 
+/** A model's token usage handed to `settleUsage` or `creditsForUsage` that is not one (nothing is settled). */
+export class InvalidUsageError extends CreditsError {
+  override name = 'InvalidUsageError';
+  constructor(message: string) {
+    super('invalid_amount', message);
+  }
+}
+
 export class UnauthenticatedError extends CreditsError {
   override name = 'UnauthenticatedError';
   constructor() {

@@ -36,6 +36,45 @@ export interface PricingOptions {
   bundles?: CreditBundle[];
 }
 
+/**
+ * Token prices of one model, in whole credits for `per` tokens: `{ input: 1, output: 4, per: 1000 }` is 1 credit
+ * per 1000 input (prompt) tokens and 4 per 1000 output (completion) tokens. Integers, so the arithmetic is exact.
+ */
+export interface TokenPrice {
+  /** Credits for `per` input tokens: a whole number, 0 or more. */
+  input: number;
+  /** Credits for `per` output tokens: a whole number, 0 or more. */
+  output: number;
+  /** How many tokens `input` and `output` are the price of: a positive integer such as 1000 or 1000000. */
+  per: number;
+}
+
+/** A named cost every request pays in full: `{ credits: 20, label: 'Summarize' }`. */
+export interface FixedCost {
+  credits: number;
+  /** What the history shows for the charge. Default: the cost's name. */
+  label?: string;
+  metered?: false;
+}
+
+/**
+ * A named metered cost: `reserve` is charged up front, and the route settles what it really used with
+ * `settle(credits)` or, priced per model, `settleUsage(usage, model)`.
+ */
+export interface MeteredCost {
+  metered: true;
+  reserve: number;
+  /** What the history shows for the charge and its settlement. Default: the cost's name. */
+  label?: string;
+  /** Token prices by model name, for `settleUsage(usage, 'gpt-4o')`. */
+  perModel?: Record<string, TokenPrice>;
+}
+
+export type NamedCost = FixedCost | MeteredCost;
+
+/** createCredits' `costs`: the price list of the app's guarded actions, by the name `requireCredits('summarize')` uses. */
+export type NamedCosts = Record<string, NamedCost>;
+
 /** When a guarded route's outcome refunds its charge. */
 export type RefundRule = 'server-error' | 'error' | 'never' | ((outcome: { status: number }) => boolean);
 
@@ -106,6 +145,12 @@ export interface CreditsOptions<Req> {
   /** The webhook endpoint's signing secret (`whsec_…`). Required with `stripe`. */
   webhookSecret?: string;
   pricing?: PricingOptions;
+  /**
+   * Costs by name, for `requireCredits('summarize')` and `withCredits('summarize', handler)`: each fixed
+   * (`{ credits, label }`) or metered (`{ metered: true, reserve, label, perModel }`). The history shows the
+   * label of each charge; GET /credits/pricing lists them. Default: none.
+   */
+  costs?: NamedCosts;
   /** Public URL of the app, for Checkout's return URLs. Default: `NEXT_PUBLIC_URL`. Never taken from a request. */
   publicUrl?: string;
   /** Path of the success page; `{CHECKOUT_SESSION_ID}` is filled in by Stripe. Default `/success?session_id={CHECKOUT_SESSION_ID}`. */
@@ -166,6 +211,16 @@ export interface ResolvedPricing {
   bundles: Map<string, CreditBundle>;
 }
 
+/** One named cost as the guards use it. */
+export interface ResolvedCost {
+  name: string;
+  label: string;
+  metered: boolean;
+  /** What a request is charged up front: the fixed cost, or the metered reservation. */
+  amount: number;
+  perModel: ReadonlyMap<string, TokenPrice>;
+}
+
 export interface ResolvedOptions<Req = unknown> {
   connection: Connection | undefined;
   store: CreditStore | undefined;
@@ -180,6 +235,7 @@ export interface ResolvedOptions<Req = unknown> {
   stripe: Stripe | undefined;
   webhookSecret: string | undefined;
   pricing: ResolvedPricing;
+  costs: ReadonlyMap<string, ResolvedCost>;
   publicUrl: string | undefined;
   successPath: string;
   cancelPath: string;
@@ -210,6 +266,7 @@ const KNOWN_KEYS: ReadonlyArray<keyof CreditsOptions<unknown>> = [
   'stripe',
   'webhookSecret',
   'pricing',
+  'costs',
   'publicUrl',
   'successPath',
   'cancelPath',
@@ -286,6 +343,7 @@ export function resolveOptions<Req>(options: CreditsOptions<Req>, env: NodeJS.Pr
     stripe: stripe?.client,
     webhookSecret: stripe?.webhookSecret,
     pricing: resolvePricing(options.pricing ?? {}, env),
+    costs: resolveCosts(options.costs ?? {}),
     publicUrl,
     successPath: path(options.successPath ?? '/success?session_id={CHECKOUT_SESSION_ID}', 'successPath'),
     cancelPath: path(options.cancelPath ?? '/cancel', 'cancelPath'),
@@ -455,6 +513,83 @@ export function resolvePricing(option: PricingOptions, env: NodeJS.ProcessEnv): 
   return { creditPriceCents, currency, minQuantity, maxQuantity, minimumChargeCents, bundles };
 }
 
+const FIXED_COST_KEYS: ReadonlyArray<keyof FixedCost> = ['credits', 'label', 'metered'];
+const METERED_COST_KEYS: ReadonlyArray<keyof MeteredCost> = ['metered', 'reserve', 'label', 'perModel'];
+const TOKEN_PRICE_KEYS: ReadonlyArray<keyof TokenPrice> = ['input', 'output', 'per'];
+const COST_SHAPES = "{ credits, label? } (fixed) or { metered: true, reserve, label?, perModel? } (metered)";
+
+/** The price list: every name, rule, label and model price checked here, so a guard only looks names up. */
+export function resolveCosts(option: NamedCosts): ReadonlyMap<string, ResolvedCost> {
+  const list = plainObject(option, 'costs');
+  const costs = new Map<string, ResolvedCost>();
+  for (const [name, value] of Object.entries(list)) {
+    const at = `costs.${name}`;
+    if (!/^[A-Za-z0-9_.:-]{1,64}$/.test(name)) {
+      throw new CreditsConfigError(`createCredits: a cost name must be 1-64 letters, digits, '-', '_', '.' or ':', got ${JSON.stringify(name)}.`);
+    }
+    if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+      const hint = typeof value === 'number' ? ` Write { credits: ${value} } for a fixed cost.` : '';
+      throw new CreditsConfigError(`createCredits: \`${at}\` must be ${COST_SHAPES}, got ${shown(value)}.${hint}`);
+    }
+    const entry: { [K in keyof FixedCost | keyof MeteredCost]?: unknown } = value;
+    if (entry.metered !== undefined && typeof entry.metered !== 'boolean') {
+      throw new CreditsConfigError(`createCredits: \`${at}.metered\` must be true or false, got ${shown(entry.metered)}.`);
+    }
+    const metered = entry.metered === true;
+    if (!metered && (entry.reserve !== undefined || entry.perModel !== undefined)) {
+      throw new CreditsConfigError(
+        `createCredits: \`${at}\` has \`${entry.reserve !== undefined ? 'reserve' : 'perModel'}\` but not \`metered: true\`; a cost is ${COST_SHAPES}.`,
+      );
+    }
+    if (metered && entry.credits !== undefined) {
+      throw new CreditsConfigError(`createCredits: \`${at}\` is metered: it reserves \`reserve\` up front and settles the rest, so it has no \`credits\`.`);
+    }
+    onlyKnownKeys(entry, metered ? METERED_COST_KEYS : FIXED_COST_KEYS, 'key', `${at}.`);
+    const amount = positiveInt(metered ? entry.reserve : entry.credits, `${at}.${metered ? 'reserve' : 'credits'}`);
+    const label = entry.label ?? name;
+    if (typeof label !== 'string' || label.trim() === '' || label.length > 100 || /[\u0000-\u001f]/.test(label)) {
+      throw new CreditsConfigError(`createCredits: \`${at}.label\` must be a non-empty line of at most 100 characters, got ${shown(label)}.`);
+    }
+    const perModel = new Map<string, TokenPrice>();
+    for (const [model, price] of Object.entries(plainObject((entry.perModel ?? {}) as object, `${at}.perModel`))) {
+      if (model.trim() === '' || model.length > 100 || /[\u0000-\u001f]/.test(model)) {
+        throw new CreditsConfigError(`createCredits: a model name in \`${at}.perModel\` must be a non-empty line of at most 100 characters, got ${JSON.stringify(model)}.`);
+      }
+      perModel.set(model, checkTokenPrice(price, `createCredits: \`${at}.perModel['${model}']\``));
+    }
+    costs.set(name, { name, label, metered, amount, perModel });
+  }
+  return costs;
+}
+
+/**
+ * A model's token prices, checked (at start-up for `perModel`, on the call for one passed to `settleUsage`):
+ * `input` and `output` whole credits, 0 or more and not both 0, for `per` tokens, a positive integer.
+ */
+export function checkTokenPrice(value: unknown, where: string): TokenPrice {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    throw new CreditsConfigError(`${where} must be a token price { input, output, per } such as { input: 1, output: 4, per: 1000 }, got ${shown(value)}.`);
+  }
+  const price: Partial<TokenPrice> = value;
+  const unknown = Object.keys(price).find((k) => !TOKEN_PRICE_KEYS.includes(k as keyof TokenPrice));
+  if (unknown !== undefined) {
+    const hint = suggest(unknown, TOKEN_PRICE_KEYS);
+    throw new CreditsConfigError(`${where} has an unknown key \`${unknown}\`.${hint ? ` Did you mean \`${hint}\`?` : ''} Known: ${TOKEN_PRICE_KEYS.join(', ')}.`);
+  }
+  for (const side of ['input', 'output'] as const) {
+    const n = price[side];
+    if (typeof n !== 'number' || !Number.isSafeInteger(n) || n < 0) {
+      throw new CreditsConfigError(`${where}.${side} must be a whole number of credits, 0 or more (for \`per\` tokens), got ${shown(n)}.`);
+    }
+  }
+  if (price.input === 0 && price.output === 0) throw new CreditsConfigError(`${where} makes every call free: give \`input\` or \`output\` a price.`);
+  const per = price.per;
+  if (typeof per !== 'number' || !Number.isSafeInteger(per) || per <= 0) {
+    throw new CreditsConfigError(`${where}.per must be a positive integer, the number of tokens the prices are for (such as 1000), got ${shown(per)}.`);
+  }
+  return { input: price.input!, output: price.output!, per };
+}
+
 /** "0.10" → 10. A price that is not a whole number of cents is refused: Stripe's unit_amount is an integer. */
 export function centsFromUsd(text: string): number {
   if (!/^\d+(\.\d+)?$/.test(text.trim())) {
@@ -526,7 +661,7 @@ function onlyKnownKeys(value: object, known: ReadonlyArray<string>, what: string
 }
 
 /** The known name closest to a misspelt one: same letters in another case, one inside the other, or two edits away. */
-function suggest(key: string, known: ReadonlyArray<string>): string | undefined {
+export function suggest(key: string, known: ReadonlyArray<string>): string | undefined {
   const k = key.toLowerCase();
   return (
     known.find((n) => n.toLowerCase() === k) ??

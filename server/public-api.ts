@@ -14,10 +14,14 @@ export {
   StoreUnavailableError,
   SignatureError,
   PaymentProviderError,
+  InvalidUsageError,
   ERROR_CODES,
 } from './errors';
+export { creditsForUsage } from './domain/prices';
+export type { TokenUsage } from './domain/prices';
+export { BALANCE_HEADERS, BALANCE_HEADER, CHARGED_HEADER } from './http/balance-headers';
 export type { CreditsErrorCode, CreditsErrorBody } from './errors';
-export type { PricingOptions, CreditBundle, RefundRule, OveragePolicy, WebhookReport, LowBalanceOptions } from './options';
+export type { PricingOptions, CreditBundle, RefundRule, OveragePolicy, WebhookReport, LowBalanceOptions, NamedCost, NamedCosts, FixedCost, MeteredCost, TokenPrice } from './options';
 export type { CreditsLogger, CreditsLogFunction, LogLevel, LogRecord } from './log';
 export type { CreditsBase, ReconcileOptions } from './assemble';
 export type { CreditsContext } from './http/guard';
@@ -31,6 +35,8 @@ export type {
   Balance,
   Pricing,
   PricingBundle,
+  PricingCost,
+  PricingTokenPrice,
   CheckoutUi,
   CheckoutItem,
   CheckoutRequestBody,

@@ -21,6 +21,7 @@ export type {
   InsufficientCreditsBody,
   Pricing,
   PricingBundle,
+  PricingCost,
   TransactionPage,
 } from '../../server/http/wire';
 

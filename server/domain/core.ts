@@ -9,7 +9,8 @@
 import { ConflictError, CreditsError, InsufficientCreditsError } from '../errors';
 import { deductKey, giveBackKey, grantKey, REQUEST_KEY_PREFIX, settleKey } from './keys';
 import { isForeclosure, Ledger, type SettledOutcome, type TransactionPage } from '../ledger';
-import type { ResolvedOptions } from '../options';
+import type { ResolvedCost, ResolvedOptions } from '../options';
+import { costRef } from './prices';
 import type { Claim, KeptReply, RequestFingerprint, StoredReply } from './types';
 import { assertAmount, assertId } from '../validate';
 
@@ -95,8 +96,8 @@ export class CreditsCore {
   }
 
   /** Work owed after an answer: queued, retried with backoff while the database refuses, waited for by flush(). */
-  later(task: () => Promise<void>, what?: string): void {
-    this.ledger.background.retry(task, what);
+  later(task: () => Promise<unknown>, what?: string): void {
+    this.ledger.background.retry(async () => void (await task()), what);
   }
 
   getBalance(userId: string): Promise<number> {
@@ -116,8 +117,8 @@ export class CreditsCore {
    * key was used before is not charged again: it gets the first request's answer when that was kept
    * (`replay`), and otherwise an error that says why not (see `repeated`).
    */
-  async charge(userId: string, amount: number, key: string | undefined, note: string, request?: RequestFingerprint): Promise<Charged | Replayed> {
-    const change = { kind: 'usage' as const, amount: -amount, ref: { note } };
+  async charge(userId: string, amount: number, key: string | undefined, note: string, request?: RequestFingerprint, named?: ResolvedCost): Promise<Charged | Replayed> {
+    const change = { kind: 'usage' as const, amount: -amount, ref: { note, ...costRef(named) } };
     // The request is refused if the database fails mid-charge; a charge that landed anyway is given back.
     if (key === undefined) {
       const applied = await this.ledger.apply(userId, change, { minBalance: amount, undoIfUncertain: true });
@@ -142,27 +143,29 @@ export class CreditsCore {
    * what a settlement left charged. The settlement is foreclosed first, so a settle() that comes later
    * changes nothing.
    */
-  async giveBack(userId: string, chargeId: string, reserved: number, why: string): Promise<void> {
+  async giveBack(userId: string, chargeId: string, reserved: number, why: string): Promise<number> {
     const settled = await this.ledger.foreclose(userId, settleKey(chargeId));
     // A settlement entry's amount is what it gave back (positive) or charged on top (negative).
     const charged = settled ? reserved - settled.amount : reserved;
-    if (charged <= 0) return;
-    await this.ledger.applyOnceSettled(
+    if (charged <= 0) return this.ledger.getBalance(userId);
+    const outcome = await this.ledger.applyOnceSettled(
       userId,
       giveBackKey(chargeId),
       { kind: 'refund', amount: charged, ref: { chargeId }, reason: why },
       { create: true, complete: true },
     );
+    // The balance right after the give-back, for the answer's headers; read when another call gave it back.
+    return outcome.status === 'applied' ? outcome.balance : this.ledger.getBalance(userId);
   }
 
   /**
    * Metered work: the reservation becomes `actual`. Less gives back the rest, more charges the difference
    * (subject to the overage policy). At most once per charge; after a give-back it changes nothing.
    */
-  async settle(userId: string, chargeId: string, reserved: number, actual: number): Promise<Settlement> {
+  async settle(userId: string, chargeId: string, reserved: number, actual: number, named?: ResolvedCost): Promise<Settlement> {
     const diff = actual - reserved;
     const key = settleKey(chargeId);
-    const ref = { chargeId, requested: actual };
+    const ref = { chargeId, requested: actual, ...costRef(named) };
     const before = (claim: Claim): Promise<Settlement> => this.settledBefore(userId, claim);
     const resolveIfUncertain = true;
     if (diff === 0) {

@@ -17,6 +17,10 @@ export interface EntryRef {
   note?: string;
   /** For settlements: what the route reported and what was actually charged. */
   requested?: number;
+  /** The named cost (createCredits' `costs`) a guarded request's charge and settlement were for. */
+  cost?: string;
+  /** That cost's label, what the history shows ("Summarize"). */
+  label?: string;
 }
 
 /** A balance change as journalled inside the account document, in the same atomic update as the change. */

@@ -11,9 +11,11 @@
  *   export const { GET, POST } = credits.routes;
  */
 import { assemble, type CreditsBase } from '../assemble';
+import { costOf } from '../domain/prices';
 import type { KeptReply, StoredReply } from '../domain/types';
 import { CreditsConfigError, CreditsError, NotFoundError } from '../errors';
 import { admit, assertFixedCost, errorReply, failedByRule, giveBackFailed, resolveUserId, type CreditsContext, type Reply } from '../http/guard';
+import { givenBack, refusalHeaders, withBalanceHeaders } from '../http/balance-headers';
 import { bodyError, createRoutes, WEBHOOK_BODY_LIMIT, type RouteInput } from '../http/handlers';
 import { fingerprint, ReplyRecorder } from '../http/replay';
 import { resolveOptions, type CreditsOptions } from '../options';
@@ -27,8 +29,8 @@ export type FetchCreditsOptions = Omit<CreditsOptions<Request>, 'rateLimit'> & {
   basePath?: string;
 };
 
-/** A positive integer, or a function of the request that returns one (may be async). */
-export type FetchCost = number | ((request: Request) => number | Promise<number>);
+/** A positive integer, the name of one of the `costs`, or a function of the request that returns a positive integer (may be async). */
+export type FetchCost = number | string | ((request: Request) => number | Promise<number>);
 
 /** A route handler of the kit: a Fetch `Request` in, a `Response` out. */
 export type FetchRouteHandler = (request: Request) => Promise<Response>;
@@ -154,19 +156,21 @@ export function createFetchCredits(options: FetchCreditsOptions): FetchCredits {
     if (typeof handler !== 'function') {
       throw new CreditsConfigError('withCredits(cost, handler): the handler must be a function (request, context) => Response.');
     }
-    assertFixedCost(cost, 'withCredits', 'withCredits(5, handler)');
+    const { amount: charge, named } = costOf(resolved.costs, cost, 'withCredits');
+    assertFixedCost(charge, 'withCredits', 'withCredits(5, handler)');
 
     return async (request, context) => {
       const url = new URL(request.url);
       const name = where(request, url);
-      const admitted = await admit(core, resolved, request, cost, {
+      const admitted = await admit(core, resolved, request, charge, {
         route: name,
+        named,
         idempotencyKey: request.headers.get('idempotency-key') ?? undefined,
         // The body as sent, read from a clone so that the handler still has it.
         fingerprint: async () =>
           fingerprint(name, url.search.slice(1), request.body === null ? undefined : new Uint8Array(await request.clone().arrayBuffer())),
       });
-      if ('refused' in admitted) return respond(errorReply(admitted.refused, logger, name));
+      if ('refused' in admitted) return withBalanceHeaders(respond(errorReply(admitted.refused, logger, name)), refusalHeaders(admitted.refused));
       if ('replay' in admitted) return replayed(admitted.replay);
       const { userId, amount, key, credits } = admitted;
 
@@ -183,7 +187,8 @@ export function createFetchCredits(options: FetchCreditsOptions): FetchCredits {
       }
 
       const chargeId = credits.chargeId;
-      if (failedByRule(resolved.refundOn, response.status, logger)) await giveBackFailed(core, logger, userId, chargeId, amount);
+      if (failedByRule(resolved.refundOn, response.status, logger)) givenBack(credits, await giveBackFailed(core, logger, userId, chargeId, amount));
+      response = withBalanceHeaders(response, credits);
       // A keyed request's answer is kept for its retries, once it has gone out (server/http/replay.ts).
       if (key === undefined) return response;
       return recorded(response, (reply) => core.later(() => core.keepReply(userId, key, chargeId, reply)));

@@ -7,15 +7,17 @@ import { ConflictError, CreditsConfigError, CreditsError, StoreUnavailableError,
 import type { CreditsCore, Settlement } from '../domain/core';
 import { requestKey } from '../domain/keys';
 import type { KeptReply, RequestFingerprint } from '../domain/types';
+import { creditsForUsage, tokenPriceFor, type TokenUsage } from '../domain/prices';
 import { logFailure, type Log } from '../log';
+import type { ResolvedCost, TokenPrice } from '../options';
 import { assertAmount, assertId, assertNonNegativeAmount, parseIdempotencyKey } from '../validate';
 
 /** What a guarded route sees: `req.credits` on Express, `context.credits` on the Fetch side. */
 export interface CreditsContext {
   userId: string;
-  /** Credits this request has been charged so far (after `settle`, the settled cost). */
+  /** Credits this request has been charged so far (after `settle`, the settled cost; 0 once given back). */
   charged: number;
-  /** The balance right after the charge (after `settle`, after the settlement). */
+  /** The balance right after the charge (after `settle`, after the settlement; after a give-back, after it). */
   balance: number;
   /** Id of the usage ledger entry; refunds and settlements link to it. */
   chargeId: string;
@@ -24,6 +26,13 @@ export interface CreditsContext {
    * more charges the difference atomically (subject to the `overage` policy). Once per request.
    */
   settle(actualCost: number): Promise<{ charged: number; balance: number }>;
+  /**
+   * `settle` by a model call's token usage (`{ promptTokens, completionTokens }`, `{ inputTokens, outputTokens }`,
+   * `{ prompt_tokens, completion_tokens }` or `{ input_tokens, output_tokens }`), priced by `model`: a model of
+   * the route's named cost (`perModel`) or a TokenPrice. Usage that is not a token count is refused
+   * (InvalidUsageError) and nothing is settled. See creditsForUsage for the rounding rule.
+   */
+  settleUsage(usage: TokenUsage, model: string | TokenPrice): Promise<{ charged: number; balance: number }>;
 }
 
 /** A status and a JSON body, for an adapter to send. */
@@ -80,7 +89,7 @@ export async function admit<Req>(
   options: { getUserId: (req: Req) => string | null | undefined | Promise<string | null | undefined>; timeoutMs: number },
   req: Req,
   cost: number | ((req: Req) => number | Promise<number>),
-  request: { route: string; idempotencyKey: string | undefined; fingerprint: () => RequestFingerprint | Promise<RequestFingerprint> },
+  request: { route: string; idempotencyKey: string | undefined; fingerprint: () => RequestFingerprint | Promise<RequestFingerprint>; named?: ResolvedCost | undefined },
 ): Promise<Admission> {
   let userId: string;
   let amount: number;
@@ -95,9 +104,9 @@ export async function admit<Req>(
       key = requestKey(header);
       fp = await request.fingerprint();
     }
-    const charge = await withinDeadline(core, options.timeoutMs, userId, amount, core.charge(userId, amount, key, request.route, fp));
+    const charge = await withinDeadline(core, options.timeoutMs, userId, amount, core.charge(userId, amount, key, request.route, fp, request.named));
     if ('replay' in charge) return { replay: charge.replay };
-    return { userId, amount, key, credits: createContext(core, userId, charge.entryId, amount, charge.balance) };
+    return { userId, amount, key, credits: createContext(core, userId, charge.entryId, amount, charge.balance, request.named) };
   } catch (err) {
     return { refused: err };
   }
@@ -129,7 +138,7 @@ function withinDeadline<T extends { entryId: string } | { replay: unknown }>(cor
   return Promise.race([charge, deadline]).finally(() => clearTimeout(timer));
 }
 
-function createContext(core: CreditsCore, userId: string, chargeId: string, reserved: number, balance: number): CreditsContext {
+function createContext(core: CreditsCore, userId: string, chargeId: string, reserved: number, balance: number, named: ResolvedCost | undefined): CreditsContext {
   let settling: Promise<Settlement> | undefined;
   const ctx: CreditsContext = {
     userId,
@@ -139,12 +148,15 @@ function createContext(core: CreditsCore, userId: string, chargeId: string, rese
     settle(actualCost: number) {
       if (settling) return Promise.reject(new ConflictError('settle() was already called for this request.'));
       const actual = assertNonNegativeAmount(actualCost, 'settle(actualCost)');
-      settling = core.settle(userId, chargeId, reserved, actual).then((r) => {
+      settling = core.settle(userId, chargeId, reserved, actual, named).then((r) => {
         ctx.charged = r.charged;
         ctx.balance = r.balance;
         return r;
       });
       return settling;
+    },
+    async settleUsage(usage, model) {
+      return ctx.settle(creditsForUsage(usage, tokenPriceFor(named, model)));
     },
   };
   return ctx;
@@ -156,11 +168,13 @@ function createContext(core: CreditsCore, userId: string, chargeId: string, rese
  * not keep the answer back: it is retried in the background and, once recorded, finished by reconcile()
  * after a restart. Resolves either way; `core.track` lets flush() wait for it.
  */
-export function giveBackFailed(core: CreditsCore, logger: Log, userId: string, chargeId: string, reserved: number): Promise<void> {
+export function giveBackFailed(core: CreditsCore, logger: Log, userId: string, chargeId: string, reserved: number): Promise<number | undefined> {
   const giveBack = () => core.giveBack(userId, chargeId, reserved, 'The guarded request failed');
+  // Resolves with the balance after the give-back, or undefined when it is left to the background.
   const done = giveBack().catch((err: unknown) => {
     logFailure(logger, err, 'giving back a failed request, retried in the background');
     core.later(giveBack, `giving back ${reserved} credits to user ${userId} for the failed request charged by entry ${chargeId}`);
+    return undefined;
   });
   core.track(done);
   return done;

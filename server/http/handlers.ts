@@ -160,6 +160,9 @@ export function createRoutes({ core, purchases, options }: RouteDeps) {
           minQuantity: Math.max(p.minQuantity, Math.ceil(p.minimumChargeCents / p.creditPriceCents)),
           maxQuantity: p.maxQuantity,
           bundles: [...p.bundles.values()].map((b) => ({ id: b.id, credits: b.credits, price: b.price, name: b.name ?? null })),
+          costs: [...options.costs.values()].map(({ name, label, metered, amount, perModel }) =>
+            metered ? { name, label, metered, reserve: amount, perModel: Object.fromEntries(perModel) } : { name, label, metered, credits: amount },
+          ),
         },
       };
     },

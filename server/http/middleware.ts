@@ -3,6 +3,8 @@ import { CreditsConfigError } from '../errors';
 import type { CreditsCore } from '../domain/core';
 import type { Log } from '../log';
 import type { ResolvedOptions } from '../options';
+import { costOf } from '../domain/prices';
+import { givenBack, sendBalanceHeaders, setRefusalHeaders } from './balance-headers';
 import { fingerprintOf, recordReply, sendReplay } from './replay';
 import { admit, assertFixedCost, errorReply, failedByRule, giveBackFailed, type CreditsContext } from './guard';
 
@@ -19,7 +21,8 @@ declare global {
   }
 }
 
-export type Cost = number | ((req: Request) => number | Promise<number>);
+/** A positive integer, the name of one of createCredits' `costs`, or a function of the request that returns a positive integer. */
+export type Cost = number | string | ((req: Request) => number | Promise<number>);
 
 function isRequest(value: unknown): boolean {
   return typeof value === 'object' && value !== null && 'method' in value && 'headers' in value && 'url' in value;
@@ -29,6 +32,7 @@ function isRequest(value: unknown): boolean {
 export function sendError(res: Response, err: unknown, log: Log): void {
   const { status, body } = errorReply(err, log, `${res.req.method} ${res.req.originalUrl.split('?')[0]}`);
   if (res.headersSent) return;
+  setRefusalHeaders(res, err);
   res.status(status).json(body);
 }
 
@@ -45,12 +49,14 @@ export function createRequireCredits(core: CreditsCore, options: ResolvedOptions
         'requireCredits(cost, handler): the handler must be a function (req, res, next), or leave it out and mount requireCredits(cost) before the route.',
       );
     }
-    assertFixedCost(cost, 'requireCredits', 'requireCredits(5)');
+    const { amount: charge, named } = costOf(options.costs, cost, 'requireCredits');
+    assertFixedCost(charge, 'requireCredits', 'requireCredits(5)');
 
     const guard = async (req: Request, res: Response, next: NextFunction): Promise<void> => {
       const route = req.method + ' ' + (req.baseUrl + req.path);
-      const admitted = await admit(core, options, req, cost, {
+      const admitted = await admit(core, options, req, charge, {
         route,
+        named,
         idempotencyKey: req.get('idempotency-key'),
         fingerprint: () => fingerprintOf(req, route),
       });
@@ -58,11 +64,12 @@ export function createRequireCredits(core: CreditsCore, options: ResolvedOptions
       if ('replay' in admitted) return sendReplay(res, admitted.replay);
       const { userId, amount, key, credits } = admitted;
       req.credits = credits;
+      sendBalanceHeaders(res, credits);
 
       // A keyed request's answer is kept for its retries, after it has gone out (server/http/replay.ts).
       const chargeId = credits.chargeId;
       if (key !== undefined) recordReply(res, (reply) => core.later(() => core.keepReply(userId, key, chargeId, reply)));
-      giveBackBeforeFailedAnswer(core, options, res, userId, chargeId, amount);
+      giveBackBeforeFailedAnswer(core, options, res, credits, amount);
       next();
     };
 
@@ -117,15 +124,20 @@ function giveBackBeforeFailedAnswer(
   core: CreditsCore,
   { refundOn, logger }: Pick<ResolvedOptions, 'refundOn' | 'logger'>,
   res: Response,
-  userId: string,
-  chargeId: string,
+  credits: CreditsContext,
   reserved: number,
 ): void {
   const end = res.end;
   res.end = function endAfterGiveBack(this: Response, ...args: unknown[]) {
     res.end = end;
     if (!failedByRule(refundOn, res.statusCode, logger)) return end.apply(this, args as Parameters<typeof end>);
-    core.track(giveBackFailed(core, logger, userId, chargeId, reserved).then(() => end.apply(this, args as Parameters<typeof end>)));
+    const givingBack = giveBackFailed(core, logger, credits.userId, credits.chargeId, reserved);
+    core.track(
+      givingBack.then((after) => {
+        givenBack(credits, after);
+        end.apply(this, args as Parameters<typeof end>);
+      }),
+    );
     return this;
   } as typeof res.end;
 }

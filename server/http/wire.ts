@@ -27,6 +27,18 @@ export interface PricingBundle {
   name: string | null;
 }
 
+/** Token prices of one model: whole credits for `per` input and output tokens. */
+export interface PricingTokenPrice {
+  input: number;
+  output: number;
+  per: number;
+}
+
+/** One of the server's named costs (createCredits' `costs`), in GET /credits/pricing. */
+export type PricingCost =
+  | { name: string; label: string; metered: false; credits: number }
+  | { name: string; label: string; metered: true; reserve: number; perModel: Record<string, PricingTokenPrice> };
+
 /** GET /credits/pricing */
 export interface Pricing {
   creditName: string;
@@ -36,6 +48,8 @@ export interface Pricing {
   minQuantity: number;
   maxQuantity: number;
   bundles: PricingBundle[];
+  /** What the app's guarded actions cost, by name; empty when it names none. */
+  costs: PricingCost[];
 }
 
 export type CheckoutUi = 'hosted' | 'embedded';

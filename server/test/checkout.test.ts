@@ -145,6 +145,7 @@ it('serves the price, limits and bundles for clients', async () => {
     minQuantity: 5,
     maxQuantity: 100_000,
     bundles: [{ id: 'starter', credits: 500, price: 4000, name: 'Starter pack' }],
+    costs: [],
   });
 });
 

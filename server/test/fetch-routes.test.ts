@@ -116,6 +116,7 @@ describe('the Fetch routes', () => {
       minQuantity: 5,
       maxQuantity: 100000,
       bundles: [{ id: 'starter', credits: 500, price: 4000, name: null }],
+      costs: [],
     });
   });
 
