@@ -666,8 +666,19 @@ export function suggest(key: string, known: ReadonlyArray<string>): string | und
   return (
     known.find((n) => n.toLowerCase() === k) ??
     known.find((n) => k.length >= 4 && (n.toLowerCase().startsWith(k) || k.startsWith(n.toLowerCase()))) ??
-    known.find((n) => editDistance(n.toLowerCase(), k) <= 2)
+    closest(known, k)
   );
+}
+
+/** The known name fewest edits away, if that is at most two (the first of equals). */
+function closest(known: ReadonlyArray<string>, key: string): string | undefined {
+  let best: string | undefined;
+  let distance = 3;
+  for (const n of known) {
+    const d = editDistance(n.toLowerCase(), key);
+    if (d < distance) [best, distance] = [n, d];
+  }
+  return best;
 }
 
 function editDistance(a: string, b: string): number {
