@@ -46,4 +46,5 @@ export type {
   CheckoutSessionStatus,
   CheckoutSessionResult,
   InsufficientCreditsBody,
+  BalanceHeaderNames,
 } from './http/wire';

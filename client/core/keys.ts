@@ -3,9 +3,9 @@
  * two providers with different API bases never share an entry, and a revalidation can pick the kit's keys
  * by what they hold rather than by matching paths.
  */
-import type { ScopedMutator } from 'swr';
+import { unstable_serialize as serializeKey, type Cache, type ScopedMutator } from 'swr';
 import { unstable_serialize } from 'swr/infinite';
-import type { TransactionPage } from './types';
+import type { Balance, TransactionPage } from './types';
 
 const KIT = 'credit-kit';
 const BALANCE = 'balance';
@@ -41,11 +41,29 @@ export const historyKey = (base: string, limit: number): string => unstable_seri
  * by the page keys it has stored, then revalidated by its own key.
  */
 export async function revalidateBalance(mutate: ScopedMutator, base: string): Promise<void> {
+  await revalidateHistories(mutate, base, true);
+}
+
+/**
+ * Sets the cached balance to one the server just told (a guarded answer's Credits-Balance header, a 402's
+ * body) without asking for it again, and revalidates the histories, which have a new entry. With no
+ * balance cached yet (nothing shown, or its first request still out) it revalidates instead, so a first
+ * answer is never overwritten by a guess at the rest of the body.
+ */
+export async function setBalance(mutate: ScopedMutator, cache: Cache, base: string, balance: number): Promise<void> {
+  const key = balanceKey(base);
+  const current = cache.get(serializeKey(key))?.data as Balance | undefined;
+  if (!current) return revalidateBalance(mutate, base);
+  await Promise.all([mutate(key, { ...current, balance }, { revalidate: false }), revalidateHistories(mutate, base, false)]);
+}
+
+/** Every history under `base` (and the balance too, with `andBalance`) revalidated; see revalidateBalance. */
+async function revalidateHistories(mutate: ScopedMutator, base: string, andBalance: boolean): Promise<void> {
   const histories = new Set<string>();
   await mutate((key) => {
     if (!isKit(key, base)) return false;
     if (key[2] === TRANSACTIONS) histories.add(historyKey(base, key[3] as number));
-    return key[2] === BALANCE;
+    return andBalance && key[2] === BALANCE;
   });
   await Promise.all([...histories].map((key) => mutate(key)));
 }

@@ -7,6 +7,7 @@ import type { EntryKind, InsufficientCreditsBody, Transaction } from '../../serv
 
 export type {
   Balance,
+  BalanceHeaderNames,
   CheckoutItem,
   CheckoutRequestBody,
   CheckoutSessionCreated,

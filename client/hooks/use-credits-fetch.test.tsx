@@ -1,8 +1,8 @@
-import { screen, waitFor } from '@testing-library/react';
+import { screen, waitFor, within } from '@testing-library/react';
 import userEvent from '@testing-library/user-event';
 import { axe } from 'jest-axe';
 import { useState } from 'react';
-import { BalanceBadge, InsufficientCredits, useCreditsFetch } from 'credit-kit/client';
+import { BalanceBadge, CreditHistory, InsufficientCredits, useCreditsFetch, type FetchLike } from 'credit-kit/client';
 import { newUser, renderKit } from '../test/render';
 import { startTestServer, type TestServer } from '../test/server';
 
@@ -85,5 +85,110 @@ describe('useCreditsFetch', () => {
     expect(await screen.findByText('answer 42')).toBeInTheDocument();
     await waitFor(() => expect(screen.queryByRole('alert')).not.toBeInTheDocument());
     expect(await screen.findByText('8 credits')).toBeInTheDocument();
+  });
+});
+
+/** The app's fetch, counting what reaches the server; with `strip`, guarded answers lose the balance headers (a cross-origin API that does not expose them). */
+function watched(strip = false): { fetch: FetchLike; balanceReads: () => number } {
+  const urls: string[] = [];
+  return {
+    balanceReads: () => urls.filter((u) => u.endsWith('/credits/balance')).length,
+    fetch: async (input, init) => {
+      urls.push(String(input));
+      const res = await fetch(input, init);
+      if (!strip || !res.headers.has('credits-balance')) return res;
+      const headers = new Headers(res.headers);
+      headers.delete('credits-balance');
+      headers.delete('credits-charged');
+      return new Response(await res.arrayBuffer(), { status: res.status, headers });
+    },
+  };
+}
+
+/** A page with guarded actions, the balance and the history. */
+function SpendPage({ url }: { url: string }) {
+  const { fetch } = useCreditsFetch();
+  const [status, setStatus] = useState('');
+  const call = (path: string) => async () => setStatus(`${path} ${(await fetch(`${url}${path}`, { method: 'POST' })).status}`);
+  return (
+    <main>
+      <BalanceBadge />
+      <button type="button" onClick={call('/api/summarize')}>Summarize</button>
+      <button type="button" onClick={call('/api/chat?used=7')}>Chat</button>
+      <button type="button" onClick={call('/api/chat?fail=1')}>Chat fails</button>
+      <output>{status}</output>
+      <CreditHistory />
+    </main>
+  );
+}
+
+const historyLabels = () => within(screen.getByRole('table')).getAllByRole('row').slice(1).map((r) => within(r).getAllByRole('cell')[1]!.textContent);
+
+describe('useCreditsFetch and the balance headers', () => {
+  /** A spend the page does not see: another tab, another device. */
+  const elsewhere = (user: string) => fetch(`${server.url}/api/ai`, { method: 'POST', headers: { 'x-test-user': user } });
+
+  it('shows the balance a guarded answer carries, without asking the balance route again, and the label in the history', async () => {
+    const user = newUser();
+    await server.grant(user, 30);
+    const app = watched();
+    renderKit(<SpendPage url={server.url} />, server, { user, fetch: app.fetch });
+    await screen.findByText('30 credits');
+    await screen.findByRole('table');
+    const reads = app.balanceReads();
+
+    await userEvent.click(screen.getByRole('button', { name: 'Summarize' }));
+    expect(await screen.findByText('/api/summarize 200')).toBeInTheDocument();
+    expect(await screen.findByText('25 credits')).toBeInTheDocument();
+    await waitFor(() => expect(historyLabels()).toEqual(['Summarize', 'Grant']));
+
+    // Metered: reserved 20, settled at 7 before the answer; the header says 25 - 7 = 18.
+    await userEvent.click(screen.getByRole('button', { name: 'Chat' }));
+    expect(await screen.findByText('18 credits')).toBeInTheDocument();
+    await waitFor(() => expect(historyLabels()).toEqual(['Adjustment for Chat', 'Chat', 'Summarize', 'Grant']));
+    expect(app.balanceReads()).toBe(reads);
+  });
+
+  it('shows the balance after the give-back of a failed answer, spends elsewhere included', async () => {
+    const user = newUser();
+    await server.grant(user, 30);
+    const app = watched();
+    renderKit(<SpendPage url={server.url} />, server, { user, fetch: app.fetch });
+    await screen.findByText('30 credits');
+    const reads = app.balanceReads();
+    expect((await elsewhere(user)).status).toBe(200); // 20 left on the server; the page still shows 30
+
+    await userEvent.click(screen.getByRole('button', { name: 'Chat fails' }));
+    expect(await screen.findByText('/api/chat?fail=1 500')).toBeInTheDocument();
+    expect(await screen.findByText('20 credits')).toBeInTheDocument();
+    expect(app.balanceReads()).toBe(reads);
+  });
+
+  it("takes a 402 body's balance when the headers do not come through", async () => {
+    const user = newUser();
+    await server.grant(user, 12);
+    const app = watched(true);
+    renderKit(<SpendPage url={server.url} />, server, { user, fetch: app.fetch });
+    await screen.findByText('12 credits');
+    const reads = app.balanceReads();
+    expect((await elsewhere(user)).status).toBe(200); // 2 left
+
+    await userEvent.click(screen.getByRole('button', { name: 'Summarize' }));
+    expect(await screen.findByText('/api/summarize 402')).toBeInTheDocument();
+    expect(await screen.findByText('2 credits')).toBeInTheDocument();
+    expect(app.balanceReads()).toBe(reads);
+  });
+
+  it('asks the balance route again when an answer carries no balance at all', async () => {
+    const user = newUser();
+    await server.grant(user, 30);
+    const app = watched(true);
+    renderKit(<SpendPage url={server.url} />, server, { user, fetch: app.fetch });
+    await screen.findByText('30 credits');
+    const reads = app.balanceReads();
+
+    await userEvent.click(screen.getByRole('button', { name: 'Summarize' }));
+    expect(await screen.findByText('25 credits')).toBeInTheDocument();
+    expect(app.balanceReads()).toBe(reads + 1);
   });
 });

@@ -1,13 +1,15 @@
 import { useCallback, useMemo, useState } from 'react';
 import type { FetchLike } from '../core/request';
-import type { InsufficientCredits, InsufficientCreditsBody } from '../core/types';
+import type { BalanceHeaderNames, InsufficientCredits, InsufficientCreditsBody } from '../core/types';
 import { useCreditsContext } from '../provider/context';
 
 export interface UseCreditsFetchResult {
   /**
-   * `fetch` for the app's guarded routes (those behind requireCredits), through the provider's fetch.
-   * It resolves like fetch (a 402 is a Response, not an exception); the kit revalidates the balance after
-   * every answer and records a 402 in `insufficient`.
+   * `fetch` for the app's guarded routes (those behind requireCredits or withCredits), through the
+   * provider's fetch. It resolves like fetch (a 402 is a Response, not an exception). The balance shown is
+   * updated from the answer itself: its `Credits-Balance` header, or a 402's body; only an answer with
+   * neither (a route that is not guarded, or a cross-origin API that does not expose the header) makes the
+   * kit ask the server again. A 402 is recorded in `insufficient`.
    */
   fetch: FetchLike;
   /** Set by a 402 `insufficient_credits` answer; cleared by the next success or by `dismiss`. */
@@ -15,28 +17,38 @@ export interface UseCreditsFetchResult {
   dismiss(): void;
 }
 
+const BALANCE_HEADER: BalanceHeaderNames['balance'] = 'Credits-Balance';
+
+/** A balance the server sent: a whole number (negative with the `debt` overage policy), else undefined. */
+function balanceIn(value: unknown): number | undefined {
+  const n = typeof value === 'string' && /^-?\d{1,16}$/.test(value) ? Number(value) : value;
+  return typeof n === 'number' && Number.isSafeInteger(n) ? n : undefined;
+}
+
 export function useCreditsFetch(): UseCreditsFetchResult {
-  const { api, revalidate } = useCreditsContext('useCreditsFetch');
+  const { api, revalidate, setBalance } = useCreditsContext('useCreditsFetch');
   const [insufficient, setInsufficient] = useState<InsufficientCredits | null>(null);
 
   const fetch = useCallback<FetchLike>(
     async (input, init) => {
       const res = await api.fetch(input, init);
+      let told = balanceIn(res.headers.get(BALANCE_HEADER));
       if (res.status === 402) {
-        // Checked before use: a 402 may come from something other than requireCredits.
+        // Checked before use: a 402 may come from something other than the kit's guard.
         const body = (await res.clone().json().catch(() => null)) as { error?: Partial<InsufficientCreditsBody['error']> } | null;
         const e = body?.error;
         if (e?.code === 'insufficient_credits' && typeof e.required === 'number' && typeof e.balance === 'number') {
           setInsufficient({ required: e.required, balance: e.balance, message: String(e.message ?? '') });
+          told ??= balanceIn(e.balance);
         }
       } else if (res.ok) {
         setInsufficient(null);
       }
       // Whatever the answer, the balance may have moved (a charge, a refund after a failure, someone else's spend).
-      void revalidate();
+      void (told !== undefined ? setBalance(told) : revalidate());
       return res;
     },
-    [api, revalidate],
+    [api, revalidate, setBalance],
   );
   const dismiss = useCallback(() => setInsufficient(null), []);
   return useMemo(() => ({ fetch, insufficient, dismiss }), [fetch, insufficient, dismiss]);

@@ -1,6 +1,6 @@
 import { useCallback, useMemo, useRef, type ReactNode } from 'react';
 import { SWRConfig, useSWRConfig, type SWRConfiguration } from 'swr';
-import { revalidateBalance } from '../core/keys';
+import { revalidateBalance, setBalance } from '../core/keys';
 import { createRequester, type FetchLike } from '../core/request';
 import { CreditsContext, type CreditsContextValue } from './context';
 
@@ -27,11 +27,12 @@ export function CreditsProvider({ swr, ...props }: CreditsProviderProps) {
 const NO_CONFIG: SWRConfiguration = {};
 
 function KitProvider({ apiBase = '/api', fetch, children }: Omit<CreditsProviderProps, 'swr'>) {
-  const { mutate } = useSWRConfig();
+  const { mutate, cache } = useSWRConfig();
   const fetchRef = useRef(fetch);
   fetchRef.current = fetch;
   const api = useMemo(() => createRequester(apiBase, () => fetchRef.current), [apiBase]);
   const revalidate = useCallback(() => revalidateBalance(mutate, api.base), [mutate, api]);
-  const value = useMemo<CreditsContextValue>(() => ({ api, revalidate }), [api, revalidate]);
+  const told = useCallback((balance: number) => setBalance(mutate, cache, api.base, balance), [mutate, cache, api]);
+  const value = useMemo<CreditsContextValue>(() => ({ api, revalidate, setBalance: told }), [api, revalidate, told]);
   return <CreditsContext.Provider value={value}>{children}</CreditsContext.Provider>;
 }

@@ -5,6 +5,8 @@ export interface CreditsContextValue {
   api: Requester;
   /** Revalidates what a spend or purchase changes: the balance and the history. */
   revalidate(): Promise<void>;
+  /** Shows a balance the server just told (a guarded answer's header, a 402), without asking again; revalidates the history. */
+  setBalance(balance: number): Promise<void>;
 }
 
 export const CreditsContext = createContext<CreditsContextValue | null>(null);

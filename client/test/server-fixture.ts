@@ -15,7 +15,7 @@ import type { AddressInfo } from 'node:net';
 import express, { type Request, type RequestHandler } from 'express';
 import mongoose from 'mongoose';
 import Stripe from 'stripe';
-import { createCredits } from '../../server';
+import { BALANCE_HEADERS, createCredits } from '../../server';
 import { stripeMockClient } from '../../tools/stripe-mock-client';
 
 /** The jsdom document's origin (jest's default testEnvironmentOptions.url is http://localhost/). */
@@ -35,6 +35,8 @@ const cors: RequestHandler = (req, res, next) => {
       'Access-Control-Allow-Credentials': 'true',
       'Access-Control-Allow-Headers': 'content-type, idempotency-key, x-test-user',
       'Access-Control-Allow-Methods': 'GET, POST',
+      // What the kit's fetch helper reads of a guarded answer, for a browser on another origin.
+      'Access-Control-Expose-Headers': BALANCE_HEADERS.join(', '),
       Vary: 'Origin',
     });
   }
@@ -65,6 +67,7 @@ async function main(): Promise<void> {
     webhookSecret: 'whsec_test',
     publicUrl: 'http://localhost:3000',
     pricing: { bundles: [{ id: 'starter', credits: 100, price: 900, name: 'Starter pack' }] },
+    costs: { summarize: { credits: 5, label: 'Summarize' }, chat: { metered: true, reserve: 20, label: 'Chat' } },
   });
   await credits.init();
 
@@ -82,6 +85,15 @@ async function main(): Promise<void> {
   app.post('/api/ai', credits.requireCredits(10), (req, res) => {
     res.json({ answer: 42, balance: req.credits?.balance });
   });
+  // Named costs: a fixed one, and a metered one that settles `?used=` credits, or fails with `?fail=1`.
+  app.post('/api/summarize', credits.requireCredits('summarize'), (_req, res) => {
+    res.json({ summary: 'short' });
+  });
+  app.post('/api/chat', credits.requireCredits('chat', async (req, res) => {
+    if (req.query.fail) return void res.status(500).json({ error: { code: 'internal', message: 'The model failed.' } });
+    await req.credits!.settle(Number(req.query.used ?? 0));
+    res.json({ text: 'hello' });
+  }));
 
   // Test-only routes.
   app.post('/test/grant', express.json(), async (req, res) => {

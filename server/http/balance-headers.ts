@@ -10,9 +10,10 @@
 import type { ServerResponse } from 'node:http';
 import { InsufficientCreditsError } from '../errors';
 import type { CreditsContext } from './guard';
+import type { BalanceHeaderNames } from './wire';
 
-export const CHARGED_HEADER = 'Credits-Charged';
-export const BALANCE_HEADER = 'Credits-Balance';
+export const CHARGED_HEADER: BalanceHeaderNames['charged'] = 'Credits-Charged';
+export const BALANCE_HEADER: BalanceHeaderNames['balance'] = 'Credits-Balance';
 /** Both names, for `Access-Control-Expose-Headers` when the API answers another origin. */
 export const BALANCE_HEADERS = [CHARGED_HEADER, BALANCE_HEADER] as const;
 

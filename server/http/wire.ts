@@ -100,6 +100,15 @@ export interface CheckoutSessionResult {
 /** Every failure: `{ error: { code, message, ...details } }` with the HTTP status of ERROR_CODES[code]. */
 export type ErrorBody = CreditsErrorBody;
 
+/**
+ * The headers of every guarded answer (server/http/balance-headers.ts), which the React kit reads: what the
+ * request was charged, and the balance right after it. A 402 carries them too (0 charged).
+ */
+export interface BalanceHeaderNames {
+  charged: 'Credits-Charged';
+  balance: 'Credits-Balance';
+}
+
 /** 402 from a guarded route (requireCredits): what it needs and what the balance was. */
 export interface InsufficientCreditsBody {
   error: { code: 'insufficient_credits'; message: string; required: number; balance: number };

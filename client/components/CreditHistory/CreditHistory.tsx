@@ -1,6 +1,6 @@
 import { forwardRef, type HTMLAttributes } from 'react';
 import { useCreditHistory } from '../../hooks/use-credit-history';
-import type { TransactionKind } from '../../core/types';
+import type { CreditTransaction, TransactionKind } from '../../core/types';
 import { cx, formatNumber } from '../cx';
 
 export interface CreditHistoryProps extends HTMLAttributes<HTMLDivElement> {
@@ -20,6 +20,14 @@ const KIND_LABELS: Record<TransactionKind, string> = {
   reversal: 'Dispute reversed',
   adjustment: 'Adjustment',
 };
+
+/** What an entry was for: a named cost's label ("Summarize", "Adjustment for Chat"), else its kind. */
+function describeEntry(t: CreditTransaction): string {
+  const label = t.ref?.label;
+  if (label && t.kind === 'usage') return label;
+  if (label && t.kind === 'settle') return `Adjustment for ${label}`;
+  return KIND_LABELS[t.kind] ?? t.kind;
+}
 
 /** The ledger as a table, newest first, with a "Load more" button while older entries remain. */
 export const CreditHistory = forwardRef<HTMLDivElement, CreditHistoryProps>(function CreditHistory(
@@ -54,7 +62,7 @@ export const CreditHistory = forwardRef<HTMLDivElement, CreditHistoryProps>(func
                 <td>
                   <time dateTime={t.createdAt}>{new Date(t.createdAt).toLocaleString()}</time>
                 </td>
-                <td>{KIND_LABELS[t.kind] ?? t.kind}</td>
+                <td>{describeEntry(t)}</td>
                 <td className={t.amount < 0 ? 'ck-debit' : 'ck-credit'}>
                   {t.amount > 0 ? '+' : t.amount < 0 ? '−' : ''}
                   {formatNumber(Math.abs(t.amount))}
