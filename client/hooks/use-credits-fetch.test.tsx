@@ -125,15 +125,20 @@ function SpendPage({ url }: { url: string }) {
 const historyLabels = () => within(screen.getByRole('table')).getAllByRole('row').slice(1).map((r) => within(r).getAllByRole('cell')[1]!.textContent);
 
 describe('useCreditsFetch and the balance headers', () => {
+  /** A user holding `balance`, on the page (its balance shown), and how many balance reads that took. */
+  const open = async (balance: number, strip = false) => {
+    const user = newUser();
+    await server.grant(user, balance);
+    const app = watched(strip);
+    renderKit(<SpendPage url={server.url} />, server, { user, fetch: app.fetch });
+    await screen.findByText(`${balance} credits`);
+    return { user, app };
+  };
   /** A spend the page does not see: another tab, another device. */
   const elsewhere = (user: string) => fetch(`${server.url}/api/ai`, { method: 'POST', headers: { 'x-test-user': user } });
 
   it('shows the balance a guarded answer carries, without asking the balance route again, and the label in the history', async () => {
-    const user = newUser();
-    await server.grant(user, 30);
-    const app = watched();
-    renderKit(<SpendPage url={server.url} />, server, { user, fetch: app.fetch });
-    await screen.findByText('30 credits');
+    const { app } = await open(30);
     await screen.findByRole('table');
     const reads = app.balanceReads();
 
@@ -150,11 +155,7 @@ describe('useCreditsFetch and the balance headers', () => {
   });
 
   it('shows the balance after the give-back of a failed answer, spends elsewhere included', async () => {
-    const user = newUser();
-    await server.grant(user, 30);
-    const app = watched();
-    renderKit(<SpendPage url={server.url} />, server, { user, fetch: app.fetch });
-    await screen.findByText('30 credits');
+    const { user, app } = await open(30);
     const reads = app.balanceReads();
     expect((await elsewhere(user)).status).toBe(200); // 20 left on the server; the page still shows 30
 
@@ -165,11 +166,7 @@ describe('useCreditsFetch and the balance headers', () => {
   });
 
   it("takes a 402 body's balance when the headers do not come through", async () => {
-    const user = newUser();
-    await server.grant(user, 12);
-    const app = watched(true);
-    renderKit(<SpendPage url={server.url} />, server, { user, fetch: app.fetch });
-    await screen.findByText('12 credits');
+    const { user, app } = await open(12, true);
     const reads = app.balanceReads();
     expect((await elsewhere(user)).status).toBe(200); // 2 left
 
@@ -180,11 +177,7 @@ describe('useCreditsFetch and the balance headers', () => {
   });
 
   it('asks the balance route again when an answer carries no balance at all', async () => {
-    const user = newUser();
-    await server.grant(user, 30);
-    const app = watched(true);
-    renderKit(<SpendPage url={server.url} />, server, { user, fetch: app.fetch });
-    await screen.findByText('30 credits');
+    const { app } = await open(30, true);
     const reads = app.balanceReads();
 
     await userEvent.click(screen.getByRole('button', { name: 'Summarize' }));

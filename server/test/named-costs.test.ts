@@ -99,6 +99,14 @@ const headersOf = (res: Response) => ({
   balance: res.headers.has('credits-balance') ? Number(res.headers.get('credits-balance')) : null,
 });
 
+/** A 200 with this body and these headers. */
+async function answered(response: Promise<Response>, body: unknown, headers: { charged: number; balance: number }): Promise<void> {
+  const res = await response;
+  expect(res.status).toBe(200);
+  expect(await res.json()).toEqual(body);
+  expect(headersOf(res)).toEqual(headers);
+}
+
 describe.each(apps)('%s', (_name, start) => {
   let h: App;
   let n = 0;
@@ -121,10 +129,7 @@ describe.each(apps)('%s', (_name, start) => {
 
   it('charges a fixed named cost, labels its ledger entry, and says what it charged and what is left', async () => {
     const user = await userWith(100);
-    const res = await post(`${h.url}/ai/summarize`, user);
-    expect(res.status).toBe(200);
-    expect(await res.json()).toEqual({ summary: 'short' });
-    expect(headersOf(res)).toEqual({ charged: 20, balance: 80 });
+    await answered(post(`${h.url}/ai/summarize`, user), { summary: 'short' }, { charged: 20, balance: 80 });
     await h.credits.flush();
     const [usage] = (await h.credits.listTransactions(user)).transactions;
     expect(usage).toMatchObject({ kind: 'usage', amount: -20, ref: { note: 'POST /ai/summarize', cost: 'summarize', label: 'Summarize' } });
@@ -135,14 +140,8 @@ describe.each(apps)('%s', (_name, start) => {
 
   it('reserves a metered named cost and settles it before the answer: the headers and both entries follow', async () => {
     const user = await userWith(100);
-    const res = await post(`${h.url}/ai/analyze`, user, undefined, { 'x-used': '12' });
-    expect(await res.json()).toEqual({ charged: 12 });
-    expect(headersOf(res)).toEqual({ charged: 12, balance: 88 });
-    expect(await history(user)).toEqual([
-      ['settle', 38, 'Analyze'],
-      ['usage', -50, 'Analyze'],
-      ['grant', 100, null],
-    ]);
+    await answered(post(`${h.url}/ai/analyze`, user, undefined, { 'x-used': '12' }), { charged: 12 }, { charged: 12, balance: 88 });
+    expect(await history(user)).toEqual([['settle', 38, 'Analyze'], ['usage', -50, 'Analyze'], ['grant', 100, null]]);
   });
 
   it('a numeric cost still works, with the headers and without a label', async () => {
@@ -159,15 +158,8 @@ describe.each(apps)('%s', (_name, start) => {
     ['Anthropic / OpenAI Responses', { input_tokens: 1500, output_tokens: 500 }],
   ])('settles %s usage by the model price, rounded up once: 1500 × 1/1000 + 500 × 4/1000 = 3.5 → 4', async (_shape, usage) => {
     const user = await userWith(200);
-    const res = await chat(user, { usage: { ...usage, totalTokens: 2000 }, model: 'gpt-4o' });
-    expect(res.status).toBe(200);
-    expect(await res.json()).toEqual({ charged: 4, balance: 196 });
-    expect(headersOf(res)).toEqual({ charged: 4, balance: 196 });
-    expect(await history(user)).toEqual([
-      ['settle', 96, 'Chat'],
-      ['usage', -100, 'Chat'],
-      ['grant', 200, null],
-    ]);
+    await answered(chat(user, { usage: { ...usage, totalTokens: 2000 }, model: 'gpt-4o' }), { charged: 4, balance: 196 }, { charged: 4, balance: 196 });
+    expect(await history(user)).toEqual([['settle', 96, 'Chat'], ['usage', -100, 'Chat'], ['grant', 200, null]]);
   });
 
   it('rounds a single token up to a whole credit, charges nothing for no tokens, and prices per million exactly', async () => {
