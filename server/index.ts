@@ -9,17 +9,20 @@
 import type { Request, RequestHandler, Router } from 'express';
 import { assemble, type CreditsBase } from './assemble';
 import { createRequireCredits, type Cost } from './http/middleware';
-import { resolveOptions, type CreditsOptions } from './options';
+import { resolveOptions, type CreditsOptions, type NamedCosts } from './options';
 import { createRateLimiter, createRouter, keepRawBody } from './http/router';
 
-/** What createCredits returns: the ledger functions every factory has, and the Express guard and router. */
-export interface Credits extends CreditsBase {
+/**
+ * What createCredits returns: the ledger functions every factory has, and the Express guard and router.
+ * `Name` is the names of the `costs` it was given (any string when it was given none, or a NamedCosts).
+ */
+export interface Credits<Name extends string = string> extends CreditsBase {
   /**
    * Express middleware: deducts `cost` before the route runs; refunds it if the route fails. With a
    * `handler`, the guarded route itself: the handler runs once the charge is made, and a promise it returns
    * that rejects goes to `next(err)` (and is refunded) on Express 4 as on Express 5.
    */
-  requireCredits(cost: Cost, handler?: RequestHandler): RequestHandler;
+  requireCredits(cost: Cost<Name>, handler?: RequestHandler): RequestHandler;
   /** The kit's routes: checkout, webhook, session, balance, transactions, pricing. Mount at `/api`. */
   router(): Router;
   /** For `express.json({ verify: credits.keepRawBody })` in apps that parse JSON before the router. */
@@ -29,7 +32,7 @@ export interface Credits extends CreditsBase {
 /** createCredits' options: `getUserId(req)` reads an Express request. */
 export type CreateCreditsOptions = CreditsOptions<Request>;
 
-export function createCredits(options: CreateCreditsOptions): Credits {
+export function createCredits<Costs extends NamedCosts = NamedCosts>(options: CreateCreditsOptions & { costs?: Costs }): Credits<Extract<keyof Costs, string>> {
   const resolved = resolveOptions(options);
   const { core, purchases, base } = assemble(resolved);
   return {

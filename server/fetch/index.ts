@@ -18,7 +18,7 @@ import { admit, assertFixedCost, errorReply, failedByRule, giveBackFailed, resol
 import { givenBack, refusalHeaders, withBalanceHeaders } from '../http/balance-headers';
 import { bodyError, createRoutes, WEBHOOK_BODY_LIMIT, type RouteInput } from '../http/handlers';
 import { fingerprint, ReplyRecorder } from '../http/replay';
-import { resolveOptions, type CreditsOptions } from '../options';
+import { resolveOptions, type CreditsOptions, type NamedCosts } from '../options';
 
 /**
  * createFetchCredits' options: createCredits' options with `getUserId(request)` reading a Fetch `Request`,
@@ -29,8 +29,11 @@ export type FetchCreditsOptions = Omit<CreditsOptions<Request>, 'rateLimit'> & {
   basePath?: string;
 };
 
-/** A positive integer, the name of one of the `costs`, or a function of the request that returns a positive integer (may be async). */
-export type FetchCost = number | string | ((request: Request) => number | Promise<number>);
+/**
+ * A positive integer, the name of one of the `costs` (`Name`: their names, so a misspelt one does not
+ * compile), or a function of the request that returns a positive integer (may be async).
+ */
+export type FetchCost<Name extends string = string> = number | Name | ((request: Request) => number | Promise<number>);
 
 /** A route handler of the kit: a Fetch `Request` in, a `Response` out. */
 export type FetchRouteHandler = (request: Request) => Promise<Response>;
@@ -41,13 +44,14 @@ export type GuardedFetchHandler<C extends object = object> = (
   context: C & { credits: CreditsContext },
 ) => Response | Promise<Response>;
 
-export interface FetchCredits extends CreditsBase {
+/** What createFetchCredits returns; `Name` is the names of its `costs`, as on `Credits`. */
+export interface FetchCredits<Name extends string = string> extends CreditsBase {
   /**
    * The guarded route: charges `cost`, then runs `handler` with `context.credits` (the same CreditsContext
    * as Express's `req.credits`). A handler that throws, or answers with a status the `refundOn` rule calls a
    * failure (default: 5xx), has its charge given back once, before the answer goes out.
    */
-  withCredits<C extends object = object>(cost: FetchCost, handler: GuardedFetchHandler<C>): (request: Request, context?: Omit<C, 'credits'>) => Promise<Response>;
+  withCredits<C extends object = object>(cost: FetchCost<Name>, handler: GuardedFetchHandler<C>): (request: Request, context?: Omit<C, 'credits'>) => Promise<Response>;
   /** The kit's routes one by one, for a route file each (`export const POST = credits.handlers.checkout`). */
   handlers: {
     /** POST /stripe/checkout/credits */
@@ -67,7 +71,7 @@ export interface FetchCredits extends CreditsBase {
   routes: { GET: FetchRouteHandler; POST: FetchRouteHandler };
 }
 
-export function createFetchCredits(options: FetchCreditsOptions): FetchCredits {
+export function createFetchCredits<Costs extends NamedCosts = NamedCosts>(options: FetchCreditsOptions & { costs?: Costs }): FetchCredits<Extract<keyof Costs, string>> {
   const given = typeof options === 'object' && options !== null && !Array.isArray(options);
   if (given && 'rateLimit' in options) {
     throw new CreditsConfigError(

@@ -21,8 +21,11 @@ declare global {
   }
 }
 
-/** A positive integer, the name of one of createCredits' `costs`, or a function of the request that returns a positive integer. */
-export type Cost = number | string | ((req: Request) => number | Promise<number>);
+/**
+ * A positive integer, the name of one of createCredits' `costs` (`Name`: their names, so a misspelt one does
+ * not compile), or a function of the request that returns a positive integer.
+ */
+export type Cost<Name extends string = string> = number | Name | ((req: Request) => number | Promise<number>);
 
 function isRequest(value: unknown): boolean {
   return typeof value === 'object' && value !== null && 'method' in value && 'headers' in value && 'url' in value;

@@ -291,6 +291,18 @@ describe('a guard naming a cost that is not in the list is a start-up error', ()
     );
   });
 
+  it('does not compile a name that is not in a literal price list either (the check above stays for plain strings)', () => {
+    const express_ = createCredits({ connection, getUserId: headerUser, costs: { summarize: { credits: 5 }, chat: { metered: true, reserve: 50 } } });
+    express_.requireCredits('chat');
+    // @ts-expect-error 'summarise' is not one of the names
+    expect(() => express_.requireCredits('summarise')).toThrow(CreditsConfigError);
+    const fetch_ = createFetchCredits({ connection, getUserId: fetchHeaderUser, costs: { summarize: { credits: 5 } } });
+    // @ts-expect-error 'analyze' is not one of the names
+    expect(() => fetch_.withCredits('analyze', () => Response.json({}))).toThrow(CreditsConfigError);
+    // Without a list, or with one typed NamedCosts, any string compiles and is checked when the guard is created.
+    expect(() => createCredits({ connection, getUserId: headerUser, costs }).requireCredits(String('x'))).toThrow(CreditsConfigError);
+  });
+
   it('exports the header names, for CORS', () => {
     expect(BALANCE_HEADERS).toEqual(['Credits-Charged', 'Credits-Balance']);
   });
