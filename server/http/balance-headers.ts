@@ -62,7 +62,9 @@ export function withBalanceHeaders(response: Response, credits: CreditsContext |
     for (const [name, value] of pairs) response.headers.set(name, value);
     return response;
   } catch {
-    // Immutable headers (a Response from fetch(), passed on): the same answer with a copy of them.
+    // Immutable headers (a Response from fetch(), passed on): the same answer with a copy of them. An
+    // opaque redirect (status 0) cannot be rebuilt, and goes out as it is.
+    if (response.status < 200) return response;
     const headers = new Headers(response.headers);
     for (const [name, value] of pairs) headers.set(name, value);
     return new Response(response.body, { status: response.status, statusText: response.statusText, headers });

@@ -63,6 +63,10 @@ const apps: Array<[string, () => Promise<App>]> = [
             throw new Error('model down');
           }));
           app.post('/ai/answers-500', credits.requireCredits('summarize'), (_req, res) => void res.status(500).json({ error: 'overloaded' }));
+          app.post('/ai/proxied', credits.requireCredits('plain'), async (req, res) => {
+            const upstream = await fetch(`http://${req.get('host')}/api/credits/pricing`);
+            res.status(upstream.status).json(await upstream.json());
+          });
           app.use(jsonErrors);
         },
         { costs, logger: () => undefined },
@@ -87,6 +91,8 @@ const apps: Array<[string, () => Promise<App>]> = [
             throw new Error('model down');
           }),
           'POST /ai/answers-500': credits.withCredits('summarize', () => Response.json({ error: 'overloaded' }, { status: 500 })),
+          // A Response from fetch() has immutable headers: the kit answers a copy with its headers added.
+          'POST /ai/proxied': credits.withCredits('plain', (request) => fetch(new URL('/api/credits/pricing', request.url))),
         }),
         { costs, logger: () => undefined },
       ),
@@ -229,6 +235,14 @@ describe.each(apps)('%s', (_name, start) => {
     expect(headersOf(five)).toEqual({ charged: 0, balance: 50 });
     const entries = await history(user);
     expect(entries.map(([kind]) => kind)).toEqual(['refund', 'usage', 'refund', 'usage', 'grant']);
+  });
+
+  it("adds the headers to an answer passed on from another server's fetch()", async () => {
+    const user = await userWith(10);
+    const res = await post(`${h.url}/ai/proxied`, user);
+    expect(res.status).toBe(200);
+    expect(((await res.json()) as { creditPriceCents: number }).creditPriceCents).toBe(10);
+    expect(headersOf(res)).toEqual({ charged: 3, balance: 7 });
   });
 
   it('a replayed answer (same Idempotency-Key) carries no balance headers: it charged nothing and read nothing', async () => {
