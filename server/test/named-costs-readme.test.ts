@@ -16,8 +16,7 @@ async function generateText({ prompt }: { model: { model: string }; prompt: stri
 
 let connection: Connection;
 let credits: Credits;
-let url: string;
-let close: () => Promise<void>;
+let server: Awaited<ReturnType<typeof listen>>;
 
 beforeAll(async () => {
   connection = await connect();
@@ -52,11 +51,11 @@ beforeAll(async () => {
 
   app.use('/api', credits.router());
   await credits.init();
-  ({ url, close } = await listen(app));
+  server = await listen(app);
 }, 60_000);
 afterAll(async () => {
   await credits.flush();
-  await close();
+  await server.close();
   await connection.close();
 });
 
@@ -69,16 +68,16 @@ const as = (user: string, body?: unknown): RequestInit => ({
 it('charges by name, settles a model call by its tokens, and the history and headers say so', async () => {
   await credits.grantCredits('reader', 200, { idempotencyKey: 'readme-grant' });
 
-  const summary = await fetch(`${url}/api/summarize`, as('reader'));
+  const summary = await fetch(`${server.url}/api/summarize`, as('reader'));
   expect(await summary.json()).toEqual({ summary: '…', creditsLeft: 180 });
   expect([summary.headers.get('credits-charged'), summary.headers.get('credits-balance')]).toEqual(['20', '180']);
 
   // "hello": 500 input and 500 output tokens: (500 × 1 + 500 × 4) / 1000 = 2.5 → 3 credits.
-  const chat = await fetch(`${url}/api/chat`, as('reader', { prompt: 'hello' }));
+  const chat = await fetch(`${server.url}/api/chat`, as('reader', { prompt: 'hello' }));
   expect(await chat.json()).toEqual({ text: 'echo: hello' });
   expect([chat.headers.get('credits-charged'), chat.headers.get('credits-balance')]).toEqual(['3', '177']);
 
-  const page = (await (await fetch(`${url}/api/credits/transactions`, { headers: { 'x-user-id': 'reader' } })).json()) as {
+  const page = (await (await fetch(`${server.url}/api/credits/transactions`, { headers: { 'x-user-id': 'reader' } })).json()) as {
     transactions: Array<{ kind: string; amount: number; ref?: { label?: string } }>;
   };
   expect(page.transactions.map((t) => [t.kind, t.amount, t.ref?.label])).toEqual([
@@ -88,7 +87,7 @@ it('charges by name, settles a model call by its tokens, and the history and hea
     ['grant', 200, undefined],
   ]);
 
-  const pricing = (await (await fetch(`${url}/api/credits/pricing`)).json()) as { costs: Array<{ name: string }> };
+  const pricing = (await (await fetch(`${server.url}/api/credits/pricing`)).json()) as { costs: Array<{ name: string }> };
   expect(pricing.costs.map((c) => c.name)).toEqual(['summarize', 'chat']);
 });
 
