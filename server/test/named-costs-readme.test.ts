@@ -5,7 +5,8 @@
  */
 import express from 'express';
 import type { Connection } from 'mongoose';
-import { createCredits, type Credits } from 'credit-kit/server';
+import { createCredits, creditsForUsage, type Credits } from 'credit-kit/server';
+import { createFetchCredits } from 'credit-kit/fetch';
 import { connect, listen } from './helpers';
 
 /** Stands in for `generateText` from 'ai' and `openai` from '@ai-sdk/openai'. */
@@ -89,6 +90,27 @@ it('charges by name, settles a model call by its tokens, and the history and hea
 
   const pricing = (await (await fetch(`${server.url}/api/credits/pricing`)).json()) as { costs: Array<{ name: string }> };
   expect(pricing.costs.map((c) => c.name)).toEqual(['summarize', 'chat']);
+});
+
+it('quotes a call with creditsForUsage as the README says', () => {
+  expect(creditsForUsage({ input_tokens: 1500, output_tokens: 500 }, { input: 1, output: 4, per: 1000 })).toBe(4);
+});
+
+it('runs the Fetch route of the README on the same list', async () => {
+  const fetchCredits = createFetchCredits({ connection, getUserId: (request: Request) => request.headers.get('x-user-id'), costs: { chat: { metered: true, reserve: 100, label: 'Chat', perModel: { 'gpt-4o': { input: 1, output: 4, per: 1000 } } } } });
+  // app/api/chat/route.ts
+  const POST = fetchCredits.withCredits('chat', async (request, { credits: c }) => {
+    const { prompt } = await request.json();
+    const { text, usage } = await generateText({ model: openai('gpt-4o'), prompt });
+    await c.settleUsage(usage, 'gpt-4o');
+    return Response.json({ text });
+  });
+  await fetchCredits.grantCredits('next-reader', 100, { idempotencyKey: 'readme-next-grant' });
+  const res = await POST(new Request('http://app.test/api/chat', { ...as('next-reader', { prompt: 'hi' }) }));
+  expect(await res.json()).toEqual({ text: 'echo: hi' });
+  // 200 input and 500 output tokens: (200 + 2000) / 1000 = 2.2 → 3.
+  expect([res.headers.get('credits-charged'), res.headers.get('credits-balance')]).toEqual(['3', '97']);
+  await fetchCredits.flush();
 });
 
 it('refuses an unknown name when the guard is created', () => {
