@@ -96,17 +96,20 @@ export function costRef(named: ResolvedCost | undefined): { cost?: string; label
 }
 
 /**
- * The token price `settleUsage(usage, model)` settles by: a model of the route's named cost (`perModel`), or
- * a TokenPrice given on the call.
+ * The token price `settleUsage(usage, model)` settles by: the model's entry in the route's named cost
+ * (`perModel`). Only a name: the model often comes from the request, and a price object in its place would
+ * let the client set its own price (a route with a price of its own settles `creditsForUsage(usage, price)`).
  */
-export function tokenPriceFor(named: ResolvedCost | undefined, model: string | TokenPrice): TokenPrice {
-  if (typeof model !== 'string') return checkTokenPrice(model, 'settleUsage(usage, price): the price');
+export function tokenPriceFor(named: ResolvedCost | undefined, model: unknown): TokenPrice {
+  if (typeof model !== 'string') {
+    throw new InvalidRequestError(`The model must be a model's name, one priced in \`perModel\`, got ${describe(model)}; nothing was settled.`);
+  }
   const price = named?.perModel.get(model);
   if (price) return price;
   if (!named || named.perModel.size === 0) {
     throw new CreditsError(
       'misconfigured',
-      `settleUsage(usage, ${JSON.stringify(model)}): ${named ? `the cost '${named.name}' has no \`perModel\` prices` : 'this route was not guarded by a named cost'}; give the cost perModel: { ${JSON.stringify(model)}: { input, output, per } }, or pass a price { input, output, per } instead of the model's name.`,
+      `settleUsage(usage, ${JSON.stringify(model)}): ${named ? `the cost '${named.name}' has no \`perModel\` prices` : 'this route was not guarded by a named cost'}; give the cost perModel: { ${JSON.stringify(model)}: { input, output, per } }, or settle(creditsForUsage(usage, price)) with a price of your own.`,
     );
   }
   throw new InvalidRequestError(

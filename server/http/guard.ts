@@ -9,7 +9,7 @@ import { requestKey } from '../domain/keys';
 import type { KeptReply, RequestFingerprint } from '../domain/types';
 import { creditsForUsage, tokenPriceFor, type TokenUsage } from '../domain/prices';
 import { logFailure, type Log } from '../log';
-import type { ResolvedCost, TokenPrice } from '../options';
+import type { ResolvedCost } from '../options';
 import { assertAmount, assertId, assertNonNegativeAmount, parseIdempotencyKey } from '../validate';
 
 /** What a guarded route sees: `req.credits` on Express, `context.credits` on the Fetch side. */
@@ -28,11 +28,11 @@ export interface CreditsContext {
   settle(actualCost: number): Promise<{ charged: number; balance: number }>;
   /**
    * `settle` by a model call's token usage (`{ promptTokens, completionTokens }`, `{ inputTokens, outputTokens }`,
-   * `{ prompt_tokens, completion_tokens }` or `{ input_tokens, output_tokens }`), priced by `model`: a model of
-   * the route's named cost (`perModel`) or a TokenPrice. Usage that is not a token count is refused
-   * (InvalidUsageError) and nothing is settled. See creditsForUsage for the rounding rule.
+   * `{ prompt_tokens, completion_tokens }` or `{ input_tokens, output_tokens }`), priced by the `model`'s entry
+   * in the route's named cost (`perModel`). Usage that is not a token count (InvalidUsageError) or a model
+   * without a price (400) is refused and nothing is settled. See creditsForUsage for the rounding rule.
    */
-  settleUsage(usage: TokenUsage, model: string | TokenPrice): Promise<{ charged: number; balance: number }>;
+  settleUsage(usage: TokenUsage, model: string): Promise<{ charged: number; balance: number }>;
 }
 
 /** A status and a JSON body, for an adapter to send. */

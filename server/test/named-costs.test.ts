@@ -59,6 +59,9 @@ const apps: Array<[string, () => Promise<App>]> = [
             const settled = await req.credits!.settleUsage(usageOf(body), body.model as string);
             res.json(settled);
           }));
+          app.post('/ai/unpriced', credits.requireCredits('analyze', async (req, res) => {
+            res.json(await req.credits!.settleUsage({ input_tokens: 1, output_tokens: 1 }, 'gpt-4o'));
+          }));
           app.post('/ai/fails', credits.requireCredits('summarize', async () => {
             throw new Error('model down');
           }));
@@ -87,6 +90,9 @@ const apps: Array<[string, () => Promise<App>]> = [
             const body = (await request.json()) as ChatBody;
             return Response.json(await c.settleUsage(usageOf(body), body.model as string));
           }),
+          'POST /ai/unpriced': credits.withCredits('analyze', async (_request, { credits: c }) =>
+            Response.json(await c.settleUsage({ input_tokens: 1, output_tokens: 1 }, 'gpt-4o')),
+          ),
           'POST /ai/fails': credits.withCredits('summarize', async () => {
             throw new Error('model down');
           }),
@@ -204,6 +210,23 @@ describe.each(apps)('%s', (_name, start) => {
       ['usage', -100, 'Chat'],
       ['grant', 150, null],
     ]);
+  });
+
+  it("refuses a price object in the model's place (a client cannot set its own price), settling nothing", async () => {
+    const user = await userWith(150);
+    const res = await chat(user, { usage: { input_tokens: 10_000, output_tokens: 10_000 }, model: { input: 0, output: 1, per: 1_000_000 } });
+    expect(res.status).toBe(400);
+    expect(await res.json()).toMatchObject({ error: { code: 'invalid_request', message: expect.stringMatching(/The model must be a model's name.*got a value of type object/) } });
+    expect(headersOf(res)).toEqual({ charged: 100, balance: 50 });
+    expect((await history(user)).length).toBe(2);
+  });
+
+  it('answers settleUsage on a cost without perModel as the app\'s mistake: 500 misconfigured, given back', async () => {
+    const user = await userWith(60);
+    const res = await post(`${h.url}/ai/unpriced`, user);
+    expect(res.status).toBe(500);
+    expect(await res.json()).toMatchObject({ error: { code: 'misconfigured', message: expect.stringMatching(/the cost 'analyze' has no `perModel` prices/) } });
+    expect(headersOf(res)).toEqual({ charged: 0, balance: 60 });
   });
 
   it('refuses a model without a price with 400 invalid_request naming the priced ones, settling nothing', async () => {
