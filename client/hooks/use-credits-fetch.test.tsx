@@ -89,13 +89,15 @@ describe('useCreditsFetch', () => {
 });
 
 /** The app's fetch, counting what reaches the server; with `strip`, guarded answers lose the balance headers (a cross-origin API that does not expose them). */
-function watched(strip = false): { fetch: FetchLike; balanceReads: () => number } {
+function watched(strip = false, slowFirst = false): { fetch: FetchLike; balanceReads: () => number } {
   const urls: string[] = [];
   return {
     balanceReads: () => urls.filter((u) => u.endsWith('/credits/balance')).length,
     fetch: async (input, init) => {
       urls.push(String(input));
       const res = await fetch(input, init);
+      // The first guarded answer arrives after the ones sent after it.
+      if (slowFirst && init?.method === 'POST' && urls.filter((u) => u.includes('/api/summarize')).length === 1) await new Promise((r) => setTimeout(r, 300));
       if (!strip || !res.headers.has('credits-balance')) return res;
       const headers = new Headers(res.headers);
       headers.delete('credits-balance');
@@ -110,12 +112,17 @@ function SpendPage({ url }: { url: string }) {
   const { fetch } = useCreditsFetch();
   const [status, setStatus] = useState('');
   const call = (path: string) => async () => setStatus(`${path} ${(await fetch(`${url}${path}`, { method: 'POST' })).status}`);
+  const twice = async () => {
+    await Promise.all([fetch(`${url}/api/summarize`, { method: 'POST' }), fetch(`${url}/api/summarize`, { method: 'POST' })]);
+    setStatus('both answered');
+  };
   return (
     <main>
       <BalanceBadge />
       <button type="button" onClick={call('/api/summarize')}>Summarize</button>
       <button type="button" onClick={call('/api/chat?used=7')}>Chat</button>
       <button type="button" onClick={call('/api/chat?fail=1')}>Chat fails</button>
+      <button type="button" onClick={twice}>Summarize twice</button>
       <output>{status}</output>
       <CreditHistory />
     </main>
@@ -126,10 +133,10 @@ const historyLabels = () => within(screen.getByRole('table')).getAllByRole('row'
 
 describe('useCreditsFetch and the balance headers', () => {
   /** A user holding `balance`, on the page (its balance shown), and how many balance reads that took. */
-  const open = async (balance: number, strip = false) => {
+  const open = async (balance: number, strip = false, slowFirst = false) => {
     const user = newUser();
     await server.grant(user, balance);
-    const app = watched(strip);
+    const app = watched(strip, slowFirst);
     renderKit(<SpendPage url={server.url} />, server, { user, fetch: app.fetch });
     await screen.findByText(`${balance} credits`);
     return { user, app };
@@ -174,6 +181,15 @@ describe('useCreditsFetch and the balance headers', () => {
     expect(await screen.findByText('/api/summarize 402')).toBeInTheDocument();
     expect(await screen.findByText('2 credits')).toBeInTheDocument();
     expect(app.balanceReads()).toBe(reads);
+  });
+
+  it('asks once more after calls that overlapped, so an answer that came late does not leave its older balance shown', async () => {
+    const { app } = await open(30, false, true);
+    const reads = app.balanceReads();
+    await userEvent.click(screen.getByRole('button', { name: 'Summarize twice' }));
+    expect(await screen.findByText('both answered')).toBeInTheDocument();
+    await waitFor(() => expect(app.balanceReads()).toBe(reads + 1));
+    expect(await screen.findByText('20 credits')).toBeInTheDocument();
   });
 
   it('asks the balance route again when an answer carries no balance at all', async () => {

@@ -1,4 +1,4 @@
-import { useCallback, useMemo, useState } from 'react';
+import { useCallback, useMemo, useRef, useState } from 'react';
 import type { FetchLike } from '../core/request';
 import type { BalanceHeaderNames, InsufficientCredits, InsufficientCreditsBody } from '../core/types';
 import { useCreditsContext } from '../provider/context';
@@ -28,10 +28,23 @@ function balanceIn(value: unknown): number | undefined {
 export function useCreditsFetch(): UseCreditsFetchResult {
   const { api, revalidate, setBalance } = useCreditsContext('useCreditsFetch');
   const [insufficient, setInsufficient] = useState<InsufficientCredits | null>(null);
+  // Answers of calls that overlap may arrive out of order, each with the balance as of its own charge.
+  const flight = useRef({ open: 0, overlapped: false });
 
   const fetch = useCallback<FetchLike>(
     async (input, init) => {
-      const res = await api.fetch(input, init);
+      const calls = flight.current;
+      calls.overlapped ||= calls.open > 0;
+      calls.open++;
+      let res: Response;
+      try {
+        res = await api.fetch(input, init);
+      } finally {
+        calls.open--;
+      }
+      // The last of overlapping calls asks the server once, so an older answer's balance does not stay shown.
+      const reread = calls.open === 0 && calls.overlapped;
+      if (calls.open === 0) calls.overlapped = false;
       let told = balanceIn(res.headers.get(BALANCE_HEADER));
       if (res.status === 402) {
         // Checked before use: a 402 may come from something other than the kit's guard.
@@ -45,7 +58,7 @@ export function useCreditsFetch(): UseCreditsFetchResult {
         setInsufficient(null);
       }
       // Whatever the answer, the balance may have moved (a charge, a refund after a failure, someone else's spend).
-      void (told !== undefined ? setBalance(told) : revalidate());
+      void (told !== undefined && !reread ? setBalance(told) : revalidate());
       return res;
     },
     [api, revalidate, setBalance],
