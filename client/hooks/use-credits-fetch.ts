@@ -19,12 +19,6 @@ export interface UseCreditsFetchResult {
 
 const BALANCE_HEADER: BalanceHeaderNames['balance'] = 'Credits-Balance';
 
-/** A balance the server sent: a whole number (negative with the `debt` overage policy), else undefined. */
-function balanceIn(value: unknown): number | undefined {
-  const n = typeof value === 'string' && /^-?\d{1,16}$/.test(value) ? Number(value) : value;
-  return typeof n === 'number' && Number.isSafeInteger(n) ? n : undefined;
-}
-
 export function useCreditsFetch(): UseCreditsFetchResult {
   const { api, revalidate, setBalance } = useCreditsContext('useCreditsFetch');
   const [insufficient, setInsufficient] = useState<InsufficientCredits | null>(null);
@@ -34,31 +28,27 @@ export function useCreditsFetch(): UseCreditsFetchResult {
   const fetch = useCallback<FetchLike>(
     async (input, init) => {
       const calls = flight.current;
-      calls.overlapped ||= calls.open > 0;
-      calls.open++;
-      let res: Response;
-      try {
-        res = await api.fetch(input, init);
-      } finally {
-        calls.open--;
-      }
+      calls.overlapped ||= calls.open++ > 0;
+      const res = await api.fetch(input, init).finally(() => calls.open--);
       // The last of overlapping calls asks the server once, so an older answer's balance does not stay shown.
-      const reread = calls.open === 0 && calls.overlapped;
-      if (calls.open === 0) calls.overlapped = false;
-      let told = balanceIn(res.headers.get(BALANCE_HEADER));
+      const reread = !calls.open && calls.overlapped;
+      if (reread) calls.overlapped = false;
+      // A whole number (negative with the `debt` overage policy); NaN when absent or not one.
+      const header = res.headers.get(BALANCE_HEADER);
+      let told = header ? Number(header) : NaN;
       if (res.status === 402) {
         // Checked before use: a 402 may come from something other than the kit's guard.
         const body = (await res.clone().json().catch(() => null)) as { error?: Partial<InsufficientCreditsBody['error']> } | null;
         const e = body?.error;
         if (e?.code === 'insufficient_credits' && typeof e.required === 'number' && typeof e.balance === 'number') {
           setInsufficient({ required: e.required, balance: e.balance, message: String(e.message ?? '') });
-          told ??= balanceIn(e.balance);
+          if (Number.isNaN(told)) told = e.balance;
         }
       } else if (res.ok) {
         setInsufficient(null);
       }
       // Whatever the answer, the balance may have moved (a charge, a refund after a failure, someone else's spend).
-      void (told !== undefined && !reread ? setBalance(told) : revalidate());
+      void (Number.isSafeInteger(told) && !reread ? setBalance(told) : revalidate());
       return res;
     },
     [api, revalidate, setBalance],

@@ -24,9 +24,7 @@ const KIND_LABELS: Record<TransactionKind, string> = {
 /** What an entry was for: a named cost's label ("Summarize", "Adjustment for Chat"), else its kind. */
 function describeEntry(t: CreditTransaction): string {
   const label = t.ref?.label;
-  if (label && t.kind === 'usage') return label;
-  if (label && t.kind === 'settle') return `Adjustment for ${label}`;
-  return KIND_LABELS[t.kind] ?? t.kind;
+  return label && t.kind === 'usage' ? label : label && t.kind === 'settle' ? `Adjustment for ${label}` : (KIND_LABELS[t.kind] ?? t.kind);
 }
 
 /** The ledger as a table, newest first, with a "Load more" button while older entries remain. */
