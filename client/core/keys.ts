@@ -39,31 +39,19 @@ export const historyKey = (base: string, limit: number): string => unstable_seri
  * Revalidates what a spend or a purchase changes under `base` (not pricing, not a checkout session's own
  * status): the balance and every history. SWR's mutate filter skips infinite keys, so each history is found
  * by the page keys it has stored, then revalidated by its own key.
+ *
+ * With `told`, a balance the server just sent (a guarded answer's Credits-Balance header, a 402's body),
+ * the cached balance is set to it without asking again, and only the histories are revalidated. With no
+ * balance cached yet (nothing shown, or its first request still out) it is asked for as usual.
  */
-export async function revalidateBalance(mutate: ScopedMutator, base: string): Promise<void> {
-  await revalidateHistories(mutate, base, true);
-}
-
-/**
- * Sets the cached balance to one the server just told (a guarded answer's Credits-Balance header, a 402's
- * body) without asking for it again, and revalidates the histories, which have a new entry. With no
- * balance cached yet (nothing shown, or its first request still out) it revalidates instead, so a first
- * answer is never overwritten by a guess at the rest of the body.
- */
-export async function setBalance(mutate: ScopedMutator, cache: Cache, base: string, balance: number): Promise<void> {
+export async function revalidateBalance(mutate: ScopedMutator, base: string, told?: { cache: Cache; balance: number }): Promise<void> {
   const key = balanceKey(base);
-  const current = cache.get(serializeKey(key))?.data as Balance | undefined;
-  if (!current) return revalidateBalance(mutate, base);
-  await Promise.all([mutate(key, { ...current, balance }, { revalidate: false }), revalidateHistories(mutate, base, false)]);
-}
-
-/** Every history under `base` (and the balance too, with `andBalance`) revalidated; see revalidateBalance. */
-async function revalidateHistories(mutate: ScopedMutator, base: string, andBalance: boolean): Promise<void> {
+  const current = told?.cache.get(serializeKey(key))?.data as Balance | undefined;
   const histories = new Set<string>();
-  await mutate((key) => {
-    if (!isKit(key, base)) return false;
-    if (key[2] === TRANSACTIONS) histories.add(historyKey(base, key[3] as number));
-    return andBalance && key[2] === BALANCE;
+  await mutate((k) => {
+    if (!isKit(k, base)) return false;
+    if (k[2] === TRANSACTIONS) histories.add(historyKey(base, k[3] as number));
+    return !current && k[2] === BALANCE;
   });
-  await Promise.all([...histories].map((key) => mutate(key)));
+  await Promise.all([...[...histories].map((k) => mutate(k)), current && mutate(key, { ...current, balance: told!.balance }, { revalidate: false })]);
 }

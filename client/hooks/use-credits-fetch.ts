@@ -20,7 +20,7 @@ export interface UseCreditsFetchResult {
 const BALANCE_HEADER: BalanceHeaderNames['balance'] = 'Credits-Balance';
 
 export function useCreditsFetch(): UseCreditsFetchResult {
-  const { api, revalidate, setBalance } = useCreditsContext('useCreditsFetch');
+  const { api, revalidate } = useCreditsContext('useCreditsFetch');
   const [insufficient, setInsufficient] = useState<InsufficientCredits | null>(null);
   // Answers of calls that overlap may arrive out of order, each with the balance as of its own charge.
   const flight = useRef({ open: 0, overlapped: false });
@@ -48,10 +48,10 @@ export function useCreditsFetch(): UseCreditsFetchResult {
         setInsufficient(null);
       }
       // Whatever the answer, the balance may have moved (a charge, a refund after a failure, someone else's spend).
-      void (Number.isSafeInteger(told) && !reread ? setBalance(told) : revalidate());
+      void revalidate(Number.isSafeInteger(told) && !reread ? told : undefined);
       return res;
     },
-    [api, revalidate, setBalance],
+    [api, revalidate],
   );
   const dismiss = useCallback(() => setInsufficient(null), []);
   return useMemo(() => ({ fetch, insufficient, dismiss }), [fetch, insufficient, dismiss]);

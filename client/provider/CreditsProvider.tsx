@@ -1,6 +1,6 @@
 import { useCallback, useMemo, useRef, type ReactNode } from 'react';
 import { SWRConfig, useSWRConfig, type SWRConfiguration } from 'swr';
-import { revalidateBalance, setBalance } from '../core/keys';
+import { revalidateBalance } from '../core/keys';
 import { createRequester, type FetchLike } from '../core/request';
 import { CreditsContext, type CreditsContextValue } from './context';
 
@@ -31,8 +31,10 @@ function KitProvider({ apiBase = '/api', fetch, children }: Omit<CreditsProvider
   const fetchRef = useRef(fetch);
   fetchRef.current = fetch;
   const api = useMemo(() => createRequester(apiBase, () => fetchRef.current), [apiBase]);
-  const revalidate = useCallback(() => revalidateBalance(mutate, api.base), [mutate, api]);
-  const told = useCallback((balance: number) => setBalance(mutate, cache, api.base, balance), [mutate, cache, api]);
-  const value = useMemo<CreditsContextValue>(() => ({ api, revalidate, setBalance: told }), [api, revalidate, told]);
+  const revalidate = useCallback(
+    (balance?: number) => revalidateBalance(mutate, api.base, balance === undefined ? undefined : { cache, balance }),
+    [mutate, cache, api],
+  );
+  const value = useMemo<CreditsContextValue>(() => ({ api, revalidate }), [api, revalidate]);
   return <CreditsContext.Provider value={value}>{children}</CreditsContext.Provider>;
 }

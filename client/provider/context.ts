@@ -3,10 +3,11 @@ import type { Requester } from '../core/request';
 
 export interface CreditsContextValue {
   api: Requester;
-  /** Revalidates what a spend or purchase changes: the balance and the history. */
-  revalidate(): Promise<void>;
-  /** Shows a balance the server just told (a guarded answer's header, a 402), without asking again; revalidates the history. */
-  setBalance(balance: number): Promise<void>;
+  /**
+   * Revalidates what a spend or purchase changes: the balance and the history. With a balance the server
+   * just told (a guarded answer's header, a 402), shows it without asking again and revalidates the history.
+   */
+  revalidate(balance?: number): Promise<void>;
 }
 
 export const CreditsContext = createContext<CreditsContextValue | null>(null);
