@@ -11,7 +11,8 @@ import { checkTokenPrice, suggest, type ResolvedCost, type TokenPrice } from '..
 
 /**
  * A model call's token usage, in any of the shapes the common SDKs report it (extra fields, such as
- * `totalTokens`, are ignored; cached and reasoning tokens count as the SDK counts them in these two).
+ * `totalTokens`, are ignored; cached and reasoning tokens count as far as the SDK includes them in the input
+ * and output counts).
  */
 export type TokenUsage =
   /** Vercel AI SDK 4 (`result.usage`). */
@@ -47,7 +48,7 @@ export function tokensOf(usage: unknown): { input: number; output: number } {
   const count = (field: string): number => {
     const n: unknown = Reflect.get(usage, field);
     if (typeof n !== 'number' || !Number.isSafeInteger(n) || n < 0) {
-      throw new InvalidUsageError(`usage.${field} must be a whole number of tokens, 0 or more, got ${describe(n)}; nothing was settled.`);
+      throw new InvalidUsageError(`usage.${field} must be a whole number of tokens, 0 or more, got ${describe(n)}.`);
     }
     return n;
   };
@@ -66,7 +67,7 @@ export function creditsForUsage(usage: TokenUsage, price: TokenPrice): number {
   const per = BigInt(p.per);
   const credits = (cost + per - BigInt(1)) / per;
   if (credits > BigInt(Number.MAX_SAFE_INTEGER)) {
-    throw new InvalidUsageError(`That usage (${input} input and ${output} output tokens) costs more credits than the ledger holds; nothing was settled.`);
+    throw new InvalidUsageError(`That usage (${input} input and ${output} output tokens) costs more credits than the ledger holds.`);
   }
   return Number(credits);
 }
