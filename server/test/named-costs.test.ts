@@ -6,8 +6,10 @@
 import express, { type ErrorRequestHandler } from 'express';
 import { BALANCE_HEADERS, CreditsConfigError, CreditsError, createCredits, creditsForUsage, InvalidUsageError, type CreditsBase, type NamedCosts, type TokenUsage } from 'credit-kit/server';
 import { createFetchCredits } from 'credit-kit/fetch';
-import { connect, consistentAudit, get, harness, headerUser, post } from './helpers';
-import { fetchHarness, fetchHeaderUser } from './fetch-helpers';
+import { decorateStore } from '../store/decorate';
+import { MongoCreditStore } from '../store/mongo-store';
+import { connect, consistentAudit, get, harness, headerUser, listen, post } from './helpers';
+import { fetchHarness, fetchHeaderUser, serveFetch } from './fetch-helpers';
 
 const costs: NamedCosts = {
   summarize: { credits: 20, label: 'Summarize' },
@@ -342,6 +344,63 @@ describe('a guard naming a cost that is not in the list is a start-up error', ()
 
   it('exports the header names, for CORS', () => {
     expect(BALANCE_HEADERS).toEqual(['Credits-Charged', 'Credits-Balance']);
+  });
+});
+
+describe('a give-back the database cannot take now', () => {
+  let connection: Awaited<ReturnType<typeof connect>>;
+  let down = false;
+  let flakyStores = 0;
+  beforeAll(async () => {
+    connection = await connect();
+  });
+  afterAll(() => connection.close());
+  /** The real store, refusing every call while `down`: the database went away as the route failed. */
+  const flaky = () =>
+    decorateStore(new MongoCreditStore({ connection, collectionPrefix: `flaky${++flakyStores}_` }), (_name, call) =>
+      down ? Promise.reject(new Error('connection refused (injected)')) : call(),
+    );
+
+  it.each<[string, () => Promise<{ url: string; credits: CreditsBase; close(): Promise<void> }>]>([
+    [
+      'Express',
+      async () => {
+        const credits = createCredits({ store: flaky(), getUserId: headerUser, costs, logger: () => undefined });
+        const app = express();
+        app.post('/ai', credits.requireCredits('summarize'), (_req, res) => {
+          down = true;
+          res.status(500).json({ error: 'model down' });
+        });
+        return { credits, ...(await listen(app)) };
+      },
+    ],
+    [
+      'Fetch',
+      async () => {
+        const credits = createFetchCredits({ store: flaky(), getUserId: fetchHeaderUser, costs, logger: () => undefined });
+        const route = credits.withCredits('summarize', () => {
+          down = true;
+          return Response.json({ error: 'model down' }, { status: 500 });
+        });
+        return { credits, ...(await serveFetch(route)) };
+      },
+    ],
+  ])('%s: answers with the charge as it still stands, and gives it back once the database is back', async (_name, start) => {
+    down = false;
+    const app = await start();
+    try {
+      await app.credits.grantCredits('unlucky', 100, { idempotencyKey: 'start' });
+      const res = await post(`${app.url}/ai`, 'unlucky');
+      expect(res.status).toBe(500);
+      expect(headersOf(res)).toEqual({ charged: 20, balance: 80 });
+      down = false;
+      await app.credits.flush(); // the give-back, retried in the background
+      expect(await app.credits.getBalance('unlucky')).toBe(100);
+    } finally {
+      down = false;
+      await app.credits.flush();
+      await app.close();
+    }
   });
 });
 
