@@ -69,7 +69,11 @@ export function describeCreditStore(name: string, create: () => Promise<StoreUnd
       // Two movers at once, and one that gets only a part of what the other wrote: no error, no double.
       await Promise.all([t.store.insertLedgerEntries(ledgerEntries), t.store.insertLedgerEntries(ledgerEntries)]);
       await t.store.insertLedgerEntries([ledgerEntries[1]!, { ...ledgerEntries[0]!, id: randomUUID(), seq: 99 }]);
-      await t.store.pullJournals([{ userId: user, entries: snap.journal }]);
+      const book = { seq: 2, clock: null, debt: 0, grants: [{ id: 'base', source: 'base', priority: 1000, seq: 0, remaining: 7 }] };
+      expect(await t.store.pullJournals([{ userId: user, entries: snap.journal, book: { from: null, to: book } }])).toEqual([]);
+      // A mover that read an older book changes nothing and is told so.
+      expect(await t.store.pullJournals([{ userId: user, entries: snap.journal, book: { from: 0, to: { ...book, seq: 9 } } }])).toEqual([user]);
+      expect((await t.store.getAccount(user))?.book).toEqual(book);
       const later = (await t.store.applyEntry(user, entry(1)))!;
       expect(later.journal).toHaveLength(1);
       expect((await t.rawAccount(user))?.journal).toHaveLength(1);

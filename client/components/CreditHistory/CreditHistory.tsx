@@ -19,6 +19,7 @@ const KIND_LABELS: Record<TransactionKind, string> = {
   clawback: 'Payment refunded',
   reversal: 'Dispute reversed',
   adjustment: 'Adjustment',
+  expire: 'Expired',
 };
 
 /** The ledger as a table, newest first, with a "Load more" button while older entries remain. */
