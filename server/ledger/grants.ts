@@ -18,8 +18,9 @@
  * - `base`: credits with no grant of their own, never expiring, spent after every grant. An account from
  *   before grants starts as one `base` grant holding its balance (or debt, if below zero).
  * - Expiry: a due grant is still spent from (the grace until the sweep), and its `expire` entry takes
- *   exactly what it holds (ledger/expiry.ts). The account's clock is the latest entry time seen, so once
- *   an expiry is in, no later entry can see the grant as not yet due, and no give-back reopens it.
+ *   exactly what it holds (ledger/expiry.ts). The account's clock is the latest entry time seen, and an
+ *   expiry moves it to at least the grant's expiry, so once an expiry is in no later entry can see the
+ *   grant as not yet due, and no give-back reopens it.
  */
 import type { AccountSnapshot, GrantBook, GrantPart, GrantTerms, JournalEntry, LedgerEntry, OpenGrant } from '../domain/types';
 import { giveBackKey } from '../domain/keys';
@@ -105,6 +106,11 @@ class Book {
     this.seq = entry.seq;
     const parts: GrantPart[] = [];
     let debt = 0;
+    if (entry.kind === 'expire' && entry.from !== undefined) {
+      // Whatever the clock of the instance that swept: after a grant's expiry the account's clock is past it.
+      const expiring = this.grants.get(entry.from);
+      if (expiring?.expiresAt) this.clock = Math.max(this.clock, expiryMs(expiring));
+    }
     if (entry.amount < 0) debt = this.take(-entry.amount, entry.from, parts);
     else if (entry.amount > 0) debt = this.credit(entry, earlier, parts);
     for (const [id, g] of this.grants) if (g.remaining === 0) this.grants.delete(id);
