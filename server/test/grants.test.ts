@@ -140,6 +140,26 @@ describe('spending order and history', () => {
   });
 });
 
+it('runs the README example (Grants)', async () => {
+  const u = user('readme');
+  await credits.grantCredits(u, 100, { idempotencyKey: 'topup-1' });
+  await credits.grantCredits(u, 40, { idempotencyKey: `black-friday-${u}`, source: 'promotion', expiresAt: new Date('2030-12-01T00:00:00Z') });
+  await credits.deductCredits(u, 20);
+  expect(await credits.getBalance(u)).toBe(120);
+  const promo = { id: `grant:black-friday-${u}`, source: 'promotion', remaining: 20, priority: 50, expiresAt: '2030-12-01T00:00:00.000Z' };
+  expect(await credits.getBalanceDetails(u)).toEqual({
+    balance: 120,
+    creditName: 'credits',
+    bySource: { promotion: 20, admin: 100 },
+    debt: 0,
+    nextExpiry: { amount: 20, expiresAt: '2030-12-01T00:00:00.000Z' },
+    grants: [promo, { id: 'grant:topup-1', source: 'admin', remaining: 100, priority: 50, expiresAt: null }],
+  });
+  expect((await credits.listTransactions(u)).transactions[0]!.grants).toEqual([
+    { grant: promo.id, source: 'promotion', amount: -20, expiresAt: '2030-12-01T00:00:00.000Z' },
+  ]);
+});
+
 describe('bad input changes nothing', () => {
   it.each([
     ['an expiry in the past', { expiresAt: new Date(Date.now() - 1000) }, /expiresAt must be in the future/],
