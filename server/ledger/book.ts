@@ -23,9 +23,27 @@ export interface Folded {
 export async function foldJournal(store: CreditStore, snapshot: AccountSnapshot): Promise<Folded> {
   const from = startingBook(snapshot);
   const raw = ledgerEntriesOf(snapshot);
-  const earlier = await earlierEntries(store, snapshot.userId, raw);
-  const { entries, book } = allocate(from, raw, earlier);
-  return { entries, book, from };
+  const replay = await missingEntries(store, snapshot, from);
+  const all = replay.length > 0 ? [...replay, ...raw] : raw;
+  const earlier = await earlierEntries(store, snapshot.userId, all);
+  const { entries, book } = allocate(from, all, earlier);
+  return { entries: replay.length > 0 ? entries.slice(replay.length) : entries, book, from };
+}
+
+/**
+ * Entries between the stored book and the journal: none, unless an instance of a kit from before grants
+ * moved a journal without keeping the book (a rolling upgrade). They are in the ledger (a journal is only
+ * emptied after its entries are), so they are folded from there; their ledger rows keep no parts.
+ */
+async function missingEntries(store: CreditStore, snapshot: AccountSnapshot, from: GrantBook): Promise<LedgerEntry[]> {
+  const first = snapshot.count - snapshot.journal.length + 1;
+  const gap = first - 1 - from.seq;
+  if (gap <= 0) return [];
+  const found = (await store.listLedger(snapshot.userId, { beforeSeq: first, limit: gap })).reverse();
+  if (found.length !== gap || found[0]!.seq !== from.seq + 1) {
+    throw new Error(`the ledger of ${snapshot.userId} lacks entries ${from.seq + 1}-${first - 1}; its grants cannot be worked out`);
+  }
+  return found;
 }
 
 /** Loads what the journal's give-backs point at outside the journal. */

@@ -395,3 +395,23 @@ describe('expiry', () => {
     expect(await grantAudit(credits, u)).toMatchObject({ balance: 0, grants: [] });
   });
 });
+
+it('works out grants across entries an older instance moved without keeping the grant book (a rolling upgrade)', async () => {
+  const u = user('upgrade');
+  await credits.grantCredits(u, 30, { idempotencyKey: 'promo', source: 'promotion', expiresAt: inAnHour() });
+  await credits.grantCredits(u, 10, { idempotencyKey: 'keep' });
+  await credits.flush(); // the book is stored at seq 2
+  expect(await credits.deductCredits(u, 5)).toBe(true);
+  // An instance from before grants moves the journal: into the ledger without parts, out of the journal,
+  // and the book stays at seq 2.
+  const account = (await credits.store.getAccount(u))!;
+  const moved = account.journal.map((e, i) => ({ ...e, _id: e.id, userId: u, seq: account.count - account.journal.length + 1 + i, balanceAfter: account.balance }));
+  await connection.collection('credit_ledger').insertMany(moved.map(({ id: _id, ...rest }) => rest as never));
+  await connection.collection('credit_accounts').updateOne({ _id: u as never }, { $set: { journal: [] } });
+  expect(await credits.deductCredits(u, 7)).toBe(true);
+  const d = await credits.getBalanceDetails(u);
+  expect(d.grants.map((g) => [g.id, g.remaining])).toEqual([['grant:promo', 18], ['grant:keep', 10]]);
+  await credits.flush();
+  expect((await credits.store.getAccount(u))!.book).toMatchObject({ seq: 4, grants: [{ id: 'grant:promo', remaining: 18 }, { id: 'grant:keep', remaining: 10 }] });
+  await consistentAudit(credits, u);
+});
