@@ -7,6 +7,8 @@ import type { EntryKind, InsufficientCreditsBody, Transaction } from '../../serv
 
 export type {
   Balance,
+  BalanceDetails,
+  CreditGrant,
   CheckoutItem,
   CheckoutRequestBody,
   CheckoutSessionCreated,
