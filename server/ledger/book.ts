@@ -52,6 +52,7 @@ async function earlierEntries(store: CreditStore, userId: string, journal: Ledge
   const byKey = new Map(journal.filter((e) => e.key !== undefined).map((e) => [e.key!, e.id]));
   const settlements = new Map<string, string>();
   const wanted = new Set<string>();
+  const lookups: Array<Promise<void>> = [];
   for (const e of journal) {
     const chargeId = e.ref?.chargeId;
     if (e.amount <= 0 || e.grant || chargeId === undefined || (e.kind !== 'refund' && e.kind !== 'settle')) continue;
@@ -64,12 +65,14 @@ async function earlierEntries(store: CreditStore, userId: string, journal: Ledge
     }
     // A give-back after a settlement: the settlement's claim names its entry (decided before the give-back
     // could apply: giveBack() forecloses the settlement key first).
-    const claim = await store.getClaim(claimId(userId, settleKey(chargeId)));
-    if (claim && claim.state === 'applied' && !isForeclosure(claim)) {
-      settlements.set(chargeId, claim.entryId);
-      if (!inJournal.has(claim.entryId)) wanted.add(claim.entryId);
-    }
+    lookups.push(
+      store.getClaim(claimId(userId, settleKey(chargeId))).then((claim) => {
+        if (claim && claim.state === 'applied' && !isForeclosure(claim)) settlements.set(chargeId, claim.entryId);
+      }),
+    );
   }
+  await Promise.all(lookups);
+  for (const id of settlements.values()) if (!inJournal.has(id)) wanted.add(id);
   const loaded = wanted.size > 0 ? await store.getLedgerEntries([...wanted]) : [];
   const fromLedger = new Map(loaded.filter((e) => e.userId === userId).map((e) => [e.id, e]));
   return {

@@ -95,14 +95,13 @@ export class JournalMover {
   private async run(): Promise<void> {
     const batch = [...this.pending.values()];
     this.pending.clear();
-    const moved: Moved[] = [];
-    const entries = [];
-    for (const snapshot of batch) {
-      const folded = await foldJournal(this.store, snapshot);
+    // Folding reads only for give-backs whose charge has left the journal; accounts fold side by side.
+    const folds = await Promise.all(batch.map((snapshot) => foldJournal(this.store, snapshot)));
+    const moved: Moved[] = batch.map((snapshot, i) => ({ snapshot, book: folds[i]!.book }));
+    const entries = batch.flatMap((snapshot, i) => {
       const known = this.inLedger.get(snapshot.userId) ?? 0;
-      entries.push(...folded.entries.filter((e) => e.seq > known));
-      moved.push({ snapshot, book: folded.book });
-    }
+      return folds[i]!.entries.filter((e) => e.seq > known);
+    });
     await this.store.insertLedgerEntries(entries);
     if (this.inLedger.size > 10_000) this.inLedger.clear(); // only a hint: forgetting costs a duplicate insert
     const due: Moved[] = [];
