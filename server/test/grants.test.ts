@@ -89,6 +89,15 @@ async function usageParts(c: Credits, userId: string) {
     .map((t) => (t.grants ?? []).map((p) => [p.grant, p.amount]));
 }
 
+/** Every entry but the grants, oldest first, as [kind, "a-4 b2"]: grant ids without `grant:`, and amounts. */
+async function spendParts(userId: string) {
+  await credits.flush();
+  return (await credits.listTransactions(userId, { limit: 100 })).transactions
+    .filter((t) => t.kind !== 'grant')
+    .reverse()
+    .map((t) => [t.kind, t.grants!.map((p) => `${p.grant.slice(6)}${p.amount}`).join(' ')]);
+}
+
 describe('spending order and history', () => {
   it('spends by priority, then soonest expiry, then oldest, and each entry says which grants it took from', async () => {
     const u = user('order');
@@ -220,12 +229,7 @@ describe('give-backs return to what they took from', () => {
     const used = async (n: number) => (await post(`${server.url}/ai/meter`, u, undefined, { 'x-used': String(n) })).json();
     expect(await used(5)).toMatchObject({ charged: 5 }); // reserved 10 from a:4 b:4 c:2, 5 back: c:2 b:3
     expect(await used(13)).toMatchObject({ charged: 13 }); // reserved 10 (b:3 c:7), 3 more from c
-    await credits.flush();
-    const parts = (await credits.listTransactions(u, { limit: 10 })).transactions
-      .filter((t) => t.kind !== 'grant')
-      .reverse()
-      .map((t) => [t.kind, t.grants!.map((p) => `${p.grant.slice(6)}${p.amount}`).join(' ')]);
-    expect(parts).toEqual([
+    expect(await spendParts(u)).toEqual([
       ['usage', 'a-4 b-4 c-2'],
       ['settle', 'c2 b3'],
       ['usage', 'b-3 c-7'],
@@ -251,12 +255,7 @@ describe('give-backs return to what they took from', () => {
     } finally {
       await s.close();
     }
-    await credits.flush();
-    const parts = (await credits.listTransactions(u, { limit: 10 })).transactions
-      .filter((t) => t.kind !== 'grant')
-      .reverse()
-      .map((t) => [t.kind, t.grants!.map((p) => `${p.grant.slice(6)}${p.amount}`).join(' ')]);
-    expect(parts).toEqual([
+    expect(await spendParts(u)).toEqual([
       ['usage', 'a-3 b-7'],
       ['settle', 'b6'],
       ['refund', 'b1 a3'],
