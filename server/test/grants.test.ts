@@ -384,6 +384,27 @@ describe('expiry', () => {
     expect(takenFromPromo - expiry[0]!.amount).toBe(300);
   }, 120_000);
 
+  it('lets exactly 120 of 500 concurrent spends through on an account of 60 grants, each credit drawn once', async () => {
+    const u = user('many');
+    const at = inAnHour();
+    await Promise.all(
+      Array.from({ length: 60 }, (_, i) =>
+        credits.grantCredits(u, 2, { idempotencyKey: `g${i}`, priority: i % 7, ...(i % 3 === 0 ? { expiresAt: new Date(at.getTime() + i * 1000) } : {}) }),
+      ),
+    );
+    const results = await Promise.all(Array.from({ length: 500 }, () => credits.deductCredits(u, 1)));
+    expect(results.filter(Boolean)).toHaveLength(120);
+    const d = await grantAudit(credits, u);
+    expect(d).toMatchObject({ balance: 0, grants: [], debt: 0 });
+    // Each grant gave exactly its 2 credits, in the stated order: priority, soonest expiry, oldest.
+    const { transactions } = await credits.listTransactions(u, { limit: 1000 });
+    const order = transactions.filter((t) => t.kind === 'usage').reverse().flatMap((t) => t.grants!.map((p) => p.grant));
+    expect(order).toHaveLength(120);
+    expect(new Set(order).size).toBe(60);
+    const priorities = order.map((g) => Number(g.slice('grant:g'.length)) % 7);
+    expect(priorities).toEqual([...priorities].sort((a, b) => a - b));
+  }, 120_000);
+
   it('starts expiring from reconcile(): a grant due by the clock leaves the balance with no call of its own', async () => {
     const u = user('reconcile');
     await credits.grantCredits(u, 7, { idempotencyKey: 'brief', expiresAt: new Date(Date.now() + 300) });
