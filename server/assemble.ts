@@ -28,7 +28,8 @@ export interface CreditsBase {
   listGrants(userId: string): Promise<CreditGrant[]>;
   /**
    * The expiry sweep (reconcile() runs it too): takes the unspent rest of every grant due by `now`
-   * (default: this instance's clock) out of the balance, once per grant. `userId`: only that account.
+   * (default: the earlier of this instance's clock and the database server's) out of the balance, once
+   * per grant. `userId`: only that account.
    * A `now` ahead of the clock expires early: for tests and simulated clocks.
    */
   expireGrants(options?: ExpireGrantsOptions): Promise<ExpiryReport>;
@@ -106,7 +107,7 @@ export function assemble(resolved: NeutralOptions): Assembly {
     listGrants: async (userId) => (await core.getBalanceDetails(assertId(userId, 'userId'))).grants,
     async expireGrants({ now, userId } = {}) {
       if (now !== undefined && (!(now instanceof Date) || Number.isNaN(now.getTime()))) throw new RangeError('expireGrants: now must be a valid Date.');
-      return ledger.expireGrants(now ?? new Date(), userId === undefined ? undefined : assertId(userId, 'userId'));
+      return ledger.expireGrants(now, userId === undefined ? undefined : assertId(userId, 'userId'));
     },
     async listTransactions(userId, opts = {}) {
       return core.listTransactions(assertId(userId, 'userId'), parsePage(opts.limit, opts.cursor, 1000));

@@ -12,8 +12,10 @@
  *
  * Spends ordered before the expiry entry still take from the grant: the grace, at most the time from the
  * expiry to the next sweep (reconcile(), every `everyMs` of startReconciler) plus the journal's move
- * (PULL_IDLE_MS, or a lease for an account whose mover stopped). A grant is due when the sweeping
- * instance's clock says so: an instance whose clock is d ahead expires up to d early, never twice.
+ * (PULL_IDLE_MS, or a lease for an account whose mover stopped). A grant is due when the earlier of two
+ * clocks says so, the sweeping instance's and the database server's (one clock for every instance): an
+ * instance whose clock runs ahead does not expire early; a clock can never make a grant expire twice.
+ * A `now` given by the caller (a simulated clock) is used as it is.
  */
 import type { CreditStore } from '../store/types';
 import { expireKey } from '../domain/keys';
@@ -42,8 +44,9 @@ export class Expiry {
   ) {}
 
   /** Expires every due grant of up to `batch` accounts whose stored book holds one. */
-  async sweep(now: Date, batch: number, onError: (err: unknown) => void): Promise<ExpiryReport> {
+  async sweep(given: Date | undefined, batch: number, onError: (err: unknown) => void): Promise<ExpiryReport> {
     const report: ExpiryReport = { grantsExpired: 0, creditsExpired: 0, busy: 0, errors: 0 };
+    const now = given ?? (await this.clock());
     for (const userId of await this.store.accountsWithGrantsDue(now, batch)) {
       try {
         await this.expireAccount(userId, now, report);
@@ -55,8 +58,9 @@ export class Expiry {
     return report;
   }
 
-  /** Expires the due grants of one account, as of `now`. */
-  async expireAccount(userId: string, now: Date, report: ExpiryReport = { grantsExpired: 0, creditsExpired: 0, busy: 0, errors: 0 }): Promise<ExpiryReport> {
+  /** Expires the due grants of one account, as of `now` (default: the clock of the sweep). */
+  async expireAccount(userId: string, given?: Date, report: ExpiryReport = { grantsExpired: 0, creditsExpired: 0, busy: 0, errors: 0 }): Promise<ExpiryReport> {
+    const now = given ?? (await this.clock());
     const leave = new Set<string>();
     for (let round = 0; round < MAX_ROUNDS; round++) {
       const account = await this.store.getAccount(userId);
@@ -95,5 +99,12 @@ export class Expiry {
       // rejected: the account moved on between the read and the write; read it again.
     }
     return report;
+  }
+
+  /** The earlier of this instance's clock and the database server's. */
+  private async clock(): Promise<Date> {
+    const local = new Date();
+    const server = await this.store.serverTime();
+    return server && server.getTime() < local.getTime() ? server : local;
   }
 }

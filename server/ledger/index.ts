@@ -96,8 +96,11 @@ export class Ledger {
     return { balance: account.balance, book };
   }
 
-  /** The expiry sweep: every account's due grants as of `now` (one account's when `userId` is given). */
-  expireGrants(now: Date, userId?: string, batch = 500): Promise<ExpiryReport> {
+  /**
+   * The expiry sweep: every account's due grants as of `now` (one account's when `userId` is given); by
+   * default as of the earlier of this instance's clock and the database's.
+   */
+  expireGrants(now?: Date, userId?: string, batch = 500): Promise<ExpiryReport> {
     if (userId !== undefined) return this.expiry.expireAccount(userId, now);
     return this.expiry.sweep(now, batch, (e) => this.backgroundError(e));
   }
@@ -122,7 +125,7 @@ export class Ledger {
     // After the repairs, so that journals left by crashes are in the books the sweep reads.
     let expired: ExpiryReport;
     try {
-      expired = await this.expireGrants(new Date(), undefined, batch);
+      expired = await this.expireGrants(undefined, undefined, batch);
     } catch (err) {
       this.backgroundError(err);
       expired = { grantsExpired: 0, creditsExpired: 0, busy: 0, errors: 1 };

@@ -162,6 +162,47 @@ it('clocks minutes apart: an instance behind does not expire early, one ahead ex
   await expiredOnce(a, 'skew');
 });
 
+/** Runs `fn` with this process's wall clock `ms` ahead (as tools/skew-clock.cjs does for a whole process). */
+async function withClockAhead<T>(ms: number, fn: () => Promise<T>): Promise<T> {
+  const RealDate = Date;
+  const realNow = RealDate.now.bind(RealDate);
+  function Skewed(...args: unknown[]): unknown {
+    if (!new.target) return new RealDate(realNow() + ms).toString();
+    return Reflect.construct(RealDate, args.length === 0 ? [realNow() + ms] : args, new.target === Skewed ? RealDate : new.target);
+  }
+  Object.setPrototypeOf(Skewed, RealDate);
+  Object.defineProperty(Skewed, 'prototype', { value: RealDate.prototype, writable: false });
+  (Skewed as unknown as { now: () => number }).now = () => realNow() + ms;
+  globalThis.Date = Skewed as unknown as DateConstructor;
+  try {
+    return await fn();
+  } finally {
+    globalThis.Date = RealDate;
+  }
+}
+
+it('an instance whose clock runs ahead does not expire early: the sweep also asks the database’s clock', async () => {
+  const name = db();
+  const a = await instance(name);
+  await a.grantCredits('ahead', 10, { idempotencyKey: 'soon', expiresAt: new Date(Date.now() + 60_000) });
+  await a.grantCredits('ahead', 5, { idempotencyKey: 'brief', expiresAt: new Date(Date.now() + 300) });
+  await a.flush();
+  await sleep(400);
+  // Five minutes ahead by its own clock: only the grant due by the database's clock too is expired.
+  const real = Date.now();
+  const report = await withClockAhead(5 * 60_000, async () => {
+    expect(new Date().getTime() - real).toBeGreaterThan(4 * 60_000); // the skewed clock is in force
+    return a.reconcile();
+  });
+  expect(report).toMatchObject({ grantsExpired: 1, errors: 0 });
+  expect(await withClockAhead(5 * 60_000, () => a.expireGrants({ userId: 'ahead' }))).toMatchObject({ grantsExpired: 0 });
+  await a.flush();
+  const d = await a.getBalanceDetails('ahead');
+  expect(d).toMatchObject({ balance: 10, grants: [{ id: grantKey('soon'), remaining: 10 }] });
+  const a2 = await audit(a, 'ahead');
+  expect(a2.sum).toBe(a2.balance);
+});
+
 it('a crash of the journal mover changes no allocation: the parts read from the journal are the parts moved', async () => {
   const name = db();
   const plan: { current?: CrashPlan } = {};

@@ -109,6 +109,8 @@ export function describeCreditStore(name: string, create: () => Promise<StoreUnd
       expect(await t.store.pullJournals([{ userId: user, entries: snap.journal, book: { from: null, to: book } }])).toEqual([]);
       expect(await t.store.accountsWithGrantsDue(new Date(due.getTime() - 1), 10_000)).not.toContain(user);
       expect(await t.store.accountsWithGrantsDue(due, 10_000)).toContain(user);
+      const server = await t.store.serverTime();
+      if (server) expect(Math.abs(server.getTime() - Date.now())).toBeLessThan(60_000);
     });
 
     it('grants a claim to exactly one of many concurrent claimants, and releases only a pending one it names', async () => {

@@ -62,13 +62,15 @@ export class MongoCreditStore implements CreditStore {
     this.options = options;
   }
 
+  private database(): Db {
+    // getClient() exists once the app has called connect/openUri; mongoose names the database.
+    this.db ??= this.options.connection.getClient().db(this.options.connection.name);
+    return this.db;
+  }
+
   private collection<T extends Document>(name: string): Collection<T> {
-    if (!this.db) {
-      // getClient() exists once the app has called connect/openUri; mongoose names the database.
-      this.db = this.options.connection.getClient().db(this.options.connection.name);
-    }
     // No timeoutMS here: the driver (7.x) ignores it. Calls are bounded by the fail-closed decorator.
-    return this.db.collection<T>(`${this.options.collectionPrefix}${name}`);
+    return this.database().collection<T>(`${this.options.collectionPrefix}${name}`);
   }
 
   private get accounts() {
@@ -224,6 +226,11 @@ export class MongoCreditStore implements CreditStore {
   async accountsWithGrantsDue(before: Date, limit: number): Promise<string[]> {
     const docs = await this.accounts.find({ 'book.grants.expiresAt': { $lte: before } }, { limit, projection: { _id: 1 } }).toArray();
     return docs.map((d) => d._id);
+  }
+
+  async serverTime(): Promise<Date | null> {
+    const { localTime } = await this.database().command({ hello: 1 });
+    return localTime instanceof Date && !Number.isNaN(localTime.getTime()) ? localTime : null;
   }
 
   async listLedger(userId: string, options: { beforeSeq?: number; limit: number }): Promise<LedgerEntry[]> {

@@ -60,6 +60,8 @@ export interface CreditStore {
   getLedgerEntries(ids: string[]): Promise<LedgerEntry[]>;
   /** Ids of accounts whose stored grant book holds a grant expiring at or before `before` (for the sweep). */
   accountsWithGrantsDue(before: Date, limit: number): Promise<string[]>;
+  /** The database server's clock, or null when the server does not say (one clock for every instance). */
+  serverTime(): Promise<Date | null>;
   /** Ledger entries of a user, newest first, with `seq` below `beforeSeq` when given. */
   listLedger(userId: string, options: { beforeSeq?: number; limit: number }): Promise<LedgerEntry[]>;
 
@@ -110,6 +112,7 @@ export const CREDIT_STORE_METHODS = [
   'hasLedgerEntry',
   'getLedgerEntries',
   'accountsWithGrantsDue',
+  'serverTime',
   'listLedger',
   'insertClaim',
   'getClaim',
