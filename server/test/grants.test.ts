@@ -10,7 +10,7 @@ import { randomUUID } from 'node:crypto';
 import express from 'express';
 import { createCredits, type Credits } from 'credit-kit/server';
 import type { Connection } from 'mongoose';
-import { consistentAudit, checkoutSession, connect, get, headerUser, listen, post, recordedSession, signedDelivery, stripeMockClient, WEBHOOK_SECRET } from './helpers';
+import { aiRoutes, consistentAudit, connect, get, headerUser, listen, post, recordedSession, signedDelivery, stripeMockClient, WEBHOOK_SECRET } from './helpers';
 import { claimId } from '../ledger';
 import { expireKey, grantKey } from '../domain/keys';
 
@@ -34,12 +34,7 @@ beforeAll(async () => {
   await credits.init();
   const app = express();
   app.use('/api', credits.router());
-  app.post('/ai/fail', credits.requireCredits(10), () => {
-    throw new Error('model failed');
-  });
-  app.post('/ai/meter', credits.requireCredits(10, async (req, res) => {
-    res.json(await req.credits!.settle(Number(req.get('x-used'))));
-  }));
+  aiRoutes(app, credits, { fail: 10, meter: 10 });
   server = await listen(app);
 });
 
@@ -307,7 +302,6 @@ describe('purchases and accounts from before grants', () => {
     await deliver({ type: 'charge.dispute.closed', object: { ...dispute, status: 'won' } });
     d = await grantAudit(credits, u);
     expect(d).toMatchObject({ balance: 40, debt: 0, bySource: { purchase: 40 }, grants: [{ id: `checkout:${session.id as string}`, source: 'purchase', remaining: 40 }] });
-    void checkoutSession;
   });
 
   it('treats the balance of an account from before grants as one never-expiring base grant, spent last', async () => {
