@@ -10,7 +10,7 @@
  * Optional styles: import 'credit-kit/client/styles.css' (ck- classes, --ck- variables).
  */
 export { CreditsProvider, type CreditsProviderProps } from './provider/CreditsProvider';
-export { useCredits, usePricing, type UseCreditsResult, type UsePricingResult } from './hooks/use-credits';
+export { useCredits, usePricing, useBalanceDetails, type UseCreditsResult, type UsePricingResult, type UseBalanceDetailsResult } from './hooks/use-credits';
 export { useCreditsFetch, type UseCreditsFetchResult } from './hooks/use-credits-fetch';
 export { useCheckout, type UseCheckoutOptions, type UseCheckoutResult } from './hooks/use-checkout';
 export {
@@ -35,6 +35,8 @@ export { CreditsRequestError, type CreditsRequestErrorCode } from './core/errors
 export type { FetchLike } from './core/request';
 export type {
   Balance,
+  BalanceDetails,
+  CreditGrant,
   Pricing,
   PricingBundle,
   PricingCost,

@@ -4,7 +4,8 @@
  * return alike. Nothing here knows of a framework; the adapters add their guard and their routes on top.
  */
 import { CreditsCore, type DeductOptions, type GrantOptions, type GrantResult } from './domain/core';
-import { Ledger, type ReconcileReport, type TransactionPage } from './ledger';
+import { Ledger, type ExpiryReport, type ReconcileReport, type TransactionPage } from './ledger';
+import type { BalanceDetails, CreditGrant } from './http/wire';
 import { logFailure } from './log';
 import type { NeutralOptions } from './options';
 import { failClosed } from './store/fail-closed';
@@ -21,6 +22,17 @@ export interface CreditsBase {
   /** An admin or system grant, applied at most once per idempotency key. */
   grantCredits(userId: string, amount: number, options: GrantOptions): Promise<GrantResult>;
   getBalance(userId: string): Promise<number>;
+  /** The balance by grant and by source, and what expires next (`nextExpiry`). */
+  getBalanceDetails(userId: string): Promise<BalanceDetails>;
+  /** The grants with credits left, in the order they are spent. */
+  listGrants(userId: string): Promise<CreditGrant[]>;
+  /**
+   * The expiry sweep (reconcile() runs it too): takes the unspent rest of every grant due by `now`
+   * (default: the earlier of this instance's clock and the database server's) out of the balance, once
+   * per grant. `userId`: only that account.
+   * A `now` ahead of the clock expires early: for tests and simulated clocks.
+   */
+  expireGrants(options?: ExpireGrantsOptions): Promise<ExpiryReport>;
   /** The ledger, newest first; pass `nextCursor` back as `cursor` for older entries. */
   listTransactions(userId: string, options?: { limit?: number; cursor?: string | null }): Promise<TransactionPage>;
   /** Credits a Checkout Session (by id, fetched from Stripe, or a verified session object) exactly once. */
@@ -41,6 +53,11 @@ export interface CreditsBase {
   flush(): Promise<void>;
   /** The storage port in use (the MongoDB store unless `store` was given), behind the fail-closed bound. */
   readonly store: CreditStore;
+}
+
+export interface ExpireGrantsOptions {
+  now?: Date;
+  userId?: string;
 }
 
 export interface ReconcileOptions {
@@ -86,6 +103,12 @@ export function assemble(resolved: NeutralOptions): Assembly {
     deductCredits: (userId, amount, opts) => core.deductCredits(userId, amount, opts),
     grantCredits: (userId, amount, opts) => core.grantCredits(userId, amount, opts),
     getBalance: async (userId) => core.getBalance(assertId(userId, 'userId')),
+    getBalanceDetails: async (userId) => core.getBalanceDetails(assertId(userId, 'userId')),
+    listGrants: async (userId) => (await core.getBalanceDetails(assertId(userId, 'userId'))).grants,
+    async expireGrants({ now, userId } = {}) {
+      if (now !== undefined && (!(now instanceof Date) || Number.isNaN(now.getTime()))) throw new RangeError('expireGrants: now must be a valid Date.');
+      return ledger.expireGrants(now, userId === undefined ? undefined : assertId(userId, 'userId'));
+    },
     async listTransactions(userId, opts = {}) {
       return core.listTransactions(assertId(userId, 'userId'), parsePage(opts.limit, opts.cursor, 1000));
     },

@@ -23,16 +23,18 @@ export { BALANCE_HEADERS, BALANCE_HEADER, CHARGED_HEADER } from './http/balance-
 export type { CreditsErrorCode, CreditsErrorBody } from './errors';
 export type { PricingOptions, CreditBundle, RefundRule, OveragePolicy, WebhookReport, LowBalanceOptions, NamedCost, NamedCosts, FixedCost, MeteredCost, TokenPrice } from './options';
 export type { CreditsLogger, CreditsLogFunction, LogLevel, LogRecord } from './log';
-export type { CreditsBase, ReconcileOptions } from './assemble';
+export type { CreditsBase, ReconcileOptions, ExpireGrantsOptions } from './assemble';
 export type { CreditsContext } from './http/guard';
 export type { DeductOptions, GrantOptions, GrantResult } from './domain/core';
-export type { Transaction, TransactionPage, ReconcileReport, LedgerHooks } from './ledger';
+export type { Transaction, TransactionGrant, TransactionPage, ReconcileReport, ExpiryReport, LedgerHooks } from './ledger';
 export type { FulfillmentResult, FulfillmentStatus, PaymentEventResult } from './stripe/purchases';
 export type { StripeClientLike, StripeEventLike, StripeCheckoutSessionLike } from './stripe/types';
-export type { CreditStore, EntryKind, EntryRef, AccountSnapshot, LedgerEntry, Purchase, LowBalanceAlert, AlertRecord } from './store/types';
+export type { CreditStore, EntryKind, EntryRef, AccountSnapshot, LedgerEntry, Purchase, LowBalanceAlert, AlertRecord, GrantSource, GrantTerms, GrantPart, GrantBook, OpenGrant, JournalPull } from './store/types';
 /** The JSON bodies of the kit's routes, the same types credit-kit/client uses. */
 export type {
   Balance,
+  BalanceDetails,
+  CreditGrant,
   Pricing,
   PricingBundle,
   PricingCost,

@@ -1,4 +1,6 @@
 import { InvalidAmountError, InvalidRequestError, describe } from './errors';
+import type { GrantTerms } from './domain/types';
+import { DEFAULT_PRIORITY, MAX_PRIORITY, MIN_PRIORITY } from './ledger/grants';
 
 /** Amounts of credits are positive safe integers, nothing else. */
 export function assertAmount(value: unknown, what = 'amount'): number {
@@ -52,3 +54,41 @@ function wholeNumber(value: unknown, name: string, fallback: number, min: number
   }
   return n;
 }
+
+const SOURCE = /^[a-z][a-z0-9_.-]{0,39}$/;
+/** The latest expiry a grant may have (BSON dates go further, JSON and people do not). */
+const LATEST_EXPIRY = Date.UTC(9999, 11, 31);
+
+/**
+ * A grant's terms as `grantCredits` takes them: `source` (default `admin`; lower-case letters, digits,
+ * `-`, `_`, `.`, at most 40, not `base`), `priority` (a whole number 0-100, default 50, lower is spent
+ * first) and `expiresAt` (a Date or an ISO 8601 string, later than `now`; absent: never expires).
+ */
+export function parseGrantTerms(options: { source?: unknown; priority?: unknown; expiresAt?: unknown }, now: Date): GrantTerms {
+  const source = options.source ?? 'admin';
+  if (typeof source !== 'string' || !SOURCE.test(source) || source === 'base') {
+    throw new InvalidRequestError(
+      `source must be "purchase", "subscription", "promotion", "admin" or a name of your own (lower-case letters, digits, "-", "_", ".", at most 40; not "base"), got ${describe(source)}.`,
+    );
+  }
+  const priority = options.priority ?? DEFAULT_PRIORITY;
+  if (typeof priority !== 'number' || !Number.isInteger(priority) || priority < MIN_PRIORITY || priority > MAX_PRIORITY) {
+    throw new InvalidRequestError(`priority must be a whole number from ${MIN_PRIORITY} to ${MAX_PRIORITY} (lower is spent first), got ${describe(priority)}.`);
+  }
+  const terms: GrantTerms = { source, priority };
+  if (options.expiresAt !== undefined && options.expiresAt !== null) {
+    const raw = options.expiresAt;
+    const at = raw instanceof Date ? new Date(raw.getTime()) : typeof raw === 'string' && ISO_TIME.test(raw) ? new Date(raw) : null;
+    if (!at || Number.isNaN(at.getTime())) {
+      throw new InvalidRequestError(`expiresAt must be a Date or an ISO 8601 time such as "2026-12-01T00:00:00Z", got ${describe(raw)}.`);
+    }
+    if (at.getTime() <= now.getTime()) {
+      throw new InvalidRequestError(`expiresAt must be in the future, got ${at.toISOString()} (now is ${now.toISOString()}).`);
+    }
+    if (at.getTime() > LATEST_EXPIRY) throw new InvalidRequestError(`expiresAt must be before the year 10000, got ${describe(raw)}; leave it out for credits that never expire.`);
+    terms.expiresAt = at;
+  }
+  return terms;
+}
+
+const ISO_TIME = /^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:\d{2}))?$/;

@@ -9,17 +9,20 @@ import type { Balance, TransactionPage } from './types';
 
 const KIT = 'credit-kit';
 const BALANCE = 'balance';
+const GRANTS = 'grants';
 const PRICING = 'pricing';
 const SESSION = 'session';
 const TRANSACTIONS = 'transactions';
 
 export type BalanceKey = readonly [typeof KIT, string, typeof BALANCE];
+export type GrantsKey = readonly [typeof KIT, string, typeof GRANTS];
 export type PricingKey = readonly [typeof KIT, string, typeof PRICING];
 export type SessionKey = readonly [typeof KIT, string, typeof SESSION, string];
 /** One page of the history: `limit` entries before `cursor` (null: the newest). */
 export type HistoryPageKey = readonly [typeof KIT, string, typeof TRANSACTIONS, number, string | null];
 
 export const balanceKey = (base: string): BalanceKey => [KIT, base, BALANCE];
+export const grantsKey = (base: string): GrantsKey => [KIT, base, GRANTS];
 export const pricingKey = (base: string): PricingKey => [KIT, base, PRICING];
 export const sessionKey = (base: string, id: string | null): SessionKey | null => (id ? [KIT, base, SESSION, id] : null);
 
@@ -37,7 +40,7 @@ export const historyKey = (base: string, limit: number): string => unstable_seri
 
 /**
  * Revalidates what a spend or a purchase changes under `base` (not pricing, not a checkout session's own
- * status): the balance and every history. SWR's mutate filter skips infinite keys, so each history is found
+ * status): the balance, its breakdown and every history. SWR's mutate filter skips infinite keys, so each history is found
  * by the page keys it has stored, then revalidated by its own key.
  *
  * With `told`, a balance the server just sent (a guarded answer's Credits-Balance header, a 402's body),
@@ -51,7 +54,8 @@ export async function revalidateBalance(mutate: ScopedMutator, base: string, tol
   await mutate((k) => {
     if (!isKit(k, base)) return false;
     if (k[2] === TRANSACTIONS) histories.add(historyKey(base, k[3] as number));
-    return !current && k[2] === BALANCE;
+    // The breakdown is always asked again: the header tells the balance, not which grants it came from.
+    return (!current && k[2] === BALANCE) || k[2] === GRANTS;
   });
   await Promise.all([...[...histories].map((k) => mutate(k)), current && mutate(key, { ...current, balance: told!.balance }, { revalidate: false })]);
 }

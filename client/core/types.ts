@@ -8,6 +8,8 @@ import type { EntryKind, InsufficientCreditsBody, Transaction } from '../../serv
 export type {
   Balance,
   BalanceHeaderNames,
+  BalanceDetails,
+  CreditGrant,
   CheckoutItem,
   CheckoutRequestBody,
   CheckoutSessionCreated,

@@ -1,8 +1,8 @@
 import { useCallback } from 'react';
 import useSWR from 'swr';
 import type { CreditsRequestError } from '../core/errors';
-import { balanceKey, pricingKey } from '../core/keys';
-import type { Balance, Pricing } from '../core/types';
+import { balanceKey, grantsKey, pricingKey } from '../core/keys';
+import type { Balance, BalanceDetails, Pricing } from '../core/types';
 import { useCreditsContext } from '../provider/context';
 
 export interface UseCreditsResult {
@@ -42,4 +42,20 @@ export function usePricing(): UsePricingResult {
     { revalidateOnFocus: false },
   );
   return { pricing: data, isLoading, error };
+}
+
+export interface UseBalanceDetailsResult {
+  /** The balance by grant and source, and `nextExpiry`; undefined until the first answer. */
+  details: BalanceDetails | undefined;
+  isLoading: boolean;
+  error: CreditsRequestError | undefined;
+}
+
+/** GET /credits/grants, refreshed with the balance. `enabled: false` asks nothing (for optional use). */
+export function useBalanceDetails(enabled = true): UseBalanceDetailsResult {
+  const { api } = useCreditsContext('useBalanceDetails');
+  const { data, error, isLoading } = useSWR<BalanceDetails, CreditsRequestError>(enabled ? grantsKey(api.base) : null, () =>
+    api.get<BalanceDetails>('/credits/grants'),
+  );
+  return { details: data, isLoading, error };
 }

@@ -97,8 +97,9 @@ async function main(): Promise<void> {
 
   // Test-only routes.
   app.post('/test/grant', express.json(), async (req, res) => {
-    const { user, amount } = req.body as { user: string; amount: number };
-    res.json(await credits.grantCredits(user, amount, { idempotencyKey: randomUUID(), reason: 'test grant' }));
+    const { user, amount, expiresAt, source } = req.body as { user: string; amount: number; expiresAt?: string; source?: string };
+    const terms = { ...(expiresAt ? { expiresAt } : {}), ...(source ? { source } : {}) };
+    res.json(await credits.grantCredits(user, amount, { idempotencyKey: randomUUID(), reason: 'test grant', ...terms }));
   });
   app.get('/test/checkout-posts', (req, res) => {
     res.json({ count: checkoutPosts.get(String(req.query.user)) ?? 0 });

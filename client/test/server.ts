@@ -10,7 +10,8 @@ export interface TestServer {
   url: string;
   /** Where the kit's router is mounted: pass as `apiBase`. */
   apiBase: string;
-  grant(user: string, amount: number): Promise<number>;
+  /** Grants credits (optionally expiring, from a named source); resolves with the balance. */
+  grant(user: string, amount: number, terms?: { expiresAt?: string; source?: string }): Promise<number>;
   /** Completes a session the kit created, as the customer would on Stripe's page. */
   pay(sessionId: string, outcome?: 'paid' | 'processing'): Promise<void>;
   /** Creates a Checkout Session for this user through the kit's route; returns its id. */
@@ -58,11 +59,11 @@ export async function startTestServer(): Promise<TestServer> {
   return {
     url,
     apiBase: `${url}/api`,
-    async grant(user, amount) {
+    async grant(user, amount, terms = {}) {
       const res = await fetch(`${url}/test/grant`, {
         method: 'POST',
         headers: { 'content-type': 'application/json' },
-        body: JSON.stringify({ user, amount }),
+        body: JSON.stringify({ user, amount, ...terms }),
       });
       return (await json<{ balance: number }>(res)).balance;
     },

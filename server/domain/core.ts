@@ -10,9 +10,10 @@ import { ConflictError, CreditsError, InsufficientCreditsError } from '../errors
 import { deductKey, giveBackKey, grantKey, REQUEST_KEY_PREFIX, settleKey } from './keys';
 import { isForeclosure, Ledger, type SettledOutcome, type TransactionPage } from '../ledger';
 import type { ResolvedCost, ResolvedOptions } from '../options';
+import type { BalanceDetails, CreditGrant } from '../http/wire';
 import { costRef } from './prices';
-import type { Claim, KeptReply, RequestFingerprint, StoredReply } from './types';
-import { assertAmount, assertId } from '../validate';
+import type { Claim, GrantSource, KeptReply, RequestFingerprint, StoredReply } from './types';
+import { assertAmount, assertId, parseGrantTerms } from '../validate';
 
 export interface DeductOptions {
   /** A retried call with the same key deducts at most once (and answers as the first call did). */
@@ -21,9 +22,18 @@ export interface DeductOptions {
 }
 
 export interface GrantOptions {
-  /** Required: the same grant retried with the same key is applied once. */
+  /** Required: the same grant retried with the same key is applied once (its first terms stand). */
   idempotencyKey: string;
   reason?: string;
+  /**
+   * Where the credits come from: `admin` (default), `promotion`, `subscription`, `purchase`, or a name of
+   * your own (lower-case letters, digits, `-`, `_`, `.`). Shown in the balance breakdown.
+   */
+  source?: GrantSource;
+  /** When the unspent rest leaves the balance (a Date or ISO 8601 string, in the future). Default: never. */
+  expiresAt?: Date | string;
+  /** 0-100, default 50: lower is spent first; equal priorities spend the soonest expiry, then the oldest first. */
+  priority?: number;
 }
 
 export interface GrantResult {
@@ -86,7 +96,7 @@ function repeated(claim: Claim, key: string, request: RequestFingerprint | undef
 
 export class CreditsCore {
   constructor(
-    private readonly options: Pick<ResolvedOptions, 'overage' | 'idempotencyKeyTtlMs'>,
+    private readonly options: Pick<ResolvedOptions, 'overage' | 'idempotencyKeyTtlMs' | 'creditName'>,
     private readonly ledger: Ledger,
   ) {}
 
@@ -102,6 +112,27 @@ export class CreditsCore {
 
   getBalance(userId: string): Promise<number> {
     return this.ledger.getBalance(userId);
+  }
+
+  /** The balance by grant and by source, and what expires next (the grants' book as of the latest entry). */
+  async getBalanceDetails(userId: string): Promise<BalanceDetails> {
+    const { balance, book } = await this.ledger.grantBook(userId);
+    const grants: CreditGrant[] = book.grants
+      .filter((g) => g.remaining > 0)
+      .map((g) => ({
+        id: g.id,
+        source: g.source,
+        remaining: g.remaining,
+        priority: Math.min(g.priority, 100),
+        expiresAt: g.expiresAt ? new Date(g.expiresAt).toISOString() : null,
+      }));
+    const bySource: Record<string, number> = {};
+    for (const g of grants) bySource[g.source] = (bySource[g.source] ?? 0) + g.remaining;
+    const soonest = grants.map((g) => g.expiresAt).filter((t): t is string => t !== null).sort()[0];
+    const nextExpiry = soonest
+      ? { amount: grants.filter((g) => g.expiresAt === soonest).reduce((sum, g) => sum + g.remaining, 0), expiresAt: soonest }
+      : null;
+    return { balance, creditName: this.options.creditName, bySource, nextExpiry, debt: book.debt, grants };
   }
 
   listTransactions(userId: string, page: { limit: number; cursor?: number }): Promise<TransactionPage> {
@@ -232,7 +263,9 @@ export class CreditsCore {
     const user = assertId(userId, 'userId');
     const credits = assertAmount(amount);
     const key = grantKey(assertId(options?.idempotencyKey, 'idempotencyKey'));
-    const change = { kind: 'grant' as const, amount: credits, ...(options.reason ? { reason: options.reason } : {}) };
+    // The grant's id is its key (ledger/grants.ts grantIdOf): one grant per idempotency key.
+    const grant = parseGrantTerms(options, new Date());
+    const change = { kind: 'grant' as const, amount: credits, grant, ...(options.reason ? { reason: options.reason } : {}) };
     const outcome = await this.ledger.applyOnceSettled(user, key, change, { create: true });
     if (outcome.status === 'applied') return { granted: true, balance: outcome.balance };
     return { granted: false, balance: await this.ledger.getBalance(user) };

@@ -20,5 +20,10 @@ export const settleKey = (chargeId: string) => `settle:${chargeId}` as const;
 /** The n-th ledger change decided on a Checkout purchase (credit, clawback or reversal). */
 export const purchaseKey = (sessionId: string, step: number) => `checkout:${sessionId}:${step}` as const;
 
+/** The grant a Checkout purchase's credits belong to: its clawbacks take from it, its reversals add to it. */
+export const purchaseGrantId = (sessionId: string) => `checkout:${sessionId}` as const;
+/** The expiry of one grant: its unspent rest leaves the balance once, under this key. */
+export const expireKey = (grantId: string) => `expire:${grantId}` as const;
+
 /** Prefix of the request keys, for reporting the client's own key back to it. */
 export const REQUEST_KEY_PREFIX = 'request:';

@@ -3,7 +3,62 @@
  * see them. Plain data: no storage or framework types.
  */
 
-export type EntryKind = 'purchase' | 'usage' | 'refund' | 'grant' | 'settle' | 'clawback' | 'reversal' | 'adjustment';
+export type EntryKind = 'purchase' | 'usage' | 'refund' | 'grant' | 'settle' | 'clawback' | 'reversal' | 'adjustment' | 'expire';
+
+/**
+ * Where a grant's credits came from: a Checkout purchase, a subscription period, a promotion, an admin or
+ * system grant, or a name the app chooses (lower-case letters, digits, `-`, `_`, `.`). `base` is the kit's:
+ * credits with no grant of their own (see ledger/grants.ts).
+ */
+export type GrantSource = 'purchase' | 'subscription' | 'promotion' | 'admin' | 'base' | (string & {});
+
+/** The grant a credit entry adds to, as written with the entry. */
+export interface GrantTerms {
+  /** The grant's id within the account; default: the entry's key, or its id when it has none. */
+  id?: string;
+  source: GrantSource;
+  /** 0-100, lower is spent first. */
+  priority: number;
+  /** Unspent credits leave the balance at this time (an `expire` entry); never when absent. */
+  expiresAt?: Date;
+}
+
+/**
+ * One grant's share of a ledger entry: credits taken from it (negative) or added to it (positive), with the
+ * grant's terms, so that a give-back can reopen a grant that was used up.
+ */
+export interface GrantPart {
+  grant: string;
+  amount: number;
+  source: GrantSource;
+  priority: number;
+  expiresAt?: Date;
+  /** The sequence number of the entry that opened the grant (its place among equal grants: oldest first). */
+  seq: number;
+}
+
+/** A grant with credits left (or opened and not yet used up), as the account's grant book holds it. */
+export interface OpenGrant {
+  id: string;
+  source: GrantSource;
+  priority: number;
+  expiresAt?: Date;
+  seq: number;
+  remaining: number;
+}
+
+/**
+ * What each grant of an account holds after entry `seq`: a pure function of the account's entries in `seq`
+ * order (ledger/grants.ts). `remaining` summed over `grants`, less `debt`, is the balance after `seq`.
+ */
+export interface GrantBook {
+  seq: number;
+  /** The latest entry time seen so far: the account's own clock, which never goes back. */
+  clock: Date | null;
+  /** Credits spent beyond every grant (a balance below zero, by the `debt` overage policy). */
+  debt: number;
+  grants: OpenGrant[];
+}
 
 /** A link from a ledger entry to what caused it. */
 export interface EntryRef {
@@ -33,6 +88,10 @@ export interface JournalEntry {
   key?: string;
   reason?: string;
   ref?: EntryRef;
+  /** A credit: the grant it adds to. Without it a credit goes to the grants its charge drew from, or to `base`. */
+  grant?: GrantTerms;
+  /** A spend: the grant it takes from first (an expiry, the clawback of a purchase). */
+  from?: string;
 }
 
 export interface AccountSnapshot {
@@ -42,6 +101,11 @@ export interface AccountSnapshot {
   count: number;
   /** Entries applied but not yet moved to the ledger collection, oldest first. */
   journal: JournalEntry[];
+  /**
+   * The grant book as of the last entry moved out of the journal (`book.seq` = count - journal.length);
+   * absent on accounts from before grants (their balance then is one `base` grant: ledger/grants.ts).
+   */
+  book?: GrantBook;
 }
 
 export interface LedgerEntry extends JournalEntry {
@@ -49,6 +113,10 @@ export interface LedgerEntry extends JournalEntry {
   /** 1 for the account's first entry, then one more for each. */
   seq: number;
   balanceAfter: number;
+  /** Which grants the entry took from or added to (absent on entries moved before grants existed). */
+  grants?: GrantPart[];
+  /** How much the entry added to the debt (a spend beyond every grant) or repaid (negative). */
+  debt?: number;
 }
 
 /** A change as a claim records it, so that recovery can finish it without its first holder. */
@@ -57,6 +125,8 @@ export interface ClaimedChange {
   amount: number;
   reason?: string;
   ref?: EntryRef;
+  grant?: GrantTerms;
+  from?: string;
 }
 
 /**

@@ -64,6 +64,8 @@ export interface FetchCredits<Name extends string = string> extends CreditsBase 
     balance: FetchRouteHandler;
     /** GET /credits/transactions?limit&cursor */
     transactions: FetchRouteHandler;
+    /** GET /credits/grants: the balance by grant and source, and what expires next */
+    grants: FetchRouteHandler;
     /** GET /credits/pricing (public) */
     pricing: FetchRouteHandler;
   };
@@ -127,6 +129,7 @@ export function createFetchCredits<Costs extends NamedCosts = NamedCosts>(option
     session: route((request, url) => routes.session(inputOf(request, url), url.searchParams.get('session_id') ?? lastSegment(url.pathname))),
     balance: route((request, url) => routes.balance(inputOf(request, url))),
     transactions: route((request, url) => routes.transactions(inputOf(request, url))),
+    grants: route((request, url) => routes.grants(inputOf(request, url))),
     pricing: route(() => routes.pricing()),
   };
 
@@ -140,6 +143,7 @@ export function createFetchCredits<Costs extends NamedCosts = NamedCosts>(option
       [/^\/stripe\/session$/, handlers.session],
       [/^\/credits\/balance$/, handlers.balance],
       [/^\/credits\/transactions$/, handlers.transactions],
+      [/^\/credits\/grants$/, handlers.grants],
       [/^\/credits\/pricing$/, handlers.pricing],
     ],
   };

@@ -13,7 +13,7 @@ import type { Purchases } from '../stripe/purchases';
 import { handleEvent, verifyEvent } from '../stripe/webhook';
 import { parseIdempotencyKey, parsePage } from '../validate';
 import { errorReply, type Reply } from './guard';
-import type { Balance, CheckoutSessionCreated, CheckoutSessionResult, Pricing, TransactionPage } from './wire';
+import type { Balance, BalanceDetails, CheckoutSessionCreated, CheckoutSessionResult, Pricing, TransactionPage } from './wire';
 
 /** What a route reads of a request, whatever the framework. */
 export interface RouteInput {
@@ -139,6 +139,13 @@ export function createRoutes({ core, purchases, options }: RouteDeps) {
       onlyQuery(input.query, []);
       const userId = await input.user();
       return { status: 200, body: { balance: await core.getBalance(userId), creditName: options.creditName } };
+    },
+
+    /** GET /credits/grants: the balance by grant and source, and what expires next. */
+    async grants(input: RouteInput): Promise<Reply<BalanceDetails>> {
+      onlyQuery(input.query, []);
+      const userId = await input.user();
+      return { status: 200, body: await core.getBalanceDetails(userId) };
     },
 
     /** GET /credits/transactions?limit&cursor */

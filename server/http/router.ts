@@ -6,6 +6,7 @@
  *   GET  /stripe/checkout/session/:id    success page: status, fulfil      (signed in, own sessions)
  *   GET  /credits/balance                { balance, creditName }           (signed in)
  *   GET  /credits/transactions           the ledger, paginated             (signed in)
+ *   GET  /credits/grants                 balance by grant, what expires    (signed in)
  *   GET  /credits/pricing                price, limits and bundles         (public)
  */
 import express, { type ErrorRequestHandler, type Request, type RequestHandler, type Router } from 'express';
@@ -105,6 +106,7 @@ export function createRouter({ credits: core, purchases, options, checkoutLimite
   router.get('/stripe/checkout/session/:id', handle((req) => routes.session(input(req), req.params.id)));
   router.get('/credits/balance', handle((req) => routes.balance(input(req))));
   router.get('/credits/transactions', handle((req) => routes.transactions(input(req))));
+  router.get('/credits/grants', handle((req) => routes.grants(input(req))));
   router.get('/credits/pricing', handle(() => routes.pricing()));
 
   // Body parser failures in the kit's own routes answer in the kit's error shape.

@@ -7,10 +7,37 @@
  * server code can reach the browser bundle through it.
  */
 import type { CreditsErrorBody, CreditsErrorCode } from '../errors';
-import type { Transaction, TransactionPage } from '../ledger/history';
-import type { EntryKind, EntryRef, PurchaseStatus } from '../domain/types';
+import type { Transaction, TransactionGrant, TransactionPage } from '../ledger/history';
+import type { EntryKind, EntryRef, GrantSource, PurchaseStatus } from '../domain/types';
 
-export type { CreditsErrorBody, CreditsErrorCode, EntryKind, EntryRef, Transaction, TransactionPage };
+export type { CreditsErrorBody, CreditsErrorCode, EntryKind, EntryRef, GrantSource, Transaction, TransactionGrant, TransactionPage };
+
+/** One grant with credits left, as GET /credits/grants and getBalanceDetails() list it. */
+export interface CreditGrant {
+  /** The grant's id: `grant:<idempotencyKey>` for grantCredits, `checkout:<session>` for a purchase, `base`. */
+  id: string;
+  source: GrantSource;
+  /** Credits left in it. */
+  remaining: number;
+  /** 0-100, lower is spent first (`base` is spent after every grant). */
+  priority: number;
+  /** ISO time its unspent rest leaves the balance; null: never. A time in the past: expiring now. */
+  expiresAt: string | null;
+}
+
+/** GET /credits/grants: the balance broken down by grant and source, and what expires next. */
+export interface BalanceDetails {
+  balance: number;
+  creditName: string;
+  /** Credits left per source (`purchase`, `subscription`, `promotion`, `admin`, `base`, the app's own). */
+  bySource: Record<string, number>;
+  /** The soonest expiry: how many credits leave the balance then, and when; null when none expire. */
+  nextExpiry: { amount: number; expiresAt: string } | null;
+  /** Credits spent beyond every grant (the balance is below zero by this, or below the grants' sum). */
+  debt: number;
+  /** The grants with credits left, in the order they are spent. */
+  grants: CreditGrant[];
+}
 
 /** GET /credits/balance */
 export interface Balance {

@@ -15,7 +15,7 @@
 import { randomUUID } from 'node:crypto';
 import { ConflictError, CreditsError, StoreUnavailableError } from '../errors';
 import type { ApplyOptions, CreditStore } from '../store/types';
-import type { AccountSnapshot, Claim, ClaimedChange, EntryKind, EntryRef, JournalEntry } from '../domain/types';
+import type { AccountSnapshot, Claim, ClaimedChange, EntryKind, EntryRef, GrantTerms, JournalEntry } from '../domain/types';
 import { giveBackKey } from '../domain/keys';
 import type { Background } from './background';
 import type { JournalMover } from './journal-mover';
@@ -25,6 +25,10 @@ export interface ChangeInput {
   amount: number;
   reason?: string;
   ref?: EntryRef;
+  /** A credit's grant (ledger/grants.ts). */
+  grant?: GrantTerms;
+  /** A spend's grant taken from first. */
+  from?: string;
 }
 
 export interface ChangeOptions extends ApplyOptions {
@@ -337,6 +341,7 @@ function applyOptions(options: ChangeOptions): ApplyOptions {
   const out: ApplyOptions = {};
   if (options.minBalance !== undefined) out.minBalance = options.minBalance;
   if (options.create !== undefined) out.create = options.create;
+  if (options.ifCount !== undefined) out.ifCount = options.ifCount;
   return out;
 }
 
@@ -344,6 +349,8 @@ function claimedChange(change: ChangeInput): ClaimedChange {
   const c: ClaimedChange = { kind: change.kind, amount: change.amount };
   if (change.reason !== undefined) c.reason = change.reason;
   if (change.ref !== undefined) c.ref = change.ref;
+  if (change.grant !== undefined) c.grant = change.grant;
+  if (change.from !== undefined) c.from = change.from;
   return c;
 }
 
@@ -352,6 +359,8 @@ export function newEntry(change: ChangeInput, key?: string): JournalEntry {
   if (key !== undefined) entry.key = key;
   if (change.reason !== undefined) entry.reason = change.reason;
   if (change.ref !== undefined) entry.ref = change.ref;
+  if (change.grant !== undefined) entry.grant = change.grant;
+  if (change.from !== undefined) entry.from = change.from;
   return entry;
 }
 

@@ -3,7 +3,19 @@
  * a page never counts an entry twice or skips one while a move is under way.
  */
 import type { CreditStore } from '../store/types';
-import type { AccountSnapshot, EntryKind, EntryRef, LedgerEntry } from '../domain/types';
+import type { AccountSnapshot, EntryKind, EntryRef, GrantSource, LedgerEntry } from '../domain/types';
+import { foldJournal } from './book';
+import { BASE_GRANT } from './grants';
+
+/** One grant's share of a transaction: taken from it (negative) or added to it (positive). */
+export interface TransactionGrant {
+  /** The grant's id (`base` for credits with no grant of their own). */
+  grant: string;
+  source: GrantSource;
+  amount: number;
+  /** ISO time; absent when the grant never expires. */
+  expiresAt?: string;
+}
 
 export interface Transaction {
   id: string;
@@ -14,6 +26,10 @@ export interface Transaction {
   createdAt: string;
   reason?: string;
   ref?: EntryRef;
+  /** The grants the entry took from or added to; absent on entries from before grants. */
+  grants?: TransactionGrant[];
+  /** Credits the entry spent beyond every grant (positive), or debt it repaid (negative). */
+  debt?: number;
 }
 
 export interface TransactionPage {
@@ -31,7 +47,7 @@ export async function listTransactions(
 ): Promise<TransactionPage> {
   const account = await store.getAccount(userId);
   if (!account) return { transactions: [], nextCursor: null, balance: 0 };
-  const journalled = ledgerEntriesOf(account);
+  const journalled = account.journal.length > 0 ? (await foldJournal(store, account)).entries : [];
   const firstJournalSeq = account.count - account.journal.length + 1;
   const before = options.cursor ?? account.count + 1;
 
@@ -74,5 +90,14 @@ function toTransaction(entry: LedgerEntry): Transaction {
   };
   if (entry.reason) t.reason = entry.reason;
   if (entry.ref) t.ref = entry.ref;
+  if (entry.grants) {
+    t.grants = entry.grants.map((p) => ({
+      grant: p.grant,
+      source: p.grant === BASE_GRANT ? 'base' : p.source,
+      amount: p.amount,
+      ...(p.expiresAt ? { expiresAt: new Date(p.expiresAt).toISOString() } : {}),
+    }));
+  }
+  if (entry.debt) t.debt = entry.debt;
   return t;
 }

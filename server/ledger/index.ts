@@ -7,6 +7,8 @@
  * - journal-mover.ts: moving journals to the ledger collection in batches;
  * - history.ts: reading the ledger page by page;
  * - recovery.ts: reconcile(), finishing what crashes and stalls left half done;
+ * - grants.ts, book.ts: which grants each entry took from or added to, folded by the mover off the hot path;
+ * - expiry.ts: the sweep that takes a due grant's rest out of the balance, once;
  * - background.ts: the work owed after an answer, retried and tracked so flush() means "nothing in flight".
  *
  * Invariants, at every moment and after a crash between any two steps:
@@ -15,19 +17,27 @@
  *   it, an entry enters a journal at most once, and a claim is only ever decided after its entry is fenced.
  */
 import type { CreditStore } from '../store/types';
-import type { Claim, StoredReply } from '../domain/types';
+import type { Claim, GrantBook, StoredReply } from '../domain/types';
 import { LowBalanceAlerts, type LowBalanceWatch } from './alerts';
 import { Background } from './background';
+import { foldJournal } from './book';
 import { Changes, claimId, type ChangeInput, type ChangeOptions } from './changes';
+import { Expiry, type ExpiryReport } from './expiry';
+import { startingBook } from './grants';
 import { listTransactions, type TransactionPage } from './history';
 import { JournalMover } from './journal-mover';
-import { reconcileLedger, type ReconcileReport } from './recovery';
+import { reconcileLedger, type ReconcileReport as RecoveryReport } from './recovery';
 
 export type { Applied, ChangeInput, KeyedOutcome, SettledOutcome } from './changes';
 export { claimId, isForeclosure } from './changes';
-export type { Transaction, TransactionPage } from './history';
-export type { ReconcileReport } from './recovery';
+export type { Transaction, TransactionGrant, TransactionPage } from './history';
+export type { ExpiryReport } from './expiry';
 export type { LowBalanceWatch } from './alerts';
+
+export type ReconcileReport = RecoveryReport & {
+  /** Grants whose unspent rest the expiry sweep took out of the balance in this pass. */
+  grantsExpired: number;
+};
 
 export interface LedgerHooks {
   /** Told of errors in background work (moving journal entries, repairs); default: the `logger`. */
@@ -38,6 +48,7 @@ export class Ledger {
   readonly background: Background;
   private readonly mover: JournalMover;
   private readonly changes: Changes;
+  private readonly expiry: Expiry;
   private readonly alerts: LowBalanceAlerts | undefined;
 
   constructor(
@@ -51,6 +62,7 @@ export class Ledger {
     this.alerts = alerts;
     this.mover = new JournalMover(store, (err) => this.backgroundError(err), alerts && ((entries) => alerts.record(entries)));
     this.changes = new Changes(store, this.mover, this.background, leaseMs);
+    this.expiry = new Expiry(store, this.changes, this.mover);
   }
 
   apply(userId: string, change: ChangeInput, options?: ChangeOptions) {
@@ -82,6 +94,23 @@ export class Ledger {
     return (await this.store.getAccount(userId))?.balance ?? 0;
   }
 
+  /** The account's grant book as of its latest entry, and its balance. */
+  async grantBook(userId: string): Promise<{ balance: number; book: GrantBook }> {
+    const account = await this.store.getAccount(userId);
+    if (!account) return { balance: 0, book: { seq: 0, clock: null, debt: 0, grants: [] } };
+    const book = account.journal.length > 0 ? (await foldJournal(this.store, account)).book : startingBook(account);
+    return { balance: account.balance, book };
+  }
+
+  /**
+   * The expiry sweep: every account's due grants as of `now` (one account's when `userId` is given); by
+   * default as of the earlier of this instance's clock and the database's.
+   */
+  expireGrants(now?: Date, userId?: string, batch = 500): Promise<ExpiryReport> {
+    if (userId !== undefined) return this.expiry.expireAccount(userId, now);
+    return this.expiry.sweep(now, batch, (e) => this.backgroundError(e));
+  }
+
   listTransactions(userId: string, options: { limit: number; cursor?: number }): Promise<TransactionPage> {
     return listTransactions(this.store, userId, options);
   }
@@ -94,11 +123,21 @@ export class Ledger {
     await this.alerts?.flush();
   }
 
-  reconcile(options: { batch?: number; olderThanMs?: number } = {}): Promise<ReconcileReport> {
-    return reconcileLedger(
+  async reconcile(options: { batch?: number; olderThanMs?: number } = {}): Promise<ReconcileReport> {
+    const batch = options.batch ?? 500;
+    const repaired = await reconcileLedger(
       { store: this.store, changes: this.changes, mover: this.mover, alerts: this.alerts, olderThanMs: options.olderThanMs ?? this.leaseMs, onError: (e) => this.backgroundError(e) },
-      options.batch ?? 500,
+      batch,
     );
+    // After the repairs, so that journals left by crashes are in the books the sweep reads.
+    let expired: ExpiryReport;
+    try {
+      expired = await this.expireGrants(undefined, undefined, batch);
+    } catch (err) {
+      this.backgroundError(err);
+      expired = { grantsExpired: 0, creditsExpired: 0, busy: 0, errors: 1 };
+    }
+    return { ...repaired, grantsExpired: expired.grantsExpired, errors: repaired.errors + expired.errors };
   }
 
   private backgroundError(err: unknown): void {

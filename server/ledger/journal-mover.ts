@@ -8,10 +8,21 @@
  * request thus costs its one blocking update plus small shares of batched background writes, and account
  * documents stay small. A move that fails leaves the entries journalled, where reads still count them and
  * reconcile() moves them.
+ *
+ * Grants: each account's journal is folded over its grant book (book.ts, grants.ts) so that every ledger
+ * entry is written with the grants it took from or added to, and the pull stores the book after the pulled
+ * entries, with a compare-and-set on the book's `seq`. The fold is a pure function of the entries, so a
+ * second mover, or one re-run after a crash, writes the same entries and the same book.
  */
 import type { CreditStore } from '../store/types';
-import type { AccountSnapshot, LedgerEntry } from '../domain/types';
-import { ledgerEntriesOf } from './history';
+import type { AccountSnapshot, GrantBook, LedgerEntry } from '../domain/types';
+import { foldJournal } from './book';
+
+/** A snapshot with the book its journal leads to. */
+interface Moved {
+  snapshot: AccountSnapshot;
+  book: GrantBook;
+}
 
 /** How long changes gather before one batched move. */
 const MOVE_DELAY_MS = 50;
@@ -26,7 +37,7 @@ export class JournalMover {
   /** Per account, the sequence number up to which this process has written the ledger. */
   private readonly inLedger = new Map<string, number>();
   /** Accounts whose journal entries are all in the ledger but not yet pulled: the newest such snapshot. */
-  private readonly unpulled = new Map<string, AccountSnapshot>();
+  private readonly unpulled = new Map<string, Moved>();
   private timer: NodeJS.Timeout | undefined;
   private idleTimer: NodeJS.Timeout | undefined;
   /** The idle pull in flight, if any (flush() waits for it). */
@@ -53,13 +64,13 @@ export class JournalMover {
     }
   }
 
-  /** Moves one account's whole journal now (recovery). */
-  async moveNow(snapshot: AccountSnapshot): Promise<void> {
-    if (snapshot.journal.length === 0) return;
-    const entries = ledgerEntriesOf(snapshot);
+  /** Moves one account's whole journal now (recovery, the expiry sweep); true when its book was stored. */
+  async moveNow(snapshot: AccountSnapshot): Promise<boolean> {
+    if (snapshot.journal.length === 0) return true;
+    const { entries, book } = await foldJournal(this.store, snapshot);
     await this.store.insertLedgerEntries(entries);
     await this.moved(entries);
-    await this.store.pullJournals([{ userId: snapshot.userId, entries: snapshot.journal }]);
+    return (await this.pull([{ snapshot, book }])).length === 0;
   }
 
   /** Moves everything scheduled so far, empties the journals it moved, and resolves when done. */
@@ -90,24 +101,27 @@ export class JournalMover {
   private async run(): Promise<void> {
     const batch = [...this.pending.values()];
     this.pending.clear();
-    const entries = batch.flatMap((snapshot) => {
+    // Folding reads only for give-backs whose charge has left the journal; accounts fold side by side.
+    const folds = await Promise.all(batch.map((snapshot) => foldJournal(this.store, snapshot)));
+    const moved: Moved[] = batch.map((snapshot, i) => ({ snapshot, book: folds[i]!.book }));
+    const entries = batch.flatMap((snapshot, i) => {
       const known = this.inLedger.get(snapshot.userId) ?? 0;
-      return ledgerEntriesOf(snapshot).filter((e) => e.seq > known);
+      return folds[i]!.entries.filter((e) => e.seq > known);
     });
     await this.store.insertLedgerEntries(entries);
     await this.moved(entries);
     if (this.inLedger.size > 10_000) this.inLedger.clear(); // only a hint: forgetting costs a duplicate insert
-    const due: AccountSnapshot[] = [];
-    for (const snapshot of batch) {
-      this.inLedger.set(snapshot.userId, snapshot.count);
-      if (snapshot.journal.length >= PULL_AT) {
-        this.unpulled.delete(snapshot.userId);
-        due.push(snapshot);
+    const due: Moved[] = [];
+    for (const m of moved) {
+      this.inLedger.set(m.snapshot.userId, m.snapshot.count);
+      if (m.snapshot.journal.length >= PULL_AT) {
+        this.unpulled.delete(m.snapshot.userId);
+        due.push(m);
       } else {
-        this.unpulled.set(snapshot.userId, snapshot);
+        this.unpulled.set(m.snapshot.userId, m);
       }
     }
-    if (due.length > 0) await this.pull(due);
+    if (due.length > 0) await this.pullOrReschedule(due);
     this.armIdle();
   }
 
@@ -115,13 +129,23 @@ export class JournalMover {
   private async pullIdle(): Promise<void> {
     if (this.idleTimer) clearTimeout(this.idleTimer);
     this.idleTimer = undefined;
-    const quiet = [...this.unpulled.values()].filter((s) => !this.pending.has(s.userId));
-    for (const s of quiet) this.unpulled.delete(s.userId);
-    if (quiet.length > 0) await this.pull(quiet);
+    const quiet = [...this.unpulled.values()].filter((m) => !this.pending.has(m.snapshot.userId));
+    for (const m of quiet) this.unpulled.delete(m.snapshot.userId);
+    if (quiet.length > 0) await this.pullOrReschedule(quiet);
   }
 
-  private async pull(snapshots: AccountSnapshot[]): Promise<void> {
-    await this.store.pullJournals(snapshots.map((s) => ({ userId: s.userId, entries: s.journal })));
+  private pull(moved: Moved[]): Promise<string[]> {
+    return this.store.pullJournals(
+      moved.map(({ snapshot, book }) => ({ userId: snapshot.userId, entries: snapshot.journal, book: { from: snapshot.book?.seq ?? null, to: book } })),
+    );
+  }
+
+  /** An account another mover pulled first may still journal newer entries: read it and move it again. */
+  private async pullOrReschedule(moved: Moved[]): Promise<void> {
+    for (const userId of await this.pull(moved)) {
+      const fresh = await this.store.getAccount(userId);
+      if (fresh && fresh.journal.length > 0) this.schedule(fresh);
+    }
   }
 
   private armIdle(): void {

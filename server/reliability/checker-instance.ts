@@ -13,7 +13,8 @@
  *   POST /ai/metered    requireCredits(10); settle(x-used), then 200 {chargeId, charged};
  *                       `x-fail: before-settle` answers 500 first and settles afterwards;
  *                       `x-fail: after-settle` settles, then throws
- *   POST /admin/grant   {user, amount, key}          → grantCredits
+ *   POST /admin/grant   {user, amount, key, source?, priority?, expiresAt?} → grantCredits
+ *   POST /admin/expire  {now}                         → expireGrants (a simulated clock)
  *   POST /admin/deduct  {user, amount, key?, reason}  → deductCredits
  *   POST /admin/reconcile, /admin/flush
  *   GET  /admin/runs    what each request id did here: handler runs, charge ids, settlements
@@ -157,9 +158,14 @@ async function main(): Promise<void> {
   admin.post(
     '/grant',
     wrap(async (req) => {
-      const { user, amount, key } = req.body as { user: string; amount: number; key: string };
-      return credits.grantCredits(user, amount, { idempotencyKey: key, reason: `checker grant ${key}` });
+      const { user, amount, key, source, priority, expiresAt } = req.body as { user: string; amount: number; key: string; source?: string; priority?: number; expiresAt?: string };
+      const terms = { ...(source ? { source } : {}), ...(priority !== undefined ? { priority } : {}), ...(expiresAt ? { expiresAt } : {}) };
+      return credits.grantCredits(user, amount, { idempotencyKey: key, reason: `checker grant ${key}`, ...terms });
     }),
+  );
+  admin.post(
+    '/expire',
+    wrap(async (req) => credits.expireGrants({ now: new Date((req.body as { now: string }).now) })),
   );
   admin.post(
     '/deduct',

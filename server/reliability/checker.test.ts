@@ -2,7 +2,8 @@
  * A model-based checker in the style of Jepsen's bank test. Three instances of an app (separate Node
  * processes, server/reliability/checker-instance.ts) share one database, each through its own fault proxy
  * (tools/fault-proxy.ts) and each with its own clock: 0, +70 s and -90 s (tools/skew-clock.cjs). Client
- * workers drive them with a schedule drawn from one seed: keyed grants re-sent to other instances, guarded
+ * workers drive them with a schedule drawn from one seed: keyed grants (half of them expiring, some with a
+ * priority or a source) re-sent to other instances, expiry sweeps on a simulated clock, guarded
  * fixed and metered requests (failing or not, with and without Idempotency-Key, retried elsewhere after a
  * 503), deductions with and without keys, and Checkout purchases whose signed Stripe events (completion,
  * refunds, refunds that fail, disputes won or lost) are delivered shuffled, duplicated, concurrently and
@@ -23,7 +24,10 @@
  *   6. grants and keyed deductions applied at most once, and exactly once when a call said so; an unkeyed
  *      deduction that failed was undone;
  *   7. spending never took a balance below zero;
- *   8. every fall of a balance below a lowBalance level in the final ledger was recorded as one alert and
+ *   8. grants: each entry's grant parts and debt make its amount; replayed in seq order they never take a
+ *      grant below zero and lead to the stored grant book, which adds up to the balance; an expiry takes
+ *      exactly its grant's rest, once per grant, never before a sweep's clock reached the grant's expiry.
+ *   9. every fall of a balance below a lowBalance level in the final ledger was recorded as one alert and
  *      delivered to the hook, and no alert or hook call names a fall that did not happen.
  *
  * CHECKER_SEED=n replays a schedule (timing still varies); the seed is printed at the start and in every
@@ -207,6 +211,8 @@ interface GrantRecord {
   key: string;
   user: string;
   amount: number;
+  /** Grant terms, sent the same on every attempt. */
+  terms: { source?: string; priority?: number; expiresAt?: string };
   attempts: Array<{ instance: number; status: number | 'error'; granted?: boolean }>;
 }
 
@@ -285,7 +291,7 @@ it('keeps every money rule under faults, skewed clocks and Stripe chaos across t
       const amount = 60;
       const a = await http(`${inst(0).url}/admin/grant`, json({ user, amount, key }));
       if (a.status !== 200) throw new Error(`${tag} opening grant failed: ${a.status} ${JSON.stringify(a.body)}`);
-      grants.set(key, { key, user, amount, attempts: [{ instance: 0, status: 200, granted: a.body.granted as boolean }] });
+      grants.set(key, { key, user, amount, terms: {}, attempts: [{ instance: 0, status: 200, granted: a.body.granted as boolean }] });
     }
 
     const loadEnd = Date.now() + LOAD_MS;
@@ -346,7 +352,7 @@ it('keeps every money rule under faults, skewed clocks and Stripe chaos across t
 
     // ----- grants -----
     const grantAttempt = async (g: GrantRecord, instance: number) => {
-      const a = await http(`${inst(instance).url}/admin/grant`, json({ user: g.user, amount: g.amount, key: g.key }));
+      const a = await http(`${inst(instance).url}/admin/grant`, json({ user: g.user, amount: g.amount, key: g.key, ...g.terms }));
       g.attempts.push({ instance, status: a.status, ...(typeof a.body.granted === 'boolean' ? { granted: a.body.granted } : {}) });
       count('grant', a.status);
     };
@@ -354,13 +360,31 @@ it('keeps every money rule under faults, skewed clocks and Stripe chaos across t
       const resend = mine.length > 0 && rng.chance(0.35);
       const twice = rng.chance(0.3);
       const instance = rng.int(0, instances.length - 1);
-      const g: GrantRecord = resend ? rng.pick(mine) : { key: `g-${w}-${n}`, user: rng.pick(USERS), amount: rng.int(5, 40), attempts: [] };
+      const g: GrantRecord = resend ? rng.pick(mine) : { key: `g-${w}-${n}`, user: rng.pick(USERS), amount: rng.int(5, 40), terms: grantTerms(rng), attempts: [] };
       if (!resend) {
         grants.set(g.key, g);
         mine.push(g);
       }
       if (twice) await Promise.all([grantAttempt(g, instance), grantAttempt(g, other(rng, instance))]);
       else await grantAttempt(g, instance);
+    };
+
+    // ----- grant terms and expiry -----
+    // Half the grants expire, 5-30 minutes ahead (later than any instance's skew, so every instance takes
+    // them as in the future); the expiry sweep is driven with a simulated clock up to 40 minutes ahead.
+    function grantTerms(rng: Rng): GrantRecord['terms'] {
+      const terms: GrantRecord['terms'] = {};
+      if (rng.chance(0.5)) terms.expiresAt = new Date(started + rng.int(5, 30) * 60_000).toISOString();
+      if (rng.chance(0.5)) terms.priority = rng.int(0, 100);
+      if (rng.chance(0.5)) terms.source = rng.pick(['promotion', 'subscription', 'admin']);
+      return terms;
+    }
+    let latestSweep = 0;
+    const expireOp = async (rng: Rng) => {
+      const now = started + rng.int(0, 40) * 60_000;
+      latestSweep = Math.max(latestSweep, now);
+      const a = await http(`${inst(rng.int(0, instances.length - 1)).url}/admin/expire`, json({ now: new Date(now).toISOString() }));
+      count('expire', a.status);
     };
 
     // ----- deductCredits -----
@@ -588,6 +612,7 @@ it('keeps every money rule under faults, skewed clocks and Stripe chaos across t
           ['deduct', 15],
           ['purchase', 7],
           ['reconcile', 1.5],
+          ['expire', 2],
           ['audit', 2],
           ['pause', 3],
         ] as const);
@@ -595,6 +620,7 @@ it('keeps every money rule under faults, skewed clocks and Stripe chaos across t
         else if (op === 'fixed' || op === 'metered') await guardedOp(opRng, w, n, op);
         else if (op === 'deduct') await deductOp(opRng, w, n, myDeducts);
         else if (op === 'purchase') await purchaseOp(opRng, w, n);
+        else if (op === 'expire') await expireOp(opRng);
         else if (op === 'reconcile') {
           // Recovery running while everything else does (on the +70 s instance every claim looks stale).
           const a = await http(`${inst(opRng.int(0, instances.length - 1)).url}/admin/reconcile`);
@@ -712,9 +738,16 @@ it('keeps every money rule under faults, skewed clocks and Stripe chaos across t
 
     // ----- read the database directly -----
     const db = connection.getClient().db(dbName);
-    type Entry = { _id: string; userId: string; kind: string; amount: number; key?: string; reason?: string; ref?: Record<string, unknown>; seq?: number; balanceAfter?: number };
+    type Part = { grant: string; amount: number; expiresAt?: Date };
+    type Entry = { _id: string; userId: string; kind: string; amount: number; key?: string; reason?: string; ref?: Record<string, unknown>; seq?: number; balanceAfter?: number; grants?: Part[]; debt?: number; from?: string };
     const ledgerDocs = (await db.collection('credit_ledger').find({}).toArray()) as unknown as Entry[];
-    const accounts = (await db.collection('credit_accounts').find({}).toArray()) as unknown as Array<{ _id: string; balance?: number; count?: number; journal?: Array<Omit<Entry, '_id' | 'userId'> & { id: string }> }>;
+    const accounts = (await db.collection('credit_accounts').find({}).toArray()) as unknown as Array<{
+      _id: string;
+      balance?: number;
+      count?: number;
+      journal?: Array<Omit<Entry, '_id' | 'userId'> & { id: string }>;
+      book?: { seq: number; debt: number; grants: Array<{ id: string; remaining: number }> };
+    }>;
     const claims = (await db.collection('credit_claims').find({}).toArray()) as unknown as Array<{ _id: string; state: string; key: string; createdAt: Date; entryId: string }>;
     const purchaseDocs = (await db.collection('credit_purchases').find({}).toArray()) as unknown as Array<{ _id: string; pendingAdjustments?: unknown[]; granted?: number; status?: string }>;
 
@@ -925,7 +958,40 @@ it('keeps every money rule under faults, skewed clocks and Stripe chaos across t
       }
     }
 
-    // 8. one low-balance alert per fall below a level, recorded once and delivered (at least once).
+    // 8. grants: every entry's parts (and debt) make its amount; per account, the parts replayed in seq
+    // order never take a grant below zero and lead to the stored book, which adds up to the balance; an
+    // expiry takes exactly its grant's rest, once per grant, and only once its expiry was reached.
+    for (const a of accounts) {
+      const mine = ledgerDocs.filter((e) => e.userId === a._id).sort((x, y) => (x.seq ?? 0) - (y.seq ?? 0));
+      const held = new Map<string, number>();
+      let debt = 0;
+      const expired = new Set<string>();
+      for (const e of mine) {
+        const parts = e.grants ?? [];
+        check('8 parts make the amount', parts.reduce((t, p) => t + p.amount, 0) - (e.debt ?? 0) === e.amount, () => `${show(e)} parts ${JSON.stringify(parts)} debt ${e.debt}`);
+        for (const p of parts) held.set(p.grant, (held.get(p.grant) ?? 0) + p.amount);
+        debt += e.debt ?? 0;
+        const negative = parts.find((p) => (held.get(p.grant) ?? 0) < 0);
+        check('8 no grant below zero', !negative && debt >= 0, () => `${show(e)} took ${negative?.grant} to ${held.get(negative?.grant ?? '')}, debt ${debt}`);
+        if (e.kind === 'expire') {
+          const g = e.from ?? '';
+          const part = parts.find((p) => p.grant === g);
+          check('8 an expiry takes its grant’s rest', parts.length === 1 && part?.amount === e.amount && (held.get(g) ?? 0) === 0, () => `${show(e)} parts ${JSON.stringify(parts)}, ${g} holds ${held.get(g)} after it`);
+          check('8 a grant expires once', !expired.has(g), () => `${a._id}: ${g} expired twice: ${show(e)}`);
+          check('8 no expiry before its time', !!part?.expiresAt && new Date(part.expiresAt).getTime() <= latestSweep + 90_000, () => `${show(e)} expired ${g} due ${part?.expiresAt ? new Date(part.expiresAt).toISOString() : 'never'}; the latest sweep clock was ${new Date(latestSweep).toISOString()}`);
+          expired.add(g);
+        }
+      }
+      // An account only ever fenced (no entry yet) has no book.
+      const book = a.book ?? ((a.count ?? 0) === 0 ? { seq: 0, debt: 0, grants: [] } : undefined);
+      const left = [...held].filter(([, n]) => n !== 0);
+      check('8 the book is what the ledger says', !!book && book.seq === (a.count ?? 0) && book.debt === debt && left.length === book.grants.length && left.every(([id, n]) => book.grants.some((g) => g.id === id && g.remaining === n)), () =>
+        `${a._id}: book ${JSON.stringify(book)}; the ledger's parts leave ${JSON.stringify(left)}, debt ${debt}, count ${a.count}`,
+      );
+      check('8 the book adds up to the balance', !!book && book.grants.reduce((t, g) => t + g.remaining, 0) - book.debt === (a.balance ?? 0), () => `${a._id}: book ${JSON.stringify(book)}, balance ${a.balance}`);
+    }
+
+    // 9. one low-balance alert per fall below a level, recorded once and delivered (at least once).
     const alertDocs = (await db.collection('credit_alerts').find({}).toArray()) as unknown as Array<{ _id: string; state: string }>;
     const alertCalls = (await db.collection('checker_alert_calls').find({}).toArray()) as unknown as Array<{ alertId: string }>;
     const crossings = new Set<string>();
@@ -940,14 +1006,14 @@ it('keeps every money rule under faults, skewed clocks and Stripe chaos across t
     const recordedAlerts = new Set(alertDocs.map((a) => a._id));
     const calledAlerts = new Set(alertCalls.map((c) => c.alertId));
     for (const id of crossings) {
-      check('8 each crossing recorded once', recordedAlerts.has(id), () => `the ledger crosses ${id} but no alert was recorded`);
-      check('8 each crossing delivered', calledAlerts.has(id), () => `alert ${id} was never delivered to the hook`);
+      check('9 each crossing recorded once', recordedAlerts.has(id), () => `the ledger crosses ${id} but no alert was recorded`);
+      check('9 each crossing delivered', calledAlerts.has(id), () => `alert ${id} was never delivered to the hook`);
     }
     for (const a of alertDocs) {
-      check('8 no alert without a crossing', crossings.has(a._id), () => `alert ${a._id} recorded, but the ledger has no such crossing`);
-      check('8 alerts marked delivered', a.state === 'delivered', () => `alert ${a._id} is still ${a.state} after recovery`);
+      check('9 no alert without a crossing', crossings.has(a._id), () => `alert ${a._id} recorded, but the ledger has no such crossing`);
+      check('9 alerts marked delivered', a.state === 'delivered', () => `alert ${a._id} is still ${a.state} after recovery`);
     }
-    for (const id of calledAlerts) check('8 no call without a crossing', crossings.has(id), () => `the hook was called with ${id}, which the ledger does not cross`);
+    for (const id of calledAlerts) check('9 no call without a crossing', crossings.has(id), () => `the hook was called with ${id}, which the ledger does not cross`);
     const repeatedCalls = alertCalls.length - calledAlerts.size;
 
     // Liveness, reported: claims still pending after recovery.

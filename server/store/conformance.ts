@@ -69,7 +69,11 @@ export function describeCreditStore(name: string, create: () => Promise<StoreUnd
       // Two movers at once, and one that gets only a part of what the other wrote: no error, no double.
       await Promise.all([t.store.insertLedgerEntries(ledgerEntries), t.store.insertLedgerEntries(ledgerEntries)]);
       await t.store.insertLedgerEntries([ledgerEntries[1]!, { ...ledgerEntries[0]!, id: randomUUID(), seq: 99 }]);
-      await t.store.pullJournals([{ userId: user, entries: snap.journal }]);
+      const book = { seq: 2, clock: null, debt: 0, grants: [{ id: 'base', source: 'base', priority: 1000, seq: 0, remaining: 7 }] };
+      expect(await t.store.pullJournals([{ userId: user, entries: snap.journal, book: { from: null, to: book } }])).toEqual([]);
+      // A mover that read an older book changes nothing and is told so.
+      expect(await t.store.pullJournals([{ userId: user, entries: snap.journal, book: { from: 0, to: { ...book, seq: 9 } } }])).toEqual([user]);
+      expect((await t.store.getAccount(user))?.book).toEqual(book);
       const later = (await t.store.applyEntry(user, entry(1)))!;
       expect(later.journal).toHaveLength(1);
       expect((await t.rawAccount(user))?.journal).toHaveLength(1);
@@ -83,6 +87,30 @@ export function describeCreditStore(name: string, create: () => Promise<StoreUnd
       expect(await t.store.hasLedgerEntry(ledgerEntries[0]!.id)).toBe(true);
       expect(await t.store.accountsWithJournal(new Date(Date.now() + 1000), 10_000)).toContain(user);
       expect(await t.store.accountsWithJournal(new Date(Date.now() - 60_000), 10_000)).not.toContain(user);
+    });
+
+    it('applies an entry only at the count it was computed at (ifCount), once among concurrent ones', async () => {
+      const user = `c-${randomUUID()}`;
+      const at = (await t.store.applyEntry(user, entry(10), { create: true }))!.count;
+      expect(await t.store.applyEntry(user, entry(-1), { ifCount: at + 1 })).toBeNull();
+      const results = await Promise.all(Array.from({ length: 20 }, () => t.store.applyEntry(user, entry(-2, { kind: 'expire' }), { ifCount: at })));
+      expect(results.filter(Boolean)).toHaveLength(1);
+      expect((await t.rawAccount(user))?.balance).toBe(8);
+    });
+
+    it('finds ledger entries by id and accounts whose stored grant book holds a due grant', async () => {
+      const user = `c-${randomUUID()}`;
+      const snap = (await t.store.applyEntry(user, entry(10), { create: true }))!;
+      const e = { ...snap.journal[0]!, userId: user, seq: 1, balanceAfter: 10, grants: [{ grant: 'g', amount: 10, source: 'promotion', priority: 50, seq: 1, expiresAt: new Date(Date.now() + 60_000) }] };
+      await t.store.insertLedgerEntries([e]);
+      expect(await t.store.getLedgerEntries([e.id, randomUUID()])).toEqual([e]);
+      const due = new Date(Date.now() + 60_000);
+      const book = { seq: 1, clock: null, debt: 0, grants: [{ id: 'g', source: 'promotion', priority: 50, seq: 1, remaining: 10, expiresAt: due }] };
+      expect(await t.store.pullJournals([{ userId: user, entries: snap.journal, book: { from: null, to: book } }])).toEqual([]);
+      expect(await t.store.accountsWithGrantsDue(new Date(due.getTime() - 1), 10_000)).not.toContain(user);
+      expect(await t.store.accountsWithGrantsDue(due, 10_000)).toContain(user);
+      const server = await t.store.serverTime();
+      if (server) expect(Math.abs(server.getTime() - Date.now())).toBeLessThan(60_000);
     });
 
     it('grants a claim to exactly one of many concurrent claimants, and releases only a pending one it names', async () => {

@@ -6,7 +6,9 @@ import type {
   ApplyOptions,
   Claim,
   CreditStore,
+  GrantBook,
   JournalEntry,
+  JournalPull,
   LedgerEntry,
   Purchase,
   StoredReply,
@@ -23,6 +25,8 @@ interface AccountDoc {
   journal: JournalEntry[];
   /** Entry ids that may never be applied (see CreditStore.fenceEntry). Absent on most accounts. */
   fenced?: string[];
+  /** The grant book as of the journal's start; absent on accounts from before grants. */
+  book?: GrantBook;
 }
 type LedgerDoc = Omit<LedgerEntry, 'id'> & { _id: string };
 type ClaimDoc = Omit<Claim, 'id'> & { _id: string };
@@ -60,13 +64,15 @@ export class MongoCreditStore implements CreditStore {
     this.options = options;
   }
 
+  private database(): Db {
+    // getClient() exists once the app has called connect/openUri; mongoose names the database.
+    this.db ??= this.options.connection.getClient().db(this.options.connection.name);
+    return this.db;
+  }
+
   private collection<T extends Document>(name: string): Collection<T> {
-    if (!this.db) {
-      // getClient() exists once the app has called connect/openUri; mongoose names the database.
-      this.db = this.options.connection.getClient().db(this.options.connection.name);
-    }
     // No timeoutMS here: the driver (7.x) ignores it. Calls are bounded by the fail-closed decorator.
-    return this.db.collection<T>(`${this.options.collectionPrefix}${name}`);
+    return this.database().collection<T>(`${this.options.collectionPrefix}${name}`);
   }
 
   private get accounts() {
@@ -94,6 +100,8 @@ export class MongoCreditStore implements CreditStore {
       this.claims.createIndex({ state: 1, createdAt: 1 }),
       this.purchases.createIndex({ paymentIntentId: 1 }),
       this.alerts.createIndex({ state: 1, createdAt: 1 }),
+      // The expiry sweep's question. Written only when a journal is pulled, never by a spend.
+      this.accounts.createIndex({ 'book.grants.expiresAt': 1 }),
       this.expiryIndex(),
     ]);
   }
@@ -121,6 +129,7 @@ export class MongoCreditStore implements CreditStore {
     // A keyed entry may be retried (by its holder or by recovery): the journal refuses its id twice. Other
     // entries have fresh random ids, so the hot path skips the check.
     if (entry.key !== undefined) filter['journal.id'] = { $ne: entry.id };
+    if (options.ifCount !== undefined) filter.count = options.ifCount;
     const guard = balanceGuard(entry.amount, options.minBalance);
     if (guard) filter.balance = guard;
     const update: UpdateFilter<AccountDoc> = {
@@ -177,20 +186,47 @@ export class MongoCreditStore implements CreditStore {
     await insertNew(this.ledger, entries.map(({ id, ...rest }) => ({ _id: id, ...stripUndefined(rest) })));
   }
 
-  async pullJournals(batch: Array<{ userId: string; entries: JournalEntry[] }>): Promise<void> {
-    if (batch.length === 0) return;
-    // $pullAll removes elements equal to the given ones: exactly the entries already in the ledger.
-    await this.accounts.bulkWrite(
-      batch.map(({ userId, entries }) => ({
-        updateOne: { filter: { _id: userId }, update: { $pullAll: { journal: entries.map(stripUndefined) } } },
+  async pullJournals(batch: JournalPull[]): Promise<string[]> {
+    if (batch.length === 0) return [];
+    // $pullAll removes elements equal to the given ones: exactly the entries already in the ledger. The
+    // book filter makes it a compare-and-set: a mover that read an older book changes nothing.
+    const r = await this.accounts.bulkWrite(
+      batch.map(({ userId, entries, book }) => ({
+        updateOne: {
+          filter: { _id: userId, ...(book.from === null ? { book: { $exists: false } } : { 'book.seq': book.from }) },
+          update: { $pullAll: { journal: entries.map(stripUndefined) }, $set: { book: stripUndefined(book.to) } },
+        },
       })),
       { ordered: false },
     );
+    if (r.matchedCount === batch.length) return [];
+    // Which ones lost: only read when some did (two movers of one account).
+    const docs = await this.accounts
+      .find({ _id: { $in: batch.map((b) => b.userId) } }, { projection: { _id: 1, 'book.seq': 1 } })
+      .toArray();
+    const seqOf = new Map(docs.map((d) => [d._id, d.book?.seq]));
+    return batch.filter((b) => seqOf.get(b.userId) !== b.book.to.seq).map((b) => b.userId);
   }
 
   async hasLedgerEntry(entryId: string): Promise<boolean> {
     // findOne rather than countDocuments: an aggregation, which the embedded server runs as a scan.
     return (await this.ledger.findOne({ _id: entryId }, { projection: { _id: 1 } })) !== null;
+  }
+
+  async getLedgerEntries(ids: string[]): Promise<LedgerEntry[]> {
+    if (ids.length === 0) return [];
+    const docs = await this.ledger.find({ _id: { $in: ids } }).toArray();
+    return docs.map(({ _id, ...rest }) => ({ ...rest, id: _id }) as LedgerEntry);
+  }
+
+  async accountsWithGrantsDue(before: Date, limit: number): Promise<string[]> {
+    const docs = await this.accounts.find({ 'book.grants.expiresAt': { $lte: before } }, { limit, projection: { _id: 1 } }).toArray();
+    return docs.map((d) => d._id);
+  }
+
+  async serverTime(): Promise<Date | null> {
+    const { localTime } = await this.database().command({ hello: 1 });
+    return localTime instanceof Date && !Number.isNaN(localTime.getTime()) ? localTime : null;
   }
 
   async listLedger(userId: string, options: { beforeSeq?: number; limit: number }): Promise<LedgerEntry[]> {
@@ -330,7 +366,9 @@ function balanceGuard(amount: number, minBalance: number | undefined): { $gte?: 
 
 function toSnapshot(doc: AccountDoc): AccountSnapshot {
   // A field never written reads as its empty value: an account created by a fence has no journal yet.
-  return { userId: doc._id, balance: doc.balance ?? 0, count: doc.count ?? 0, journal: doc.journal ?? [] };
+  const snapshot: AccountSnapshot = { userId: doc._id, balance: doc.balance ?? 0, count: doc.count ?? 0, journal: doc.journal ?? [] };
+  if (doc.book) snapshot.book = doc.book;
+  return snapshot;
 }
 
 function toPurchase(doc: PurchaseDoc | null): Purchase | null {
@@ -373,7 +411,11 @@ function stripUndefined<T extends object>(value: T): T {
   const out: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(value)) {
     if (v === undefined) continue;
-    out[k] = v !== null && typeof v === 'object' && !(v instanceof Date) && !Array.isArray(v) ? stripUndefined(v) : v;
+    out[k] = Array.isArray(v)
+      ? v.map((x: unknown) => (x !== null && typeof x === 'object' && !(x instanceof Date) ? stripUndefined(x) : x))
+      : v !== null && typeof v === 'object' && !(v instanceof Date)
+        ? stripUndefined(v)
+        : v;
   }
   return out as T;
 }

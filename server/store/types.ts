@@ -4,16 +4,26 @@
  * on a standalone server, a replica set, a sharded cluster keyed by user id, and the embedded server, with
  * no multi-document transactions.
  */
-import type { AccountSnapshot, AlertRecord, Claim, JournalEntry, LedgerEntry, Purchase, StoredReply } from '../domain/types';
+import type { AccountSnapshot, AlertRecord, Claim, GrantBook, JournalEntry, LedgerEntry, Purchase, StoredReply } from '../domain/types';
 
 /** The domain's records, which the port speaks in (server/domain/types.ts). */
-export type { EntryKind, EntryRef, JournalEntry, AccountSnapshot, LedgerEntry, ClaimedChange, Claim, RequestFingerprint, StoredReply, KeptReply, PurchaseStatus, PurchaseAdjustment, RefundFact, DisputeFact, PaymentFacts, Purchase, LowBalanceAlert, AlertRecord } from '../domain/types';
+export type { EntryKind, EntryRef, GrantSource, GrantTerms, GrantPart, OpenGrant, GrantBook, JournalEntry, AccountSnapshot, LedgerEntry, ClaimedChange, Claim, RequestFingerprint, StoredReply, KeptReply, PurchaseStatus, PurchaseAdjustment, RefundFact, DisputeFact, PaymentFacts, Purchase, LowBalanceAlert, AlertRecord } from '../domain/types';
 
 export interface ApplyOptions {
   /** Apply only when the balance is at least this much (the `$gte` guard of a deduction). */
   minBalance?: number;
   /** Create the account when it does not exist (credits may open an account, spending never does). */
   create?: boolean;
+  /** Apply only if the account's `count` is still this (a compare-and-set: an expiry computed at `count`). */
+  ifCount?: number;
+}
+
+/** One account's journal entries to remove, now in the ledger, and the grant book after them. */
+export interface JournalPull {
+  userId: string;
+  entries: JournalEntry[];
+  /** The book the entries were folded from (`null`: the account has none yet), and the book after them. */
+  book: { from: number | null; to: GrantBook };
 }
 
 export interface CreditStore {
@@ -39,9 +49,19 @@ export interface CreditStore {
 
   /** Writes entries to the ledger collection; an entry already there (same id) is left as it is. */
   insertLedgerEntries(entries: LedgerEntry[]): Promise<void>;
-  /** Removes exactly these entries (already in the ledger) from each account's journal, in one batch. */
-  pullJournals(batch: Array<{ userId: string; entries: JournalEntry[] }>): Promise<void>;
+  /**
+   * Removes exactly these entries (already in the ledger) from each account's journal and stores the book
+   * after them, in one batch; each account only if its book is still `book.from` (a compare-and-set).
+   * Returns the accounts it did not change (another mover got there first).
+   */
+  pullJournals(batch: JournalPull[]): Promise<string[]>;
   hasLedgerEntry(entryId: string): Promise<boolean>;
+  /** The ledger entries with these ids (those that exist). */
+  getLedgerEntries(ids: string[]): Promise<LedgerEntry[]>;
+  /** Ids of accounts whose stored grant book holds a grant expiring at or before `before` (for the sweep). */
+  accountsWithGrantsDue(before: Date, limit: number): Promise<string[]>;
+  /** The database server's clock, or null when the server does not say (one clock for every instance). */
+  serverTime(): Promise<Date | null>;
   /** Ledger entries of a user, newest first, with `seq` below `beforeSeq` when given. */
   listLedger(userId: string, options: { beforeSeq?: number; limit: number }): Promise<LedgerEntry[]>;
 
@@ -99,6 +119,9 @@ export const CREDIT_STORE_METHODS = [
   'insertLedgerEntries',
   'pullJournals',
   'hasLedgerEntry',
+  'getLedgerEntries',
+  'accountsWithGrantsDue',
+  'serverTime',
   'listLedger',
   'insertClaim',
   'getClaim',

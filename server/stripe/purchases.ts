@@ -17,7 +17,8 @@ import type Stripe from 'stripe';
 import type { StripeCheckoutSessionLike } from './types';
 import { CreditsError, NotFoundError, PaymentProviderError } from '../errors';
 import { METADATA } from './checkout';
-import { purchaseKey } from '../domain/keys';
+import { purchaseGrantId, purchaseKey } from '../domain/keys';
+import { DEFAULT_PRIORITY } from '../ledger/grants';
 import { newPurchase, type CheckoutRecord } from '../domain/purchase-record';
 import type { Ledger } from '../ledger';
 import type { NeutralOptions } from '../options';
@@ -238,10 +239,14 @@ export class Purchases {
     const { ledger, store } = this.deps;
     const reason =
       adjustment.kind === 'purchase' ? `Bought ${purchase.credits} ${this.deps.options.creditName}` : undefined;
+    // Purchased credits are one grant per session, never expiring: a clawback takes from it first, a
+    // reversal adds back to it (reopening it if it was spent).
+    const grantId = purchaseGrantId(purchase.id);
+    const link = adjustment.amount > 0 ? { grant: { id: grantId, source: 'purchase', priority: DEFAULT_PRIORITY } } : { from: grantId };
     const outcome = await ledger.applyOnceSettled(
       purchase.userId,
       adjustment.key,
-      { kind: adjustment.kind, amount: adjustment.amount, ref: adjustment.ref, ...(reason ? { reason } : {}) },
+      { kind: adjustment.kind, amount: adjustment.amount, ref: adjustment.ref, ...link, ...(reason ? { reason } : {}) },
       { create: true },
     );
     for (;;) {

@@ -88,6 +88,20 @@ export async function harness(
   };
 }
 
+/**
+ * Two guarded AI routes for ledger tests: POST /ai/fail is charged `fail` and throws (a give-back), POST
+ * /ai/meter reserves `meter` and settles what the `x-used` header says. Passed to requireCredits, the
+ * handler's rejection is a 500 (and a give-back) on Express 4 as on Express 5.
+ */
+export function aiRoutes(app: Express, credits: Credits, cost: { fail: number; meter: number }): void {
+  app.post('/ai/fail', credits.requireCredits(cost.fail), () => {
+    throw new Error('model failed');
+  });
+  app.post('/ai/meter', credits.requireCredits(cost.meter, async (req, res) => {
+    res.json(await req.credits!.settle(Number(req.get('x-used'))));
+  }));
+}
+
 export function post(url: string, user: string | null, body?: unknown, headers: Record<string, string> = {}) {
   return fetch(url, {
     method: 'POST',

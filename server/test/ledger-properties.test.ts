@@ -14,7 +14,7 @@ import { createCredits, type Credits, type LedgerEntry } from 'credit-kit/server
 import { grantKey } from '../domain/keys';
 import { claimId } from '../ledger';
 import { crashingMongoStore, type CrashPlan, type CrashPoint } from './crashing-store';
-import { connect, headerUser, listen, post } from './helpers';
+import { aiRoutes, connect, headerUser, listen, post } from './helpers';
 import type { Connection } from 'mongoose';
 
 const POINTS: CrashPoint[] = ['after-claim', 'after-apply', 'before-move'];
@@ -45,14 +45,8 @@ beforeAll(async () => {
     if (point) crashPlan.run({ point }, next);
     else next();
   });
-  app.post('/ai/fail', credits.requireCredits(3), () => {
-    throw new Error('model failed');
-  });
-  // An injected crash rejects settle(); passed to requireCredits, the handler's rejection is a 500 (and a
-  // give-back) on Express 4 as on Express 5.
-  app.post('/ai/meter', credits.requireCredits(5, async (req, res) => {
-    res.json(await req.credits!.settle(Number(req.get('x-used'))));
-  }));
+  // An injected crash rejects settle(): a 500 and a give-back.
+  aiRoutes(app, credits, { fail: 3, meter: 5 });
   server = await listen(app);
 });
 

@@ -31,6 +31,22 @@ describe('BalanceBadge', () => {
     expect(await axe(container)).toHaveNoViolations();
   });
 
+  it('says what expires next with showExpiry, and nothing more when nothing expires', async () => {
+    const user = newUser();
+    const dec1 = new Date(Date.UTC(new Date().getUTCFullYear() + 1, 11, 1, 12));
+    await server.grant(user, 80);
+    await server.grant(user, 40, { expiresAt: dec1.toISOString(), source: 'promotion' });
+    const { container } = renderKit(<BalanceBadge showExpiry data-testid="badge" />, server, { user });
+    const label = dec1.toLocaleDateString(undefined, { month: 'short', day: 'numeric' });
+    expect(await screen.findByText(`120 credits, 40 expire on ${label}`)).toBe(screen.getByTestId('badge'));
+    expect(await axe(container)).toHaveNoViolations();
+
+    const other = newUser();
+    await server.grant(other, 7);
+    renderKit(<BalanceBadge showExpiry />, server, { user: other });
+    expect(await screen.findByText('7 credits')).toBeInTheDocument();
+  });
+
   it('changes its look and text at or below the low-balance threshold', async () => {
     const user = newUser();
     await server.grant(user, 5);

@@ -1,18 +1,26 @@
 import { forwardRef, type HTMLAttributes } from 'react';
-import { useCredits } from '../../hooks/use-credits';
+import { useBalanceDetails, useCredits } from '../../hooks/use-credits';
 import { cx, formatNumber } from '../cx';
 
 export interface BalanceBadgeProps extends HTMLAttributes<HTMLSpanElement> {
   /** At or below this balance the badge says so and gets `data-state="low"` / `ck-badge--low`. */
   lowBalanceThreshold?: number;
+  /** Also say what expires next: "120 credits, 40 expire on Dec 1" (one more request, GET /credits/grants). */
+  showExpiry?: boolean;
 }
 
-/** The balance with the credit name, announced politely to screen readers when it changes. */
+const day = (iso: string) => new Date(iso).toLocaleDateString(undefined, { month: 'short', day: 'numeric' });
+
+/**
+ * The balance with the credit name, announced politely to screen readers when it changes; with
+ * `showExpiry`, also how many credits expire next and on which day.
+ */
 export const BalanceBadge = forwardRef<HTMLSpanElement, BalanceBadgeProps>(function BalanceBadge(
-  { lowBalanceThreshold, className, ...props },
+  { lowBalanceThreshold, showExpiry = false, className, ...props },
   ref,
 ) {
   const { balance, creditName, isLoading, error } = useCredits();
+  const next = useBalanceDetails(showExpiry).details?.nextExpiry;
   let state: 'loading' | 'error' | 'low' | 'ok';
   let text: string;
   // A failed revalidation keeps showing the last known balance, except when the user is signed out.
@@ -22,7 +30,8 @@ export const BalanceBadge = forwardRef<HTMLSpanElement, BalanceBadgeProps>(funct
   } else if (balance !== undefined) {
     const low = lowBalanceThreshold !== undefined && balance <= lowBalanceThreshold;
     state = low ? 'low' : 'ok';
-    text = `${formatNumber(balance)} ${creditName}${low ? ' (low balance)' : ''}`;
+    const expiring = next ? `, ${formatNumber(next.amount)} expire on ${day(next.expiresAt)}` : '';
+    text = `${formatNumber(balance)} ${creditName}${expiring}${low ? ' (low balance)' : ''}`;
   } else {
     state = 'loading';
     text = `Loading ${creditName}…`;

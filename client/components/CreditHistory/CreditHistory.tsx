@@ -19,6 +19,7 @@ const KIND_LABELS: Record<TransactionKind, string> = {
   clawback: 'Payment refunded',
   reversal: 'Dispute reversed',
   adjustment: 'Adjustment',
+  expire: 'Expired',
 };
 
 /** What an entry was for: a named cost's label ("Summarize", "Adjustment for Chat"), else its kind. */

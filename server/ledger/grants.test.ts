@@ -1,0 +1,125 @@
+/**
+ * The grant fold on its own (no database): its rules on hand-made entries, and as a property over random
+ * entry sequences: folding in one pass or in any split gives the same parts and book (a mover re-run
+ * after a crash, or moving in batches, cannot change the allocation), and the open grants less the debt
+ * are always the balance.
+ */
+import fc from 'fast-check';
+import type { GrantBook, GrantTerms, LedgerEntry } from '../domain/types';
+import { giveBackKey } from '../domain/keys';
+import { allocate, type Earlier } from './grants';
+
+const T0 = Date.UTC(2026, 0, 1);
+const empty: GrantBook = { seq: 0, clock: null, debt: 0, grants: [] };
+const none: Earlier = { entry: () => undefined, settlementOf: () => undefined };
+
+function entries(list: Array<Partial<LedgerEntry> & { amount: number }>): LedgerEntry[] {
+  let balance = 0;
+  return list.map((e, i) => {
+    balance += e.amount;
+    return { id: e.id ?? `e${i + 1}`, kind: e.kind ?? (e.amount > 0 ? 'grant' : 'usage'), at: e.at ?? new Date(T0 + i), userId: 'u', seq: i + 1, balanceAfter: balance, ...e };
+  });
+}
+const grant = (id: string, priority = 50, expiresAt?: number): GrantTerms => ({ id, source: 'admin', priority, ...(expiresAt ? { expiresAt: new Date(expiresAt) } : {}) });
+const parts = (e: LedgerEntry) => (e.grants ?? []).map((p) => `${p.grant}${p.amount > 0 ? '+' : ''}${p.amount}`).join(' ');
+
+it('a give-back after the expiry entry never reopens the grant, whatever the clock of the instance that gave back', () => {
+  const expiry = T0 + 60_000;
+  const { entries: out, book } = allocate(
+    empty,
+    entries([
+      { amount: 10, grant: grant('promo', 50, expiry) },
+      { amount: 5, grant: grant('keep') },
+      { id: 'charge', amount: -4 },
+      // The sweeper's clock was a minute ahead; the give-back's instance is a minute behind.
+      { kind: 'expire', amount: -6, from: 'promo', at: new Date(expiry) },
+      { kind: 'refund', amount: 4, ref: { chargeId: 'charge' }, key: giveBackKey('charge'), at: new Date(T0 + 5) },
+    ]),
+    none,
+  );
+  expect(out.map(parts)).toEqual(['promo+10', 'keep+5', 'promo-4', 'promo-6', 'base+4']);
+  expect(book.grants.map((g) => [g.id, g.remaining])).toEqual([['keep', 5], ['base', 4]]);
+});
+
+it('a spend beyond every grant is debt, repaid first by the next credits, and a give-back of it lowers it', () => {
+  const { entries: out, book } = allocate(
+    empty,
+    entries([
+      { amount: 3, grant: grant('a') },
+      { id: 'over', amount: -5, kind: 'settle' },
+      { id: 'charge', amount: -2 },
+      { kind: 'refund', amount: 2, ref: { chargeId: 'charge' }, key: giveBackKey('charge') },
+      { amount: 10, grant: grant('b') },
+    ]),
+    none,
+  );
+  expect(out.map((e) => [parts(e), e.debt ?? 0])).toEqual([['a+3', 0], ['a-3', 2], ['', 2], ['', -2], ['b+8', -2]]);
+  expect(book).toMatchObject({ debt: 0, grants: [{ id: 'b', remaining: 8 }] });
+});
+
+type Op = { amount: number; grant?: number; priority?: number; expires?: number; giveBack?: number; expire?: boolean };
+
+const op: fc.Arbitrary<Op> = fc.oneof(
+  fc.record({ amount: fc.integer({ min: 1, max: 30 }), grant: fc.nat(5), priority: fc.integer({ min: 0, max: 100 }), expires: fc.option(fc.integer({ min: 1, max: 40 }), { nil: undefined }) }, { requiredKeys: ['amount', 'grant', 'priority'] }),
+  fc.record({ amount: fc.integer({ min: -25, max: -1 }) }),
+  fc.record({ amount: fc.constant(0), giveBack: fc.nat(30) }),
+  fc.record({ amount: fc.constant(0), expire: fc.constant(true), grant: fc.nat(5) }),
+);
+
+/** Random entries as the kit would write them: give-backs of earlier charges, expiries of due grants. */
+function build(ops: Op[]): LedgerEntry[] {
+  const list: Array<Partial<LedgerEntry> & { amount: number }> = [];
+  const charges: Array<{ id: string; left: number }> = [];
+  const terms = new Map<number, GrantTerms>();
+  for (const [i, o] of ops.entries()) {
+    if (o.giveBack !== undefined) {
+      const c = charges[o.giveBack % Math.max(1, charges.length)];
+      if (!c || c.left === 0) continue;
+      list.push({ kind: 'refund', amount: c.left, ref: { chargeId: c.id }, key: giveBackKey(c.id), at: new Date(T0 + i * 1000) });
+      c.left = 0;
+    } else if (o.expire) {
+      // An expiry entry takes exactly what the grant holds now: computed by folding what came before.
+      const t = terms.get(o.grant!);
+      if (!t?.expiresAt || t.expiresAt.getTime() > T0 + i * 1000) continue;
+      const before = allocate(empty, entries(list), none).book.grants.find((g) => g.id === t.id);
+      if (!before || before.remaining === 0) continue;
+      list.push({ kind: 'expire', amount: -before.remaining, from: t.id, at: new Date(T0 + i * 1000) });
+    } else if (o.amount > 0) {
+      const t = terms.get(o.grant!) ?? grant(`g${o.grant}`, o.priority, o.expires ? T0 + (i + o.expires) * 1000 : undefined);
+      terms.set(o.grant!, t);
+      list.push({ amount: o.amount, grant: t, at: new Date(T0 + i * 1000) });
+    } else if (o.amount < 0) {
+      const id = `c${i}`;
+      charges.push({ id, left: -o.amount });
+      list.push({ id, amount: o.amount, at: new Date(T0 + i * 1000) });
+    }
+  }
+  return entries(list);
+}
+
+it('folds to the same parts and book in one pass or split anywhere, and the book always adds up to the balance', () => {
+  fc.assert(
+    fc.property(fc.array(op, { maxLength: 60 }), fc.nat(), (ops, cut) => {
+      const list = build(ops);
+      const whole = allocate(empty, list, none);
+      const at = list.length === 0 ? 0 : cut % (list.length + 1);
+      const first = allocate(empty, list.slice(0, at), none);
+      // The second half sees the first half's entries as the ledger (with their parts), as a later move does.
+      const inLedger = new Map(first.entries.map((e) => [e.id, e]));
+      const second = allocate(first.book, list.slice(at), { entry: (id) => inLedger.get(id), settlementOf: () => undefined });
+      expect([...first.entries, ...second.entries]).toEqual(whole.entries);
+      expect(second.book).toEqual(whole.book);
+      for (let i = 0; i <= list.length; i++) {
+        const { book } = allocate(empty, list.slice(0, i), none);
+        const balance = i === 0 ? 0 : list[i - 1]!.balanceAfter;
+        expect(book.grants.reduce((s, g) => s + g.remaining, 0) - book.debt).toBe(balance);
+        expect(book.grants.every((g) => g.remaining > 0)).toBe(true);
+      }
+      // An expiry entry takes exactly the grant's rest: the grant is gone after it.
+      for (const e of whole.entries.filter((x) => x.kind === 'expire')) {
+        expect(e.grants).toEqual([expect.objectContaining({ grant: e.from, amount: e.amount })]);
+      }
+    }),
+    { numRuns: 300 },
+  );
+});
