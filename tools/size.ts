@@ -7,7 +7,8 @@ import { gzipSync } from 'node:zlib';
 import { join } from 'node:path';
 import { buildSync } from 'esbuild';
 
-export const CLIENT_BUDGET_BYTES = 6144;
+/** 6.25 KiB: raised from 6 KiB when the balance headers (use-credits-fetch) and the grants breakdown (useBalanceDetails, BalanceBadge showExpiry) came in. */
+export const CLIENT_BUDGET_BYTES = 6400;
 const ENTRY = join(__dirname, '..', 'client', 'index.ts');
 
 export function clientBundleSize(): { minified: number; gzipped: number } {
