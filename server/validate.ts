@@ -62,9 +62,11 @@ const LATEST_EXPIRY = Date.UTC(9999, 11, 31);
 /**
  * A grant's terms as `grantCredits` takes them: `source` (default `admin`; lower-case letters, digits,
  * `-`, `_`, `.`, at most 40, not `base`), `priority` (a whole number 0-100, default 50, lower is spent
- * first) and `expiresAt` (a Date or an ISO 8601 string, later than `now`; absent: never expires).
+ * first) and `expiresAt` (a Date or an ISO 8601 string naming a real calendar time; absent: never expires).
+ * Whether the expiry is still ahead is asked apart (assertExpiryAhead): a retry of a grant already applied
+ * is answered as one, even once its expiry has passed.
  */
-export function parseGrantTerms(options: { source?: unknown; priority?: unknown; expiresAt?: unknown }, now: Date): GrantTerms {
+export function parseGrantTerms(options: { source?: unknown; priority?: unknown; expiresAt?: unknown }): GrantTerms {
   const source = options.source ?? 'admin';
   if (typeof source !== 'string' || !SOURCE.test(source) || source === 'base') {
     throw new InvalidRequestError(
@@ -79,16 +81,39 @@ export function parseGrantTerms(options: { source?: unknown; priority?: unknown;
   if (options.expiresAt !== undefined && options.expiresAt !== null) {
     const raw = options.expiresAt;
     const at = raw instanceof Date ? new Date(raw.getTime()) : typeof raw === 'string' && ISO_TIME.test(raw) ? new Date(raw) : null;
-    if (!at || Number.isNaN(at.getTime())) {
-      throw new InvalidRequestError(`expiresAt must be a Date or an ISO 8601 time such as "2026-12-01T00:00:00Z", got ${describe(raw)}.`);
-    }
-    if (at.getTime() <= now.getTime()) {
-      throw new InvalidRequestError(`expiresAt must be in the future, got ${at.toISOString()} (now is ${now.toISOString()}).`);
+    if (!at || Number.isNaN(at.getTime()) || (typeof raw === 'string' && !namesRealTime(raw))) {
+      throw new InvalidRequestError(`expiresAt must be a Date or an ISO 8601 time such as "2026-12-01T00:00:00Z" (a real calendar day, hours below 24), got ${describe(raw)}.`);
     }
     if (at.getTime() > LATEST_EXPIRY) throw new InvalidRequestError(`expiresAt must be before the year 10000, got ${describe(raw)}; leave it out for credits that never expire.`);
     terms.expiresAt = at;
   }
   return terms;
+}
+
+/** A grant's expiry must be ahead of `now` when the grant is first applied. */
+export function assertExpiryAhead(at: Date, now: Date): void {
+  if (at.getTime() <= now.getTime()) {
+    throw new InvalidRequestError(`expiresAt must be in the future, got ${at.toISOString()} (now is ${now.toISOString()}).`);
+  }
+}
+
+/**
+ * `new Date()` rolls an impossible time over ("2030-02-30" is March 2, "T24:00" the next day): the day and
+ * time written must be the ones parsed. Checked in UTC, with the string's own offset applied.
+ */
+function namesRealTime(raw: string): boolean {
+  const m = /^(\d{4})-(\d{2})-(\d{2})(?:T(\d{2}):(\d{2})(?::(\d{2}))?)?/.exec(raw);
+  if (!m) return false;
+  const [, y, mo, d, h = '0', mi = '0', sec = '0'] = m;
+  const t = new Date(Date.UTC(Number(y), Number(mo) - 1, Number(d), Number(h), Number(mi), Number(sec)));
+  return (
+    t.getUTCFullYear() === Number(y) &&
+    t.getUTCMonth() === Number(mo) - 1 &&
+    t.getUTCDate() === Number(d) &&
+    t.getUTCHours() === Number(h) &&
+    t.getUTCMinutes() === Number(mi) &&
+    t.getUTCSeconds() === Number(sec)
+  );
 }
 
 const ISO_TIME = /^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:\d{2}))?$/;

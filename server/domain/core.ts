@@ -13,7 +13,7 @@ import type { ResolvedCost, ResolvedOptions } from '../options';
 import type { BalanceDetails, CreditGrant } from '../http/wire';
 import { costRef } from './prices';
 import type { Claim, GrantSource, KeptReply, RequestFingerprint, StoredReply } from './types';
-import { assertAmount, assertId, parseGrantTerms } from '../validate';
+import { assertAmount, assertExpiryAhead, assertId, parseGrantTerms } from '../validate';
 
 export interface DeductOptions {
   /** A retried call with the same key deducts at most once (and answers as the first call did). */
@@ -126,7 +126,8 @@ export class CreditsCore {
         priority: Math.min(g.priority, 100),
         expiresAt: g.expiresAt ? new Date(g.expiresAt).toISOString() : null,
       }));
-    const bySource: Record<string, number> = {};
+    // No prototype: a source named "constructor" or "toString" is a key like any other.
+    const bySource: Record<string, number> = Object.create(null) as Record<string, number>;
     for (const g of grants) bySource[g.source] = (bySource[g.source] ?? 0) + g.remaining;
     const soonest = grants.map((g) => g.expiresAt).filter((t): t is string => t !== null).sort()[0];
     const nextExpiry = soonest
@@ -264,7 +265,10 @@ export class CreditsCore {
     const credits = assertAmount(amount);
     const key = grantKey(assertId(options?.idempotencyKey, 'idempotencyKey'));
     // The grant's id is its key (ledger/grants.ts grantIdOf): one grant per idempotency key.
-    const grant = parseGrantTerms(options, new Date());
+    const grant = parseGrantTerms(options);
+    // A past expiry is refused for a new grant only: a retry of one applied before (its reply lost, a webhook
+    // delivered again) after its expiry passed is answered as applied, not as bad input.
+    if (grant.expiresAt && !(await this.ledger.getClaim(user, key))) assertExpiryAhead(grant.expiresAt, new Date());
     const change = { kind: 'grant' as const, amount: credits, grant, ...(options.reason ? { reason: options.reason } : {}) };
     const outcome = await this.ledger.applyOnceSettled(user, key, change, { create: true });
     if (outcome.status === 'applied') return { granted: true, balance: outcome.balance };

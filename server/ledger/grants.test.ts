@@ -123,3 +123,27 @@ it('folds to the same parts and book in one pass or split anywhere, and the book
     { numRuns: 300 },
   );
 });
+
+it('a give-back pays outstanding debt first, like any credit, so a failed request leaves the expiry as it was', () => {
+  const promo: GrantTerms = { id: 'promo', source: 'promotion', priority: 50, expiresAt: new Date(T0 + 60_000) };
+  const after = (list: Array<Partial<LedgerEntry> & { amount: number }>) => {
+    const { book } = allocate(empty, entries(list), none);
+    const promoLeft = book.grants.find((g) => g.id === 'promo')?.remaining ?? 0;
+    return { promoLeft, debt: book.debt, balanceAfterExpiry: list.reduce((s, e) => s + e.amount, 0) - promoLeft };
+  };
+  // D reserves 5 and settles 5 more (overage as debt); C, charged 10 between the two, fails and is given back.
+  const without = after([
+    { amount: 15, grant: promo },
+    { id: 'D', amount: -5 },
+    { kind: 'settle', amount: -5, ref: { chargeId: 'D' }, key: 'settle:D' },
+  ]);
+  const withFailed = after([
+    { amount: 15, grant: promo },
+    { id: 'D', amount: -5 },
+    { id: 'C', amount: -10 },
+    { kind: 'settle', amount: -5, ref: { chargeId: 'D' }, key: 'settle:D' },
+    { kind: 'refund', amount: 10, ref: { chargeId: 'C' }, key: giveBackKey('C') },
+  ]);
+  expect(without).toEqual({ promoLeft: 5, debt: 0, balanceAfterExpiry: 0 });
+  expect(withFailed).toEqual(without);
+});

@@ -160,8 +160,13 @@ class Book {
         repaid += this.unassigned(back, parts);
         continue;
       }
-      this.reopen(part, back);
-      parts.push({ ...partOf(this.grants.get(part.grant)!, back) });
+      // Debt is repaid first, as by any credit (README "Debt"); only the rest reopens the grant.
+      const lowered = -this.repay(back);
+      repaid -= lowered;
+      if (back > lowered) {
+        this.reopen(part, back - lowered);
+        parts.push({ ...partOf(this.grants.get(part.grant)!, back - lowered) });
+      }
     }
     return repaid + (left > 0 ? this.unassigned(left, parts) : 0);
   }
