@@ -99,10 +99,19 @@ export class JournalMover {
   }
 
   private async run(): Promise<void> {
-    const batch = [...this.pending.values()];
+    const pendingBatch = [...this.pending.values()];
     this.pending.clear();
-    // Folding reads only for give-backs whose charge has left the journal; accounts fold side by side.
-    const folds = await Promise.all(batch.map((snapshot) => foldJournal(this.store, snapshot)));
+    // Folding reads only for give-backs whose charge has left the journal; accounts fold side by side. One
+    // account whose fold fails (a read refused) is reported and left journalled, for its next change or
+    // reconcile(); the others move on.
+    const tried = await Promise.allSettled(pendingBatch.map((snapshot) => foldJournal(this.store, snapshot)));
+    const batch: AccountSnapshot[] = [];
+    const folds: Array<Awaited<ReturnType<typeof foldJournal>>> = [];
+    tried.forEach((t, i) => {
+      if (t.status === 'rejected') return this.onError(t.reason);
+      batch.push(pendingBatch[i]!);
+      folds.push(t.value);
+    });
     const moved: Moved[] = batch.map((snapshot, i) => ({ snapshot, book: folds[i]!.book }));
     const entries = batch.flatMap((snapshot, i) => {
       const known = this.inLedger.get(snapshot.userId) ?? 0;

@@ -7,6 +7,8 @@ import express from 'express';
 import type { Connection } from 'mongoose';
 import { createCredits, type Credits } from 'credit-kit/server';
 import { connect, headerUser, listen, post } from './helpers';
+import { decorateStore } from '../store/decorate';
+import { MongoCreditStore } from '../store/mongo-store';
 
 let connection: Connection;
 let credits: Credits;
@@ -112,5 +114,39 @@ describe('grants at their edges', () => {
       code: 'invalid_request',
       message: expect.stringMatching(/expiresAt must be in the future/),
     });
+  });
+
+  it("moves the other accounts when one account's fold cannot read what it needs", async () => {
+    let refuse = false;
+    const store = decorateStore(new MongoCreditStore({ connection, collectionPrefix: 'credit_' }), async (name, call) => {
+      if (name === 'getLedgerEntries' && refuse) throw new Error('connection reset (injected)');
+      return call();
+    });
+    const errors: unknown[] = [];
+    const c = createCredits({ connection, getUserId: headerUser, store, hooks: { onBackgroundError: (e) => void errors.push(e) } });
+    const [a, b] = [`fold-a-${randomUUID()}`, `fold-b-${randomUUID()}`];
+    await c.grantCredits(a, 20, { idempotencyKey: 'a' });
+    await c.grantCredits(b, 20, { idempotencyKey: 'b' });
+    // A refund of a's charge after the charge left the journal: folding it reads the charge from the ledger.
+    expect(await c.deductCredits(a, 5, { idempotencyKey: 'spend-a' })).toBe(true);
+    await c.flush();
+    const account = await c.store.getAccount(a);
+    expect(account?.journal).toEqual([]);
+    const charge = (await c.listTransactions(a, { limit: 1 })).transactions[0]!;
+    refuse = true;
+    await c.store.applyEntry(a, { id: randomUUID(), kind: 'refund', amount: 5, at: new Date(), key: `test:${randomUUID()}`, ref: { chargeId: charge.id } });
+    expect(await c.deductCredits(b, 3)).toBe(true);
+    // The store's own mover is not told of the raw applyEntry above; the spend of b schedules b, and a
+    // deduction of a schedules a, whose fold fails.
+    expect(await c.deductCredits(a, 1)).toBe(true);
+    await c.flush();
+    expect(errors.length).toBeGreaterThan(0);
+    expect((await c.store.getAccount(b))?.journal).toEqual([]);
+    expect((await c.store.getAccount(a))?.journal.length).toBeGreaterThan(0);
+    refuse = false;
+    await c.reconcile({ olderThanMs: 0 });
+    await c.flush();
+    expect((await c.store.getAccount(a))?.journal).toEqual([]);
+    expect(await c.getBalance(a)).toBe(19);
   });
 });
