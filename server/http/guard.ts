@@ -11,6 +11,7 @@ import { creditsForUsage, tokenPriceFor, type TokenUsage } from '../domain/price
 import { logFailure, type Log } from '../log';
 import type { ResolvedCost } from '../options';
 import { assertAmount, assertId, assertNonNegativeAmount, parseIdempotencyKey } from '../validate';
+import { Answer } from './stream';
 
 /** What a guarded route sees: `req.credits` on Express, `context.credits` on the Fetch side. */
 export interface CreditsContext {
@@ -33,6 +34,12 @@ export interface CreditsContext {
    * without a price (400) is refused and nothing is settled. See creditsForUsage for the rounding rule.
    */
   settleUsage(usage: TokenUsage, model: string): Promise<{ charged: number; balance: number }>;
+  /**
+   * Aborted when the client goes away before the answer has ended (Express: the response closed before it
+   * finished; Fetch: `request.signal`, or the response body cancelled by its reader). Pass it on to the
+   * model call (`fetch(url, { signal })`, the SDKs' `{ signal }` option) and settle what was delivered.
+   */
+  signal: AbortSignal;
 }
 
 /** A status and a JSON body, for an adapter to send. */
@@ -77,8 +84,11 @@ export type Admission =
   | { refused: unknown }
   /** A retry of a finished request: its first answer, to send again; nothing charged. */
   | { replay: KeptReply }
-  /** Charged: the route may run. `key` is the request key when an Idempotency-Key came with it. */
-  | { userId: string; amount: number; key: string | undefined; credits: CreditsContext };
+  /**
+   * Charged: the route may run. `key` is the request key when an Idempotency-Key came with it; `answer` is
+   * what the adapter reports the answer's progress to (server/http/stream.ts).
+   */
+  | { userId: string; amount: number; key: string | undefined; credits: CreditsContext; answer: Answer };
 
 /**
  * The guard's steps before a route runs, shared by both adapters: who is asking, what it costs, the
@@ -86,7 +96,7 @@ export type Admission =
  */
 export async function admit<Req>(
   core: CreditsCore,
-  options: { getUserId: (req: Req) => string | null | undefined | Promise<string | null | undefined>; timeoutMs: number },
+  options: { getUserId: (req: Req) => string | null | undefined | Promise<string | null | undefined>; timeoutMs: number; logger: Log },
   req: Req,
   cost: number | ((req: Req) => number | Promise<number>),
   request: { route: string; idempotencyKey: string | undefined; fingerprint: () => RequestFingerprint | Promise<RequestFingerprint>; named?: ResolvedCost | undefined },
@@ -106,7 +116,8 @@ export async function admit<Req>(
     }
     const charge = await withinDeadline(core, options.timeoutMs, userId, amount, core.charge(userId, amount, key, request.route, fp, request.named));
     if ('replay' in charge) return { replay: charge.replay };
-    return { userId, amount, key, credits: createContext(core, userId, charge.entryId, amount, charge.balance, request.named) };
+    const answer = new Answer(core, options.logger, { userId, chargeId: charge.entryId, reserved: amount });
+    return { userId, amount, key, answer, credits: createContext(core, userId, charge.entryId, amount, charge.balance, request.named, answer.signal) };
   } catch (err) {
     return { refused: err };
   }
@@ -138,13 +149,22 @@ function withinDeadline<T extends { entryId: string } | { replay: unknown }>(cor
   return Promise.race([charge, deadline]).finally(() => clearTimeout(timer));
 }
 
-function createContext(core: CreditsCore, userId: string, chargeId: string, reserved: number, balance: number, named: ResolvedCost | undefined): CreditsContext {
+function createContext(
+  core: CreditsCore,
+  userId: string,
+  chargeId: string,
+  reserved: number,
+  balance: number,
+  named: ResolvedCost | undefined,
+  signal: AbortSignal,
+): CreditsContext {
   let settling: Promise<Settlement> | undefined;
   const ctx: CreditsContext = {
     userId,
     charged: reserved,
     balance,
     chargeId,
+    signal,
     settle(actualCost: number) {
       if (settling) return Promise.reject(new ConflictError('settle() was already called for this request.'));
       const actual = assertNonNegativeAmount(actualCost, 'settle(actualCost)');
@@ -160,24 +180,6 @@ function createContext(core: CreditsCore, userId: string, chargeId: string, rese
     },
   };
   return ctx;
-}
-
-/**
- * Gives back what a failed guarded request was charged, before its answer goes out, so a client that reads
- * its balance right after the error sees it. A give-back that cannot be written now (database down) does
- * not keep the answer back: it is retried in the background and, once recorded, finished by reconcile()
- * after a restart. Resolves either way; `core.track` lets flush() wait for it.
- */
-export function giveBackFailed(core: CreditsCore, logger: Log, userId: string, chargeId: string, reserved: number): Promise<number | undefined> {
-  const giveBack = () => core.giveBack(userId, chargeId, reserved, 'The guarded request failed');
-  // Resolves with the balance after the give-back, or undefined when it is left to the background.
-  const done = giveBack().catch((err: unknown) => {
-    logFailure(logger, err, 'giving back a failed request, retried in the background');
-    core.later(giveBack, `giving back ${reserved} credits to user ${userId} for the failed request charged by entry ${chargeId}`);
-    return undefined;
-  });
-  core.track(done);
-  return done;
 }
 
 /**
