@@ -14,7 +14,7 @@ import { assemble, type CreditsBase } from '../assemble';
 import { costOf } from '../domain/prices';
 import type { KeptReply, StoredReply } from '../domain/types';
 import { CreditsConfigError, CreditsError, NotFoundError } from '../errors';
-import { admit, assertFixedCost, errorReply, failedByRule, resolveUserId, type CreditsContext, type Reply } from '../http/guard';
+import { admit, assertFixedCost, errorReply, failedByRule, resolveGuardOptions, resolveUserId, type CreditsContext, type GuardOptions, type Reply } from '../http/guard';
 import { givenBack, refusalHeaders, withBalanceHeaders } from '../http/balance-headers';
 import { bodyError, createRoutes, WEBHOOK_BODY_LIMIT, type RouteInput } from '../http/handlers';
 import { fingerprint, ReplyRecorder } from '../http/replay';
@@ -53,6 +53,12 @@ export interface FetchCredits<Name extends string = string> extends CreditsBase 
    * failure (default: 5xx), has its charge given back once, before the answer goes out.
    */
   withCredits<C extends object = object>(cost: FetchCost<Name>, handler: GuardedFetchHandler<C>): (request: Request, context?: Omit<C, 'credits'>) => Promise<Response>;
+  /**
+   * With options: `withCredits(50, { metered: true }, handler)` reserves 50 that only `credits.settle(used)`
+   * turns into a charge; unsettled after `settleWithinMs`, `reconcile()` gives the reservation back. A named
+   * cost that is metered (`costs`) is a metered guard without it.
+   */
+  withCredits<C extends object = object>(cost: FetchCost<Name>, options: GuardOptions, handler: GuardedFetchHandler<C>): (request: Request, context?: Omit<C, 'credits'>) => Promise<Response>;
   /** The kit's routes one by one, for a route file each (`export const POST = credits.handlers.checkout`). */
   handlers: {
     /** POST /stripe/checkout/credits */
@@ -158,15 +164,21 @@ export function createFetchCredits<Costs extends NamedCosts = NamedCosts>(option
       return found[1](request);
     };
 
-  function withCredits<C extends object = object>(cost: FetchCost, handler: GuardedFetchHandler<C>): (request: Request, context?: Omit<C, 'credits'>) => Promise<Response> {
+  function withCredits<C extends object = object>(
+    cost: FetchCost,
+    second: GuardedFetchHandler<C> | GuardOptions,
+    third?: GuardedFetchHandler<C>,
+  ): (request: Request, context?: Omit<C, 'credits'>) => Promise<Response> {
     if (isRequest(cost)) {
       throw new CreditsConfigError('credits.withCredits was used as a route handler without a cost. Call it: export const POST = credits.withCredits(5, handler).');
     }
+    const handler = typeof second === 'function' ? second : third;
     if (typeof handler !== 'function') {
       throw new CreditsConfigError('withCredits(cost, handler): the handler must be a function (request, context) => Response.');
     }
     const { amount: charge, named } = costOf(resolved.costs, cost, 'withCredits');
     assertFixedCost(charge, 'withCredits', 'withCredits(5, handler)');
+    const { metered } = resolveGuardOptions(typeof second === 'function' ? undefined : second, 'withCredits(cost, options, handler)');
 
     return async (request, context) => {
       const url = new URL(request.url);
@@ -178,6 +190,7 @@ export function createFetchCredits<Costs extends NamedCosts = NamedCosts>(option
         // The body as sent, read from a clone so that the handler still has it.
         fingerprint: async () =>
           fingerprint(name, url.search.slice(1), request.body === null ? undefined : new Uint8Array(await request.clone().arrayBuffer())),
+        metered,
       });
       if ('refused' in admitted) return withBalanceHeaders(respond(errorReply(admitted.refused, logger, name)), refusalHeaders(admitted.refused));
       if ('replay' in admitted) return replayed(admitted.replay);

@@ -78,6 +78,30 @@ export function assertFixedCost(cost: unknown, call: string, example: string): v
   }
 }
 
+/** The second argument of `requireCredits(cost, options)` and `withCredits(cost, options, handler)`. */
+export interface GuardOptions {
+  /**
+   * The cost is a reservation that only `credits.settle(actual)` turns into a charge: a reservation nobody
+   * settles within `settleWithinMs` (the process died or stalled mid-answer, or the route never settled) is
+   * given back whole by `reconcile()`, once, and a settle that comes after that changes nothing. For
+   * streamed AI answers priced by what they used. Default false: the cost stands unless settled.
+   */
+  metered?: boolean;
+}
+
+/** Guard options checked when the guard is created. */
+export function resolveGuardOptions(options: unknown, call: string): Required<GuardOptions> {
+  if (options === undefined) return { metered: false };
+  if (typeof options !== 'object' || options === null || Array.isArray(options)) {
+    throw new CreditsConfigError(`${call}: the options must be an object such as { metered: true }.`);
+  }
+  const unknown = Object.keys(options).filter((k) => k !== 'metered');
+  if (unknown.length > 0) throw new CreditsConfigError(`${call}: unknown option \`${unknown[0]}\`; the one option is \`metered\`.`);
+  const metered: unknown = Reflect.get(options, 'metered') ?? false;
+  if (typeof metered !== 'boolean') throw new CreditsConfigError(`${call}: \`metered\` must be true or false.`);
+  return { metered };
+}
+
 /** What a guarded request is let in with, whatever the framework. */
 export type Admission =
   /** Refused before the route runs (401, 402, 409, 422, 503, bad input): the error to answer with. */
@@ -96,10 +120,17 @@ export type Admission =
  */
 export async function admit<Req>(
   core: CreditsCore,
-  options: { getUserId: (req: Req) => string | null | undefined | Promise<string | null | undefined>; timeoutMs: number; logger: Log },
+  options: { getUserId: (req: Req) => string | null | undefined | Promise<string | null | undefined>; timeoutMs: number; settleWithinMs: number; logger: Log },
   req: Req,
   cost: number | ((req: Req) => number | Promise<number>),
-  request: { route: string; idempotencyKey: string | undefined; fingerprint: () => RequestFingerprint | Promise<RequestFingerprint>; named?: ResolvedCost | undefined },
+  request: {
+    route: string;
+    idempotencyKey: string | undefined;
+    fingerprint: () => RequestFingerprint | Promise<RequestFingerprint>;
+    named?: ResolvedCost | undefined;
+    /** requireCredits(cost, { metered: true }); a named cost that is metered is one too. */
+    metered: boolean;
+  },
 ): Promise<Admission> {
   let userId: string;
   let amount: number;
@@ -114,10 +145,13 @@ export async function admit<Req>(
       key = requestKey(header);
       fp = await request.fingerprint();
     }
-    const charge = await withinDeadline(core, options.timeoutMs, userId, amount, core.charge(userId, amount, key, request.route, fp, request.named));
+    const metered = request.metered || request.named?.metered === true;
+    const settleBy = metered ? new Date(Date.now() + options.settleWithinMs) : undefined;
+    const charge = await withinDeadline(core, options.timeoutMs, userId, amount, core.charge(userId, amount, key, request.route, fp, request.named, settleBy));
     if ('replay' in charge) return { replay: charge.replay };
     const answer = new Answer(core, options.logger, { userId, chargeId: charge.entryId, reserved: amount });
-    return { userId, amount, key, answer, credits: createContext(core, userId, charge.entryId, amount, charge.balance, request.named, answer.signal) };
+    const charged = { userId, chargeId: charge.entryId, reserved: amount, balance: charge.balance, metered };
+    return { userId, amount, key, answer, credits: createContext(core, charged, request.named, answer.signal) };
   } catch (err) {
     return { refused: err };
   }
@@ -151,10 +185,7 @@ function withinDeadline<T extends { entryId: string } | { replay: unknown }>(cor
 
 function createContext(
   core: CreditsCore,
-  userId: string,
-  chargeId: string,
-  reserved: number,
-  balance: number,
+  { userId, chargeId, reserved, balance, metered }: { userId: string; chargeId: string; reserved: number; balance: number; metered: boolean },
   named: ResolvedCost | undefined,
   signal: AbortSignal,
 ): CreditsContext {
@@ -168,11 +199,26 @@ function createContext(
     settle(actualCost: number) {
       if (settling) return Promise.reject(new ConflictError('settle() was already called for this request.'));
       const actual = assertNonNegativeAmount(actualCost, 'settle(actualCost)');
-      settling = core.settle(userId, chargeId, reserved, actual, named).then((r) => {
-        ctx.charged = r.charged;
-        ctx.balance = r.balance;
-        return r;
-      });
+      const settle = () => core.settle(userId, chargeId, reserved, actual, named, metered);
+      settling = settle().then(
+        (r) => {
+          ctx.charged = r.charged;
+          ctx.balance = r.balance;
+          return r;
+        },
+        (err: unknown) => {
+          // The database did not take it (at the end of a stream, typically): the route hears 503, and the
+          // settlement is not lost but retried in the background under its key, so it lands at most once;
+          // a give-back or reconcile() that closes the charge first makes the retry change nothing.
+          if (err instanceof StoreUnavailableError) {
+            const again = () => settle().catch((e: unknown) => {
+              if (!(e instanceof ConflictError)) throw e; // settled already: the first attempt landed after all
+            });
+            core.later(again, `settling the charge ${chargeId} of user ${userId} at ${actual} credits (reserved ${reserved})`);
+          }
+          throw err;
+        },
+      );
       return settling;
     },
     async settleUsage(usage, model) {

@@ -6,10 +6,10 @@ import type { ResolvedOptions } from '../options';
 import { costOf } from '../domain/prices';
 import { givenBack, sendBalanceHeaders, setRefusalHeaders } from './balance-headers';
 import { fingerprintOf, recordReply, sendReplay } from './replay';
-import { admit, assertFixedCost, errorReply, failedByRule, type CreditsContext } from './guard';
+import { admit, assertFixedCost, errorReply, failedByRule, resolveGuardOptions, type CreditsContext, type GuardOptions } from './guard';
 import type { Answer } from './stream';
 
-export type { CreditsContext } from './guard';
+export type { CreditsContext, GuardOptions } from './guard';
 export { resolveUserId } from './guard';
 
 declare global {
@@ -41,13 +41,16 @@ export function sendError(res: Response, err: unknown, log: Log): void {
 }
 
 export function createRequireCredits(core: CreditsCore, options: ResolvedOptions<Request>, limiter: RequestHandler | undefined) {
-  return function requireCredits(cost: Cost, handler?: RequestHandler): RequestHandler {
+  function requireCredits(cost: Cost, handler?: RequestHandler): RequestHandler;
+  function requireCredits(cost: Cost, options: GuardOptions, handler?: RequestHandler): RequestHandler;
+  function requireCredits(cost: Cost, second?: RequestHandler | GuardOptions, third?: RequestHandler): RequestHandler {
     // `app.post(path, credits.requireCredits, handler)`: Express calls the factory with (req, res, next).
-    if (arguments.length === 3 || isRequest(cost)) {
+    if (isRequest(cost) || (arguments.length === 3 && isRequest(Reflect.get(Object(second), 'req')))) {
       throw new CreditsConfigError(
         'credits.requireCredits was mounted without a cost. Call it: app.post(path, credits.requireCredits(5), handler).',
       );
     }
+    const handler = typeof second === 'function' ? second : third;
     if (handler !== undefined && typeof handler !== 'function') {
       throw new CreditsConfigError(
         'requireCredits(cost, handler): the handler must be a function (req, res, next), or leave it out and mount requireCredits(cost) before the route.',
@@ -55,6 +58,7 @@ export function createRequireCredits(core: CreditsCore, options: ResolvedOptions
     }
     const { amount: charge, named } = costOf(options.costs, cost, 'requireCredits');
     assertFixedCost(charge, 'requireCredits', 'requireCredits(5)');
+    const { metered } = resolveGuardOptions(typeof second === 'function' ? undefined : second, 'requireCredits(cost, options)');
 
     const guard = async (req: Request, res: Response, next: NextFunction): Promise<void> => {
       const route = req.method + ' ' + (req.baseUrl + req.path);
@@ -63,6 +67,7 @@ export function createRequireCredits(core: CreditsCore, options: ResolvedOptions
         named,
         idempotencyKey: req.get('idempotency-key'),
         fingerprint: () => fingerprintOf(req, route),
+        metered,
       });
       if ('refused' in admitted) return sendError(res, admitted.refused, options.logger);
       if ('replay' in admitted) return sendReplay(res, admitted.replay);
@@ -91,7 +96,8 @@ export function createRequireCredits(core: CreditsCore, options: ResolvedOptions
     return (req, res, next) => {
       void middleware(req, res, () => runHandler(handler, req, res, next));
     };
-  };
+  }
+  return requireCredits;
 }
 
 /**

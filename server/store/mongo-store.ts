@@ -28,7 +28,8 @@ interface AccountDoc {
   /** The grant book as of the journal's start; absent on accounts from before grants. */
   book?: GrantBook;
 }
-type LedgerDoc = Omit<LedgerEntry, 'id'> & { _id: string };
+/** `reservationClosed`: a metered charge whose reservation reconcile() has decided (closeReservation). */
+type LedgerDoc = Omit<LedgerEntry, 'id'> & { _id: string; reservationClosed?: true };
 type ClaimDoc = Omit<Claim, 'id'> & { _id: string };
 type PurchaseDoc = Omit<Purchase, 'id'> & { _id: string };
 type AlertDoc = Omit<AlertRecord, 'id'> & { _id: string };
@@ -97,6 +98,7 @@ export class MongoCreditStore implements CreditStore {
   async init(): Promise<void> {
     await Promise.all([
       this.ledger.createIndex({ userId: 1, seq: -1 }),
+      this.ledger.createIndex({ 'ref.settleBy': 1 }),
       this.claims.createIndex({ state: 1, createdAt: 1 }),
       this.purchases.createIndex({ paymentIntentId: 1 }),
       this.alerts.createIndex({ state: 1, createdAt: 1 }),
@@ -233,7 +235,16 @@ export class MongoCreditStore implements CreditStore {
     const filter: Filter<LedgerDoc> = { userId };
     if (options.beforeSeq !== undefined) filter.seq = { $lt: options.beforeSeq };
     const docs = await this.ledger.find(filter).sort({ seq: -1 }).limit(options.limit).toArray();
-    return docs.map(({ _id, ...rest }) => ({ ...rest, id: _id }) as LedgerEntry);
+    return docs.map(({ _id, reservationClosed: _closed, ...rest }) => ({ ...rest, id: _id }) as LedgerEntry);
+  }
+
+  async openReservationsBefore(time: Date, limit: number): Promise<LedgerEntry[]> {
+    const docs = await this.ledger.find({ 'ref.settleBy': { $lt: time }, reservationClosed: { $exists: false } }, { limit }).toArray();
+    return docs.map(({ _id, reservationClosed: _closed, ...rest }) => ({ ...rest, id: _id }) as LedgerEntry);
+  }
+
+  async closeReservation(entryId: string): Promise<void> {
+    await this.ledger.updateOne({ _id: entryId }, { $set: { reservationClosed: true } });
   }
 
   async insertClaim(claim: Claim): Promise<Claim | null> {
