@@ -144,7 +144,17 @@ function watchAnswer(
   const write = res.write;
   const end = res.end;
   res.write = function watchWrite(this: Response, ...args: unknown[]) {
-    answer.wrote(byteLength(args[0], args[1]));
+    // A chunk counts once the connection has taken it (its callback without an error): data still buffered
+    // when Express destroys the connection after a failure never reaches the client.
+    const bytes = byteLength(args[0], args[1]);
+    const last = args.length - 1;
+    const callback = typeof args[last] === 'function' ? (args[last] as (err?: Error | null) => void) : undefined;
+    const taken = (err?: Error | null) => {
+      if (!err) answer.wrote(bytes);
+      callback?.(err);
+    };
+    if (callback) args[last] = taken;
+    else args.push(taken);
     return write.apply(this, args as Parameters<typeof write>);
   } as typeof res.write;
   res.end = function endAfterGiveBack(this: Response, ...args: unknown[]) {

@@ -5,7 +5,7 @@
  * server/http/stream.ts's: a stream cut before its first byte is given back whole; after it, what the route
  * settles (or else the reservation) stands; a client that goes away aborts `credits.signal`.
  */
-import type { NextFunction, Request, Response as ExpressResponse } from 'express';
+import type { NextFunction, Request as ExpressRequest, Response as ExpressResponse } from 'express';
 import type { CreditsContext } from 'credit-kit/server';
 import { consistentAudit, harness } from './helpers';
 import { fetchHarness } from './fetch-helpers';
@@ -52,45 +52,59 @@ async function play(plan: Plan, credits: CreditsContext): Promise<boolean> {
   return false;
 }
 
+/** Short enough for a test to wait out: only the metered routes' reservations are bound by it. */
+const SETTLE_WITHIN_MS = 300;
+
 async function expressSide() {
-  const h = await harness((app, credits) => {
-    app.post('/ai/chat', credits.requireCredits(COST), async (req: Request, res: ExpressResponse, next: NextFunction) => {
-      const plan = planOf((name) => req.get(name));
-      res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
-      res.flushHeaders();
-      try {
-        for (let i = 0; i < plan.tokens; i++) res.write(event(`t${i}`));
-        if (await play(plan, req.credits!)) res.end(event('[DONE]'));
-      } catch (err) {
-        next(err); // after the headers: Express cuts the connection
-      }
-    });
-  });
+  const route = async (req: ExpressRequest, res: ExpressResponse, next: NextFunction) => {
+    const plan = planOf((name) => req.get(name));
+    res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
+    res.flushHeaders();
+    try {
+      // Each token handed to the connection before the next, as a route that honours backpressure writes.
+      for (let i = 0; i < plan.tokens; i++) await new Promise((taken) => res.write(event(`t${i}`), taken));
+      if (await play(plan, req.credits!)) res.end(event('[DONE]'));
+    } catch (err) {
+      next(err); // after the headers: Express cuts the connection
+    }
+  };
+  const h = await harness(
+    (app, credits) => {
+      app.post('/ai/chat', credits.requireCredits(COST), route);
+      app.post('/ai/metered', credits.requireCredits(COST, { metered: true }), route);
+    },
+    { settleWithinMs: SETTLE_WITHIN_MS },
+  );
   return { name: 'Express SSE', ...h };
 }
 
 async function fetchSide() {
-  const h = await fetchHarness((credits) => ({
-    'POST /ai/chat': credits.withCredits(COST, (request, { credits: c }) => {
-      const plan = planOf((name) => request.headers.get(name));
-      const bytes = new TextEncoder();
-      let sent = 0;
-      const body = new ReadableStream<Uint8Array>({
-        async pull(controller) {
-          if (sent < plan.tokens) return controller.enqueue(bytes.encode(event(`t${sent++}`)));
-          try {
-            if (await play(plan, c)) {
-              controller.enqueue(bytes.encode(event('[DONE]')));
-              controller.close();
-            }
-          } catch (err) {
-            controller.error(err);
+  const route = (request: Request, { credits: c }: { credits: CreditsContext }) => {
+    const plan = planOf((name) => request.headers.get(name));
+    const bytes = new TextEncoder();
+    let sent = 0;
+    const body = new ReadableStream<Uint8Array>({
+      async pull(controller) {
+        if (sent < plan.tokens) return controller.enqueue(bytes.encode(event(`t${sent++}`)));
+        try {
+          if (await play(plan, c)) {
+            controller.enqueue(bytes.encode(event('[DONE]')));
+            controller.close();
           }
-        },
-      });
-      return new Response(body, { headers: { 'content-type': 'text/event-stream' } });
+        } catch (err) {
+          controller.error(err);
+        }
+      },
+    });
+    return new Response(body, { headers: { 'content-type': 'text/event-stream' } });
+  };
+  const h = await fetchHarness(
+    (credits) => ({
+      'POST /ai/chat': credits.withCredits(COST, route),
+      'POST /ai/metered': credits.withCredits(COST, { metered: true }, route),
     }),
-  }));
+    { settleWithinMs: SETTLE_WITHIN_MS },
+  );
   return { name: 'Fetch ReadableStream', ...h };
 }
 
@@ -105,13 +119,18 @@ interface Side {
  * Streams one answer: reads its events, aborting the request after `abortAfter` of them if given. `cut`:
  * the connection ended before the body did.
  */
-async function stream(side: Side, user: string, plan: Partial<Plan>, abortAfter?: number): Promise<{ status: number; events: string[]; cut: boolean }> {
+async function stream(
+  side: Side,
+  user: string,
+  plan: Partial<Plan> & { metered?: boolean },
+  abortAfter?: number,
+): Promise<{ status: number; events: string[]; cut: boolean }> {
   const abort = new AbortController();
   const headers: Record<string, string> = { 'x-id': plan.id ?? `${user}-${Math.random()}` };
   if (plan.tokens !== undefined) headers['x-tokens'] = String(plan.tokens);
   if (plan.then) headers['x-then'] = plan.then;
   if (plan.onAbort) headers['x-on-abort'] = plan.onAbort;
-  const res = await fetch(`${side.url}/ai/chat`, { method: 'POST', headers: { 'x-test-user': user, ...headers }, signal: abort.signal });
+  const res = await fetch(`${side.url}${plan.metered ? '/ai/metered' : '/ai/chat'}`, { method: 'POST', headers: { 'x-test-user': user, ...headers }, signal: abort.signal });
   const events: string[] = [];
   if (res.status !== 200) return { status: res.status, events, cut: false };
   const reader = res.body!.getReader();
@@ -220,6 +239,23 @@ describe.each<[string, () => Promise<Side>]>([
     expect(await stream(side, user, { id, tokens: 0, then: 'wait', onAbort: 'ignore' }, 0)).toEqual({ status: 200, events: [], cut: true });
     await until(() => seen.get(id)?.aborted === true);
     expect((await settled(user, 100)).kinds).toEqual({ grant: 1, usage: 1, refund: 1 });
+  });
+
+  it('gives back through reconcile() a metered stream nobody settled within settleWithinMs, and leaves a settled one', async () => {
+    const unsettled = await funded();
+    const reported = await funded();
+    expect((await stream(side, unsettled, { metered: true, tokens: 2, then: 'end' })).events).toEqual(['t0', 't1', '[DONE]']);
+    await stream(side, reported, { metered: true, tokens: 3, then: 'settle' });
+    expect(await side.credits.getBalance(unsettled)).toBe(90);
+    await side.credits.flush(); // the charges are moved from the journals to the ledger, where reconcile() looks
+    const charge = (await side.credits.listTransactions(unsettled, { limit: 10 })).transactions.find((t) => t.kind === 'usage')!;
+    expect(new Date(charge.ref!.settleBy!).getTime() - new Date(charge.createdAt).getTime()).toBe(SETTLE_WITHIN_MS);
+    await until(() => Date.now() > new Date(charge.ref!.settleBy!).getTime());
+
+    expect((await side.credits.reconcile()).reservationsGivenBack).toBe(1);
+    expect((await settled(unsettled, 100)).kinds).toEqual({ grant: 1, usage: 1, refund: 1 });
+    expect((await settled(reported, 97)).kinds).toEqual({ grant: 1, usage: 1, settle: 1 });
+    expect((await side.credits.reconcile()).reservationsGivenBack).toBe(0);
   });
 
   it('charges exactly the admitted streams of 200 concurrent ones on a balance that covers some', async () => {
