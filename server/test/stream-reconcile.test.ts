@@ -40,7 +40,9 @@ beforeAll(async () => {
   const store = decorateStore(new MongoCreditStore({ connection, collectionPrefix: 'credit_' }), (name, call) =>
     down ? Promise.reject(new Error(`injected outage: ${name}`)) : call(),
   );
-  const options = { getUserId: headerUser, timeoutMs: 20_000, settleWithinMs: SETTLE_WITHIN_MS, logger: () => undefined };
+  // A metered named cost is a metered guard too: requireCredits('chat') below.
+  const costs = { chat: { metered: true as const, reserve: COST, label: 'Chat' } };
+  const options = { getUserId: headerUser, timeoutMs: 20_000, settleWithinMs: SETTLE_WITHIN_MS, logger: () => undefined, costs };
   credits = createCredits({ ...options, store });
   await credits.init();
   // A second instance on the same database, as another process of the app would be.
@@ -49,7 +51,7 @@ beforeAll(async () => {
   instanceB = createCredits({ ...options, connection: other });
 
   const app = express();
-  app.post('/ai/chat', credits.requireCredits(COST, { metered: true }), async (req: Request, res: ExpressResponse) => {
+  const route = async (req: Request, res: ExpressResponse) => {
     const id = req.get('x-id') ?? '';
     const tokens = Number(req.get('x-tokens') ?? 0);
     const then = req.get('x-then') ?? 'settle';
@@ -71,7 +73,9 @@ beforeAll(async () => {
       }
     }
     res.end('data: [DONE]\n\n');
-  });
+  };
+  app.post('/ai/chat', credits.requireCredits(COST, { metered: true }), route);
+  app.post('/ai/named', credits.requireCredits('chat'), route);
   server = await listen(app);
 }, 60_000);
 
@@ -92,9 +96,9 @@ async function funded(): Promise<string> {
 }
 
 /** Sends a metered stream and reads `read` events (all of them when not given), then lets the connection go. */
-async function stream(user: string, headers: Record<string, string>, read?: number): Promise<string[]> {
+async function stream(user: string, headers: Record<string, string>, read?: number, path = '/ai/chat'): Promise<string[]> {
   const abort = new AbortController();
-  const res = await fetch(`${server.url}/ai/chat`, { method: 'POST', headers: { 'x-test-user': user, ...headers }, signal: abort.signal });
+  const res = await fetch(`${server.url}${path}`, { method: 'POST', headers: { 'x-test-user': user, ...headers }, signal: abort.signal });
   expect(res.status).toBe(200);
   const reader = res.body!.getReader();
   const text = new TextDecoder();
@@ -196,6 +200,18 @@ it('gives back the reservation of a process that never got to write its settle, 
   await credits.flush();
   expect(await kinds(user)).toEqual({ grant: 1, usage: 1, refund: 1 });
   expect(await credits.getBalance(user)).toBe(100);
+});
+
+it('treats a metered named cost as a metered guard: unsettled, its reservation is given back', async () => {
+  const user = await funded();
+  expect(await stream(user, { 'x-tokens': '2', 'x-then': 'end' }, undefined, '/ai/named')).toEqual(['data: t0', 'data: t1', 'data: [DONE]']);
+  expect(await credits.getBalance(user)).toBe(90);
+  await credits.flush();
+  await pastSettleBy(user);
+  expect((await instanceB.reconcile()).reservationsGivenBack).toBe(1);
+  expect(await kinds(user)).toEqual({ grant: 1, usage: 1, refund: 1 });
+  const { transactions } = await credits.listTransactions(user, { limit: 10 });
+  expect(transactions.find((t) => t.kind === 'usage')?.ref).toMatchObject({ cost: 'chat', label: 'Chat' });
 });
 
 async function until(condition: () => boolean): Promise<void> {
