@@ -10,7 +10,7 @@ import { logFailure } from './log';
 import type { NeutralOptions } from './options';
 import { failClosed } from './store/fail-closed';
 import { MongoCreditStore } from './store/mongo-store';
-import type { CreditStore } from './store/types';
+import type { CreditStore, LedgerEntry } from './store/types';
 import { Purchases, type FulfillmentResult } from './stripe/purchases';
 import type { StripeCheckoutSessionLike } from './stripe/types';
 import { assertId, parsePage } from './validate';
@@ -94,7 +94,11 @@ export function assemble(resolved: NeutralOptions): Assembly {
 
   const reconcile: CreditsBase['reconcile'] = async (opts = {}) => {
     const onError = resolved.hooks.onBackgroundError;
-    const repaired = await ledger.reconcile(opts.olderThanMs !== undefined ? { olderThanMs: opts.olderThanMs } : {});
+    // A metered reservation past its settle-by time: given back whole unless the route settled it (README
+    // "Streaming AI routes"). The give-back forecloses the settlement, so a settle() arriving later changes nothing.
+    const decideReservation = (charge: LedgerEntry) =>
+      core.giveBackUnsettled(charge.userId, charge.id, -charge.amount, 'Not settled within settleWithinMs: the reservation was given back');
+    const repaired = await ledger.reconcile({ ...(opts.olderThanMs !== undefined ? { olderThanMs: opts.olderThanMs } : {}), decideReservation });
     const adjustmentsApplied = await purchases.reconcile(500, onError);
     return { ...repaired, adjustmentsApplied };
   };

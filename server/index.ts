@@ -9,6 +9,7 @@
 import type { Request, RequestHandler, Router } from 'express';
 import { assemble, type CreditsBase } from './assemble';
 import { createRequireCredits, type Cost } from './http/middleware';
+import type { GuardOptions } from './http/guard';
 import { resolveOptions, type CreditsOptions, type NamedCosts } from './options';
 import { createRateLimiter, createRouter, keepRawBody } from './http/router';
 
@@ -23,6 +24,12 @@ export interface Credits<Name extends string = string> extends CreditsBase {
    * that rejects goes to `next(err)` (and is refunded) on Express 4 as on Express 5.
    */
   requireCredits(cost: Cost<Name>, handler?: RequestHandler): RequestHandler;
+  /**
+   * With options: `requireCredits(50, { metered: true })` reserves 50 that only `req.credits.settle(used)`
+   * turns into a charge; unsettled after `settleWithinMs`, `reconcile()` gives the reservation back. A named
+   * cost that is metered (`costs`) is a metered guard without it.
+   */
+  requireCredits(cost: Cost<Name>, options: GuardOptions, handler?: RequestHandler): RequestHandler;
   /** The kit's routes: checkout, webhook, session, balance, transactions, pricing. Mount at `/api`. */
   router(): Router;
   /** For `express.json({ verify: credits.keepRawBody })` in apps that parse JSON before the router. */

@@ -136,6 +136,13 @@ export interface CreditsOptions<Req> {
    * purchases are kept for good. Default 86400000 (24 hours, as Stripe keeps them).
    */
   idempotencyKeyTtlMs?: number;
+  /**
+   * How long a metered guarded route (`requireCredits(cost, { metered: true })`) has to settle its
+   * reservation, in ms. Past it, `reconcile()` gives back a reservation nobody settled (its process died or
+   * stalled mid-answer), once, and a `settle()` that comes later changes nothing. Default 600000 (10 minutes):
+   * longer than any answer a route streams.
+   */
+  settleWithinMs?: number;
 
   /**
    * A Stripe client the app constructs (keys, API version and, in tests, the mock's host):
@@ -232,6 +239,7 @@ export interface ResolvedOptions<Req = unknown> {
   overage: OveragePolicy;
   claimLeaseMs: number;
   idempotencyKeyTtlMs: number;
+  settleWithinMs: number;
   stripe: Stripe | undefined;
   webhookSecret: string | undefined;
   pricing: ResolvedPricing;
@@ -263,6 +271,7 @@ const KNOWN_KEYS: ReadonlyArray<keyof CreditsOptions<unknown>> = [
   'overage',
   'claimLeaseMs',
   'idempotencyKeyTtlMs',
+  'settleWithinMs',
   'stripe',
   'webhookSecret',
   'pricing',
@@ -340,6 +349,7 @@ export function resolveOptions<Req>(options: CreditsOptions<Req>, env: NodeJS.Pr
     overage,
     claimLeaseMs,
     idempotencyKeyTtlMs: positiveInt(options.idempotencyKeyTtlMs ?? 86_400_000, 'idempotencyKeyTtlMs', TEN_YEARS_MS),
+    settleWithinMs: positiveInt(options.settleWithinMs ?? 600_000, 'settleWithinMs', TEN_YEARS_MS),
     stripe: stripe?.client,
     webhookSecret: stripe?.webhookSecret,
     pricing: resolvePricing(options.pricing ?? {}, env),

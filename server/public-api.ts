@@ -24,7 +24,7 @@ export type { CreditsErrorCode, CreditsErrorBody } from './errors';
 export type { PricingOptions, CreditBundle, RefundRule, OveragePolicy, WebhookReport, LowBalanceOptions, NamedCost, NamedCosts, FixedCost, MeteredCost, TokenPrice } from './options';
 export type { CreditsLogger, CreditsLogFunction, LogLevel, LogRecord } from './log';
 export type { CreditsBase, ReconcileOptions, ExpireGrantsOptions } from './assemble';
-export type { CreditsContext } from './http/guard';
+export type { CreditsContext, GuardOptions } from './http/guard';
 export type { DeductOptions, GrantOptions, GrantResult } from './domain/core';
 export type { Transaction, TransactionGrant, TransactionPage, ReconcileReport, ExpiryReport, LedgerHooks } from './ledger';
 export type { FulfillmentResult, FulfillmentStatus, PaymentEventResult } from './stripe/purchases';

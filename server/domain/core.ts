@@ -149,8 +149,17 @@ export class CreditsCore {
    * key was used before is not charged again: it gets the first request's answer when that was kept
    * (`replay`), and otherwise an error that says why not (see `repeated`).
    */
-  async charge(userId: string, amount: number, key: string | undefined, note: string, request?: RequestFingerprint, named?: ResolvedCost): Promise<Charged | Replayed> {
-    const change = { kind: 'usage' as const, amount: -amount, ref: { note, ...costRef(named) } };
+  async charge(
+    userId: string,
+    amount: number,
+    key: string | undefined,
+    note: string,
+    request?: RequestFingerprint,
+    named?: ResolvedCost,
+    settleBy?: Date,
+  ): Promise<Charged | Replayed> {
+    // A metered charge carries its settle-by time in its own entry: reconcile() finds it there, no extra write.
+    const change = { kind: 'usage' as const, amount: -amount, ref: { note, ...costRef(named), ...(settleBy ? { settleBy } : {}) } };
     // The request is refused if the database fails mid-charge; a charge that landed anyway is given back.
     if (key === undefined) {
       const applied = await this.ledger.apply(userId, change, { minBalance: amount, undoIfUncertain: true });
@@ -173,40 +182,58 @@ export class CreditsCore {
   /**
    * Gives back what a failed request was charged, once per charge whoever asks: the whole reservation, or
    * what a settlement left charged. The settlement is foreclosed first, so a settle() that comes later
-   * changes nothing.
+   * changes nothing. Resolves with the balance right after it, for the answer's headers.
    */
   async giveBack(userId: string, chargeId: string, reserved: number, why: string): Promise<number> {
+    const given = await this.giveBackOnce(userId, chargeId, reserved, why, false);
+    // Read when another call gave it back (or there was nothing left to give).
+    return given ?? this.ledger.getBalance(userId);
+  }
+
+  /**
+   * reconcile()'s decision on a metered reservation past its settle-by time: given back whole unless the
+   * route settled it, through the same keys as a failure's give-back, so it happens once however many
+   * instances decide it, and a settle() after it changes nothing. True when this call gave it back.
+   */
+  async giveBackUnsettled(userId: string, chargeId: string, reserved: number, why: string): Promise<boolean> {
+    return (await this.giveBackOnce(userId, chargeId, reserved, why, true)) !== undefined;
+  }
+
+  /** The balance after the give-back when this call applied it; undefined when it gave nothing back. */
+  private async giveBackOnce(userId: string, chargeId: string, reserved: number, why: string, unlessSettled: boolean): Promise<number | undefined> {
     const settled = await this.ledger.foreclose(userId, settleKey(chargeId));
+    if (settled && unlessSettled) return undefined;
     // A settlement entry's amount is what it gave back (positive) or charged on top (negative).
     const charged = settled ? reserved - settled.amount : reserved;
-    if (charged <= 0) return this.ledger.getBalance(userId);
+    if (charged <= 0) return undefined;
     const outcome = await this.ledger.applyOnceSettled(
       userId,
       giveBackKey(chargeId),
       { kind: 'refund', amount: charged, ref: { chargeId }, reason: why },
       { create: true, complete: true },
     );
-    // The balance right after the give-back, for the answer's headers; read when another call gave it back.
-    return outcome.status === 'applied' ? outcome.balance : this.ledger.getBalance(userId);
+    return outcome.status === 'applied' ? outcome.balance : undefined;
   }
 
   /**
    * Metered work: the reservation becomes `actual`. Less gives back the rest, more charges the difference
    * (subject to the overage policy). At most once per charge; after a give-back it changes nothing.
+   * `recorded`: the charge is a metered one that reconcile() gives back unless settled, so even a settlement
+   * of exactly the reservation is written (an entry of 0) for it to see.
    */
-  async settle(userId: string, chargeId: string, reserved: number, actual: number, named?: ResolvedCost): Promise<Settlement> {
+  async settle(userId: string, chargeId: string, reserved: number, actual: number, named?: ResolvedCost, recorded = false): Promise<Settlement> {
     const diff = actual - reserved;
     const key = settleKey(chargeId);
     const ref = { chargeId, requested: actual, ...costRef(named) };
     const before = (claim: Claim): Promise<Settlement> => this.settledBefore(userId, claim);
     const resolveIfUncertain = true;
-    if (diff === 0) {
+    if (diff === 0 && !recorded) {
       const closed = await this.ledger.getClaim(userId, key);
       if (closed) return before(closed);
       return { charged: reserved, balance: await this.ledger.getBalance(userId) };
     }
-    if (diff < 0) {
-      const outcome = await this.ledger.applyOnce(userId, key, { kind: 'settle', amount: -diff, ref }, { create: true, resolveIfUncertain });
+    if (diff <= 0) {
+      const outcome = await this.ledger.applyOnce(userId, key, { kind: 'settle', amount: reserved - actual, ref }, { create: true, resolveIfUncertain });
       if (outcome.status === 'duplicate') return before(outcome.claim);
       return { charged: actual, balance: outcome.status === 'applied' ? outcome.balance : await this.ledger.getBalance(userId) };
     }

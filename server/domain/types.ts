@@ -76,6 +76,11 @@ export interface EntryRef {
   cost?: string;
   /** That cost's label, what the history shows ("Summarize"). */
   label?: string;
+  /**
+   * A metered guarded request's charge: its reservation is settled by the route before this, or given back
+   * by reconcile() after it (`settleWithinMs`). Carried by the charge itself, so marking it costs no write.
+   */
+  settleBy?: Date;
 }
 
 /** A balance change as journalled inside the account document, in the same atomic update as the change. */

@@ -14,10 +14,11 @@ import { assemble, type CreditsBase } from '../assemble';
 import { costOf } from '../domain/prices';
 import type { KeptReply, StoredReply } from '../domain/types';
 import { CreditsConfigError, CreditsError, NotFoundError } from '../errors';
-import { admit, assertFixedCost, errorReply, failedByRule, giveBackFailed, resolveUserId, type CreditsContext, type Reply } from '../http/guard';
+import { admit, assertFixedCost, errorReply, failedByRule, resolveGuardOptions, resolveUserId, type CreditsContext, type GuardOptions, type Reply } from '../http/guard';
 import { givenBack, refusalHeaders, withBalanceHeaders } from '../http/balance-headers';
 import { bodyError, createRoutes, WEBHOOK_BODY_LIMIT, type RouteInput } from '../http/handlers';
 import { fingerprint, ReplyRecorder } from '../http/replay';
+import { watchBody, type Answer } from '../http/stream';
 import { resolveOptions, type CreditsOptions, type NamedCosts } from '../options';
 
 /**
@@ -52,6 +53,12 @@ export interface FetchCredits<Name extends string = string> extends CreditsBase 
    * failure (default: 5xx), has its charge given back once, before the answer goes out.
    */
   withCredits<C extends object = object>(cost: FetchCost<Name>, handler: GuardedFetchHandler<C>): (request: Request, context?: Omit<C, 'credits'>) => Promise<Response>;
+  /**
+   * With options: `withCredits(50, { metered: true }, handler)` reserves 50 that only `credits.settle(used)`
+   * turns into a charge; unsettled after `settleWithinMs`, `reconcile()` gives the reservation back. A named
+   * cost that is metered (`costs`) is a metered guard without it.
+   */
+  withCredits<C extends object = object>(cost: FetchCost<Name>, options: GuardOptions, handler: GuardedFetchHandler<C>): (request: Request, context?: Omit<C, 'credits'>) => Promise<Response>;
   /** The kit's routes one by one, for a route file each (`export const POST = credits.handlers.checkout`). */
   handlers: {
     /** POST /stripe/checkout/credits */
@@ -157,15 +164,21 @@ export function createFetchCredits<Costs extends NamedCosts = NamedCosts>(option
       return found[1](request);
     };
 
-  function withCredits<C extends object = object>(cost: FetchCost, handler: GuardedFetchHandler<C>): (request: Request, context?: Omit<C, 'credits'>) => Promise<Response> {
+  function withCredits<C extends object = object>(
+    cost: FetchCost,
+    second: GuardedFetchHandler<C> | GuardOptions,
+    third?: GuardedFetchHandler<C>,
+  ): (request: Request, context?: Omit<C, 'credits'>) => Promise<Response> {
     if (isRequest(cost)) {
       throw new CreditsConfigError('credits.withCredits was used as a route handler without a cost. Call it: export const POST = credits.withCredits(5, handler).');
     }
+    const handler = typeof second === 'function' ? second : third;
     if (typeof handler !== 'function') {
       throw new CreditsConfigError('withCredits(cost, handler): the handler must be a function (request, context) => Response.');
     }
     const { amount: charge, named } = costOf(resolved.costs, cost, 'withCredits');
     assertFixedCost(charge, 'withCredits', 'withCredits(5, handler)');
+    const { metered } = resolveGuardOptions(typeof second === 'function' ? undefined : second, 'withCredits(cost, options, handler)');
 
     return async (request, context) => {
       const url = new URL(request.url);
@@ -177,10 +190,13 @@ export function createFetchCredits<Costs extends NamedCosts = NamedCosts>(option
         // The body as sent, read from a clone so that the handler still has it.
         fingerprint: async () =>
           fingerprint(name, url.search.slice(1), request.body === null ? undefined : new Uint8Array(await request.clone().arrayBuffer())),
+        metered,
       });
       if ('refused' in admitted) return withBalanceHeaders(respond(errorReply(admitted.refused, logger, name)), refusalHeaders(admitted.refused));
       if ('replay' in admitted) return replayed(admitted.replay);
-      const { userId, amount, key, credits } = admitted;
+      const { userId, key, credits, answer } = admitted;
+      // The client going away (Next.js aborts `request.signal` when the connection closes) is the route's signal.
+      answer.follow(request.signal);
 
       let response: Response;
       try {
@@ -194,12 +210,12 @@ export function createFetchCredits<Costs extends NamedCosts = NamedCosts>(option
         response = respond(errorReply(err, logger, name));
       }
 
-      const chargeId = credits.chargeId;
-      if (failedByRule(resolved.refundOn, response.status, logger)) givenBack(credits, await giveBackFailed(core, logger, userId, chargeId, amount));
+      if (failedByRule(resolved.refundOn, response.status, logger)) givenBack(credits, await answer.failed());
       response = withBalanceHeaders(response, credits);
       // A keyed request's answer is kept for its retries, once it has gone out (server/http/replay.ts).
-      if (key === undefined) return response;
-      return recorded(response, (reply) => core.later(() => core.keepReply(userId, key, chargeId, reply)));
+      const chargeId = credits.chargeId;
+      const keep = key === undefined ? undefined : (reply: StoredReply) => core.later(() => core.keepReply(userId, key, chargeId, reply));
+      return watched(response, answer, keep);
     };
   }
 
@@ -214,27 +230,31 @@ function replayed(reply: KeptReply): Response {
 }
 
 /**
- * The answer as it goes out, its bytes recorded up to the bound; `keep` gets what is kept once the body
- * has been read to its end (an answer whose reader stops early is not kept: a retry gets 409).
+ * The answer as it goes out, through one pipe: each chunk the server reads from it is reported to the guard
+ * (server/http/stream.ts: delivered, ended, or cut short by an error or by its reader cancelling it), and,
+ * for a keyed request, recorded up to the bound; `keep` gets what is kept once the body has been read to
+ * its end (an answer whose reader stops early is not kept: a retry gets 409).
  */
-function recorded(response: Response, keep: (reply: StoredReply) => void): Response {
-  const recorder = new ReplyRecorder();
+function watched(response: Response, answer: Answer, keep: ((reply: StoredReply) => void) | undefined): Response {
+  const recorder = keep && new ReplyRecorder();
   const contentType = response.headers.get('content-type') ?? undefined;
+  const ended = () => {
+    answer.ended();
+    if (recorder) keep(recorder.reply(response.status, contentType));
+  };
   if (response.body === null) {
-    keep(recorder.reply(response.status, contentType));
+    // Nothing to deliver: over as it is returned (a client already gone was reported by its signal).
+    ended();
     return response;
   }
-  const body = response.body.pipeThrough(
-    new TransformStream<Uint8Array, Uint8Array>({
-      transform(chunk, controller) {
-        recorder.take(chunk);
-        controller.enqueue(chunk);
-      },
-      flush() {
-        keep(recorder.reply(response.status, contentType));
-      },
-    }),
-  );
+  const body = watchBody(response.body, {
+    chunk(chunk) {
+      answer.wrote(chunk.byteLength);
+      recorder?.take(chunk);
+    },
+    end: ended,
+    cut: () => answer.cut(),
+  });
   return new Response(body, { status: response.status, statusText: response.statusText, headers: response.headers });
 }
 

@@ -11,6 +11,7 @@ import { creditsForUsage, tokenPriceFor, type TokenUsage } from '../domain/price
 import { logFailure, type Log } from '../log';
 import type { ResolvedCost } from '../options';
 import { assertAmount, assertId, assertNonNegativeAmount, parseIdempotencyKey } from '../validate';
+import { Answer } from './stream';
 
 /** What a guarded route sees: `req.credits` on Express, `context.credits` on the Fetch side. */
 export interface CreditsContext {
@@ -33,6 +34,12 @@ export interface CreditsContext {
    * without a price (400) is refused and nothing is settled. See creditsForUsage for the rounding rule.
    */
   settleUsage(usage: TokenUsage, model: string): Promise<{ charged: number; balance: number }>;
+  /**
+   * Aborted when the client goes away before the answer has ended (Express: the response closed before it
+   * finished; Fetch: `request.signal`, or the response body cancelled by its reader). Pass it on to the
+   * model call (`fetch(url, { signal })`, the SDKs' `{ signal }` option) and settle what was delivered.
+   */
+  signal: AbortSignal;
 }
 
 /** A status and a JSON body, for an adapter to send. */
@@ -71,14 +78,41 @@ export function assertFixedCost(cost: unknown, call: string, example: string): v
   }
 }
 
+/** The second argument of `requireCredits(cost, options)` and `withCredits(cost, options, handler)`. */
+export interface GuardOptions {
+  /**
+   * The cost is a reservation that only `credits.settle(actual)` turns into a charge: a reservation nobody
+   * settles within `settleWithinMs` (the process died or stalled mid-answer, or the route never settled) is
+   * given back whole by `reconcile()`, once, and a settle that comes after that changes nothing. For
+   * streamed AI answers priced by what they used. Default false: the cost stands unless settled.
+   */
+  metered?: boolean;
+}
+
+/** Guard options checked when the guard is created. */
+export function resolveGuardOptions(options: unknown, call: string): Required<GuardOptions> {
+  if (options === undefined) return { metered: false };
+  if (typeof options !== 'object' || options === null || Array.isArray(options)) {
+    throw new CreditsConfigError(`${call}: the options must be an object such as { metered: true }.`);
+  }
+  const unknown = Object.keys(options).filter((k) => k !== 'metered');
+  if (unknown.length > 0) throw new CreditsConfigError(`${call}: unknown option \`${unknown[0]}\`; the one option is \`metered\`.`);
+  const metered: unknown = Reflect.get(options, 'metered') ?? false;
+  if (typeof metered !== 'boolean') throw new CreditsConfigError(`${call}: \`metered\` must be true or false.`);
+  return { metered };
+}
+
 /** What a guarded request is let in with, whatever the framework. */
 export type Admission =
   /** Refused before the route runs (401, 402, 409, 422, 503, bad input): the error to answer with. */
   | { refused: unknown }
   /** A retry of a finished request: its first answer, to send again; nothing charged. */
   | { replay: KeptReply }
-  /** Charged: the route may run. `key` is the request key when an Idempotency-Key came with it. */
-  | { userId: string; amount: number; key: string | undefined; credits: CreditsContext };
+  /**
+   * Charged: the route may run. `key` is the request key when an Idempotency-Key came with it; `answer` is
+   * what the adapter reports the answer's progress to (server/http/stream.ts).
+   */
+  | { userId: string; amount: number; key: string | undefined; credits: CreditsContext; answer: Answer };
 
 /**
  * The guard's steps before a route runs, shared by both adapters: who is asking, what it costs, the
@@ -86,10 +120,17 @@ export type Admission =
  */
 export async function admit<Req>(
   core: CreditsCore,
-  options: { getUserId: (req: Req) => string | null | undefined | Promise<string | null | undefined>; timeoutMs: number },
+  options: { getUserId: (req: Req) => string | null | undefined | Promise<string | null | undefined>; timeoutMs: number; settleWithinMs: number; logger: Log },
   req: Req,
   cost: number | ((req: Req) => number | Promise<number>),
-  request: { route: string; idempotencyKey: string | undefined; fingerprint: () => RequestFingerprint | Promise<RequestFingerprint>; named?: ResolvedCost | undefined },
+  request: {
+    route: string;
+    idempotencyKey: string | undefined;
+    fingerprint: () => RequestFingerprint | Promise<RequestFingerprint>;
+    named?: ResolvedCost | undefined;
+    /** requireCredits(cost, { metered: true }); a named cost that is metered is one too. */
+    metered: boolean;
+  },
 ): Promise<Admission> {
   let userId: string;
   let amount: number;
@@ -104,9 +145,13 @@ export async function admit<Req>(
       key = requestKey(header);
       fp = await request.fingerprint();
     }
-    const charge = await withinDeadline(core, options.timeoutMs, userId, amount, core.charge(userId, amount, key, request.route, fp, request.named));
+    const metered = request.metered || request.named?.metered === true;
+    const settleBy = metered ? new Date(Date.now() + options.settleWithinMs) : undefined;
+    const charge = await withinDeadline(core, options.timeoutMs, userId, amount, core.charge(userId, amount, key, request.route, fp, request.named, settleBy));
     if ('replay' in charge) return { replay: charge.replay };
-    return { userId, amount, key, credits: createContext(core, userId, charge.entryId, amount, charge.balance, request.named) };
+    const answer = new Answer(core, options.logger, { userId, chargeId: charge.entryId, reserved: amount });
+    const charged = { userId, chargeId: charge.entryId, reserved: amount, balance: charge.balance, metered };
+    return { userId, amount, key, answer, credits: createContext(core, charged, request.named, answer.signal) };
   } catch (err) {
     return { refused: err };
   }
@@ -138,21 +183,42 @@ function withinDeadline<T extends { entryId: string } | { replay: unknown }>(cor
   return Promise.race([charge, deadline]).finally(() => clearTimeout(timer));
 }
 
-function createContext(core: CreditsCore, userId: string, chargeId: string, reserved: number, balance: number, named: ResolvedCost | undefined): CreditsContext {
+function createContext(
+  core: CreditsCore,
+  { userId, chargeId, reserved, balance, metered }: { userId: string; chargeId: string; reserved: number; balance: number; metered: boolean },
+  named: ResolvedCost | undefined,
+  signal: AbortSignal,
+): CreditsContext {
   let settling: Promise<Settlement> | undefined;
   const ctx: CreditsContext = {
     userId,
     charged: reserved,
     balance,
     chargeId,
+    signal,
     settle(actualCost: number) {
       if (settling) return Promise.reject(new ConflictError('settle() was already called for this request.'));
       const actual = assertNonNegativeAmount(actualCost, 'settle(actualCost)');
-      settling = core.settle(userId, chargeId, reserved, actual, named).then((r) => {
-        ctx.charged = r.charged;
-        ctx.balance = r.balance;
-        return r;
-      });
+      const settle = () => core.settle(userId, chargeId, reserved, actual, named, metered);
+      settling = settle().then(
+        (r) => {
+          ctx.charged = r.charged;
+          ctx.balance = r.balance;
+          return r;
+        },
+        (err: unknown) => {
+          // The database did not take it (at the end of a stream, typically): the route hears 503, and the
+          // settlement is not lost but retried in the background under its key, so it lands at most once;
+          // a give-back or reconcile() that closes the charge first makes the retry change nothing.
+          if (err instanceof StoreUnavailableError) {
+            const again = () => settle().catch((e: unknown) => {
+              if (!(e instanceof ConflictError)) throw e; // settled already: the first attempt landed after all
+            });
+            core.later(again, `settling the charge ${chargeId} of user ${userId} at ${actual} credits (reserved ${reserved})`);
+          }
+          throw err;
+        },
+      );
       return settling;
     },
     async settleUsage(usage, model) {
@@ -160,24 +226,6 @@ function createContext(core: CreditsCore, userId: string, chargeId: string, rese
     },
   };
   return ctx;
-}
-
-/**
- * Gives back what a failed guarded request was charged, before its answer goes out, so a client that reads
- * its balance right after the error sees it. A give-back that cannot be written now (database down) does
- * not keep the answer back: it is retried in the background and, once recorded, finished by reconcile()
- * after a restart. Resolves either way; `core.track` lets flush() wait for it.
- */
-export function giveBackFailed(core: CreditsCore, logger: Log, userId: string, chargeId: string, reserved: number): Promise<number | undefined> {
-  const giveBack = () => core.giveBack(userId, chargeId, reserved, 'The guarded request failed');
-  // Resolves with the balance after the give-back, or undefined when it is left to the background.
-  const done = giveBack().catch((err: unknown) => {
-    logFailure(logger, err, 'giving back a failed request, retried in the background');
-    core.later(giveBack, `giving back ${reserved} credits to user ${userId} for the failed request charged by entry ${chargeId}`);
-    return undefined;
-  });
-  core.track(done);
-  return done;
 }
 
 /**

@@ -6,9 +6,10 @@ import type { ResolvedOptions } from '../options';
 import { costOf } from '../domain/prices';
 import { givenBack, sendBalanceHeaders, setRefusalHeaders } from './balance-headers';
 import { fingerprintOf, recordReply, sendReplay } from './replay';
-import { admit, assertFixedCost, errorReply, failedByRule, giveBackFailed, type CreditsContext } from './guard';
+import { admit, assertFixedCost, errorReply, failedByRule, resolveGuardOptions, type CreditsContext, type GuardOptions } from './guard';
+import type { Answer } from './stream';
 
-export type { CreditsContext } from './guard';
+export type { CreditsContext, GuardOptions } from './guard';
 export { resolveUserId } from './guard';
 
 declare global {
@@ -40,13 +41,16 @@ export function sendError(res: Response, err: unknown, log: Log): void {
 }
 
 export function createRequireCredits(core: CreditsCore, options: ResolvedOptions<Request>, limiter: RequestHandler | undefined) {
-  return function requireCredits(cost: Cost, handler?: RequestHandler): RequestHandler {
+  function requireCredits(cost: Cost, handler?: RequestHandler): RequestHandler;
+  function requireCredits(cost: Cost, options: GuardOptions, handler?: RequestHandler): RequestHandler;
+  function requireCredits(cost: Cost, second?: RequestHandler | GuardOptions, third?: RequestHandler): RequestHandler {
     // `app.post(path, credits.requireCredits, handler)`: Express calls the factory with (req, res, next).
-    if (arguments.length === 3 || isRequest(cost)) {
+    if (isRequest(cost) || (arguments.length === 3 && isRequest(Reflect.get(Object(second), 'req')))) {
       throw new CreditsConfigError(
         'credits.requireCredits was mounted without a cost. Call it: app.post(path, credits.requireCredits(5), handler).',
       );
     }
+    const handler = typeof second === 'function' ? second : third;
     if (handler !== undefined && typeof handler !== 'function') {
       throw new CreditsConfigError(
         'requireCredits(cost, handler): the handler must be a function (req, res, next), or leave it out and mount requireCredits(cost) before the route.',
@@ -54,6 +58,7 @@ export function createRequireCredits(core: CreditsCore, options: ResolvedOptions
     }
     const { amount: charge, named } = costOf(options.costs, cost, 'requireCredits');
     assertFixedCost(charge, 'requireCredits', 'requireCredits(5)');
+    const { metered } = resolveGuardOptions(typeof second === 'function' ? undefined : second, 'requireCredits(cost, options)');
 
     const guard = async (req: Request, res: Response, next: NextFunction): Promise<void> => {
       const route = req.method + ' ' + (req.baseUrl + req.path);
@@ -62,17 +67,18 @@ export function createRequireCredits(core: CreditsCore, options: ResolvedOptions
         named,
         idempotencyKey: req.get('idempotency-key'),
         fingerprint: () => fingerprintOf(req, route),
+        metered,
       });
       if ('refused' in admitted) return sendError(res, admitted.refused, options.logger);
       if ('replay' in admitted) return sendReplay(res, admitted.replay);
-      const { userId, amount, key, credits } = admitted;
+      const { userId, key, credits, answer } = admitted;
       req.credits = credits;
       sendBalanceHeaders(res, credits);
 
       // A keyed request's answer is kept for its retries, after it has gone out (server/http/replay.ts).
       const chargeId = credits.chargeId;
       if (key !== undefined) recordReply(res, (reply) => core.later(() => core.keepReply(userId, key, chargeId, reply)));
-      giveBackBeforeFailedAnswer(core, options, res, credits, amount);
+      watchAnswer(core, options, res, credits, answer);
       next();
     };
 
@@ -90,7 +96,8 @@ export function createRequireCredits(core: CreditsCore, options: ResolvedOptions
     return (req, res, next) => {
       void middleware(req, res, () => runHandler(handler, req, res, next));
     };
-  };
+  }
+  return requireCredits;
 }
 
 /**
@@ -118,29 +125,61 @@ function isThenable(value: unknown): value is PromiseLike<unknown> {
 }
 
 /**
- * Holds back the end of an answer the refund rule calls a failure (a thrown error and `next(err)` end as
- * 5xx too) until the give-back is durable, so a client that reads its balance right after the error sees it.
- * A give-back that cannot be written now (database down) does not keep the answer back; it is retried in
- * the background and, once recorded, finished by reconcile() after a restart.
+ * Reports the answer to the guard's rule (server/http/stream.ts) as Express sends it: each body chunk
+ * written, its end, or a response closed before it finished (the client went away, or the route failed after
+ * its headers and Express destroyed the connection, or the route called `res.destroy()`).
+ *
+ * The end of an answer the refund rule calls a failure (a thrown error and `next(err)` end as 5xx too) is
+ * held back until the give-back is durable, so a client that reads its balance right after the error sees
+ * it. A give-back that cannot be written now (database down) does not keep the answer back; it is retried
+ * in the background and, once recorded, finished by reconcile() after a restart.
  */
-function giveBackBeforeFailedAnswer(
+function watchAnswer(
   core: CreditsCore,
   { refundOn, logger }: Pick<ResolvedOptions, 'refundOn' | 'logger'>,
   res: Response,
   credits: CreditsContext,
-  reserved: number,
+  answer: Answer,
 ): void {
+  const write = res.write;
   const end = res.end;
+  res.write = function watchWrite(this: Response, ...args: unknown[]) {
+    // A chunk counts once the connection has taken it (its callback without an error): data still buffered
+    // when Express destroys the connection after a failure never reaches the client.
+    const bytes = byteLength(args[0], args[1]);
+    const last = args.length - 1;
+    const callback = typeof args[last] === 'function' ? (args[last] as (err?: Error | null) => void) : undefined;
+    const taken = (err?: Error | null) => {
+      if (!err) answer.wrote(bytes);
+      callback?.(err);
+    };
+    if (callback) args[last] = taken;
+    else args.push(taken);
+    return write.apply(this, args as Parameters<typeof write>);
+  } as typeof res.write;
   res.end = function endAfterGiveBack(this: Response, ...args: unknown[]) {
     res.end = end;
-    if (!failedByRule(refundOn, res.statusCode, logger)) return end.apply(this, args as Parameters<typeof end>);
-    const givingBack = giveBackFailed(core, logger, credits.userId, credits.chargeId, reserved);
+    if (!failedByRule(refundOn, res.statusCode, logger)) {
+      answer.wrote(byteLength(args[0], args[1]));
+      return end.apply(this, args as Parameters<typeof end>);
+    }
     core.track(
-      givingBack.then((after) => {
+      answer.failed().then((after) => {
         givenBack(credits, after);
         end.apply(this, args as Parameters<typeof end>);
       }),
     );
     return this;
   } as typeof res.end;
+  res.once('close', () => {
+    if (res.writableFinished) answer.ended();
+    else answer.cut();
+  });
+}
+
+/** The bytes of a chunk as `res.write(chunk, encoding)` takes it; 0 for none (or a callback in its place). */
+function byteLength(chunk: unknown, encoding: unknown): number {
+  if (typeof chunk === 'string') return Buffer.byteLength(chunk, typeof encoding === 'string' ? (encoding as BufferEncoding) : 'utf8');
+  if (chunk instanceof Uint8Array) return chunk.byteLength;
+  return 0;
 }

@@ -26,7 +26,7 @@ import { Expiry, type ExpiryReport } from './expiry';
 import { startingBook } from './grants';
 import { listTransactions, type TransactionPage } from './history';
 import { JournalMover } from './journal-mover';
-import { reconcileLedger, type ReconcileReport as RecoveryReport } from './recovery';
+import { reconcileLedger, type DecideReservation, type ReconcileReport as RecoveryReport } from './recovery';
 
 export type { Applied, ChangeInput, KeyedOutcome, SettledOutcome } from './changes';
 export { claimId, isForeclosure } from './changes';
@@ -123,10 +123,18 @@ export class Ledger {
     await this.alerts?.flush();
   }
 
-  async reconcile(options: { batch?: number; olderThanMs?: number } = {}): Promise<ReconcileReport> {
+  async reconcile(options: { batch?: number; olderThanMs?: number; decideReservation?: DecideReservation } = {}): Promise<ReconcileReport> {
     const batch = options.batch ?? 500;
     const repaired = await reconcileLedger(
-      { store: this.store, changes: this.changes, mover: this.mover, alerts: this.alerts, olderThanMs: options.olderThanMs ?? this.leaseMs, onError: (e) => this.backgroundError(e) },
+      {
+        store: this.store,
+        changes: this.changes,
+        mover: this.mover,
+        alerts: this.alerts,
+        olderThanMs: options.olderThanMs ?? this.leaseMs,
+        decideReservation: options.decideReservation,
+        onError: (e) => this.backgroundError(e),
+      },
       batch,
     );
     // After the repairs, so that journals left by crashes are in the books the sweep reads.

@@ -13,6 +13,9 @@
  *   POST /ai/metered    requireCredits(10); settle(x-used), then 200 {chargeId, charged};
  *                       `x-fail: before-settle` answers 500 first and settles afterwards;
  *                       `x-fail: after-settle` settles, then throws
+ *   POST /ai/stream     requireCredits(10, { metered: true }), server-sent events: the charge id, x-used
+ *                       tokens, settle(x-used), then a last event {done, charged}; `x-fail: error-first`
+ *                       fails after the headers before any byte, `x-fail: error-later` settles, then fails
  *   POST /admin/grant   {user, amount, key, source?, priority?, expiresAt?} → grantCredits
  *   POST /admin/expire  {now}                         → expireGrants (a simulated clock)
  *   POST /admin/deduct  {user, amount, key?, reason}  → deductCredits
@@ -113,22 +116,25 @@ async function main(): Promise<void> {
     res.json({ chargeId: req.credits!.chargeId });
   });
 
+  /** settle(used), with what it answered (or the error it threw) kept in the run. */
+  const settleRecorded = async (req: Request, run: Run, used: number) => {
+    const record: Run['settles'][number] = { used };
+    run.settles.push(record);
+    try {
+      const r = await req.credits!.settle(used);
+      record.charged = r.charged;
+      return r;
+    } catch (err) {
+      record.error = (err as Error).message;
+      throw err;
+    }
+  };
+
   app.post('/ai/metered', credits.requireCredits(10), async (req, res) => {
     const run = runOf(req, 'metered', 10);
     const used = Number(req.get('x-used') ?? '10');
     const fail = req.get('x-fail');
-    const settle = async () => {
-      const record: Run['settles'][number] = { used };
-      run.settles.push(record);
-      try {
-        const r = await req.credits!.settle(used);
-        record.charged = r.charged;
-        return r;
-      } catch (err) {
-        record.error = (err as Error).message;
-        throw err;
-      }
-    };
+    const settle = () => settleRecorded(req, run, used);
     if (fail === 'before-settle') {
       // A handler that goes on after its answer: the failure answer first, the settlement afterwards.
       res.status(500).json({ error: { code: 'model_failed' }, chargeId: req.credits!.chargeId });
@@ -138,6 +144,25 @@ async function main(): Promise<void> {
     const r = await settle();
     if (fail === 'after-settle') throw new Error('the model failed after settling');
     res.json({ chargeId: req.credits!.chargeId, charged: r.charged });
+  });
+
+  app.post('/ai/stream', credits.requireCredits(10, { metered: true }), async (req, res, next) => {
+    const run = runOf(req, 'stream', 10);
+    const used = Number(req.get('x-used') ?? '10');
+    const fail = req.get('x-fail');
+    const send = (data: unknown) => new Promise<void>((taken) => res.write(`data: ${JSON.stringify(data)}\n\n`, () => taken()));
+    res.writeHead(200, { 'content-type': 'text/event-stream' });
+    res.flushHeaders();
+    try {
+      if (fail === 'error-first') throw new Error('the model failed before its first token');
+      await send({ chargeId: req.credits!.chargeId });
+      for (let i = 0; i < used; i++) await send({ token: i });
+      const r = await settleRecorded(req, run, used);
+      if (fail === 'error-later') throw new Error('the model failed after settling');
+      res.end(`data: ${JSON.stringify({ done: true, charged: r.charged })}\n\n`);
+    } catch (err) {
+      next(err); // after the headers: Express cuts the connection
+    }
   });
 
   // Thrown errors answer 500 quietly (the kit's give-back runs as the answer ends).

@@ -5,7 +5,8 @@
  * workers drive them with a schedule drawn from one seed: keyed grants (half of them expiring, some with a
  * priority or a source) re-sent to other instances, expiry sweeps on a simulated clock, guarded
  * fixed and metered requests (failing or not, with and without Idempotency-Key, retried elsewhere after a
- * 503), deductions with and without keys, and Checkout purchases whose signed Stripe events (completion,
+ * 503), metered streams (server-sent events: whole, failing before their first byte, failing after their
+ * settlement), deductions with and without keys, and Checkout purchases whose signed Stripe events (completion,
  * refunds, refunds that fail, disputes won or lost) are delivered shuffled, duplicated, concurrently and
  * re-delivered until acknowledged. Meanwhile the proxies stall, delay, lose replies and reset connections,
  * and whole instances stall for longer than the claim lease.
@@ -28,7 +29,9 @@
  *      grant below zero and lead to the stored grant book, which adds up to the balance; an expiry takes
  *      exactly its grant's rest, once per grant, never before a sweep's clock reached the grant's expiry.
  *   9. every fall of a balance below a lowBalance level in the final ledger was recorded as one alert and
- *      delivered to the hook, and no alert or hook call names a fall that did not happen.
+ *      delivered to the hook, and no alert or hook call names a fall that did not happen;
+ *  10. a stream cut before its first byte was given back whole; one cut after it is charged what its route
+ *      settled.
  *
  * CHECKER_SEED=n replays a schedule (timing still varies); the seed is printed at the start and in every
  * failure. CHECKER_SECONDS sets the length of the load phase (default 24); CHECKER_FAULTS=0 runs the same
@@ -186,8 +189,10 @@ const json = (body: unknown, headers: Record<string, string> = {}) => ({
 // ---------------------------------------------------------------------------------------------------------
 // What the model records
 
-type Route = 'fixed' | 'metered';
+type Route = 'fixed' | 'metered' | 'stream';
 type MeteredFail = 'none' | 'before-settle' | 'after-settle';
+/** A streamed answer (/ai/stream): whole, failed after its headers before any byte, or failed after settling. */
+type StreamFail = 'none' | 'error-first' | 'error-later';
 
 interface RequestRecord {
   /** The x-req id: one per attempt. */
@@ -195,7 +200,7 @@ interface RequestRecord {
   route: Route;
   instance: number;
   user: string;
-  fail: boolean | MeteredFail;
+  fail: boolean | MeteredFail | StreamFail;
   used?: number;
   /** The Idempotency-Key header, when sent. */
   key?: string;
@@ -313,6 +318,41 @@ it('keeps every money rule under faults, skewed clocks and Stripe chaos across t
       requests.push(done);
       count(rec.route, a.status);
       return done;
+    };
+
+    /**
+     * A metered stream, read as server-sent events: its first event names the charge and its last one what was
+     * charged. Answered 200 only when that last event came; a stream cut short is `error` (the checks below
+     * judge it by what its route did).
+     */
+    const streamed = async (rec: Omit<RequestRecord, 'status'>): Promise<RequestRecord> => {
+      const headers: Record<string, string> = { 'x-user': rec.user, 'x-req': rec.id, 'x-used': String(rec.used) };
+      if (rec.fail !== 'none') headers['x-fail'] = String(rec.fail);
+      let status: RequestRecord['status'] = 'error';
+      const events: Array<Record<string, unknown>> = [];
+      try {
+        const res = await fetch(`${inst(rec.instance).url}/ai/stream`, { method: 'POST', headers, signal: AbortSignal.timeout(10_000) });
+        status = res.status;
+        const text = await res.text();
+        for (const part of text.split('\n\n')) if (part.startsWith('data: ')) events.push(JSON.parse(part.slice('data: '.length)) as Record<string, unknown>);
+        if (status === 200 && events.at(-1)?.done !== true) status = 'error';
+      } catch {
+        if (status === 200) status = 'error'; // cut mid-stream
+      }
+      const done: RequestRecord = { ...rec, status, body: { events: events.length } };
+      if (typeof events[0]?.chargeId === 'string') done.chargeId = events[0].chargeId;
+      if (typeof events.at(-1)?.charged === 'number') done.charged = events.at(-1)!.charged as number;
+      requests.push(done);
+      count('stream', status);
+      return done;
+    };
+    const streamOp = async (rng: Rng, w: number, n: number) => {
+      const fail = rng.weighted<StreamFail>([
+        ['none', 60],
+        ['error-first', 20],
+        ['error-later', 20],
+      ]);
+      await streamed({ id: `s${w}-${n}-0`, route: 'stream', user: rng.pick(USERS), instance: rng.int(0, instances.length - 1), fail, used: rng.int(0, 16) });
     };
 
     const guardedOp = async (rng: Rng, w: number, n: number, route: Route) => {
@@ -609,6 +649,7 @@ it('keeps every money rule under faults, skewed clocks and Stripe chaos across t
           ['grant', 12],
           ['fixed', 28],
           ['metered', 26],
+          ['stream', 10],
           ['deduct', 15],
           ['purchase', 7],
           ['reconcile', 1.5],
@@ -618,6 +659,7 @@ it('keeps every money rule under faults, skewed clocks and Stripe chaos across t
         ] as const);
         if (op === 'grant') await grantOp(opRng, w, n, myGrants);
         else if (op === 'fixed' || op === 'metered') await guardedOp(opRng, w, n, op);
+        else if (op === 'stream') await streamOp(opRng, w, n);
         else if (op === 'deduct') await deductOp(opRng, w, n, myDeducts);
         else if (op === 'purchase') await purchaseOp(opRng, w, n);
         else if (op === 'expire') await expireOp(opRng);
@@ -876,7 +918,7 @@ it('keeps every money rule under faults, skewed clocks and Stripe chaos across t
       const note = typeof e.ref?.note === 'string' ? e.ref.note : '';
       const ran = ranCharges.get(e._id);
       let most = -e.amount;
-      if (note.endsWith('/ai/metered') && ran?.used !== undefined) most = Math.max(10, ran.used);
+      if ((note.endsWith('/ai/metered') || note.endsWith('/ai/stream')) && ran?.used !== undefined) most = Math.max(10, ran.used);
       check('4 given back at most what was charged', net <= 0 && net >= -most, () => `charge ${e._id} nets ${net} (at most ${most} may be charged): ${describeCharge(e._id)}`);
       if (note.startsWith('POST /ai/')) {
         check('5 a refused request is not paid for', ran !== undefined || net === 0, () => {
@@ -948,6 +990,22 @@ it('keeps every money rule under faults, skewed clocks and Stripe chaos across t
                 ? list.length <= 1
                 : list.length <= 1 && nets.every((x) => x === 0);
         check('6 unkeyed deduction as answered', ok, () => `${d.id} (${d.amount} from ${d.user}) answered ${JSON.stringify(a)}; entries ${list.map((e) => describeCharge(e._id)).join(' ')}`);
+      }
+    }
+
+    // 10. streamed answers (server/http/stream.ts): cut before the first byte, given back; after it, what the
+    // route settled stands (a settle the database refused is retried in the background until it lands).
+    for (const r of requests) {
+      if (r.route !== 'stream') continue;
+      const run = runs.get(r.id);
+      const c = run?.chargeIds[0];
+      if (!run || !c) continue; // refused before it ran: judged as every refused request is, above
+      const net = netOf(c);
+      const settled = run.settles[0];
+      if (r.fail === 'error-first') {
+        check('10 a stream cut before its first byte is given back', net === 0, () => `${r.id} (instance ${r.instance}) nets ${net}: ${describeCharge(c)}`);
+      } else if (typeof settled?.charged === 'number') {
+        check('10 a stream is charged what its route settled', net === -settled.charged, () => `${r.id} (fail ${String(r.fail)}, used ${r.used}, instance ${r.instance}) settled ${settled.charged}, nets ${net}: ${describeCharge(c)}`);
       }
     }
 

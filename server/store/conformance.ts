@@ -113,6 +113,22 @@ export function describeCreditStore(name: string, create: () => Promise<StoreUnd
       if (server) expect(Math.abs(server.getTime() - Date.now())).toBeLessThan(60_000);
     });
 
+    it('lists ledger entries whose reservation is due until each is closed, and keeps them as they were', async () => {
+      const user = `c-${randomUUID()}`;
+      const past = new Date(Date.now() - 60_000);
+      const future = new Date(Date.now() + 60_000);
+      const due = { ...entry(-10, { ref: { note: 'POST /chat', settleBy: past } }), userId: user, seq: 2, balanceAfter: 0 };
+      const notYet = { ...entry(-10, { ref: { note: 'POST /chat', settleBy: future } }), userId: user, seq: 3, balanceAfter: -10 };
+      const plain = { ...entry(-10, { ref: { note: 'POST /chat' } }), userId: user, seq: 4, balanceAfter: -20 };
+      await t.store.insertLedgerEntries([due, notYet, plain]);
+      const mine = async () => (await t.store.openReservationsBefore(new Date(), 10_000)).filter((e) => e.userId === user);
+      expect(await mine()).toEqual([due]);
+      await Promise.all([t.store.closeReservation(due.id), t.store.closeReservation(due.id)]);
+      expect(await mine()).toEqual([]);
+      // Closed or not, the entry reads back as it was written.
+      expect(await t.store.listLedger(user, { limit: 10 })).toEqual([plain, notYet, due]);
+    });
+
     it('grants a claim to exactly one of many concurrent claimants, and releases only a pending one it names', async () => {
       const claimId = `claim-${randomUUID()}`;
       const base = { id: claimId, userId: 'u', key: 'k', state: 'pending' as const, createdAt: new Date(), amount: 1 };

@@ -28,7 +28,11 @@ interface AccountDoc {
   /** The grant book as of the journal's start; absent on accounts from before grants. */
   book?: GrantBook;
 }
-type LedgerDoc = Omit<LedgerEntry, 'id'> & { _id: string };
+/**
+ * `reservationDue`: an open metered charge's `ref.settleBy`, copied to the top when the entry is written and
+ * removed by closeReservation(), so the index reconcile() reads holds only the reservations still open.
+ */
+type LedgerDoc = Omit<LedgerEntry, 'id'> & { _id: string; reservationDue?: Date };
 type ClaimDoc = Omit<Claim, 'id'> & { _id: string };
 type PurchaseDoc = Omit<Purchase, 'id'> & { _id: string };
 type AlertDoc = Omit<AlertRecord, 'id'> & { _id: string };
@@ -97,6 +101,7 @@ export class MongoCreditStore implements CreditStore {
   async init(): Promise<void> {
     await Promise.all([
       this.ledger.createIndex({ userId: 1, seq: -1 }),
+      this.ledger.createIndex({ reservationDue: 1 }),
       this.claims.createIndex({ state: 1, createdAt: 1 }),
       this.purchases.createIndex({ paymentIntentId: 1 }),
       this.alerts.createIndex({ state: 1, createdAt: 1 }),
@@ -183,7 +188,10 @@ export class MongoCreditStore implements CreditStore {
 
   async insertLedgerEntries(entries: LedgerEntry[]): Promise<void> {
     // Entries another mover wrote first are the same entries (same id, sequence and balance-after).
-    await insertNew(this.ledger, entries.map(({ id, ...rest }) => ({ _id: id, ...stripUndefined(rest) })));
+    await insertNew(
+      this.ledger,
+      entries.map(({ id, ...rest }) => ({ _id: id, ...stripUndefined(rest), ...(rest.ref?.settleBy ? { reservationDue: rest.ref.settleBy } : {}) })),
+    );
   }
 
   async pullJournals(batch: JournalPull[]): Promise<string[]> {
@@ -233,7 +241,16 @@ export class MongoCreditStore implements CreditStore {
     const filter: Filter<LedgerDoc> = { userId };
     if (options.beforeSeq !== undefined) filter.seq = { $lt: options.beforeSeq };
     const docs = await this.ledger.find(filter).sort({ seq: -1 }).limit(options.limit).toArray();
-    return docs.map(({ _id, ...rest }) => ({ ...rest, id: _id }) as LedgerEntry);
+    return docs.map(toLedgerEntry);
+  }
+
+  async openReservationsBefore(time: Date, limit: number): Promise<LedgerEntry[]> {
+    const docs = await this.ledger.find({ reservationDue: { $lt: time } }, { limit }).toArray();
+    return docs.map(toLedgerEntry);
+  }
+
+  async closeReservation(entryId: string): Promise<void> {
+    await this.ledger.updateOne({ _id: entryId }, { $unset: { reservationDue: '' } });
   }
 
   async insertClaim(claim: Claim): Promise<Claim | null> {
@@ -418,4 +435,8 @@ function stripUndefined<T extends object>(value: T): T {
         : v;
   }
   return out as T;
+}
+
+function toLedgerEntry({ _id, reservationDue: _due, ...rest }: LedgerDoc): LedgerEntry {
+  return { ...rest, id: _id } as LedgerEntry;
 }

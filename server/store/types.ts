@@ -65,6 +65,14 @@ export interface CreditStore {
   /** Ledger entries of a user, newest first, with `seq` below `beforeSeq` when given. */
   listLedger(userId: string, options: { beforeSeq?: number; limit: number }): Promise<LedgerEntry[]>;
 
+  /**
+   * Ledger entries (metered charges) whose `ref.settleBy` is before `time` and that no closeReservation()
+   * has marked yet, at most `limit`. Entries still in a journal are not seen until they are moved.
+   */
+  openReservationsBefore(time: Date, limit: number): Promise<LedgerEntry[]>;
+  /** Marks a ledger entry's reservation as decided, so openReservationsBefore() no longer returns it. Idempotent. */
+  closeReservation(entryId: string): Promise<void>;
+
   /** Inserts the claim; returns null when inserted, or the claim that already holds the key. */
   insertClaim(claim: Claim): Promise<Claim | null>;
   getClaim(claimId: string): Promise<Claim | null>;
@@ -123,6 +131,8 @@ export const CREDIT_STORE_METHODS = [
   'accountsWithGrantsDue',
   'serverTime',
   'listLedger',
+  'openReservationsBefore',
+  'closeReservation',
   'insertClaim',
   'getClaim',
   'markClaimApplied',

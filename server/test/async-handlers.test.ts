@@ -122,10 +122,13 @@ describe('requireCredits(cost, handler)', () => {
   });
 
   it('refuses a handler that is not a function when the route is created', () => {
-    for (const bad of [null, 5, 'handler', {}]) {
+    // An object in its place is read as the guard's options ({ metered }), so one that is not is refused too.
+    for (const bad of [null, 5, 'handler', { handle: () => undefined }, { metered: 'yes' }]) {
       expect(() => h.credits.requireCredits(5, bad as never)).toThrow(CreditsConfigError);
     }
+    expect(() => h.credits.requireCredits(5, { metered: true }, 'handler' as never)).toThrow(CreditsConfigError);
     expect(() => h.credits.requireCredits(5, (_req, res) => res.end())).not.toThrow();
+    expect(() => h.credits.requireCredits(5, { metered: true }, (_req, res) => res.end())).not.toThrow();
   });
 });
 

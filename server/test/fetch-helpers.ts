@@ -20,9 +20,13 @@ export async function serveFetch(handler: FetchHandler): Promise<{ url: string; 
         if (Array.isArray(value)) for (const v of value) headers.append(name, v);
         else if (value !== undefined) headers.set(name, value);
       }
+      // The client going away aborts the request's signal and cancels the body, as Next.js's Node server does.
       const abort = new AbortController();
+      let reader: ReadableStreamDefaultReader<Uint8Array> | undefined;
       res.on('close', () => {
-        if (!res.writableFinished) abort.abort();
+        if (res.writableFinished) return;
+        abort.abort();
+        void reader?.cancel().catch(() => undefined);
       });
       const hasBody = req.method !== 'GET' && req.method !== 'HEAD';
       const request = new Request(`http://${req.headers.host}${req.url}`, {
@@ -36,7 +40,18 @@ export async function serveFetch(handler: FetchHandler): Promise<{ url: string; 
       // A body left unread (refused as too large) is not drained: the connection closes after the answer.
       if (hasBody && !req.complete) res.setHeader('connection', 'close');
       response.headers.forEach((value, name) => res.setHeader(name, value));
-      if (response.body) for await (const chunk of response.body as unknown as AsyncIterable<Uint8Array>) res.write(chunk);
+      if (response.body) {
+        reader = response.body.getReader();
+        res.flushHeaders(); // the status and headers go out before the body, as a streamed answer's do
+        try {
+          // Each chunk handed to the socket before the next is read, with the backpressure a real server applies.
+          for (let next = await reader.read(); !next.done; next = await reader.read()) await new Promise((written) => res.write(next.value, written));
+        } catch (err) {
+          // A body that errors mid-answer: the connection is cut, as Next.js does (the status is already sent).
+          res.destroy(err as Error);
+          return;
+        }
+      }
       res.end();
     })().catch((err: unknown) => {
       // The bridge itself failed (a handler must always answer): visible in the test as a plain-text 599.
