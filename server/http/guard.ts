@@ -31,7 +31,7 @@ export interface CreditsContext {
    * `settle` by a model call's token usage (`{ promptTokens, completionTokens }`, `{ inputTokens, outputTokens }`,
    * `{ prompt_tokens, completion_tokens }` or `{ input_tokens, output_tokens }`), priced by the `model`'s entry
    * in the route's named cost (`perModel`). Usage that is not a token count (InvalidUsageError) or a model
-   * without a price (400) is refused and nothing is settled. See creditsForUsage for the rounding rule.
+   * without a price (400) is refused, and the reservation is given back. See creditsForUsage for the rounding rule.
    */
   settleUsage(usage: TokenUsage, model: string): Promise<{ charged: number; balance: number }>;
   /**
@@ -222,7 +222,30 @@ function createContext(
       return settling;
     },
     async settleUsage(usage, model) {
-      return ctx.settle(creditsForUsage(usage, tokenPriceFor(named, model)));
+      let actual: number;
+      try {
+        actual = creditsForUsage(usage, tokenPriceFor(named, model));
+      } catch (err) {
+        // Usage that is not a token count, or a model without a price: refused with its error, and, as for
+        // any refused request, nothing stays charged: the reservation is given back (a later settle() finds
+        // it closed). Check the model before calling it, so that such a request is refused before it runs.
+        if (settling) throw err;
+        const giveBack = () => core.giveBack(userId, chargeId, reserved, 'The usage could not be priced');
+        settling = giveBack().then(
+          (after) => ({ charged: 0, balance: after }),
+          () => {
+            // Not written now (the database refused): retried in the background; the answer's headers show
+            // the charge as it still stands, as for any give-back left to the background.
+            core.later(giveBack, `giving back ${reserved} credits to user ${userId} for the charge ${chargeId} whose usage could not be priced`);
+            return { charged: reserved, balance: ctx.balance };
+          },
+        );
+        const closed = await settling;
+        ctx.charged = closed.charged;
+        ctx.balance = closed.balance;
+        throw err;
+      }
+      return ctx.settle(actual);
     },
   };
   return ctx;

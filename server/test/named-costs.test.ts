@@ -200,27 +200,28 @@ describe.each(apps)('%s', (_name, start) => {
     ['no usage shape', { usage: { tokens: 10 }, model: 'gpt-4o' }, /The usage must be one of .*it has none of their fields/],
     ['two shapes at once', { usage: { input_tokens: 1, output_tokens: 1, promptTokens: 9, completionTokens: 9 }, model: 'gpt-4o' }, /ambiguous/],
     ['usage that is not an object', { usage: 'lots', model: 'gpt-4o' }, /The usage must be a model's token usage/],
-  ])('refuses %s with 400 invalid_amount and settles nothing: the reservation stands', async (_what, body, message) => {
+  ])('refuses %s with 400 invalid_amount and gives the reservation back: nothing stays charged', async (_what, body, message) => {
     const user = await userWith(150);
     const res = await chat(user, body);
     expect(res.status).toBe(400);
     const { error } = (await res.json()) as { error: { code: string; message: string } };
     expect(error.code).toBe('invalid_amount');
     expect(error.message).toMatch(message);
-    expect(headersOf(res)).toEqual({ charged: 100, balance: 50 });
-    expect(await history(user)).toEqual([
-      ['usage', -100, 'Chat'],
-      ['grant', 150, null],
+    expect(headersOf(res)).toEqual({ charged: 0, balance: 150 });
+    expect((await history(user)).map(([kind, amount]) => [kind, amount])).toEqual([
+      ['refund', 100],
+      ['usage', -100],
+      ['grant', 150],
     ]);
   });
 
-  it("refuses a price object in the model's place (a client cannot set its own price), settling nothing", async () => {
+  it("refuses a price object in the model's place (a client cannot set its own price), giving the reservation back", async () => {
     const user = await userWith(150);
     const res = await chat(user, { usage: { input_tokens: 10_000, output_tokens: 10_000 }, model: { input: 0, output: 1, per: 1_000_000 } });
     expect(res.status).toBe(400);
     expect(await res.json()).toMatchObject({ error: { code: 'invalid_request', message: expect.stringMatching(/The model must be a model's name.*got a value of type object/) } });
-    expect(headersOf(res)).toEqual({ charged: 100, balance: 50 });
-    expect((await history(user)).length).toBe(2);
+    expect(headersOf(res)).toEqual({ charged: 0, balance: 150 });
+    expect((await history(user)).length).toBe(3);
   });
 
   it('answers settleUsage on a cost without perModel as the app\'s mistake: 500 misconfigured, given back', async () => {
@@ -231,14 +232,15 @@ describe.each(apps)('%s', (_name, start) => {
     expect(headersOf(res)).toEqual({ charged: 0, balance: 60 });
   });
 
-  it('refuses a model without a price with 400 invalid_request naming the priced ones, settling nothing', async () => {
+  it('refuses a model without a price with 400 invalid_request naming the priced ones, giving the reservation back', async () => {
     const user = await userWith(150);
     const res = await chat(user, { usage: { input_tokens: 1, output_tokens: 1 }, model: 'gpt-5-unlisted' });
     expect(res.status).toBe(400);
     const { error } = (await res.json()) as { error: { code: string; message: string } };
     expect(error).toMatchObject({ code: 'invalid_request' });
     expect(error.message).toMatch(/no price for the model "gpt-5-unlisted" in the cost 'chat'.*Priced models: gpt-4o, claude-sonnet/);
-    expect((await history(user)).length).toBe(2);
+    expect(headersOf(res)).toEqual({ charged: 0, balance: 150 });
+    expect((await history(user)).length).toBe(3);
   });
 
   it('answers 402 with the balance in the body and the headers, charging nothing', async () => {

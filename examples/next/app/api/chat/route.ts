@@ -17,7 +17,8 @@ export async function POST(request: Request): Promise<Response> {
   const body = json ? ((await request.clone().json().catch(() => null)) as { prompt?: unknown } | null) : null;
   const problem = json ? promptProblem(body?.prompt) : 'Send JSON: { "prompt": "…" }.';
   if (problem) return Response.json({ error: { code: 'invalid_prompt', message: problem } }, { status: 400 });
-  guarded ??= getCredits().withCredits(CHAT_RESERVE, chat);
+  // Metered: if this process dies mid-answer, reconcile() decides the reservation after settleWithinMs.
+  guarded ??= getCredits().withCredits(CHAT_RESERVE, { metered: true }, chat);
   return guarded(request);
 }
 
@@ -49,10 +50,9 @@ async function chat(request: Request, { credits }: { credits: CreditsContext }):
       (err: unknown) => console.error(`[example] ${credits.userId}: could not settle a stopped chat now (reconcile() will):`, err),
     );
   };
-  // Next.js aborts request.signal when the client goes away. TODO(credits.signal): when the kit's
-  // `context.credits.signal` lands (it aborts on the same disconnect, on Express and on Fetch), listen to
-  // it here instead of request.signal.
-  request.signal.addEventListener('abort', () => stop('the request was aborted'), { once: true });
+  // The kit's signal: aborted when the client goes away before the answer ends (request.signal, or the
+  // body's reader cancelling it), the same on Express and on Fetch.
+  credits.signal.addEventListener('abort', () => stop('the client went away'), { once: true });
 
   // Pulled one token at a time (highWaterMark 0): a token is produced only when the server can send it,
   // so `delivered` counts what went out, not what a queue held.
