@@ -46,9 +46,10 @@ export interface CreditsBase {
   reconcile(options?: ReconcileOptions): Promise<ReconcileReport & { adjustmentsApplied: number }>;
   /**
    * Runs reconcile() now and then every `everyMs` (default 5 minutes) on an unref'd timer, reporting errors
-   * to `onError` (default: the `logger`). Returns a function that stops it.
+   * to `onError` (default: the `logger`). Returns a function that stops it and resolves once a pass in flight has
+   * ended: `await stop()` before closing the connection.
    */
-  startReconciler(options?: { everyMs?: number; onError?: (err: unknown) => void }): () => void;
+  startReconciler(options?: { everyMs?: number; onError?: (err: unknown) => void }): () => Promise<void>;
   /** Waits for background work (journal moves, refunds after a failed response). For tests and shutdown. */
   flush(): Promise<void>;
   /** The storage port in use (the MongoDB store unless `store` was given), behind the fail-closed bound. */
@@ -121,18 +122,24 @@ export function assemble(resolved: NeutralOptions): Assembly {
     reconcile,
     startReconciler({ everyMs = 300_000, onError = (err: unknown) => logFailure(resolved.logger, err, 'reconcile') } = {}) {
       if (!Number.isSafeInteger(everyMs) || everyMs < 1) throw new RangeError('startReconciler: everyMs must be a positive integer.');
-      let running = false;
+      let running: Promise<void> | undefined;
+      let stopped = false;
       const tick = () => {
-        if (running) return; // one pass at a time
-        running = true;
-        reconcile()
-          .catch(onError)
-          .finally(() => (running = false));
+        if (running || stopped) return; // one pass at a time
+        running = reconcile()
+          .then(() => undefined, onError)
+          .finally(() => (running = undefined));
       };
       tick();
       const timer = setInterval(tick, everyMs);
       timer.unref();
-      return () => clearInterval(timer);
+      // Stops the timer and resolves once a pass in flight has ended, so that a shutdown can close the
+      // connection after it (a pass cut off by a closed connection only reports errors; the next one retries).
+      return async () => {
+        stopped = true;
+        clearInterval(timer);
+        await running;
+      };
     },
     flush: () => core.flush(),
     store,

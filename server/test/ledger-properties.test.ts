@@ -172,7 +172,7 @@ it('startReconciler repairs what a crash left behind, on its own', async () => {
       await new Promise((r) => setTimeout(r, 20));
     }
   } finally {
-    stop();
+    await stop(); // a pass still running would otherwise report errors after the test closed the connection
   }
   await recovery.flush();
   expect((await credits.store.getAccount(user))?.journal).toEqual([]);
