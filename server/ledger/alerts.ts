@@ -18,7 +18,7 @@
  */
 import type { AlertRecord, LedgerEntry, LowBalanceAlert } from '../domain/types';
 import type { CreditStore } from '../store/types';
-import { Background } from './background';
+import { Background, MAX_ATTEMPTS } from './background';
 
 export interface LowBalanceWatch {
   /** Ascending, distinct positive integers. */
@@ -44,7 +44,10 @@ export function crossingsOf(entries: readonly LedgerEntry[], levels: readonly nu
 export class LowBalanceAlerts {
   /** Delivery has its own queue: the app's hook must never hold up give-backs and claim decisions. */
   readonly background: Background;
-  /** Alerts this process is delivering now: reconcile() leaves them to that delivery. */
+  /**
+   * Alerts this process is delivering, from the moment a delivery is queued until it succeeds or is given
+   * up: reconcile() leaves them to it (one queued but not yet started would otherwise be delivered twice).
+   */
   private readonly inFlight = new Set<string>();
   /** Alerts whose insert failed with an unknown outcome: the next move that finds them delivers them. */
   private readonly uncertain = new Set<string>();
@@ -86,11 +89,14 @@ export class LowBalanceAlerts {
     let delivered = 0;
     for (const record of await this.store.pendingAlertsBefore(new Date(Date.now() - olderThanMs), batch)) {
       if (this.inFlight.has(record.id)) continue;
+      this.inFlight.add(record.id);
       try {
         await this.deliver(toAlert(record));
         delivered++;
       } catch (err) {
         failed(err);
+      } finally {
+        this.inFlight.delete(record.id);
       }
     }
     return delivered;
@@ -102,29 +108,28 @@ export class LowBalanceAlerts {
 
   private deliverLater(alert: LowBalanceAlert): void {
     let attempt = 0;
+    this.inFlight.add(alert.id);
     this.background.retry(async () => {
       try {
         await this.deliver(alert);
+        this.inFlight.delete(alert.id);
       } catch (err) {
-        // The first failure is reported at once (it is most likely the app's hook); the last one as given up.
+        // The first failure is reported at once (it is most likely the app's hook); the last one as given up,
+        // after which reconcile() may deliver it.
         if (attempt++ === 0) this.onError(err);
+        if (attempt >= MAX_ATTEMPTS) this.inFlight.delete(alert.id);
         throw err;
       }
     }, `telling the app (lowBalance.onLowBalance) that user ${alert.userId}'s balance fell below ${alert.level} (alert ${alert.id})`);
   }
 
   private async deliver(alert: LowBalanceAlert): Promise<void> {
-    this.inFlight.add(alert.id);
     try {
-      try {
-        await this.watch.onLowBalance(alert);
-      } catch (err) {
-        throw new LowBalanceHookError(alert, err);
-      }
-      await this.store.markAlertDelivered(alert.id);
-    } finally {
-      this.inFlight.delete(alert.id);
+      await this.watch.onLowBalance(alert);
+    } catch (err) {
+      throw new LowBalanceHookError(alert, err);
     }
+    await this.store.markAlertDelivered(alert.id);
   }
 }
 

@@ -9,7 +9,8 @@
 
 const FIRST_DELAY_MS = 100;
 const MAX_DELAY_MS = 30_000;
-const MAX_ATTEMPTS = 16;
+/** Tries of a task before it is given up (exported for queues that must know when that happens). */
+export const MAX_ATTEMPTS = 16;
 /** Tasks run at once; the rest wait their turn. */
 const CONCURRENCY = 4;
 

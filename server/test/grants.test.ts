@@ -240,10 +240,11 @@ describe('give-backs return to what they took from', () => {
     await credits.grantCredits(u, 100, { idempotencyKey: 'b', priority: 2 });
     // A handler that settles below the reservation and then fails: the give-back returns what settle kept.
     const app = express();
-    app.post('/x', credits.requireCredits(10), async (req) => {
+    // requireCredits(cost, handler): a rejected handler reaches next(err) on Express 4 too.
+    app.post('/x', credits.requireCredits(10, async (req) => {
       await req.credits!.settle(4);
       throw new Error('failed after settling');
-    });
+    }));
     const s = await listen(app);
     try {
       expect((await post(`${s.url}/x`, u)).status).toBe(500);
@@ -264,10 +265,10 @@ describe('give-backs return to what they took from', () => {
     await credits.grantCredits(u, 5, { idempotencyKey: 'topup' });
     // A request charged before the expiry whose give-back comes after it.
     const app = express();
-    app.post('/slow', credits.requireCredits(4), async () => {
+    app.post('/slow', credits.requireCredits(4, async () => {
       await new Promise((r) => setTimeout(r, 2000));
       throw new Error('failed late');
-    });
+    }));
     const s = await listen(app);
     try {
       const slow = post(`${s.url}/slow`, u);
