@@ -17,17 +17,25 @@ import { CreditsConfigError, CreditsError, NotFoundError } from '../errors';
 import { admit, assertFixedCost, errorReply, failedByRule, resolveGuardOptions, resolveUserId, type CreditsContext, type GuardOptions, type Reply } from '../http/guard';
 import { givenBack, refusalHeaders, withBalanceHeaders } from '../http/balance-headers';
 import { bodyError, createRoutes, WEBHOOK_BODY_LIMIT, type RouteInput } from '../http/handlers';
+import { addressKey, fixedWindow } from '../http/rate-limit';
 import { fingerprint, ReplyRecorder } from '../http/replay';
 import { watchBody, type Answer } from '../http/stream';
 import { resolveOptions, type CreditsOptions, type NamedCosts } from '../options';
 
 /**
  * createFetchCredits' options: createCredits' options with `getUserId(request)` reading a Fetch `Request`,
- * and `basePath` for `routes`. `rateLimit` is Express-only for now.
+ * `basePath` for `routes`, and `getClientAddress` for rate limits on signed-out requests.
  */
-export type FetchCreditsOptions = Omit<CreditsOptions<Request>, 'rateLimit'> & {
+export type FetchCreditsOptions = CreditsOptions<Request> & {
   /** Where `routes` is mounted: the path before `/stripe/…` and `/credits/…`. Default `/api`. */
   basePath?: string;
+  /**
+   * With `rateLimit`: the client's address, for the requests of nobody signed in (a Fetch `Request` carries
+   * none; Next.js: the `x-forwarded-for` your own proxy sets, never one a client could send past it).
+   * Signed-in requests count per user. Without it, signed-out requests share one window (they are refused
+   * 401 anyway, and charge nothing).
+   */
+  getClientAddress?: (request: Request) => string | null | undefined;
 };
 
 /**
@@ -82,14 +90,12 @@ export interface FetchCredits<Name extends string = string> extends CreditsBase 
 
 export function createFetchCredits<Costs extends NamedCosts = NamedCosts>(options: FetchCreditsOptions & { costs?: Costs }): FetchCredits<Extract<keyof Costs, string>> {
   const given = typeof options === 'object' && options !== null && !Array.isArray(options);
-  if (given && 'rateLimit' in options) {
-    throw new CreditsConfigError(
-      'createFetchCredits: `rateLimit` is not supported on the Fetch side yet (its limiter is Express middleware); limit requests in your framework or proxy.',
-    );
+  // `basePath` and `getClientAddress` are the Fetch side's own; everything else is createCredits' options,
+  // checked the same way (something that is not an options object goes through too, to be refused there).
+  const { basePath: rawBase, getClientAddress, ...shared } = given ? options : ({} as FetchCreditsOptions);
+  if (getClientAddress !== undefined && typeof getClientAddress !== 'function') {
+    throw new CreditsConfigError('createFetchCredits: `getClientAddress` must be a function (request) => string | null, the address of the client.');
   }
-  // `basePath` is the Fetch side's own; everything else is createCredits' options, checked the same way
-  // (something that is not an options object goes through too, to be refused there).
-  const { basePath: rawBase, ...shared } = given ? options : ({} as FetchCreditsOptions);
   const resolved = resolveOptions<Request>(given ? shared : options);
   const basePath = resolveBasePath(rawBase);
   const bodyLimitBytes = sizeInBytes(resolved.bodyLimit);
@@ -118,8 +124,35 @@ export function createFetchCredits<Costs extends NamedCosts = NamedCosts>(option
       }
     };
 
+  /**
+   * The `rateLimit` option on the Fetch side: the same fixed window as Express's (server/http/rate-limit.ts),
+   * per signed-in user, else per `getClientAddress(request)`. A refused request gets 429 with `Retry-After`
+   * and never reaches the handler; every answer carries the RateLimit fields. Fails closed: a `getUserId`
+   * that throws is answered, never run.
+   */
+  const limited = <A extends unknown[]>(limit: number | undefined, handler: (request: Request, ...rest: A) => Promise<Response>) => {
+    const rl = resolved.rateLimit;
+    if (!rl || limit === undefined || limit >= Number.MAX_SAFE_INTEGER) return handler;
+    const hit = fixedWindow({ windowMs: rl.windowMs, limit });
+    return async (request: Request, ...rest: A): Promise<Response> => {
+      let counted: ReturnType<typeof hit>;
+      try {
+        const user = await resolved.getUserId(request);
+        const address = getClientAddress?.(request);
+        counted = hit(typeof user === 'string' && user ? `user:${user}` : typeof address === 'string' && address ? `ip:${addressKey(address)}` : 'anonymous');
+      } catch (err) {
+        return respond(errorReply(err, logger, where(request, new URL(request.url))));
+      }
+      if (counted.refused) {
+        const refusal = respond(errorReply(new CreditsError('rate_limited', 'Too many requests; slow down and try again shortly.'), logger, where(request, new URL(request.url))));
+        return withBalanceHeaders(refusal, counted.headers);
+      }
+      return withBalanceHeaders(await handler(request, ...rest), counted.headers);
+    };
+  };
+
   const handlers: FetchCredits['handlers'] = {
-    checkout: route(async (request, url) => routes.checkout(inputOf(request, url, await readJson(request, bodyLimitBytes, resolved.bodyLimit)))),
+    checkout: limited(resolved.rateLimit?.checkout, route(async (request, url) => routes.checkout(inputOf(request, url, await readJson(request, bodyLimitBytes, resolved.bodyLimit))))),
     async webhook(request) {
       const url = new URL(request.url);
       let raw: Buffer;
@@ -180,7 +213,7 @@ export function createFetchCredits<Costs extends NamedCosts = NamedCosts>(option
     assertFixedCost(charge, 'withCredits', 'withCredits(5, handler)');
     const { metered } = resolveGuardOptions(typeof second === 'function' ? undefined : second, 'withCredits(cost, options, handler)');
 
-    return async (request, context) => {
+    return limited(resolved.rateLimit?.guarded, async (request: Request, context?: Omit<C, 'credits'>) => {
       const url = new URL(request.url);
       const name = where(request, url);
       const admitted = await admit(core, resolved, request, charge, {
@@ -216,7 +249,7 @@ export function createFetchCredits<Costs extends NamedCosts = NamedCosts>(option
       const chargeId = credits.chargeId;
       const keep = key === undefined ? undefined : (reply: StoredReply) => core.later(() => core.keepReply(userId, key, chargeId, reply));
       return watched(response, answer, keep);
-    };
+    });
   }
 
   return { ...base, withCredits, handlers, routes: { GET: dispatch('GET'), POST: dispatch('POST') } };

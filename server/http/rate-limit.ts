@@ -27,13 +27,20 @@ interface Window {
   resetAt: number;
 }
 
-export function fixedWindowLimiter({ windowMs, limit, key, refuse, now = Date.now }: FixedWindowOptions): RequestHandler {
+/** What one request met: whether it is refused, and the RateLimit header fields to answer with. */
+export interface WindowHit {
+  refused: boolean;
+  headers: Array<readonly [name: string, value: string]>;
+}
+
+/** The counting, framework-neutral: `hit(key)` counts one request against the key's window. */
+export function fixedWindow({ windowMs, limit, now = Date.now }: Pick<FixedWindowOptions, 'windowMs' | 'limit' | 'now'>): (key: string) => WindowHit {
   const windows = new Map<string, Window>();
   const windowSeconds = Math.ceil(windowMs / 1000);
   const policy = `"${limit}-in-${windowSeconds}sec"`;
   let nextSweep = now() + windowMs;
 
-  const hit = (k: string): Window => {
+  return (k) => {
     const t = now();
     if (t >= nextSweep) {
       for (const [name, w] of windows) if (w.resetAt <= t) windows.delete(name);
@@ -45,19 +52,26 @@ export function fixedWindowLimiter({ windowMs, limit, key, refuse, now = Date.no
       windows.set(k, w);
     }
     w.hits++;
-    return w;
+    const resetSeconds = Math.max(0, Math.ceil((w.resetAt - now()) / 1000));
+    const headers: WindowHit['headers'] = [
+      ['RateLimit-Policy', `${policy}; q=${limit}; w=${windowSeconds}`],
+      ['RateLimit', `${policy}; r=${Math.max(0, limit - w.hits)}; t=${resetSeconds}`],
+    ];
+    const refused = w.hits > limit;
+    if (refused) headers.push(['Retry-After', String(resetSeconds)]);
+    return { refused, headers };
   };
+}
 
+export function fixedWindowLimiter({ windowMs, limit, key, refuse, now = Date.now }: FixedWindowOptions): RequestHandler {
+  const hit = fixedWindow({ windowMs, limit, now });
   return (req, res, next) => {
     Promise.resolve()
       .then(() => key(req))
       .then((k) => {
-        const w = hit(k);
-        const resetSeconds = Math.max(0, Math.ceil((w.resetAt - now()) / 1000));
-        res.setHeader('RateLimit-Policy', `${policy}; q=${limit}; w=${windowSeconds}`);
-        res.setHeader('RateLimit', `${policy}; r=${Math.max(0, limit - w.hits)}; t=${resetSeconds}`);
-        if (w.hits > limit) {
-          res.setHeader('Retry-After', String(resetSeconds));
+        const h = hit(k);
+        for (const [name, value] of h.headers) res.setHeader(name, value);
+        if (h.refused) {
           refuse(req, res);
           return;
         }

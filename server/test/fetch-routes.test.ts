@@ -137,7 +137,8 @@ describe('the Fetch routes', () => {
       await connection.close();
     }
     expect(() => createFetchCredits({ connection, getUserId: fetchHeaderUser, basePath: 'api' })).toThrow(/basePath/);
-    expect(() => createFetchCredits({ connection, getUserId: fetchHeaderUser, rateLimit: { guarded: 5 } } as never)).toThrow(/rateLimit/);
+    expect(() => createFetchCredits({ connection, getUserId: fetchHeaderUser, getClientAddress: 'x-forwarded-for' as never })).toThrow(/getClientAddress/);
+    expect(() => createFetchCredits({ connection, getUserId: fetchHeaderUser, rateLimit: { guarded: 0 } })).toThrow(/rateLimit/);
     expect(() => createFetchCredits({ connection, getUserId: fetchHeaderUser, timeoutMs: -1 })).toThrow(/timeoutMs/);
     expect(() => createFetchCredits(null as never)).toThrow(/needs an options object/);
     expect(() => createFetchCredits({ connection } as never)).toThrow(/getUserId/);
