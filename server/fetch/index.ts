@@ -17,7 +17,7 @@ import { CreditsConfigError, CreditsError, NotFoundError } from '../errors';
 import { admit, assertFixedCost, errorReply, failedByRule, resolveGuardOptions, resolveUserId, type CreditsContext, type GuardOptions, type Reply } from '../http/guard';
 import { givenBack, refusalHeaders, withBalanceHeaders } from '../http/balance-headers';
 import { bodyError, createRoutes, WEBHOOK_BODY_LIMIT, type RouteInput } from '../http/handlers';
-import { addressKey, fixedWindow } from '../http/rate-limit';
+import { fixedWindow, rateLimitedError, rateLimitKey } from '../http/rate-limit';
 import { fingerprint, ReplyRecorder } from '../http/replay';
 import { watchBody, type Answer } from '../http/stream';
 import { resolveOptions, type CreditsOptions, type NamedCosts } from '../options';
@@ -137,16 +137,11 @@ export function createFetchCredits<Costs extends NamedCosts = NamedCosts>(option
     return async (request: Request, ...rest: A): Promise<Response> => {
       let counted: ReturnType<typeof hit>;
       try {
-        const user = await resolved.getUserId(request);
-        const address = getClientAddress?.(request);
-        counted = hit(typeof user === 'string' && user ? `user:${user}` : typeof address === 'string' && address ? `ip:${addressKey(address)}` : 'anonymous');
+        counted = hit(rateLimitKey(await resolved.getUserId(request), getClientAddress?.(request)));
       } catch (err) {
         return respond(errorReply(err, logger, where(request, new URL(request.url))));
       }
-      if (counted.refused) {
-        const refusal = respond(errorReply(new CreditsError('rate_limited', 'Too many requests; slow down and try again shortly.'), logger, where(request, new URL(request.url))));
-        return withBalanceHeaders(refusal, counted.headers);
-      }
+      if (counted.refused) return withBalanceHeaders(respond(errorReply(rateLimitedError(), logger, where(request, new URL(request.url)))), counted.headers);
       return withBalanceHeaders(await handler(request, ...rest), counted.headers);
     };
   };

@@ -11,6 +11,7 @@ import { creditsForUsage, tokenPriceFor, type TokenUsage } from '../domain/price
 import { logFailure, type Log } from '../log';
 import type { ResolvedCost } from '../options';
 import { assertAmount, assertId, assertNonNegativeAmount, parseIdempotencyKey } from '../validate';
+import { givenBack } from './balance-headers';
 import { Answer } from './stream';
 
 /** What a guarded route sees: `req.credits` on Express, `context.credits` on the Fetch side. */
@@ -151,7 +152,7 @@ export async function admit<Req>(
     if ('replay' in charge) return { replay: charge.replay };
     const answer = new Answer(core, options.logger, { userId, chargeId: charge.entryId, reserved: amount });
     const charged = { userId, chargeId: charge.entryId, reserved: amount, balance: charge.balance, metered };
-    return { userId, amount, key, answer, credits: createContext(core, charged, request.named, answer.signal) };
+    return { userId, amount, key, answer, credits: createContext(core, charged, request.named, answer) };
   } catch (err) {
     return { refused: err };
   }
@@ -187,7 +188,7 @@ function createContext(
   core: CreditsCore,
   { userId, chargeId, reserved, balance, metered }: { userId: string; chargeId: string; reserved: number; balance: number; metered: boolean },
   named: ResolvedCost | undefined,
-  signal: AbortSignal,
+  answer: Answer,
 ): CreditsContext {
   let settling: Promise<Settlement> | undefined;
   const ctx: CreditsContext = {
@@ -195,7 +196,7 @@ function createContext(
     charged: reserved,
     balance,
     chargeId,
-    signal,
+    signal: answer.signal,
     settle(actualCost: number) {
       if (settling) return Promise.reject(new ConflictError('settle() was already called for this request.'));
       const actual = assertNonNegativeAmount(actualCost, 'settle(actualCost)');
@@ -227,22 +228,15 @@ function createContext(
         actual = creditsForUsage(usage, tokenPriceFor(named, model));
       } catch (err) {
         // Usage that is not a token count, or a model without a price: refused with its error, and, as for
-        // any refused request, nothing stays charged: the reservation is given back (a later settle() finds
-        // it closed). Check the model before calling it, so that such a request is refused before it runs.
-        if (settling) throw err;
-        const giveBack = () => core.giveBack(userId, chargeId, reserved, 'The usage could not be priced');
-        settling = giveBack().then(
-          (after) => ({ charged: 0, balance: after }),
-          () => {
-            // Not written now (the database refused): retried in the background; the answer's headers show
-            // the charge as it still stands, as for any give-back left to the background.
-            core.later(giveBack, `giving back ${reserved} credits to user ${userId} for the charge ${chargeId} whose usage could not be priced`);
-            return { charged: reserved, balance: ctx.balance };
-          },
-        );
-        const closed = await settling;
-        ctx.charged = closed.charged;
-        ctx.balance = closed.balance;
+        // any failed request, given back whole (a later settle() finds the charge closed). Check the model
+        // before calling it, so that such a request is refused before it runs.
+        if (!settling) {
+          settling = answer.failed().then((after) => {
+            givenBack(ctx, after); // the headers show the charge as it stands when the give-back is queued
+            return { charged: ctx.charged, balance: ctx.balance };
+          });
+          await settling;
+        }
         throw err;
       }
       return ctx.settle(actual);

@@ -10,6 +10,7 @@
  */
 import { isIPv4, isIPv6 } from 'node:net';
 import type { Request, RequestHandler, Response } from 'express';
+import { CreditsError } from '../errors';
 
 export interface FixedWindowOptions {
   windowMs: number;
@@ -79,6 +80,20 @@ export function fixedWindowLimiter({ windowMs, limit, key, refuse, now = Date.no
       })
       .catch(next);
   };
+}
+
+/**
+ * The key a request counts against, on both adapters: its signed-in user, else its client's address (see
+ * addressKey); requests with neither share one window.
+ */
+export function rateLimitKey(user: unknown, address: string | null | undefined): string {
+  if (typeof user === 'string' && user) return `user:${user}`;
+  return typeof address === 'string' && address ? `ip:${addressKey(address)}` : 'anonymous';
+}
+
+/** The answer to a request past its limit (429). */
+export function rateLimitedError(): CreditsError {
+  return new CreditsError('rate_limited', 'Too many requests; slow down and try again shortly.');
 }
 
 /**

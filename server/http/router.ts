@@ -14,7 +14,7 @@ import type { CreditsCore } from '../domain/core';
 import type { ResolvedOptions } from '../options';
 import { CreditsError } from '../errors';
 import { resolveUserId, sendError } from './middleware';
-import { addressKey, fixedWindowLimiter } from './rate-limit';
+import { fixedWindowLimiter, rateLimitedError, rateLimitKey } from './rate-limit';
 import type { Purchases } from '../stripe/purchases';
 import type { Reply } from './guard';
 import { bodyError, createRoutes, WEBHOOK_BODY_LIMIT, type RouteInput } from './handlers';
@@ -38,13 +38,8 @@ export function createRateLimiter(options: ResolvedOptions<Request>, limit: numb
     windowMs: rl.windowMs,
     limit,
     // Per signed-in user; a request from nobody counts against its address.
-    key: async (req) => {
-      const user = await options.getUserId(req);
-      return typeof user === 'string' && user ? `user:${user}` : `ip:${addressKey(req.ip ?? '')}`;
-    },
-    refuse: (_req, res) => {
-      sendError(res, new CreditsError('rate_limited', 'Too many requests; slow down and try again shortly.'), options.logger);
-    },
+    key: async (req) => rateLimitKey(await options.getUserId(req), req.ip),
+    refuse: (_req, res) => sendError(res, rateLimitedError(), options.logger),
   });
 }
 
