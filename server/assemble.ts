@@ -3,8 +3,8 @@
  * the store behind its fail-closed bound, the ledger, the core, the purchases, and the members the two
  * return alike. Nothing here knows of a framework; the adapters add their guard and their routes on top.
  */
-import { CreditsCore, type DeductOptions, type GrantOptions, type GrantResult } from './domain/core';
-import { Ledger, type ExpiryReport, type ReconcileReport, type TransactionPage } from './ledger';
+import { CreditsCore, type DeductOptions, type GrantOptions, type GrantResult, type RevokeOptions } from './domain/core';
+import { Ledger, type ExpiryReport, type ReconcileReport, type RevokeResult, type TransactionPage } from './ledger';
 import type { BalanceDetails, CreditGrant } from './http/wire';
 import { logFailure } from './log';
 import type { NeutralOptions } from './options';
@@ -33,6 +33,11 @@ export interface CreditsBase {
    * A `now` ahead of the clock expires early: for tests and simulated clocks.
    */
   expireGrants(options?: ExpireGrantsOptions): Promise<ExpiryReport>;
+  /**
+   * Takes a grant's unspent rest out of the balance now, once per key (default: per grant), and closes the
+   * grant: a later give-back of a spend from it goes to `base`. `{ revoked: 0 }` when it holds nothing.
+   */
+  revokeGrant(userId: string, grantId: string, options?: RevokeOptions): Promise<RevokeResult>;
   /** The ledger, newest first; pass `nextCursor` back as `cursor` for older entries. */
   listTransactions(userId: string, options?: { limit?: number; cursor?: string | null }): Promise<TransactionPage>;
   /** Credits a Checkout Session (by id, fetched from Stripe, or a verified session object) exactly once. */
@@ -114,6 +119,7 @@ export function assemble(resolved: NeutralOptions): Assembly {
       if (now !== undefined && (!(now instanceof Date) || Number.isNaN(now.getTime()))) throw new RangeError('expireGrants: now must be a valid Date.');
       return ledger.expireGrants(now, userId === undefined ? undefined : assertId(userId, 'userId'));
     },
+    revokeGrant: (userId, grantId, opts) => core.revokeGrant(userId, grantId, opts),
     async listTransactions(userId, opts = {}) {
       return core.listTransactions(assertId(userId, 'userId'), parsePage(opts.limit, opts.cursor, 1000));
     },

@@ -25,8 +25,8 @@ export type { PricingOptions, CreditBundle, RefundRule, OveragePolicy, WebhookRe
 export type { CreditsLogger, CreditsLogFunction, LogLevel, LogRecord } from './log';
 export type { CreditsBase, ReconcileOptions, ExpireGrantsOptions } from './assemble';
 export type { CreditsContext, GuardOptions } from './http/guard';
-export type { DeductOptions, GrantOptions, GrantResult } from './domain/core';
-export type { Transaction, TransactionGrant, TransactionPage, ReconcileReport, ExpiryReport, LedgerHooks } from './ledger';
+export type { DeductOptions, GrantOptions, GrantResult, RevokeOptions } from './domain/core';
+export type { Transaction, TransactionGrant, TransactionPage, ReconcileReport, ExpiryReport, RevokeResult, LedgerHooks } from './ledger';
 export type { FulfillmentResult, FulfillmentStatus, PaymentEventResult } from './stripe/purchases';
 export type { StripeClientLike, StripeEventLike, StripeCheckoutSessionLike } from './stripe/types';
 export type { CreditStore, EntryKind, EntryRef, AccountSnapshot, LedgerEntry, Purchase, LowBalanceAlert, AlertRecord, GrantSource, GrantTerms, GrantPart, GrantBook, OpenGrant, JournalPull } from './store/types';

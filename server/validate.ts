@@ -64,9 +64,11 @@ const LATEST_EXPIRY = Date.UTC(9999, 11, 31);
  * `-`, `_`, `.`, at most 40, not `base`), `priority` (a whole number 0-100, default 50, lower is spent
  * first) and `expiresAt` (a Date or an ISO 8601 string naming a real calendar time; absent: never expires).
  * Whether the expiry is still ahead is asked apart (assertExpiryAhead): a retry of a grant already applied
- * is answered as one, even once its expiry has passed.
+ * is answered as one, even once its expiry has passed. `rollover` ({ max, expiresAt? }): at the grant's
+ * expiry up to `max` (a non-negative safe integer) of its rest is kept, until `rollover.expiresAt` (after the
+ * grant's own expiry; absent: never); only a grant that expires may roll over.
  */
-export function parseGrantTerms(options: { source?: unknown; priority?: unknown; expiresAt?: unknown }): GrantTerms {
+export function parseGrantTerms(options: { source?: unknown; priority?: unknown; expiresAt?: unknown; rollover?: unknown }): GrantTerms {
   const source = options.source ?? 'admin';
   if (typeof source !== 'string' || !SOURCE.test(source) || source === 'base') {
     throw new InvalidRequestError(
@@ -78,16 +80,38 @@ export function parseGrantTerms(options: { source?: unknown; priority?: unknown;
     throw new InvalidRequestError(`priority must be a whole number from ${MIN_PRIORITY} to ${MAX_PRIORITY} (lower is spent first), got ${describe(priority)}.`);
   }
   const terms: GrantTerms = { source, priority };
-  if (options.expiresAt !== undefined && options.expiresAt !== null) {
-    const raw = options.expiresAt;
-    const at = raw instanceof Date ? new Date(raw.getTime()) : typeof raw === 'string' && ISO_TIME.test(raw) ? new Date(raw) : null;
-    if (!at || Number.isNaN(at.getTime()) || (typeof raw === 'string' && !namesRealTime(raw))) {
-      throw new InvalidRequestError(`expiresAt must be a Date or an ISO 8601 time such as "2026-12-01T00:00:00Z" (a real calendar day, hours below 24), got ${describe(raw)}.`);
+  if (options.expiresAt !== undefined && options.expiresAt !== null) terms.expiresAt = parseExpiry(options.expiresAt, 'expiresAt');
+  if (options.rollover !== undefined && options.rollover !== null) {
+    const rollover = options.rollover as { max?: unknown; expiresAt?: unknown };
+    if (typeof rollover !== 'object' || Array.isArray(rollover)) {
+      throw new InvalidRequestError(`rollover must be an object { max, expiresAt? }, got ${describe(options.rollover)}.`);
     }
-    if (at.getTime() > LATEST_EXPIRY) throw new InvalidRequestError(`expiresAt must be before the year 10000, got ${describe(raw)}; leave it out for credits that never expire.`);
-    terms.expiresAt = at;
+    if (!terms.expiresAt) {
+      throw new InvalidRequestError('rollover needs the grant to expire: give expiresAt too (a grant that never expires has nothing to roll over).');
+    }
+    const max = rollover.max;
+    if (typeof max !== 'number' || !Number.isSafeInteger(max) || max < 0) {
+      throw new InvalidRequestError(`rollover.max must be a whole number of credits, 0 or more, got ${describe(max)}.`);
+    }
+    terms.rollover = { max };
+    if (rollover.expiresAt !== undefined && rollover.expiresAt !== null) {
+      const until = parseExpiry(rollover.expiresAt, 'rollover.expiresAt');
+      if (until.getTime() <= terms.expiresAt.getTime()) {
+        throw new InvalidRequestError(`rollover.expiresAt must be after the grant's expiresAt (${terms.expiresAt.toISOString()}), got ${until.toISOString()}.`);
+      }
+      terms.rollover.expiresAt = until;
+    }
   }
   return terms;
+}
+
+function parseExpiry(raw: unknown, name: string): Date {
+  const at = raw instanceof Date ? new Date(raw.getTime()) : typeof raw === 'string' && ISO_TIME.test(raw) ? new Date(raw) : null;
+  if (!at || Number.isNaN(at.getTime()) || (typeof raw === 'string' && !namesRealTime(raw))) {
+    throw new InvalidRequestError(`${name} must be a Date or an ISO 8601 time such as "2026-12-01T00:00:00Z" (a real calendar day, hours below 24), got ${describe(raw)}.`);
+  }
+  if (at.getTime() > LATEST_EXPIRY) throw new InvalidRequestError(`${name} must be before the year 10000, got ${describe(raw)}; leave it out for credits that never expire.`);
+  return at;
 }
 
 /** A grant's expiry must be ahead of `now` when the grant is first applied. */

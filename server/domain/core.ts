@@ -6,9 +6,10 @@
  * charged: the settlement and the give-back are each applied at most once under a key of the charge, and
  * the give-back first forecloses the settlement, so whichever comes second knows what the first did.
  */
-import { ConflictError, CreditsError, InsufficientCreditsError } from '../errors';
-import { deductKey, giveBackKey, grantKey, REQUEST_KEY_PREFIX, settleKey } from './keys';
-import { isForeclosure, Ledger, type SettledOutcome, type TransactionPage } from '../ledger';
+import { ConflictError, CreditsError, InsufficientCreditsError, InvalidRequestError } from '../errors';
+import { deductKey, giveBackKey, grantKey, REQUEST_KEY_PREFIX, revokeKey, settleKey } from './keys';
+import { isForeclosure, Ledger, type RevokeResult, type SettledOutcome, type TransactionPage } from '../ledger';
+import { BASE_GRANT } from '../ledger/grants';
 import type { ResolvedCost, ResolvedOptions } from '../options';
 import type { BalanceDetails, CreditGrant } from '../http/wire';
 import { costRef } from './prices';
@@ -34,6 +35,19 @@ export interface GrantOptions {
   expiresAt?: Date | string;
   /** 0-100, default 50: lower is spent first; equal priorities spend the soonest expiry, then the oldest first. */
   priority?: number;
+  /**
+   * At expiry keep up to `max` of the unspent rest, as grant `rollover:<grant id>` (source `rollover`, the
+   * same priority) expiring at `expiresAt` (after the grant's; absent: never). Needs `expiresAt` on the grant.
+   * A rollover grant does not roll over again.
+   */
+  rollover?: { max: number; expiresAt?: Date | string };
+}
+
+export interface RevokeOptions {
+  /** Shown in the history (default: "<n> <source> credits revoked"). */
+  reason?: string;
+  /** The revocation is applied at most once per key; the ledger key is `revoke:<key>`. Default: the grant's id. */
+  key?: string;
 }
 
 export interface GrantResult {
@@ -285,6 +299,23 @@ export class CreditsCore {
     const key = deductKey(assertId(options.idempotencyKey, 'idempotencyKey'));
     const outcome: SettledOutcome = await this.ledger.applyOnceSettled(user, key, change, { minBalance: credits });
     return outcome.status !== 'rejected';
+  }
+
+  /**
+   * Takes what a grant still holds out of the balance now, once (README "Revoking a grant"): a `revoke`
+   * entry, after which the grant is closed (give-backs of spends from it go to `base`). 0 when the grant
+   * holds nothing, is unknown, or was revoked under this key before.
+   */
+  async revokeGrant(userId: unknown, grantId: unknown, options: RevokeOptions = {}): Promise<RevokeResult> {
+    const user = assertId(userId, 'userId');
+    const grant = assertId(grantId, 'grantId');
+    if (grant === BASE_GRANT) throw new InvalidRequestError('grantId "base" cannot be revoked: it holds the credits with no grant of their own.');
+    const key = revokeKey(assertId(options?.key ?? grant, 'key'));
+    const reason = options?.reason;
+    if (reason !== undefined && (typeof reason !== 'string' || reason.length > 500)) {
+      throw new InvalidRequestError('reason must be a string of at most 500 characters.');
+    }
+    return this.ledger.revokeGrant(user, grant, { key, ...(reason ? { reason } : {}) });
   }
 
   async grantCredits(userId: unknown, amount: unknown, options: GrantOptions): Promise<GrantResult> {

@@ -24,6 +24,8 @@ export const purchaseKey = (sessionId: string, step: number) => `checkout:${sess
 export const purchaseGrantId = (sessionId: string) => `checkout:${sessionId}` as const;
 /** The expiry of one grant: its unspent rest leaves the balance once, under this key. */
 export const expireKey = (grantId: string) => `expire:${grantId}` as const;
+/** The revocation of one grant (`revokeGrant`, unless the caller names its own key): its rest leaves once. */
+export const revokeKey = (grantId: string) => `revoke:${grantId}` as const;
 
 /** Prefix of the request keys, for reporting the client's own key back to it. */
 export const REQUEST_KEY_PREFIX = 'request:';

@@ -3,7 +3,7 @@
  * see them. Plain data: no storage or framework types.
  */
 
-export type EntryKind = 'purchase' | 'usage' | 'refund' | 'grant' | 'settle' | 'clawback' | 'reversal' | 'adjustment' | 'expire';
+export type EntryKind = 'purchase' | 'usage' | 'refund' | 'grant' | 'settle' | 'clawback' | 'reversal' | 'adjustment' | 'expire' | 'revoke';
 
 /**
  * Where a grant's credits came from: a Checkout purchase, a subscription period, a promotion, an admin or
@@ -21,6 +21,18 @@ export interface GrantTerms {
   priority: number;
   /** Unspent credits leave the balance at this time (an `expire` entry); never when absent. */
   expiresAt?: Date;
+  /** At expiry, up to `max` of the unspent rest is kept as grant `rollover:<id>` (ledger/grants.ts). */
+  rollover?: RolloverTerms;
+}
+
+/**
+ * What a grant keeps when it expires: up to `max` of its unspent rest becomes a new grant (id
+ * `rollover:<grant id>`, source `rollover`, the same priority) expiring at `expiresAt` (never when absent).
+ * A rollover grant has no rollover of its own: at most one period's rest is ever carried.
+ */
+export interface RolloverTerms {
+  max: number;
+  expiresAt?: Date;
 }
 
 /**
@@ -33,6 +45,8 @@ export interface GrantPart {
   source: GrantSource;
   priority: number;
   expiresAt?: Date;
+  /** The grant's rollover terms, kept so that a grant reopened by a give-back keeps them. */
+  rollover?: RolloverTerms;
   /** The sequence number of the entry that opened the grant (its place among equal grants: oldest first). */
   seq: number;
 }
@@ -43,6 +57,7 @@ export interface OpenGrant {
   source: GrantSource;
   priority: number;
   expiresAt?: Date;
+  rollover?: RolloverTerms;
   seq: number;
   remaining: number;
 }
@@ -58,6 +73,15 @@ export interface GrantBook {
   /** Credits spent beyond every grant (a balance below zero, by the `debt` overage policy). */
   debt: number;
   grants: OpenGrant[];
+  /**
+   * Revoked grants (a `revoke` entry): never reopened or added to again; a give-back or credit to one goes to
+   * `base`. Absent: none.
+   */
+  closed?: ClosedGrant[];
+}
+
+export interface ClosedGrant {
+  id: string;
 }
 
 /** A link from a ledger entry to what caused it. */
@@ -97,6 +121,11 @@ export interface JournalEntry {
   grant?: GrantTerms;
   /** A spend: the grant it takes from first (an expiry, the clawback of a purchase). */
   from?: string;
+  /**
+   * An `expire` entry of a grant with rollover terms: the credits of `from`'s rest kept, as grant `grant`
+   * (`rollover:<from>`). The entry takes `-amount + rolledOver` from `from` and adds `rolledOver` to `grant`.
+   */
+  rolledOver?: number;
 }
 
 export interface AccountSnapshot {
@@ -132,6 +161,7 @@ export interface ClaimedChange {
   ref?: EntryRef;
   grant?: GrantTerms;
   from?: string;
+  rolledOver?: number;
 }
 
 /**

@@ -29,6 +29,8 @@ export interface ChangeInput {
   grant?: GrantTerms;
   /** A spend's grant taken from first. */
   from?: string;
+  /** An expiry with rollover: what of `from`'s rest is kept, as grant `grant` (domain/types.ts). */
+  rolledOver?: number;
 }
 
 export interface ChangeOptions extends ApplyOptions {
@@ -351,6 +353,7 @@ function claimedChange(change: ChangeInput): ClaimedChange {
   if (change.ref !== undefined) c.ref = change.ref;
   if (change.grant !== undefined) c.grant = change.grant;
   if (change.from !== undefined) c.from = change.from;
+  if (change.rolledOver !== undefined) c.rolledOver = change.rolledOver;
   return c;
 }
 
@@ -361,6 +364,7 @@ export function newEntry(change: ChangeInput, key?: string): JournalEntry {
   if (change.ref !== undefined) entry.ref = change.ref;
   if (change.grant !== undefined) entry.grant = change.grant;
   if (change.from !== undefined) entry.from = change.from;
+  if (change.rolledOver !== undefined) entry.rolledOver = change.rolledOver;
   return entry;
 }
 

@@ -21,8 +21,12 @@
  *   exactly what it holds (ledger/expiry.ts). The account's clock is the latest entry time seen, and an
  *   expiry moves it to at least the grant's expiry, so once an expiry is in no later entry can see the
  *   grant as not yet due, and no give-back reopens it.
+ * - Rollover: an `expire` entry with `rolledOver` > 0 takes the grant's whole rest (`-amount + rolledOver`)
+ *   and adds `rolledOver` to the grant its `grant` terms name (`rollover:<grant>`, no rollover of its own).
+ * - Revoke: a `revoke` entry takes what its grant (`from`) holds and closes it: no give-back reopens it and
+ *   no credit adds to it again; what would have gone to it goes to `base`, as for a due grant.
  */
-import type { AccountSnapshot, GrantBook, GrantPart, GrantTerms, JournalEntry, LedgerEntry, OpenGrant } from '../domain/types';
+import type { AccountSnapshot, ClosedGrant, GrantBook, GrantPart, GrantTerms, JournalEntry, LedgerEntry, OpenGrant } from '../domain/types';
 import { giveBackKey } from '../domain/keys';
 
 export const BASE_GRANT = 'base';
@@ -31,6 +35,11 @@ const BASE_PRIORITY = 1000;
 export const MIN_PRIORITY = 0;
 export const MAX_PRIORITY = 100;
 export const DEFAULT_PRIORITY = 50;
+/** The source of the grant an expiry's rollover keeps. */
+export const ROLLOVER_SOURCE = 'rollover';
+
+/** The grant that keeps what grant `grantId` rolls over at its expiry. */
+export const rolloverGrantId = (grantId: string) => `rollover:${grantId}` as const;
 
 /** What the fold may need of entries outside the journal: their parts (earlier ledger entries). */
 export interface Earlier {
@@ -92,12 +101,14 @@ class Book {
   private clock: number | null;
   private debt: number;
   private readonly grants = new Map<string, OpenGrant>();
+  private readonly closed = new Map<string, ClosedGrant>();
 
   constructor(book: GrantBook) {
     this.seq = book.seq;
     this.clock = book.clock ? new Date(book.clock).getTime() : null;
     this.debt = book.debt;
     for (const g of book.grants) this.grants.set(g.id, { ...g });
+    for (const c of book.closed ?? []) this.closed.set(c.id, { ...c });
   }
 
   apply(entry: LedgerEntry, earlier: Earlier): LedgerEntry {
@@ -111,8 +122,16 @@ class Book {
       const expiring = this.grants.get(entry.from);
       if (expiring?.expiresAt) this.clock = Math.max(this.clock, expiryMs(expiring));
     }
-    if (entry.amount < 0) debt = this.take(-entry.amount, entry.from, parts);
+    if (entry.kind === 'expire' && entry.from !== undefined && entry.grant && entry.rolledOver && entry.rolledOver > 0) {
+      // One entry: the grant's whole rest out, the part rolled over into its rollover grant.
+      debt = this.take(entry.rolledOver - entry.amount, entry.from, parts);
+      debt += this.addToGrant(entry.rolledOver, termsOf(entry.grant, entry.grant.id ?? rolloverGrantId(entry.from), entry.seq), parts);
+    } else if (entry.amount < 0) debt = this.take(-entry.amount, entry.from, parts);
     else if (entry.amount > 0) debt = this.credit(entry, earlier, parts);
+    if (entry.kind === 'revoke' && entry.from !== undefined && entry.from !== BASE_GRANT) {
+      // Kept for good (a few dozen bytes per revoked grant): a credit naming it may come at any time.
+      this.closed.set(entry.from, { id: entry.from });
+    }
     for (const [id, g] of this.grants) if (g.remaining === 0) this.grants.delete(id);
     const { grants: _g, debt: _d, ...rest } = entry;
     // `grants` is always set on an allocated entry (empty for a zero change): absent means moved before grants.
@@ -137,7 +156,7 @@ class Book {
   }
 
   private credit(entry: LedgerEntry, earlier: Earlier, parts: GrantPart[]): number {
-    if (entry.grant) return this.addTo(entry.amount, termsOf(entry.grant, grantIdOf(entry), entry.seq), parts);
+    if (entry.grant) return this.addToGrant(entry.amount, termsOf(entry.grant, grantIdOf(entry), entry.seq), parts);
     const chargeId = entry.ref?.chargeId;
     if (chargeId === undefined || (entry.kind !== 'refund' && entry.kind !== 'settle')) return this.unassigned(entry.amount, parts);
     let left = entry.amount;
@@ -156,7 +175,8 @@ class Book {
         if (back > lowered) repaid += this.unassigned(back - lowered, parts);
         continue;
       }
-      if (part.expiresAt && expiryMs(part) <= this.clock!) {
+      // Due, or revoked: its credits never come back to it.
+      if ((part.expiresAt && expiryMs(part) <= this.clock!) || this.closed.has(part.grant)) {
         repaid += this.unassigned(back, parts);
         continue;
       }
@@ -200,7 +220,13 @@ class Book {
     }
     const g: OpenGrant = { id: part.grant, source: part.source, priority: part.priority, seq: part.seq, remaining: n };
     if (part.expiresAt) g.expiresAt = part.expiresAt;
+    if (part.rollover) g.rollover = { ...part.rollover };
     this.grants.set(g.id, g);
+  }
+
+  /** Credits for the grant `terms` name; a revoked grant takes nothing again (a won dispute of a revoked purchase, say): to `base`. */
+  private addToGrant(n: number, terms: OpenGrant, parts: GrantPart[]): number {
+    return this.closed.has(terms.id) ? this.unassigned(n, parts) : this.addTo(n, terms, parts);
   }
 
   /** Credits with a grant: repay debt, the rest to the grant. Returns the debt change (negative). */
@@ -228,12 +254,14 @@ class Book {
   }
 
   toBook(): GrantBook {
-    return {
+    const book: GrantBook = {
       seq: this.seq,
       clock: this.clock === null ? null : new Date(this.clock),
       debt: this.debt,
       grants: [...this.grants.values()].sort(spendOrder).map((g) => ({ ...g, remaining: g.remaining })),
     };
+    if (this.closed.size > 0) book.closed = [...this.closed.values()].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0)).map((c) => ({ ...c }));
+    return book;
   }
 }
 
@@ -260,11 +288,30 @@ function dropLast(taken: GrantPart[], n: number): void {
 function termsOf(terms: GrantTerms, id: string, seq: number): OpenGrant {
   const g: OpenGrant = { id, source: terms.source, priority: terms.priority, seq, remaining: 0 };
   if (terms.expiresAt) g.expiresAt = new Date(terms.expiresAt);
+  if (terms.rollover) g.rollover = rolloverOf(terms.rollover);
   return g;
 }
 
 function partOf(g: OpenGrant, amount: number): GrantPart {
   const p: GrantPart = { grant: g.id, amount, source: g.source, priority: g.priority, seq: g.seq };
   if (g.expiresAt) p.expiresAt = g.expiresAt;
+  if (g.rollover) p.rollover = rolloverOf(g.rollover);
   return p;
+}
+
+function rolloverOf(r: { max: number; expiresAt?: Date }): { max: number; expiresAt?: Date } {
+  return r.expiresAt ? { max: r.max, expiresAt: new Date(r.expiresAt) } : { max: r.max };
+}
+
+/**
+ * What an expiring grant keeps: min(max, rest) of its rest, as the terms of its rollover grant (none when
+ * it has no rollover terms, or keeps nothing).
+ */
+export function rolloverAt(grant: OpenGrant): { keep: number; terms: GrantTerms } | null {
+  if (!grant.rollover || grant.remaining <= 0) return null;
+  const keep = Math.min(grant.rollover.max, grant.remaining);
+  if (keep <= 0) return null;
+  const terms: GrantTerms = { id: rolloverGrantId(grant.id), source: ROLLOVER_SOURCE, priority: grant.priority };
+  if (grant.rollover.expiresAt) terms.expiresAt = new Date(grant.rollover.expiresAt);
+  return { keep, terms };
 }

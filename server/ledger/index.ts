@@ -22,7 +22,7 @@ import { LowBalanceAlerts, type LowBalanceWatch } from './alerts';
 import { Background } from './background';
 import { foldJournal } from './book';
 import { Changes, claimId, type ChangeInput, type ChangeOptions } from './changes';
-import { Expiry, type ExpiryReport } from './expiry';
+import { Expiry, type ExpiryReport, type RevokeResult } from './expiry';
 import { startingBook } from './grants';
 import { listTransactions, type TransactionPage } from './history';
 import { JournalMover } from './journal-mover';
@@ -31,7 +31,7 @@ import { reconcileLedger, type DecideReservation, type ReconcileReport as Recove
 export type { Applied, ChangeInput, KeyedOutcome, SettledOutcome } from './changes';
 export { claimId, isForeclosure } from './changes';
 export type { Transaction, TransactionGrant, TransactionPage } from './history';
-export type { ExpiryReport } from './expiry';
+export type { ExpiryReport, RevokeResult } from './expiry';
 export type { LowBalanceWatch } from './alerts';
 
 export type ReconcileReport = RecoveryReport & {
@@ -109,6 +109,11 @@ export class Ledger {
   expireGrants(now?: Date, userId?: string, batch = 500): Promise<ExpiryReport> {
     if (userId !== undefined) return this.expiry.expireAccount(userId, now);
     return this.expiry.sweep(now, batch, (e) => this.backgroundError(e));
+  }
+
+  /** Takes grant `grantId`'s unspent rest out of the balance now, once per `key` (ledger/expiry.ts). */
+  revokeGrant(userId: string, grantId: string, options: { reason?: string; key: string }): Promise<RevokeResult> {
+    return this.expiry.revoke(userId, grantId, options);
   }
 
   listTransactions(userId: string, options: { limit: number; cursor?: number }): Promise<TransactionPage> {

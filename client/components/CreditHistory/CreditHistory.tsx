@@ -20,6 +20,7 @@ const KIND_LABELS: Record<TransactionKind, string> = {
   reversal: 'Dispute reversed',
   adjustment: 'Adjustment',
   expire: 'Expired',
+  revoke: 'Revoked',
 };
 
 /** What an entry was for: a named cost's label ("Summarize", "Adjustment for Chat"), else its kind. */
