@@ -16,7 +16,7 @@
  *   POST /ai/stream     requireCredits(10, { metered: true }), server-sent events: the charge id, x-used
  *                       tokens, settle(x-used), then a last event {done, charged}; `x-fail: error-first`
  *                       fails after the headers before any byte, `x-fail: error-later` settles, then fails
- *   POST /admin/grant   {user, amount, key, source?, priority?, expiresAt?} → grantCredits
+ *   POST /admin/grant   {user, amount, key, source?, priority?, expiresAt?, rollover?} → grantCredits
  *   POST /admin/expire  {now}                         → expireGrants (a simulated clock)
  *   POST /admin/deduct  {user, amount, key?, reason}  → deductCredits
  *   POST /admin/reconcile, /admin/flush
@@ -187,8 +187,16 @@ async function main(): Promise<void> {
   admin.post(
     '/grant',
     wrap(async (req) => {
-      const { user, amount, key, source, priority, expiresAt } = req.body as { user: string; amount: number; key: string; source?: string; priority?: number; expiresAt?: string };
-      const terms = { ...(source ? { source } : {}), ...(priority !== undefined ? { priority } : {}), ...(expiresAt ? { expiresAt } : {}) };
+      const { user, amount, key, source, priority, expiresAt, rollover } = req.body as {
+        user: string;
+        amount: number;
+        key: string;
+        source?: string;
+        priority?: number;
+        expiresAt?: string;
+        rollover?: { max: number; expiresAt?: string };
+      };
+      const terms = { ...(source ? { source } : {}), ...(priority !== undefined ? { priority } : {}), ...(expiresAt ? { expiresAt } : {}), ...(rollover ? { rollover } : {}) };
       return credits.grantCredits(user, amount, { idempotencyKey: key, reason: `checker grant ${key}`, ...terms });
     }),
   );

@@ -217,7 +217,7 @@ interface GrantRecord {
   user: string;
   amount: number;
   /** Grant terms, sent the same on every attempt. */
-  terms: { source?: string; priority?: number; expiresAt?: string };
+  terms: { source?: string; priority?: number; expiresAt?: string; rollover?: { max: number; expiresAt?: string } };
   attempts: Array<{ instance: number; status: number | 'error'; granted?: boolean }>;
 }
 
@@ -417,6 +417,11 @@ it('keeps every money rule under faults, skewed clocks and Stripe chaos across t
       if (rng.chance(0.5)) terms.expiresAt = new Date(started + rng.int(5, 30) * 60_000).toISOString();
       if (rng.chance(0.5)) terms.priority = rng.int(0, 100);
       if (rng.chance(0.5)) terms.source = rng.pick(['promotion', 'subscription', 'admin']);
+      // Some expiring grants roll over up to `max` of their rest, into a grant that may expire within the run too.
+      if (terms.expiresAt && rng.chance(0.4)) {
+        const max = rng.int(0, 20);
+        terms.rollover = rng.chance(0.5) ? { max, expiresAt: new Date(Date.parse(terms.expiresAt) + rng.int(1, 10) * 60_000).toISOString() } : { max };
+      }
       return terms;
     }
     let latestSweep = 0;
@@ -1018,7 +1023,8 @@ it('keeps every money rule under faults, skewed clocks and Stripe chaos across t
 
     // 8. grants: every entry's parts (and debt) make its amount; per account, the parts replayed in seq
     // order never take a grant below zero and lead to the stored book, which adds up to the balance; an
-    // expiry takes exactly its grant's rest, once per grant, and only once its expiry was reached.
+    // expiry takes exactly its grant's rest, once per grant, and only once its expiry was reached, keeping
+    // what its rollover rolled over (`rolledOver`) in `rollover:<grant>`, which does not roll over again.
     for (const a of accounts) {
       const mine = ledgerDocs.filter((e) => e.userId === a._id).sort((x, y) => (x.seq ?? 0) - (y.seq ?? 0));
       const held = new Map<string, number>();
@@ -1034,7 +1040,14 @@ it('keeps every money rule under faults, skewed clocks and Stripe chaos across t
         if (e.kind === 'expire') {
           const g = e.from ?? '';
           const part = parts.find((p) => p.grant === g);
-          check('8 an expiry takes its grant’s rest', parts.length === 1 && part?.amount === e.amount && (held.get(g) ?? 0) === 0, () => `${show(e)} parts ${JSON.stringify(parts)}, ${g} holds ${held.get(g)} after it`);
+          const kept = (e as { rolledOver?: number }).rolledOver ?? 0;
+          const keptPart = parts.find((p) => p.grant === `rollover:${g}`);
+          check(
+            '8 an expiry takes its grant’s rest',
+            parts.length === (kept > 0 ? 2 : 1) && part?.amount === e.amount - kept && (held.get(g) ?? 0) === 0 && (kept === 0 || (keptPart?.amount === kept && !g.startsWith('rollover:'))),
+            () => `${show(e)} parts ${JSON.stringify(parts)}, rolled over ${kept}, ${g} holds ${held.get(g)} after it`,
+          );
+          if (kept > 0) count('rollover', 200);
           check('8 a grant expires once', !expired.has(g), () => `${a._id}: ${g} expired twice: ${show(e)}`);
           check('8 no expiry before its time', !!part?.expiresAt && new Date(part.expiresAt).getTime() <= latestSweep + 90_000, () => `${show(e)} expired ${g} due ${part?.expiresAt ? new Date(part.expiresAt).toISOString() : 'never'}; the latest sweep clock was ${new Date(latestSweep).toISOString()}`);
           expired.add(g);

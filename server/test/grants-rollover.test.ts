@@ -74,6 +74,34 @@ async function transactions(userId: string) {
   return (await credits.listTransactions(userId, { limit: 1000 })).transactions;
 }
 
+it('runs the README example (Rollover and revoke)', async () => {
+  const u = user('user-2');
+  const periodEnd = new Date('2030-12-01T00:00:00Z');
+  await credits.grantCredits(u, 500, {
+    idempotencyKey: 'sub-user-2-2030-11',
+    source: 'subscription',
+    priority: 10,
+    expiresAt: periodEnd,
+    rollover: { max: 100, expiresAt: new Date('2031-01-01T00:00:00Z') },
+  });
+  await credits.deductCredits(u, 320);
+  await credits.expireGrants({ userId: u, now: new Date(periodEnd.getTime() + 1) });
+  const [expiry] = (await transactions(u)).filter((t) => t.kind === 'expire');
+  expect(expiry).toMatchObject({
+    amount: -80,
+    grants: [
+      { grant: 'grant:sub-user-2-2030-11', amount: -180 },
+      { grant: 'rollover:grant:sub-user-2-2030-11', amount: 100 },
+    ],
+  });
+  expect((await credits.getBalanceDetails(u)).grants).toEqual([
+    { id: 'rollover:grant:sub-user-2-2030-11', source: 'rollover', remaining: 100, priority: 10, expiresAt: '2031-01-01T00:00:00.000Z' },
+  ]);
+  expect(await credits.revokeGrant(u, 'rollover:grant:sub-user-2-2030-11', { reason: 'invoice refunded' })).toEqual({ revoked: 100, balance: 0 });
+  expect((await transactions(u)).filter((t) => t.kind === 'revoke')).toEqual([expect.objectContaining({ amount: -100, reason: 'invoice refunded' })]);
+  await grantAudit(credits, u);
+});
+
 describe('rollover', () => {
   it('keeps min(max, rest) as rollover:<grant> in the one expiry entry, once, while 300 spends race two sweepers', async () => {
     const u = user('rollover-race');
