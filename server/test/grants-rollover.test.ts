@@ -12,6 +12,7 @@ import { randomUUID } from 'node:crypto';
 import express from 'express';
 import { createCredits, type Credits } from 'credit-kit/server';
 import type { Connection } from 'mongoose';
+import { createFetchCredits } from 'credit-kit/fetch';
 import { consistentAudit, connect, headerUser, listen, post } from './helpers';
 import { claimId } from '../ledger';
 import { grantKey, revokeKey } from '../domain/keys';
@@ -276,4 +277,16 @@ describe('revokeGrant', () => {
     expect(await credits.store.getClaim(claimId(u, revokeKey('refund-in_1')))).toMatchObject({ state: 'applied', amount: -10 });
     expect(await grantAudit(credits, u)).toMatchObject({ balance: 0, grants: [] });
   });
+});
+
+it('is the same on the Fetch kit: rollover terms and revokeGrant on the shared core', async () => {
+  const fetchCredits = createFetchCredits({ connection, getUserId: (req: Request) => req.headers.get('x-test-user'), timeoutMs: 60_000, claimLeaseMs: 60_000 });
+  const u = user('fetch');
+  const at = new Date(Date.now() + HOUR);
+  await fetchCredits.grantCredits(u, 30, { idempotencyKey: 'sub', source: 'subscription', expiresAt: at, rollover: { max: 12, expiresAt: new Date(at.getTime() + HOUR).toISOString() } });
+  expect(await fetchCredits.expireGrants({ userId: u, now: new Date(at.getTime() + 1) })).toMatchObject({ grantsExpired: 1, creditsExpired: 18 });
+  expect(await fetchCredits.revokeGrant(u, `rollover:${grantKey('sub')}`)).toEqual({ revoked: 12, balance: 0 });
+  await fetchCredits.flush();
+  expect((await transactions(u)).map((t) => [t.kind, t.amount])).toEqual([['revoke', -12], ['expire', -18], ['grant', 30]]);
+  await grantAudit(credits, u);
 });
