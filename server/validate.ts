@@ -27,6 +27,17 @@ export function assertId(value: unknown, what: string): string {
   return value;
 }
 
+/**
+ * A grant's id as the kit makes it (`grant:<key>`, `checkout:<session>`, `rollover:<grant id>`): longer than
+ * a key by its prefixes, otherwise the same rule.
+ */
+export function assertGrantId(value: unknown): string {
+  if (typeof value !== 'string' || value.length === 0 || value.length > 2 * MAX_ID_LENGTH || /[\u0000-\u001f]/.test(value)) {
+    throw new InvalidRequestError(`grantId must be a non-empty string of at most ${2 * MAX_ID_LENGTH} printable characters (a grant's id, as listGrants shows it), got ${describe(value)}.`);
+  }
+  return value;
+}
+
 const IDEMPOTENCY_KEY = /^[\x21-\x7e]{1,255}$/;
 
 /** The `Idempotency-Key` header, the same rule on every route: absent, or 1-255 visible ASCII characters. */

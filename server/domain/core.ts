@@ -14,7 +14,7 @@ import type { ResolvedCost, ResolvedOptions } from '../options';
 import type { BalanceDetails, CreditGrant } from '../http/wire';
 import { costRef } from './prices';
 import type { Claim, GrantSource, KeptReply, RequestFingerprint, StoredReply } from './types';
-import { assertAmount, assertExpiryAhead, assertId, parseGrantTerms } from '../validate';
+import { assertAmount, assertExpiryAhead, assertGrantId, assertId, parseGrantTerms } from '../validate';
 
 export interface DeductOptions {
   /** A retried call with the same key deducts at most once (and answers as the first call did). */
@@ -308,9 +308,9 @@ export class CreditsCore {
    */
   async revokeGrant(userId: unknown, grantId: unknown, options: RevokeOptions = {}): Promise<RevokeResult> {
     const user = assertId(userId, 'userId');
-    const grant = assertId(grantId, 'grantId');
+    const grant = assertGrantId(grantId);
     if (grant === BASE_GRANT) throw new InvalidRequestError('grantId "base" cannot be revoked: it holds the credits with no grant of their own.');
-    const key = revokeKey(assertId(options?.key ?? grant, 'key'));
+    const key = revokeKey(options?.key !== undefined ? assertId(options.key, 'key') : grant);
     const reason = options?.reason;
     if (reason !== undefined && (typeof reason !== 'string' || reason.length > 500)) {
       throw new InvalidRequestError('reason must be a string of at most 500 characters.');

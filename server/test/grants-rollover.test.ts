@@ -270,7 +270,13 @@ describe('revokeGrant', () => {
     await expect(credits.revokeGrant(u, '' as string)).rejects.toMatchObject({ code: 'invalid_request' });
     await expect(credits.revokeGrant(u, { $ne: '' } as never)).rejects.toMatchObject({ code: 'invalid_request' });
     await expect(credits.revokeGrant(u, grantKey('sub-1'), { reason: 42 } as never)).rejects.toMatchObject({ code: 'invalid_request' });
+    await expect(credits.revokeGrant(u, grantKey('sub-1'), { key: '' })).rejects.toMatchObject({ code: 'invalid_request' });
     expect((await transactions(u)).length).toBe(2);
+    // The longest ids the kit makes are revocable: rollover:grant:<a 256-character key>.
+    const long = 'k'.repeat(256);
+    await credits.grantCredits(u, 4, { idempotencyKey: long, expiresAt: at, rollover: { max: 4 } });
+    await credits.expireGrants({ userId: u, now: new Date(at.getTime() + 1) });
+    expect(await credits.revokeGrant(u, `rollover:${grantKey(long)}`)).toEqual({ revoked: 4, balance: 10 });
     // The rollover grant is revoked by its own id, under a key the caller names.
     expect(await credits.revokeGrant(u, `rollover:${grantKey('sub-1')}`, { key: 'refund-in_1' })).toEqual({ revoked: 10, balance: 0 });
     expect(await other.revokeGrant(u, `rollover:${grantKey('sub-1')}`, { key: 'refund-in_1' })).toEqual({ revoked: 0, balance: 0 });
