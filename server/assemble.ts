@@ -12,6 +12,9 @@ import { failClosed } from './store/fail-closed';
 import { MongoCreditStore } from './store/mongo-store';
 import type { CreditStore, LedgerEntry } from './store/types';
 import { Purchases, type FulfillmentResult } from './stripe/purchases';
+import { Subscriptions } from './stripe/subscriptions';
+import { revokeGrantShim } from './stripe/revoke-shim';
+import type { UserPlan } from './http/subscription-wire';
 import type { StripeCheckoutSessionLike } from './stripe/types';
 import { assertId, parsePage } from './validate';
 
@@ -40,6 +43,11 @@ export interface CreditsBase {
   revokeGrant(userId: string, grantId: string, options?: RevokeOptions): Promise<RevokeResult>;
   /** The ledger, newest first; pass `nextCursor` back as `cursor` for older entries. */
   listTransactions(userId: string, options?: { limit?: number; cursor?: string | null }): Promise<TransactionPage>;
+  /**
+   * The user's live subscription (plan, status, current period, cancelAtPeriodEnd), or `{ plan: null }`
+   * (README "Subscriptions").
+   */
+  getSubscription(userId: string): Promise<UserPlan>;
   /** Credits a Checkout Session (by id, fetched from Stripe, or a verified session object) exactly once. */
   fulfillCheckoutSession(sessionOrId: string | StripeCheckoutSessionLike): Promise<FulfillmentResult>;
   /** Creates the collections' indexes. Called for you on first use; await it at start-up to fail early. */
@@ -77,6 +85,7 @@ export interface ReconcileOptions {
 export interface Assembly {
   core: CreditsCore;
   purchases: Purchases;
+  subscriptions: Subscriptions;
   base: CreditsBase;
 }
 
@@ -89,6 +98,14 @@ export function assemble(resolved: NeutralOptions): Assembly {
   const ledger = new Ledger(store, resolved.claimLeaseMs, resolved.hooks.onBackgroundError, resolved.lowBalance);
   const core = new CreditsCore(resolved, ledger);
   const purchases = new Purchases({ store, ledger, options: resolved });
+  const subscriptions = new Subscriptions({
+    store,
+    options: resolved,
+    ledger: {
+      grantCredits: (userId, amount, opts) => core.grantCredits(userId, amount, opts),
+      revokeGrant: (userId, grantId, opts) => revokeGrantShim(core, ledger, userId, grantId, opts),
+    },
+  });
 
   let initialised: Promise<void> | undefined;
   const init = () => (initialised ??= store.init().catch((err: unknown) => {
@@ -124,6 +141,7 @@ export function assemble(resolved: NeutralOptions): Assembly {
       return core.listTransactions(assertId(userId, 'userId'), parsePage(opts.limit, opts.cursor, 1000));
     },
     fulfillCheckoutSession: (sessionOrId) => purchases.fulfill(sessionOrId),
+    getSubscription: async (userId) => subscriptions.getPlan(assertId(userId, 'userId')),
     init,
     reconcile,
     startReconciler({ everyMs = 300_000, onError = (err: unknown) => logFailure(resolved.logger, err, 'reconcile') } = {}) {
@@ -150,5 +168,5 @@ export function assemble(resolved: NeutralOptions): Assembly {
     flush: () => core.flush(),
     store,
   };
-  return { core, purchases, base };
+  return { core, purchases, subscriptions, base };
 }

@@ -41,11 +41,11 @@ export type CreateCreditsOptions = CreditsOptions<Request>;
 
 export function createCredits<Costs extends NamedCosts = NamedCosts>(options: CreateCreditsOptions & { costs?: Costs }): Credits<Extract<keyof Costs, string>> {
   const resolved = resolveOptions(options);
-  const { core, purchases, base } = assemble(resolved);
+  const { core, purchases, subscriptions, base } = assemble(resolved);
   return {
     ...base,
     requireCredits: createRequireCredits(core, resolved, createRateLimiter(resolved, resolved.rateLimit?.guarded)),
-    router: () => createRouter({ credits: core, purchases, options: resolved, checkoutLimiter: createRateLimiter(resolved, resolved.rateLimit?.checkout) }),
+    router: () => createRouter({ credits: core, purchases, subscriptions, options: resolved, checkoutLimiter: createRateLimiter(resolved, resolved.rateLimit?.checkout) }),
     keepRawBody,
   };
 }

@@ -10,6 +10,7 @@ import { consoleLog, logFailure, toLog, type CreditsLogFunction, type CreditsLog
 import { CREDIT_STORE_METHODS, type CreditStore } from './store/types';
 import type { StripeClientLike, StripeEventLike } from './stripe/types';
 import type { WebhookOutcome } from './stripe/webhook';
+import { resolvePlans, type PlanOptions, type ResolvedPlans } from './stripe/plans';
 
 export interface CreditBundle {
   /** Stable id the client sends: `{ "bundle": "starter" }`. Letters, digits, `-` and `_`. */
@@ -153,6 +154,11 @@ export interface CreditsOptions<Req> {
   webhookSecret?: string;
   pricing?: PricingOptions;
   /**
+   * Subscription plans by id: `{ pro: { price: 'price_…', credits: 1000, rollover: { max: 500 } } }`, each a
+   * recurring Stripe Price you created and the credits each paid billing period grants (README "Subscriptions").
+   */
+  plans?: PlanOptions;
+  /**
    * Costs by name, for `requireCredits('summarize')` and `withCredits('summarize', handler)`: each fixed
    * (`{ credits, label }`) or metered (`{ metered: true, reserve, label, perModel }`). The history shows the
    * label of each charge; GET /credits/pricing lists them. Default: none.
@@ -243,6 +249,7 @@ export interface ResolvedOptions<Req = unknown> {
   stripe: Stripe | undefined;
   webhookSecret: string | undefined;
   pricing: ResolvedPricing;
+  plans: ResolvedPlans;
   costs: ReadonlyMap<string, ResolvedCost>;
   publicUrl: string | undefined;
   successPath: string;
@@ -275,6 +282,7 @@ const KNOWN_KEYS: ReadonlyArray<keyof CreditsOptions<unknown>> = [
   'stripe',
   'webhookSecret',
   'pricing',
+  'plans',
   'costs',
   'publicUrl',
   'successPath',
@@ -353,6 +361,7 @@ export function resolveOptions<Req>(options: CreditsOptions<Req>, env: NodeJS.Pr
     stripe: stripe?.client,
     webhookSecret: stripe?.webhookSecret,
     pricing: resolvePricing(options.pricing ?? {}, env),
+    plans: resolvePlans(options.plans),
     costs: resolveCosts(options.costs ?? {}),
     publicUrl,
     successPath: path(options.successPath ?? '/success?session_id={CHECKOUT_SESSION_ID}', 'successPath'),

@@ -49,4 +49,13 @@ export type {
   CheckoutSessionResult,
   InsufficientCreditsBody,
   BalanceHeaderNames,
+  Plan,
+  PlanList,
+  SubscribeRequestBody,
+  SubscriptionCheckoutCreated,
+  BillingPortalSession,
+  UserPlan,
 } from './http/wire';
+export type { PlanOption, PlanOptions } from './stripe/plans';
+export type { SubscriptionEventResult } from './stripe/subscriptions';
+export type { SubscriptionRecord, SubscriptionPeriod, SubscriptionStatus } from './store/types';

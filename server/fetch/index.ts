@@ -83,6 +83,14 @@ export interface FetchCredits<Name extends string = string> extends CreditsBase 
     grants: FetchRouteHandler;
     /** GET /credits/pricing (public) */
     pricing: FetchRouteHandler;
+    /** POST /credits/subscribe { plan } */
+    subscribe: FetchRouteHandler;
+    /** POST /credits/portal */
+    portal: FetchRouteHandler;
+    /** GET /credits/plans (public) */
+    plans: FetchRouteHandler;
+    /** GET /credits/plan */
+    plan: FetchRouteHandler;
   };
   /** All of them, dispatched by the path after `basePath`: `export const { GET, POST } = credits.routes` in `app/api/[...credit]/route.ts`. */
   routes: { GET: FetchRouteHandler; POST: FetchRouteHandler };
@@ -100,8 +108,8 @@ export function createFetchCredits<Costs extends NamedCosts = NamedCosts>(option
   const basePath = resolveBasePath(rawBase);
   const bodyLimitBytes = sizeInBytes(resolved.bodyLimit);
   const webhookLimitBytes = sizeInBytes(WEBHOOK_BODY_LIMIT);
-  const { core, purchases, base } = assemble(resolved);
-  const routes = createRoutes({ core, purchases, options: resolved });
+  const { core, purchases, subscriptions, base } = assemble(resolved);
+  const routes = createRoutes({ core, purchases, subscriptions, options: resolved });
   const { logger } = resolved;
 
   const respond = (reply: Reply): Response => Response.json(reply.body, { status: reply.status });
@@ -166,12 +174,18 @@ export function createFetchCredits<Costs extends NamedCosts = NamedCosts>(option
     transactions: route((request, url) => routes.transactions(inputOf(request, url))),
     grants: route((request, url) => routes.grants(inputOf(request, url))),
     pricing: route(() => routes.pricing()),
+    subscribe: limited(resolved.rateLimit?.checkout, route(async (request, url) => routes.subscribe(inputOf(request, url, await readJson(request, bodyLimitBytes, resolved.bodyLimit))))),
+    portal: limited(resolved.rateLimit?.checkout, route((request, url) => routes.portal(inputOf(request, url)))),
+    plans: route((request, url) => routes.plans(inputOf(request, url))),
+    plan: route((request, url) => routes.plan(inputOf(request, url))),
   };
 
   const table: Record<'GET' | 'POST', Array<[RegExp, FetchRouteHandler]>> = {
     POST: [
       [/^\/stripe\/checkout\/credits$/, handlers.checkout],
       [/^\/stripe\/webhook$/, handlers.webhook],
+      [/^\/credits\/subscribe$/, handlers.subscribe],
+      [/^\/credits\/portal$/, handlers.portal],
     ],
     GET: [
       [/^\/stripe\/checkout\/session\/[^/]+$/, handlers.session],
@@ -180,6 +194,8 @@ export function createFetchCredits<Costs extends NamedCosts = NamedCosts>(option
       [/^\/credits\/transactions$/, handlers.transactions],
       [/^\/credits\/grants$/, handlers.grants],
       [/^\/credits\/pricing$/, handlers.pricing],
+      [/^\/credits\/plans$/, handlers.plans],
+      [/^\/credits\/plan$/, handlers.plan],
     ],
   };
   const dispatch =

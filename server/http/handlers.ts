@@ -10,6 +10,8 @@ import { CreditsError, InvalidRequestError, NotFoundError, toCreditsError } from
 import type { NeutralOptions, WebhookReport } from '../options';
 import { createCheckoutSession, parseCheckoutBody } from '../stripe/checkout';
 import type { Purchases } from '../stripe/purchases';
+import type { Subscriptions } from '../stripe/subscriptions';
+import type { BillingPortalSession, PlanList, SubscriptionCheckoutCreated, UserPlan } from './subscription-wire';
 import { handleEvent, verifyEvent } from '../stripe/webhook';
 import { parseIdempotencyKey, parsePage } from '../validate';
 import { errorReply, type Reply } from './guard';
@@ -29,6 +31,8 @@ export interface RouteInput {
 export interface RouteDeps {
   core: CreditsCore;
   purchases: Purchases;
+  /** The subscriptions (README "Subscriptions"); without them, subscription events are ignored. */
+  subscriptions?: Subscriptions;
   options: NeutralOptions;
 }
 
@@ -43,12 +47,19 @@ export const bodyError = {
 /** The webhook's largest body: Stripe's events are far below it. */
 export const WEBHOOK_BODY_LIMIT = '1mb';
 
-export function createRoutes({ core, purchases, options }: RouteDeps) {
+export function createRoutes({ core, purchases, subscriptions, options }: RouteDeps) {
   const requireStripe = (): Stripe => {
     if (!options.stripe) {
       throw new CreditsError('not_configured', 'Stripe is not configured: pass `stripe` and `webhookSecret` to createCredits.');
     }
     return options.stripe;
+  };
+
+  const requireSubscriptions = (): Subscriptions => {
+    if (!subscriptions || options.plans.byId.size === 0) {
+      throw new CreditsError('not_configured', 'No subscription plans are configured: pass `plans` to createCredits.');
+    }
+    return subscriptions;
   };
 
   const report = (r: WebhookReport) => {
@@ -95,7 +106,7 @@ export function createRoutes({ core, purchases, options }: RouteDeps) {
       try {
         const verified = verifyEvent(requireStripe(), raw(), signature, options);
         event = verified;
-        const outcome = await handleEvent(purchases, verified);
+        const outcome = await handleEvent(purchases, verified, subscriptions);
         return {
           reply: { status: 200, body: { received: true, type: verified.type, ...outcome } },
           report: () => report({ status: 200, event: verified, outcome }),
@@ -119,6 +130,23 @@ export function createRoutes({ core, purchases, options }: RouteDeps) {
       const session = await purchases.retrieveSession(id);
       const owner = session.metadata?.credit_kit_user_id ?? session.client_reference_id;
       if (owner !== userId) throw new NotFoundError('No such checkout session.');
+      if (session.mode === 'subscription' && subscriptions) {
+        // The subscription is linked on the way; its credits come with the paid invoice (invoice.paid).
+        await subscriptions.sessionEvent(session);
+        const plan = options.plans.byId.get(session.metadata?.credit_kit_plan ?? '');
+        return {
+          status: 200,
+          body: {
+            id: session.id,
+            status: session.status === 'complete' ? (session.payment_status === 'unpaid' ? 'awaiting_payment' : 'paid') : session.status === 'expired' ? 'expired' : 'open',
+            paymentStatus: session.payment_status,
+            credits: plan?.credits ?? 0,
+            creditsAdded: 0,
+            balance: await core.getBalance(userId),
+            creditName: options.creditName,
+          },
+        };
+      }
       const result = await purchases.fulfill(session);
       return {
         status: 200,
@@ -153,6 +181,37 @@ export function createRoutes({ core, purchases, options }: RouteDeps) {
       onlyQuery(input.query, ['limit', 'cursor']);
       const userId = await input.user();
       return { status: 200, body: await core.listTransactions(userId, parsePage(input.query.limit, input.query.cursor, 100)) };
+    },
+
+    /** POST /credits/subscribe { plan }: a Checkout Session in subscription mode; the adapter parsed the JSON body. */
+    async subscribe(input: RouteInput): Promise<Reply<SubscriptionCheckoutCreated>> {
+      const userId = await input.user();
+      const subs = requireSubscriptions();
+      const plan = subs.parseSubscribeBody(input.body);
+      requireStripe();
+      const key = parseIdempotencyKey(input.header('idempotency-key'));
+      return { status: 201, body: await subs.subscribe(userId, plan, key) };
+    },
+
+    /** POST /credits/portal: the Stripe customer portal for the user's subscription. */
+    async portal(input: RouteInput): Promise<Reply<BillingPortalSession>> {
+      onlyQuery(input.query, []);
+      const userId = await input.user();
+      requireStripe();
+      return { status: 200, body: await requireSubscriptions().portal(userId) };
+    },
+
+    /** GET /credits/plans (public) */
+    async plans(input: RouteInput): Promise<Reply<PlanList>> {
+      onlyQuery(input.query, []);
+      return { status: 200, body: { creditName: options.creditName, plans: subscriptions ? await subscriptions.listPlans() : [] } };
+    },
+
+    /** GET /credits/plan: the signed-in user's subscription, or { plan: null }. */
+    async plan(input: RouteInput): Promise<Reply<UserPlan>> {
+      onlyQuery(input.query, []);
+      const userId = await input.user();
+      return { status: 200, body: subscriptions ? await subscriptions.getPlan(userId) : { plan: null } };
     },
 
     /** GET /credits/pricing (public) */

@@ -8,6 +8,10 @@
  *   GET  /credits/transactions           the ledger, paginated             (signed in)
  *   GET  /credits/grants                 balance by grant, what expires    (signed in)
  *   GET  /credits/pricing                price, limits and bundles         (public)
+ *   POST /credits/subscribe              subscription Checkout for a plan  (signed in, JSON only)
+ *   POST /credits/portal                 Stripe customer portal URL        (signed in)
+ *   GET  /credits/plans                  the app's plans                   (public)
+ *   GET  /credits/plan                   the user's plan and period        (signed in)
  */
 import express, { type ErrorRequestHandler, type Request, type RequestHandler, type Router } from 'express';
 import type { CreditsCore } from '../domain/core';
@@ -16,6 +20,7 @@ import { CreditsError } from '../errors';
 import { resolveUserId, sendError } from './middleware';
 import { fixedWindowLimiter, rateLimitedError, rateLimitKey } from './rate-limit';
 import type { Purchases } from '../stripe/purchases';
+import type { Subscriptions } from '../stripe/subscriptions';
 import type { Reply } from './guard';
 import { bodyError, createRoutes, WEBHOOK_BODY_LIMIT, type RouteInput } from './handlers';
 
@@ -46,14 +51,15 @@ export function createRateLimiter(options: ResolvedOptions<Request>, limit: numb
 export interface RouterDeps {
   credits: CreditsCore;
   purchases: Purchases;
+  subscriptions?: Subscriptions;
   options: ResolvedOptions<Request>;
   checkoutLimiter: RequestHandler | undefined;
 }
 
-export function createRouter({ credits: core, purchases, options, checkoutLimiter }: RouterDeps): Router {
+export function createRouter({ credits: core, purchases, subscriptions, options, checkoutLimiter }: RouterDeps): Router {
   const router = express.Router();
   const json = express.json({ limit: options.bodyLimit, strict: true, type: 'application/json' });
-  const routes = createRoutes({ core, purchases, options });
+  const routes = createRoutes({ core, purchases, subscriptions, options });
 
   const input = (req: Request): RouteInput => ({
     query: req.query as Record<string, unknown>,
@@ -103,6 +109,10 @@ export function createRouter({ credits: core, purchases, options, checkoutLimite
   router.get('/credits/transactions', handle((req) => routes.transactions(input(req))));
   router.get('/credits/grants', handle((req) => routes.grants(input(req))));
   router.get('/credits/pricing', handle(() => routes.pricing()));
+  router.post('/credits/subscribe', ...checkoutChain, handle((req) => routes.subscribe(input(req))));
+  router.post('/credits/portal', ...(checkoutLimiter ? [checkoutLimiter] : []), handle((req) => routes.portal(input(req))));
+  router.get('/credits/plans', handle((req) => routes.plans(input(req))));
+  router.get('/credits/plan', handle((req) => routes.plan(input(req))));
 
   // Body parser failures in the kit's own routes answer in the kit's error shape.
   const bodyErrors: ErrorRequestHandler = (err: { type?: string; status?: number }, req, res, next) => {

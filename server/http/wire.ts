@@ -140,3 +140,5 @@ export interface BalanceHeaderNames {
 export interface InsufficientCreditsBody {
   error: { code: 'insufficient_credits'; message: string; required: number; balance: number };
 }
+
+export type { Plan, PlanList, SubscribeRequestBody, SubscriptionCheckoutCreated, BillingPortalSession, UserPlan } from './subscription-wire';

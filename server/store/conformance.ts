@@ -5,6 +5,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { newPurchase } from '../domain/purchase-record';
+import { newSubscription } from '../domain/subscription-record';
 import type { AlertRecord, CreditStore, JournalEntry, Purchase } from './types';
 
 export interface StoreUnderTest {
@@ -283,6 +284,30 @@ export function describeCreditStore(name: string, create: () => Promise<StoreUnd
       expect(await t.store.paymentFacts(pi)).toEqual([]);
       await Promise.all(Array.from({ length: 10 }, (_, i) => t.store.addPaymentFacts(pi, ['a', `b${i % 2}`])));
       expect((await t.store.paymentFacts(pi)).sort()).toEqual(['a', 'b0', 'b1']);
+    });
+
+    it('records a subscription once, replaces it only by compare-and-set, and finds it by user, Stripe id and payment', async () => {
+      const user = `c-${randomUUID()}`;
+      const older = newSubscription({ id: `sub_ck_${randomUUID()}`, userId: user, plan: 'pro', checkoutSessionId: 'cs_1', livemode: false }, new Date(Date.now() - 1000));
+      const s = newSubscription({ id: `sub_ck_${randomUUID()}`, userId: user, plan: 'pro', checkoutSessionId: 'cs_2', livemode: false });
+      const inserted = await Promise.all(Array.from({ length: 10 }, () => t.store.insertSubscription(s)));
+      expect(inserted.filter(Boolean)).toHaveLength(1);
+      expect(await t.store.insertSubscription(older)).toBe(true);
+      expect(await t.store.getSubscription(s.id)).toEqual(s);
+      expect(await t.store.getSubscription('sub_ck_none')).toBeNull();
+
+      const pi = `pi_${randomUUID()}`;
+      const next = { ...s, version: 1, stripeSubscriptionId: `sub_${s.id}`, periods: [{ start: 1, end: 2, grants: [{ id: 'grant:x', plan: 'pro', credits: 5, invoiceId: 'in_1' }], paymentIntentIds: [pi], revokedAt: null }] };
+      const replaced = await Promise.all(Array.from({ length: 5 }, () => t.store.replaceSubscription(next)));
+      expect(replaced.filter(Boolean)).toHaveLength(1);
+      expect(await t.store.replaceSubscription({ ...s, version: 5 })).toBe(false);
+      expect(await t.store.getSubscription(s.id)).toEqual(next);
+
+      expect((await t.store.findSubscriptions({ userId: user }, 10)).map((x) => x.id)).toEqual([s.id, older.id]); // newest first
+      expect((await t.store.findSubscriptions({ userId: user }, 1)).map((x) => x.id)).toEqual([s.id]);
+      expect((await t.store.findSubscriptions({ stripeSubscriptionId: `sub_${s.id}` }, 10)).map((x) => x.id)).toEqual([s.id]);
+      expect((await t.store.findSubscriptions({ paymentIntentId: pi }, 10)).map((x) => x.id)).toEqual([s.id]);
+      expect(await t.store.findSubscriptions({ paymentIntentId: 'pi_none' }, 10)).toEqual([]);
     });
   });
 }

@@ -12,6 +12,7 @@ import type {
   LedgerEntry,
   Purchase,
   StoredReply,
+  SubscriptionRecord,
 } from './types';
 
 /**
@@ -36,6 +37,7 @@ type LedgerDoc = Omit<LedgerEntry, 'id'> & { _id: string; reservationDue?: Date 
 type ClaimDoc = Omit<Claim, 'id'> & { _id: string };
 type PurchaseDoc = Omit<Purchase, 'id'> & { _id: string };
 type AlertDoc = Omit<AlertRecord, 'id'> & { _id: string };
+type SubscriptionDoc = Omit<SubscriptionRecord, 'id'> & { _id: string };
 interface PaymentFactsDoc {
   _id: string;
   facts: string[];
@@ -94,6 +96,9 @@ export class MongoCreditStore implements CreditStore {
   private get alerts() {
     return this.collection<AlertDoc>('alerts');
   }
+  private get subscriptions() {
+    return this.collection<SubscriptionDoc>('subscriptions');
+  }
   private get paymentFactsCollection() {
     return this.collection<PaymentFactsDoc>('payment_facts');
   }
@@ -105,6 +110,9 @@ export class MongoCreditStore implements CreditStore {
       this.claims.createIndex({ state: 1, createdAt: 1 }),
       this.purchases.createIndex({ paymentIntentId: 1 }),
       this.alerts.createIndex({ state: 1, createdAt: 1 }),
+      this.subscriptions.createIndex({ userId: 1, createdAt: -1 }),
+      this.subscriptions.createIndex({ stripeSubscriptionId: 1 }),
+      this.subscriptions.createIndex({ 'periods.paymentIntentIds': 1 }),
       // The expiry sweep's question. Written only when a journal is pulled, never by a spend.
       this.accounts.createIndex({ 'book.grants.expiresAt': 1 }),
       this.expiryIndex(),
@@ -367,6 +375,47 @@ export class MongoCreditStore implements CreditStore {
   async paymentFacts(paymentIntentId: string): Promise<string[]> {
     return (await this.paymentFactsCollection.findOne({ _id: paymentIntentId }))?.facts ?? [];
   }
+
+  async insertSubscription(subscription: SubscriptionRecord): Promise<boolean> {
+    const { id, ...rest } = subscription;
+    try {
+      await this.subscriptions.insertOne({ _id: id, ...rest });
+      return true;
+    } catch (err) {
+      if (isDuplicateKeyError(err)) return false;
+      throw err;
+    }
+  }
+
+  async getSubscription(id: string): Promise<SubscriptionRecord | null> {
+    return toSubscription(await this.subscriptions.findOne({ _id: id }));
+  }
+
+  async replaceSubscription(subscription: SubscriptionRecord): Promise<boolean> {
+    const { id, ...rest } = subscription;
+    const r = await this.subscriptions.replaceOne({ _id: id, version: subscription.version - 1 }, rest);
+    return r.matchedCount === 1;
+  }
+
+  async findSubscriptions(
+    query: { userId: string } | { stripeSubscriptionId: string } | { paymentIntentId: string },
+    limit: number,
+  ): Promise<SubscriptionRecord[]> {
+    const filter: Filter<SubscriptionDoc> =
+      'userId' in query
+        ? { userId: query.userId }
+        : 'stripeSubscriptionId' in query
+          ? { stripeSubscriptionId: query.stripeSubscriptionId }
+          : { 'periods.paymentIntentIds': query.paymentIntentId };
+    const docs = await this.subscriptions.find(filter).sort({ createdAt: -1 }).limit(limit).toArray();
+    return docs.map((d) => toSubscription(d)!);
+  }
+}
+
+function toSubscription(doc: SubscriptionDoc | null): SubscriptionRecord | null {
+  if (!doc) return null;
+  const { _id, ...rest } = doc;
+  return { ...rest, id: _id };
 }
 
 /**

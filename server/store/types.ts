@@ -5,6 +5,8 @@
  * no multi-document transactions.
  */
 import type { AccountSnapshot, AlertRecord, Claim, GrantBook, JournalEntry, LedgerEntry, Purchase, StoredReply } from '../domain/types';
+import type { SubscriptionRecord } from '../domain/subscription-record';
+export type { SubscriptionRecord, SubscriptionPeriod, SubscriptionStatus } from '../domain/subscription-record';
 
 /** The domain's records, which the port speaks in (server/domain/types.ts). */
 export type { EntryKind, EntryRef, GrantSource, GrantTerms, GrantPart, OpenGrant, GrantBook, JournalEntry, AccountSnapshot, LedgerEntry, ClaimedChange, Claim, RequestFingerprint, StoredReply, KeptReply, PurchaseStatus, PurchaseAdjustment, RefundFact, DisputeFact, PaymentFacts, Purchase, LowBalanceAlert, AlertRecord } from '../domain/types';
@@ -114,6 +116,17 @@ export interface CreditStore {
   /** Keeps Stripe facts about a payment intent no purchase is linked to yet (each fact once). */
   addPaymentFacts(paymentIntentId: string, facts: string[]): Promise<void>;
   paymentFacts(paymentIntentId: string): Promise<string[]>;
+
+  /** Records a subscription when its Checkout Session is created; false when a record with this id exists. */
+  insertSubscription(subscription: SubscriptionRecord): Promise<boolean>;
+  getSubscription(id: string): Promise<SubscriptionRecord | null>;
+  /** Writes the subscription if its stored version is still `subscription.version - 1` (a compare-and-set). */
+  replaceSubscription(subscription: SubscriptionRecord): Promise<boolean>;
+  /**
+   * Subscriptions of a user, of a Stripe subscription id, or with a period paid by a payment intent; newest
+   * first, at most `limit`.
+   */
+  findSubscriptions(query: { userId: string } | { stripeSubscriptionId: string } | { paymentIntentId: string }, limit: number): Promise<SubscriptionRecord[]>;
 }
 
 /** Every method of the port, for createCredits to check a store it is given. */
@@ -151,6 +164,10 @@ export const CREDIT_STORE_METHODS = [
   'purchasesWithPendingAdjustments',
   'addPaymentFacts',
   'paymentFacts',
+  'insertSubscription',
+  'getSubscription',
+  'replaceSubscription',
+  'findSubscriptions',
 ] as const satisfies ReadonlyArray<keyof CreditStore>;
 
 // The list names every method: a method added to the port and not to the list fails to compile here.

@@ -7,6 +7,8 @@ import type Stripe from 'stripe';
 import { SignatureError } from '../errors';
 import type { ResolvedOptions } from '../options';
 import type { FulfillmentResult, FulfillmentStatus, PaymentEventResult, Purchases } from './purchases';
+import type { SubscriptionEventResult, Subscriptions } from './subscriptions';
+import type { StripeFact } from './facts';
 
 /** Verifies a delivery: the Stripe-Signature over exactly these bytes, with the endpoint's secret. */
 export function verifyEvent(
@@ -27,19 +29,43 @@ export function verifyEvent(
 export type WebhookOutcome =
   | { status: FulfillmentStatus; creditsAdded: number; reason?: string }
   | { clawedBack: number; restored: number; reason?: string }
+  | { subscription: string | null; creditsGranted: number; revoked: number; ignored?: true; reason?: string }
   | { ignored: true; reason: string };
 
 /**
- * Dispatches a verified event. Refund, dispute and charge events become facts merged into the purchase
- * (in any order); anything not listed is acknowledged and ignored, with the reason.
+ * Dispatches a verified event. Subscription-mode sessions, paid invoices and subscription changes go to the
+ * subscriptions (stripe/subscriptions.ts); refund, dispute and charge events about a payment that paid a
+ * subscription period take it back there, and otherwise become facts merged into the purchase (in any
+ * order); anything not listed is acknowledged and ignored, with the reason.
  */
-export async function handleEvent(purchases: Purchases, event: Stripe.Event): Promise<WebhookOutcome> {
+export async function handleEvent(purchases: Purchases, event: Stripe.Event, subscriptions?: Subscriptions): Promise<WebhookOutcome> {
   const asOf = event.created;
   const payment = (r: PaymentEventResult): WebhookOutcome => ({
     clawedBack: r.clawedBack,
     restored: r.restored,
     ...(r.reason ? { reason: r.reason } : {}),
   });
+  const subscription = (r: SubscriptionEventResult): WebhookOutcome => r;
+  // A payment that paid a subscription period is the subscription's; any other goes to the purchases (which
+  // keep it when no purchase is linked yet).
+  const paymentFact = async (pi: string | { id: string } | null | undefined, fact: StripeFact): Promise<WebhookOutcome> => {
+    const r = subscriptions ? await subscriptions.paymentFact(pi, fact) : null;
+    return r ? subscription(r) : payment(await purchases.paymentFact(pi, fact));
+  };
+  if (subscriptions) {
+    switch (event.type) {
+      case 'checkout.session.completed':
+      case 'checkout.session.expired':
+        if (event.data.object.mode === 'subscription') return subscription(await subscriptions.sessionEvent(event.data.object));
+        break;
+      case 'invoice.paid':
+        return subscription(await subscriptions.invoicePaid(event.data.object));
+      case 'customer.subscription.created':
+      case 'customer.subscription.updated':
+      case 'customer.subscription.deleted':
+        return subscription(await subscriptions.subscriptionEvent(event.data.object, asOf));
+    }
+  }
   const checkout = (r: FulfillmentResult): WebhookOutcome => ({
     status: r.status,
     creditsAdded: r.creditsAdded,
@@ -55,23 +81,21 @@ export async function handleEvent(purchases: Purchases, event: Stripe.Event): Pr
     case 'charge.refunded':
     case 'charge.updated': {
       const charge = event.data.object;
-      return payment(await purchases.paymentFact(charge.payment_intent, { type: 'charge', amountRefunded: charge.amount_refunded, asOf }));
+      return paymentFact(charge.payment_intent, { type: 'charge', amountRefunded: charge.amount_refunded, asOf });
     }
     case 'charge.refund.updated':
     case 'refund.created':
     case 'refund.updated':
     case 'refund.failed': {
       const refund = event.data.object;
-      return payment(
-        await purchases.paymentFact(refund.payment_intent, {
-          type: 'refund',
-          id: refund.id,
-          amount: refund.amount,
-          status: refund.status ?? 'pending',
-          created: refund.created,
-          asOf,
-        }),
-      );
+      return paymentFact(refund.payment_intent, {
+        type: 'refund',
+        id: refund.id,
+        amount: refund.amount,
+        status: refund.status ?? 'pending',
+        created: refund.created,
+        asOf,
+      });
     }
     case 'charge.dispute.created':
     case 'charge.dispute.updated':
@@ -79,9 +103,7 @@ export async function handleEvent(purchases: Purchases, event: Stripe.Event): Pr
     case 'charge.dispute.funds_withdrawn':
     case 'charge.dispute.funds_reinstated': {
       const dispute = event.data.object;
-      return payment(
-        await purchases.paymentFact(dispute.payment_intent, { type: 'dispute', id: dispute.id, amount: dispute.amount, status: dispute.status, asOf }),
-      );
+      return paymentFact(dispute.payment_intent, { type: 'dispute', id: dispute.id, amount: dispute.amount, status: dispute.status, asOf });
     }
     default:
       return { ignored: true, reason: `credit-kit does not act on ${event.type} events` };

@@ -1,0 +1,477 @@
+/**
+ * Subscriptions: Checkout in subscription mode for the app's plans, one allowance grant per paid billing
+ * period, and the subscription's state kept from Stripe's events, whatever their number and order.
+ *
+ * The kit records a subscription when it creates its Checkout Session, under an id of its own (`ref`) that
+ * the session's and the subscription's metadata carry. Every event is matched to that record; an event
+ * about a subscription the kit did not create, or a price that is no plan, is acknowledged and ignored.
+ *
+ * Exactly once: a period's allowance is `grantCredits` under a key of the subscription and the period
+ * (`subscription:<sub>:<periodStart>`), an upgrade's difference under one of the period and the plan, and
+ * a refund or dispute takes a period back with `revokeGrant`, once per grant. Each step is idempotent and
+ * the record's changes are compare-and-sets that merge (never overwrite) what they learn, so a delivery
+ * repeated, reordered or concurrent with another ends the same; a crash between two steps is finished by
+ * Stripe's retry of the delivery, which was not answered 2xx.
+ */
+import { createHash, randomUUID } from 'node:crypto';
+import type Stripe from 'stripe';
+import { ConflictError, CreditsError, InvalidRequestError, NotFoundError, PaymentProviderError, describe } from '../errors';
+import type { GrantOptions, GrantResult } from '../domain/core';
+import { LIVE_STATUSES, newSubscription, type SubscriptionPeriod, type SubscriptionRecord } from '../domain/subscription-record';
+import type { NeutralOptions } from '../options';
+import type { CreditStore } from '../store/types';
+import type { ResolvedPlan } from './plans';
+import type { StripeFact } from './facts';
+import type { Plan, SubscriptionCheckoutCreated, UserPlan } from '../http/subscription-wire';
+
+/** Metadata keys the kit writes on the session and the subscription it creates. */
+export const SUBSCRIPTION_METADATA = { userId: 'credit_kit_user_id', plan: 'credit_kit_plan', ref: 'credit_kit_subscription' } as const;
+
+/** The ledger operations subscriptions use (the credits object's own grantCredits and revokeGrant). */
+export interface SubscriptionLedger {
+  grantCredits(userId: string, amount: number, options: GrantOptions & { rollover?: { max: number; expiresAt?: Date | string } }): Promise<GrantResult>;
+  revokeGrant(userId: string, grantId: string, options?: { reason?: string; key?: string }): Promise<{ revoked: number; balance: number }>;
+}
+
+/** What an event about a subscription did. */
+export interface SubscriptionEventResult {
+  /** The kit's subscription id the event is about, when it is one of the kit's. */
+  subscription: string | null;
+  /** Credits granted by this delivery (0 when granted before). */
+  creditsGranted: number;
+  /** Credits taken back by this delivery (a refunded or disputed period). */
+  revoked: number;
+  /** Set when the event changed nothing, with why. */
+  ignored?: true;
+  reason?: string;
+}
+
+/** The grant id of a period's allowance (grantCredits' id is `grant:<idempotencyKey>`). */
+export const periodKey = (stripeSubscriptionId: string, periodStart: number) => `subscription:${stripeSubscriptionId}:${periodStart}` as const;
+/** An upgrade's difference, once per period (by its end) and plan. */
+export const upgradeKey = (stripeSubscriptionId: string, periodEnd: number, plan: string) => `subscription:${stripeSubscriptionId}:upgrade:${periodEnd}:${plan}` as const;
+const grantIdOfKey = (key: string) => `grant:${key}`;
+
+interface Deps {
+  store: CreditStore;
+  options: NeutralOptions;
+  ledger: SubscriptionLedger;
+}
+
+export class Subscriptions {
+  private priceCache: Promise<Map<string, Pick<Plan, 'amount' | 'currency' | 'interval'>>> | undefined;
+
+  constructor(private readonly deps: Deps) {}
+
+  private get stripe(): Stripe {
+    const { stripe } = this.deps.options;
+    if (!stripe) throw new CreditsError('not_configured', 'Stripe is not configured: pass `stripe` and `webhookSecret` to createCredits.');
+    return stripe;
+  }
+
+  private get plans() {
+    return this.deps.options.plans;
+  }
+
+  /** The plan a request names, or a 400 that lists the known ones (nothing is created). */
+  parseSubscribeBody(body: unknown): ResolvedPlan {
+    if (typeof body !== 'object' || body === null || Array.isArray(body)) {
+      throw new InvalidRequestError('The body must be a JSON object such as {"plan": "pro"}.');
+    }
+    const fields = body as Record<string, unknown>;
+    const extra = Object.keys(fields).find((k) => k !== 'plan');
+    if (extra !== undefined) {
+      throw new InvalidRequestError(`Unknown field "${extra.slice(0, 40)}": send only "plan"; prices and the user are set by the server.`, { field: extra.slice(0, 40) });
+    }
+    const plan = typeof fields.plan === 'string' ? this.plans.byId.get(fields.plan) : undefined;
+    if (!plan) {
+      const known = [...this.plans.byId.keys()];
+      throw new InvalidRequestError(`Unknown plan ${describe(fields.plan)}. ${known.length ? `Known plans: ${known.join(', ')}.` : 'This app offers no plans.'}`, { field: 'plan' });
+    }
+    return plan;
+  }
+
+  /**
+   * POST /credits/subscribe: a Checkout Session in subscription mode for the plan, recorded before its URL is
+   * given out. Refused (409) while the user has a live subscription: changing plans goes through the portal.
+   */
+  async subscribe(userId: string, plan: ResolvedPlan, clientKey: string | undefined): Promise<SubscriptionCheckoutCreated> {
+    const { options } = this.deps;
+    if (!options.publicUrl) throw new CreditsError('not_configured', 'Checkout needs the publicUrl option (or NEXT_PUBLIC_URL) for its return URLs.');
+    const stripe = this.stripe;
+    const mine = await this.deps.store.findSubscriptions({ userId }, 20);
+    const live = mine.find((s) => LIVE_STATUSES.has(s.status));
+    if (live) {
+      throw new ConflictError(
+        `You already subscribe to the ${this.plans.byId.get(live.plan)?.label ?? live.plan} plan: change or cancel it in the billing portal (POST /credits/portal).`,
+        { plan: live.plan },
+      );
+    }
+    // The same click retried (same client key) creates one session and one record.
+    const ref = clientKey
+      ? `sub_ck_${createHash('sha256').update(JSON.stringify([userId, clientKey, plan.id])).digest('hex').slice(0, 32)}`
+      : `sub_ck_${randomUUID().replace(/-/g, '')}`;
+    const metadata = { [SUBSCRIPTION_METADATA.userId]: userId, [SUBSCRIPTION_METADATA.plan]: plan.id, [SUBSCRIPTION_METADATA.ref]: ref };
+    const customer = mine.find((s) => s.customerId)?.customerId ?? undefined;
+    const params: Stripe.Checkout.SessionCreateParams = {
+      mode: 'subscription',
+      line_items: [{ price: plan.price, quantity: 1 }],
+      client_reference_id: userId,
+      metadata,
+      subscription_data: { metadata },
+      success_url: `${options.publicUrl}${options.successPath}`,
+      cancel_url: `${options.publicUrl}${options.cancelPath}`,
+      ...(customer ? { customer } : {}),
+    };
+    let session: Stripe.Checkout.Session;
+    try {
+      session = await stripe.checkout.sessions.create(params, { idempotencyKey: `credit-kit-subscribe-${ref}` });
+    } catch (err) {
+      throw new PaymentProviderError(err);
+    }
+    const record = newSubscription({ id: ref, userId, plan: plan.id, checkoutSessionId: session.id, livemode: session.livemode });
+    if (!(await this.deps.store.insertSubscription(record))) {
+      const existing = await this.deps.store.getSubscription(ref);
+      if (!existing || existing.userId !== userId || existing.plan !== plan.id) {
+        throw new CreditsError('internal', `A different subscription is already recorded as ${ref}.`);
+      }
+    }
+    return { id: session.id, url: session.url, plan: plan.id };
+  }
+
+  /** POST /credits/portal: a Stripe customer portal session for the user's customer. */
+  async portal(userId: string): Promise<{ url: string }> {
+    const mine = await this.deps.store.findSubscriptions({ userId }, 20);
+    const customer = mine.find((s) => s.customerId)?.customerId;
+    if (!customer) throw new NotFoundError('You have no subscription to manage yet: subscribe to a plan first.');
+    try {
+      const session = await this.stripe.billingPortal.sessions.create({ customer, return_url: this.deps.options.publicUrl! });
+      return { url: session.url };
+    } catch (err) {
+      throw new PaymentProviderError(err);
+    }
+  }
+
+  /** The user's live subscription, or `{ plan: null }`. */
+  async getPlan(userId: string): Promise<UserPlan> {
+    const mine = await this.deps.store.findSubscriptions({ userId }, 20);
+    const live = mine.find((s) => LIVE_STATUSES.has(s.status));
+    if (!live) return { plan: null };
+    const plan = this.plans.byId.get(live.plan);
+    return {
+      plan: live.plan,
+      label: plan?.label ?? live.plan,
+      credits: plan?.credits ?? 0,
+      status: live.status,
+      currentPeriod: live.currentPeriod ? { start: iso(live.currentPeriod.start), end: iso(live.currentPeriod.end) } : null,
+      cancelAtPeriodEnd: live.cancelAtPeriodEnd,
+    };
+  }
+
+  /** The app's plans, with each Price's amount and interval from Stripe when it can be read (read once). */
+  async listPlans(): Promise<Plan[]> {
+    const prices = await this.prices();
+    return [...this.plans.byId.values()].map((p) => ({
+      id: p.id,
+      label: p.label,
+      credits: p.credits,
+      price: p.price,
+      rollover: p.rollover,
+      ...(prices.get(p.price) ?? { amount: null, currency: null, interval: null }),
+    }));
+  }
+
+  private prices(): Promise<Map<string, Pick<Plan, 'amount' | 'currency' | 'interval'>>> {
+    const { stripe } = this.deps.options;
+    if (!stripe || this.plans.byId.size === 0) return Promise.resolve(new Map());
+    this.priceCache ??= (async () => {
+      const out = new Map<string, Pick<Plan, 'amount' | 'currency' | 'interval'>>();
+      for (const plan of this.plans.byId.values()) {
+        const price = await stripe.prices.retrieve(plan.price);
+        out.set(plan.price, {
+          amount: price.unit_amount,
+          currency: price.currency,
+          interval: price.recurring ? { unit: price.recurring.interval, count: price.recurring.interval_count } : null,
+        });
+      }
+      return out;
+    })().catch(() => {
+      // Stripe unreachable: the plans are listed without amounts, and read again next time.
+      this.priceCache = undefined;
+      return new Map();
+    });
+    return this.priceCache;
+  }
+
+  /** checkout.session.completed (or expired) for a session in subscription mode. */
+  async sessionEvent(session: Stripe.Checkout.Session): Promise<SubscriptionEventResult> {
+    const ref = session.metadata?.[SUBSCRIPTION_METADATA.ref];
+    const record = ref ? await this.deps.store.getSubscription(ref) : null;
+    if (!record) return ignored(null, 'no subscription checkout with this session was created by this app');
+    const problems: string[] = [];
+    if (record.checkoutSessionId !== session.id) problems.push('the session differs');
+    if (session.metadata?.[SUBSCRIPTION_METADATA.userId] !== record.userId) problems.push('the user differs');
+    if (session.livemode !== record.livemode) problems.push('livemode differs');
+    if (problems.length) return ignored(record.id, `the session does not match what this app created: ${problems.join('; ')}`);
+    const subscriptionId = idOf(session.subscription);
+    const customerId = idOf(session.customer);
+    const expired = session.status === 'expired';
+    await this.update(record, (s) => {
+      const next = { ...s };
+      if (subscriptionId && !s.stripeSubscriptionId) next.stripeSubscriptionId = subscriptionId;
+      if (customerId && !s.customerId) next.customerId = customerId;
+      // A subscription event (stateAsOf > 0) knows better than the session.
+      if (s.stateAsOf === 0 && s.status === 'checkout') next.status = expired ? 'incomplete_expired' : subscriptionId ? 'active' : s.status;
+      return next;
+    });
+    return { subscription: record.id, creditsGranted: 0, revoked: 0 };
+  }
+
+  /** customer.subscription.created / updated / deleted: the newest state wins (by `event.created`). */
+  async subscriptionEvent(sub: Stripe.Subscription, asOf: number): Promise<SubscriptionEventResult> {
+    const record = await this.findRecord(sub.id, sub.metadata);
+    if ('reason' in record) return ignored(null, record.reason);
+    const item = sub.items?.data?.[0];
+    const plan = item ? this.plans.byPrice.get(item.price.id) : undefined;
+    if (item && !plan) return ignored(record.found.id, `the subscription's price ${item.price.id} is not one of the plans`);
+    let stale = false;
+    await this.update(record.found, (s) => {
+      const newer = asOf > s.stateAsOf || (asOf === s.stateAsOf && sub.status === 'canceled' && s.status !== 'canceled');
+      const next = { ...s, stripeSubscriptionId: s.stripeSubscriptionId ?? sub.id, customerId: s.customerId ?? idOf(sub.customer) };
+      if (!newer) {
+        stale = true;
+        return next;
+      }
+      return {
+        ...next,
+        status: sub.status,
+        plan: plan?.id ?? s.plan,
+        currentPeriod: item ? { start: item.current_period_start, end: item.current_period_end } : s.currentPeriod,
+        cancelAtPeriodEnd: sub.cancel_at_period_end === true,
+        endedAt: sub.ended_at ?? (sub.status === 'canceled' ? (sub.canceled_at ?? asOf) : null),
+        stateAsOf: asOf,
+      };
+    });
+    return stale ? ignored(record.found.id, 'an event newer than this one has been applied') : { subscription: record.found.id, creditsGranted: 0, revoked: 0 };
+  }
+
+  /**
+   * invoice.paid: the period's allowance (or an upgrade's difference), exactly once per period and plan.
+   * Purchased credits are never touched: a grant only adds its own.
+   */
+  async invoicePaid(invoice: Stripe.Invoice): Promise<SubscriptionEventResult> {
+    const details = invoice.parent?.subscription_details;
+    const subscriptionId = idOf(details?.subscription);
+    if (!subscriptionId) return ignored(null, 'the invoice is not for a subscription');
+    const found = await this.findRecord(subscriptionId, details?.metadata ?? null);
+    if ('reason' in found) return ignored(null, found.reason);
+    const record = found.found;
+    if (invoice.livemode !== record.livemode) return ignored(record.id, 'livemode differs from the subscription the app created');
+
+    const lines = (invoice.lines?.data ?? []).flatMap((line) => {
+      const price = idOf(line.pricing?.price_details?.price);
+      const plan = price ? this.plans.byPrice.get(price) : undefined;
+      return plan ? [{ plan, amount: line.amount, period: line.period }] : [];
+    });
+    if (lines.length === 0) return ignored(record.id, 'no line of the invoice is for a price in `plans`');
+
+    let grant: { key: string; plan: ResolvedPlan; credits: number; period: { start: number; end: number }; why: string };
+    if (invoice.billing_reason === 'subscription_update') {
+      // A plan change mid-period. Upgrade: the new plan's extra credits for the rest of the period, once per
+      // period and plan. Downgrade: nothing now; the next period's invoice grants the new plan.
+      const to = lines.find((l) => l.amount > 0);
+      const from = lines.find((l) => l.amount < 0);
+      if (!to || !from || to.plan.credits <= from.plan.credits) {
+        return ignored(record.id, 'a plan change that is not an upgrade applies from the next period');
+      }
+      grant = {
+        key: upgradeKey(subscriptionId, to.period.end, to.plan.id),
+        plan: to.plan,
+        credits: to.plan.credits - from.plan.credits,
+        period: to.period,
+        why: `Upgraded to ${to.plan.label}: ${to.plan.credits - from.plan.credits} more this period`,
+      };
+    } else {
+      const line = lines.find((l) => l.amount >= 0) ?? lines[0]!;
+      grant = { key: periodKey(subscriptionId, line.period.start), plan: line.plan, credits: line.plan.credits, period: line.period, why: `${line.plan.label} plan` };
+    }
+    if (record.endedAt !== null && grant.period.start >= record.endedAt) {
+      return ignored(record.id, 'the subscription was cancelled before this period began');
+    }
+
+    const paymentIntents = await this.paymentIntentsOf(invoice);
+    const { period, plan } = grant;
+    const length = period.end - period.start;
+    let granted: GrantResult;
+    try {
+      granted = await this.deps.ledger.grantCredits(record.userId, grant.credits, {
+        idempotencyKey: grant.key,
+        source: 'subscription',
+        expiresAt: new Date(period.end * 1000),
+        priority: plan.priority,
+        reason: grant.why,
+        ...(plan.rollover ? { rollover: { max: plan.rollover.max, expiresAt: new Date((period.end + length) * 1000) } } : {}),
+      });
+    } catch (err) {
+      // Delivered after the period ended, and never granted before: nothing is left to grant.
+      if (err instanceof InvalidRequestError && /expiresAt must be in the future/.test(err.message)) {
+        return ignored(record.id, 'the period ended before its paid invoice was delivered');
+      }
+      throw err;
+    }
+
+    const grantId = grantIdOfKey(grant.key);
+    const after = await this.update(record, (s) => {
+      const periods = [...s.periods];
+      const i = periods.findIndex((p) => p.end === period.end);
+      const base: SubscriptionPeriod = i >= 0 ? periods[i]! : { start: period.start, end: period.end, grants: [], paymentIntentIds: [], revokedAt: null };
+      const p: SubscriptionPeriod = {
+        ...base,
+        // The allowance's line names the period's true start; an upgrade's line starts mid-period.
+        start: invoice.billing_reason === 'subscription_update' ? base.start : period.start,
+        grants: base.grants.some((g) => g.id === grantId) ? base.grants : [...base.grants, { id: grantId, plan: plan.id, credits: grant.credits, invoiceId: invoice.id }],
+        paymentIntentIds: [...new Set([...base.paymentIntentIds, ...paymentIntents])],
+      };
+      if (i >= 0) periods[i] = p;
+      else periods.push(p);
+      const next: SubscriptionRecord = {
+        ...s,
+        periods: periods.sort((a, b) => a.end - b.end).slice(-24),
+        stripeSubscriptionId: s.stripeSubscriptionId ?? subscriptionId,
+        customerId: s.customerId ?? idOf(invoice.customer),
+      };
+      if (s.stateAsOf === 0) {
+        // No subscription event yet: the paid invoice says as much as the session would.
+        if (s.status === 'checkout') next.status = 'active';
+        if (!s.currentPeriod || s.currentPeriod.end < period.end) next.currentPeriod = { start: p.start, end: p.end };
+      }
+      return next;
+    });
+
+    // A refund or dispute delivered before this payment was linked was kept: apply it now.
+    let revoked = 0;
+    const thisPeriod = after.periods.find((p) => p.end === period.end);
+    if (thisPeriod?.revokedAt) revoked += await this.revokePeriod(after, period.end);
+    else {
+      for (const pi of paymentIntents) {
+        const kept = (await this.deps.store.paymentFacts(pi)).map((f) => JSON.parse(f) as StripeFact);
+        if (kept.some(takesBack)) {
+          revoked += await this.revokePeriod(after, period.end);
+          break;
+        }
+      }
+    }
+    return { subscription: record.id, creditsGranted: granted.granted ? grant.credits : 0, revoked };
+  }
+
+  /**
+   * A refund, dispute or charge event: when its payment intent paid a subscription period, a refund or a
+   * dispute takes that period's unspent allowance back (once); null when no period is linked to it (the
+   * caller keeps it, and invoicePaid applies it when the payment is linked).
+   */
+  async paymentFact(paymentIntent: string | { id: string } | null | undefined, fact: StripeFact): Promise<SubscriptionEventResult | null> {
+    const pi = idOf(paymentIntent);
+    if (!pi) return null;
+    let [record] = await this.deps.store.findSubscriptions({ paymentIntentId: pi }, 1);
+    if (!record && (await this.deps.store.findPurchaseByPaymentIntent(pi))) return null; // a purchase's
+    if (!record) {
+      // Kept, then looked up again: an invoice.paid linking the payment meanwhile reads what was kept.
+      await this.deps.store.addPaymentFacts(pi, [JSON.stringify(fact)]);
+      [record] = await this.deps.store.findSubscriptions({ paymentIntentId: pi }, 1);
+      if (!record) return null;
+    }
+    const period = record.periods.find((p) => p.paymentIntentIds.includes(pi))!;
+    if (!takesBack(fact)) return { subscription: record.id, creditsGranted: 0, revoked: 0, reason: 'nothing was refunded or disputed' };
+    return { subscription: record.id, creditsGranted: 0, revoked: await this.revokePeriod(record, period.end) };
+  }
+
+  /** The credits object's getSubscription(userId). */
+  async getSubscription(userId: string): Promise<UserPlan> {
+    return this.getPlan(userId);
+  }
+
+  /** Marks the period taken back, then takes each of its grants' unspent rest, once per grant. */
+  private async revokePeriod(record: SubscriptionRecord, periodEnd: number): Promise<number> {
+    const after = await this.update(record, (s) => ({
+      ...s,
+      periods: s.periods.map((p) => (p.end === periodEnd && !p.revokedAt ? { ...p, revokedAt: new Date() } : p)),
+    }));
+    const period = after.periods.find((p) => p.end === periodEnd);
+    let revoked = 0;
+    for (const g of period?.grants ?? []) {
+      const r = await this.deps.ledger.revokeGrant(after.userId, g.id, { reason: 'Subscription payment refunded or disputed', key: `subscription-revoke:${g.id}` });
+      revoked += r.revoked;
+    }
+    return revoked;
+  }
+
+  /** The payment intents that paid an invoice: from its `payments` when the event carries them, else from Stripe. */
+  private async paymentIntentsOf(invoice: Stripe.Invoice): Promise<string[]> {
+    if (invoice.amount_paid === 0) return [];
+    let payments = invoice.payments?.data;
+    if (!payments) {
+      try {
+        payments = (await this.stripe.invoicePayments.list({ invoice: invoice.id, status: 'paid', limit: 10 })).data;
+      } catch (err) {
+        throw new PaymentProviderError(err);
+      }
+    }
+    return payments.flatMap((p) => {
+      const pi = idOf(p.payment.payment_intent);
+      return pi && p.status === 'paid' ? [pi] : [];
+    });
+  }
+
+  /** The kit's record of a subscription: by the kit's id in its metadata, else by the Stripe id once linked. */
+  private async findRecord(stripeSubscriptionId: string, metadata: Stripe.Metadata | null): Promise<{ found: SubscriptionRecord } | { reason: string }> {
+    const ref = metadata?.[SUBSCRIPTION_METADATA.ref];
+    if (ref) {
+      const record = await this.deps.store.getSubscription(ref);
+      if (!record) return { reason: 'no subscription with this id was created by this app' };
+      if (metadata?.[SUBSCRIPTION_METADATA.userId] !== record.userId) return { reason: 'the subscription does not match what this app created: the user differs' };
+      if (record.stripeSubscriptionId && record.stripeSubscriptionId !== stripeSubscriptionId) {
+        return { reason: 'the subscription does not match what this app created: another Stripe subscription is linked' };
+      }
+      return { found: record };
+    }
+    const [record] = await this.deps.store.findSubscriptions({ stripeSubscriptionId }, 1);
+    return record ? { found: record } : { reason: 'this subscription was not created by this app' };
+  }
+
+  /** A compare-and-set change of the record, retried on a concurrent change; the record as written. */
+  private async update(from: SubscriptionRecord, change: (s: SubscriptionRecord) => SubscriptionRecord): Promise<SubscriptionRecord> {
+    const { store } = this.deps;
+    for (let read: SubscriptionRecord | null = from; ; read = null) {
+      const current = read ?? (await store.getSubscription(from.id));
+      if (!current) throw new NotFoundError(`No subscription ${from.id}.`);
+      const next = change(current);
+      if (JSON.stringify(next) === JSON.stringify(current)) return current;
+      const written = { ...next, version: current.version + 1, updatedAt: new Date() };
+      if (await store.replaceSubscription(written)) return written;
+    }
+  }
+}
+
+/** A refund that returned money, or a dispute not decided for the merchant, takes the period back. */
+function takesBack(fact: StripeFact): boolean {
+  switch (fact.type) {
+    case 'charge':
+      return fact.amountRefunded > 0;
+    case 'refund':
+      return fact.amount > 0 && fact.status !== 'failed' && fact.status !== 'canceled';
+    case 'dispute':
+      return fact.status !== 'won' && fact.status !== 'warning_closed';
+  }
+}
+
+function ignored(subscription: string | null, reason: string): SubscriptionEventResult {
+  return { subscription, creditsGranted: 0, revoked: 0, ignored: true, reason };
+}
+
+function idOf(value: string | { id: string } | null | undefined): string | null {
+  return typeof value === 'string' ? value : (value?.id ?? null);
+}
+
+function iso(seconds: number): string {
+  return new Date(seconds * 1000).toISOString();
+}
