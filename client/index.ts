@@ -19,6 +19,24 @@ export {
   type UseCheckoutReturnResult,
 } from './hooks/use-checkout-return';
 export { useCreditHistory, type UseCreditHistoryResult } from './hooks/use-credit-history';
+export {
+  usePlans,
+  usePlan,
+  useSubscribe,
+  useBillingPortal,
+  type UsePlansResult,
+  type UsePlanResult,
+  type RedirectOptions,
+  type UseRedirectResult,
+} from './hooks/use-plans';
+export {
+  PlanPicker,
+  SubscribeButton,
+  ManageBillingButton,
+  type PlanPickerProps,
+  type SubscribeButtonProps,
+  type ManageBillingButtonProps,
+} from './components/PlanPicker/PlanPicker';
 export { BalanceBadge, type BalanceBadgeProps } from './components/BalanceBadge/BalanceBadge';
 export { BuyCreditsButton, type BuyCreditsButtonProps } from './components/BuyCreditsButton/BuyCreditsButton';
 export { BuyCreditsForm, type BuyCreditsFormProps } from './components/BuyCreditsForm/BuyCreditsForm';
@@ -48,6 +66,9 @@ export type {
   EmbeddedCheckoutSession,
   CheckoutSessionStatus,
   CheckoutSessionResult,
+  Plan,
+  PlanList,
+  UserPlan,
   CreditsErrorCode,
   TransactionRef,
   InsufficientCredits as InsufficientCreditsState,

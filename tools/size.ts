@@ -7,8 +7,12 @@ import { gzipSync } from 'node:zlib';
 import { join } from 'node:path';
 import { buildSync } from 'esbuild';
 
-/** 6.25 KiB: raised from 6 KiB when the balance headers (use-credits-fetch) and the grants breakdown (useBalanceDetails, BalanceBadge showExpiry) came in. */
-export const CLIENT_BUDGET_BYTES = 6400;
+/**
+ * About 7 KiB: raised from 6 KiB when the balance headers (use-credits-fetch) and the grants breakdown
+ * (useBalanceDetails, BalanceBadge showExpiry) came in, then from 6,400 B when subscriptions did (usePlans,
+ * usePlan, useSubscribe, useBillingPortal, PlanPicker, SubscribeButton, ManageBillingButton: about 1 KB).
+ */
+export const CLIENT_BUDGET_BYTES = 7200;
 const ENTRY = join(__dirname, '..', 'client', 'index.ts');
 
 export function clientBundleSize(): { minified: number; gzipped: number } {

@@ -26,6 +26,11 @@ export type {
   PricingBundle,
   PricingCost,
   TransactionPage,
+  Plan,
+  PlanList,
+  UserPlan,
+  SubscriptionCheckoutCreated,
+  BillingPortalSession,
 } from '../../server/http/wire';
 
 /** The kinds of ledger entry, as the server names them. */

@@ -68,10 +68,12 @@ async function main(): Promise<void> {
     publicUrl: 'http://localhost:3000',
     pricing: { bundles: [{ id: 'starter', credits: 100, price: 900, name: 'Starter pack' }] },
     costs: { summarize: { credits: 5, label: 'Summarize' }, chat: { metered: true, reserve: 20, label: 'Chat' } },
+    plans: { pro: { price: 'price_pro', credits: 1000, label: 'Pro', rollover: { max: 200 } }, team: { price: 'price_team', credits: 5000, label: 'Team' } },
   });
   await credits.init();
 
   const checkoutPosts = new Map<string, number>();
+  let port = 0;
   const app = express();
   app.use(cors);
   app.post('/api/stripe/checkout/credits', (req, _res, next) => {
@@ -109,13 +111,38 @@ async function main(): Promise<void> {
     const { outcome } = req.body as { outcome?: 'paid' | 'processing' };
     res.status(payments.complete(req.params.id, outcome ?? 'paid') ? 204 : 404).end();
   });
+  // What Stripe sends once the customer has paid a subscription checkout: the session's completion and the
+  // first invoice, signed as Stripe signs them, delivered to the kit's own webhook.
+  app.post('/test/subscribed', express.json(), async (req, res) => {
+    const { user } = req.body as { user: string };
+    const [record] = await credits.store.findSubscriptions({ userId: user }, 1);
+    if (!record) return void res.status(404).end();
+    const subscription = `sub_${randomUUID().replace(/-/g, '').slice(0, 20)}`;
+    const customer = `cus_${randomUUID().replace(/-/g, '').slice(0, 20)}`;
+    const metadata = { credit_kit_user_id: user, credit_kit_plan: record.plan, credit_kit_subscription: record.id };
+    const start = Math.floor(Date.now() / 1000);
+    const send = async (type: string, object: unknown) => {
+      const payload = JSON.stringify({ id: `evt_${randomUUID()}`, object: 'event', created: start, livemode: false, type, data: { object } });
+      const signature = stripe.webhooks.generateTestHeaderString({ payload, secret: 'whsec_test' });
+      const r = await fetch(`http://127.0.0.1:${port}/api/stripe/webhook`, { method: 'POST', headers: { 'content-type': 'application/json', 'stripe-signature': signature }, body: payload });
+      if (!r.ok) throw new Error(`webhook answered ${r.status}`);
+    };
+    await send('checkout.session.completed', { id: record.checkoutSessionId, object: 'checkout.session', mode: 'subscription', livemode: false, status: 'complete', payment_status: 'paid', customer, subscription, metadata });
+    const price = record.plan === 'team' ? 'price_team' : 'price_pro';
+    await send('invoice.paid', {
+      id: `in_${randomUUID().slice(0, 8)}`, object: 'invoice', livemode: false, customer, amount_paid: 0, billing_reason: 'subscription_create',
+      parent: { type: 'subscription_details', subscription_details: { subscription, metadata } },
+      lines: { object: 'list', data: [{ amount: 0, period: { start, end: start + 30 * 86_400 }, pricing: { price_details: { price } } }] },
+    });
+    res.status(204).end();
+  });
   app.use('/test/broken', (_req, res) => {
     res.status(500).json({ error: { code: 'internal', message: 'The server failed on purpose.' } });
   });
 
   const server = app.listen(0, '127.0.0.1');
   await new Promise<void>((resolve) => server.once('listening', resolve));
-  const { port } = server.address() as AddressInfo;
+  port = (server.address() as AddressInfo).port;
   process.stdout.write(`LISTENING http://127.0.0.1:${port}\n`);
 
   const stop = async () => {

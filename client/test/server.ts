@@ -16,6 +16,8 @@ export interface TestServer {
   pay(sessionId: string, outcome?: 'paid' | 'processing'): Promise<void>;
   /** Creates a Checkout Session for this user through the kit's route; returns its id. */
   createSession(user: string, quantity?: number): Promise<string>;
+  /** Delivers, signed, what Stripe sends once the user's subscription checkout is paid (completion and first invoice). */
+  subscribed(user: string): Promise<void>;
   /** How many checkout POSTs reached the server for this user. */
   checkoutPosts(user: string): Promise<number>;
   close(): Promise<void>;
@@ -82,6 +84,10 @@ export async function startTestServer(): Promise<TestServer> {
         body: JSON.stringify({ quantity }),
       });
       return (await json<{ id: string }>(res)).id;
+    },
+    async subscribed(user) {
+      const res = await fetch(`${url}/test/subscribed`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ user }) });
+      if (res.status !== 204) throw new Error(`/test/subscribed answered ${res.status}`);
     },
     async checkoutPosts(user) {
       return (await json<{ count: number }>(await fetch(`${url}/test/checkout-posts?user=${encodeURIComponent(user)}`))).count;
