@@ -15,6 +15,7 @@ import {
   type AnalysisResult,
   type DemoInfo,
   type DemoUser,
+  type MonthPassed,
   type SummaryResult,
 } from './shared';
 
@@ -28,6 +29,8 @@ export interface DemoAppOptions {
   info: DemoInfo;
   /** The Stripe simulator's checkout pages, when the demo runs without Stripe keys. */
   simulatorPages?: Router;
+  /** The simulator's clock: a month passes for a user's subscription (the next invoice, or its end). */
+  simulateMonth?: (userId: string) => Promise<{ now: Date; outcome: MonthPassed['outcome'] }>;
   secureCookies: boolean;
   log: (line: string) => void;
 }
@@ -139,6 +142,24 @@ export function createDemoApp(options: DemoAppOptions): Express {
     const body: AnalysisResult = { ...result, reserved: ANALYSIS_RESERVE, charged: settled.charged, balance: settled.balance };
     res.json(body);
   }));
+
+  // The simulated clock: a month passes for the signed-in user's plan. The simulator invoices the next period
+  // (or ends a cancelled plan), then the kit's expiry sweep runs at the simulated time: the last period's
+  // unspent allowance expires, up to the plan's rollover cap is kept for one more period.
+  app.post('/demo/month-passes', jsonOnly, async (req, res, next) => {
+    const user = currentUser(req);
+    if (!user) return void res.status(401).json(jsonError('unauthenticated', 'Sign in first.'));
+    if (!options.simulateMonth) return void res.status(404).json(jsonError('not_simulated', 'Months pass by themselves in Stripe test mode.'));
+    try {
+      const { now, outcome } = await options.simulateMonth(user.id);
+      const report = await credits.expireGrants({ now, userId: user.id });
+      log(`${user.id}: a month passes (simulated clock ${now.toISOString().slice(0, 10)}): ${outcome}, ${report.creditsExpired} credits expired`);
+      const body: MonthPassed = { now: now.toISOString(), outcome, creditsExpired: report.creditsExpired };
+      res.json(body);
+    } catch (err) {
+      next(err);
+    }
+  });
 
   app.get('/demo/info', (_req, res) => {
     res.json(options.info);

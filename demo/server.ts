@@ -4,6 +4,7 @@
  *   MONGODB_URI unset      → the embedded MongoDB-compatible server, data in demo/.data/mongo (kept)
  *   STRIPE_SECRET_KEY unset → the demo's Stripe Checkout simulator (demo/stripe-simulator.ts)
  *   STRIPE_SECRET_KEY and STRIPE_WEBHOOK_SECRET set → Stripe's test mode (`stripe listen` forwards events)
+ *   DEMO_PLAN_PRICE_ID      → in test mode, a recurring Price of yours for the demo's plan (the simulator has its own)
  *   PORT (3000), DEMO_PUBLIC_URL (http://localhost:PORT), DEMO_DATA_DIR (demo/.data)
  *
  * The demo's infrastructure (the embedded database) comes from tools/; the credits come from
@@ -21,7 +22,7 @@ import { startEmbeddedMongo, type EmbeddedMongo } from '../tools/embedded';
 import { createDemoApp, currentUser } from './app';
 import { buildPage } from './build-page';
 import { keptSessionSecret } from './session-secret';
-import { ANALYSIS_RESERVE, BUNDLES, SUMMARY_COST, WORDS_PER_CREDIT, type DemoInfo } from './shared';
+import { ANALYSIS_RESERVE, BUNDLES, PLAN, SUMMARY_COST, WORDS_PER_CREDIT, type DemoInfo } from './shared';
 import { startStripeSimulator, type StripeSimulator } from './stripe-simulator';
 
 const log = (line: string) => console.log(`[demo] ${line}`);
@@ -98,7 +99,14 @@ async function main(): Promise<void> {
   } else {
     const secretKey = `sk_test_simulator_${randomBytes(12).toString('hex')}`;
     webhookSecret = `whsec_simulator_${randomBytes(16).toString('hex')}`;
-    simulator = await startStripeSimulator({ secretKey, webhookSecret, webhookUrl, checkoutUrl: `${publicUrl}/simulated-checkout`, log: simLog });
+    simulator = await startStripeSimulator({
+      secretKey,
+      webhookSecret,
+      webhookUrl,
+      checkoutUrl: `${publicUrl}/simulated-checkout`,
+      prices: { [PLAN.simulatorPrice]: { name: PLAN.label, unitAmount: PLAN.amount, currency: 'usd' } },
+      log: simLog,
+    });
     // The kit's Stripe client, pointed at the simulator instead of api.stripe.com.
     stripe = new Stripe(secretKey, { ...simulator.clientOptions, maxNetworkRetries: 1 });
     log(
@@ -109,6 +117,7 @@ async function main(): Promise<void> {
   }
 
   // ---- the kit ----------------------------------------------------------------------------------------
+  const planPrice = simulator ? PLAN.simulatorPrice : env.DEMO_PLAN_PRICE_ID || undefined;
   const credits: Credits = createCredits({
     connection,
     getUserId: (req) => currentUser(req)?.id ?? null,
@@ -116,6 +125,7 @@ async function main(): Promise<void> {
     webhookSecret,
     publicUrl,
     pricing: { creditPriceCents: 10, bundles: BUNDLES.map((b) => ({ ...b })) },
+    ...(planPrice ? { plans: { [PLAN.id]: { price: planPrice, credits: PLAN.credits, label: PLAN.label, rollover: { ...PLAN.rollover } } } } : {}),
     onWebhook: (r) => logWebhook(r, () => credits),
   });
   await credits.init();
@@ -126,6 +136,7 @@ async function main(): Promise<void> {
 
   const info: DemoInfo = {
     stripe: simulator ? 'simulator' : 'test-mode',
+    plans: planPrice !== undefined,
     database: mongo ? 'embedded' : 'external',
     summaryCost: SUMMARY_COST,
     analysisReserve: ANALYSIS_RESERVE,
@@ -136,7 +147,7 @@ async function main(): Promise<void> {
     sessionSecret: keptSessionSecret(dataDir, env.DEMO_SESSION_SECRET),
     page,
     info,
-    ...(simulator ? { simulatorPages: simulator.pages } : {}),
+    ...(simulator ? { simulatorPages: simulator.pages, simulateMonth: (userId: string) => simulator!.advanceMonth(userId) } : {}),
     secureCookies: publicUrl.startsWith('https:'),
     log,
   });
@@ -209,7 +220,9 @@ function logWebhook(r: WebhookReport, kit: () => Credits): void {
       ? `${outcome.status}, ${outcome.creditsAdded} credits added`
       : 'clawedBack' in outcome
         ? `${outcome.clawedBack} credits taken back, ${outcome.restored} given back`
-        : 'ignored';
+        : 'creditsGranted' in outcome && !outcome.ignored
+          ? `subscription ${outcome.subscription ?? ''}: ${outcome.creditsGranted} credits granted, ${outcome.revoked} taken back`
+          : 'ignored';
   log(`webhook ${what} → 200 verified and handled: ${did}${outcome.reason ? ` (${outcome.reason})` : ''}`);
   // The purchase the kit recorded says whose it is; the balance it leads to follows.
   if ('creditsAdded' in outcome && objectId && outcome.status !== 'ignored') {

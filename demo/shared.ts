@@ -45,9 +45,24 @@ export const SAMPLE_TEXT =
   'People buy credits in bundles through Stripe Checkout, and a webhook adds them to the balance exactly once. ' +
   'The ledger records every purchase, charge and refund, so the history always adds up to the balance.';
 
+/**
+ * The demo's plan: a Stripe Price (the simulator's own, or DEMO_PLAN_PRICE_ID in test mode), 500 credits
+ * every period, up to 100 of them rolling over into the next.
+ */
+export const PLAN = { id: 'pro', label: 'Pro plan', credits: 500, rollover: { max: 100 }, simulatorPrice: 'price_sim_pro_monthly', amount: 1900 } as const;
+
+/** What POST /demo/month-passes answers: the simulated clock after a month, and what it did. */
+export interface MonthPassed {
+  now: string;
+  outcome: 'renewed' | 'ended' | 'none';
+  creditsExpired: number;
+}
+
 /** What GET /demo/info answers: how this demo is running, for the page's footer. */
 export interface DemoInfo {
   stripe: 'simulator' | 'test-mode';
+  /** A plan is offered (always with the simulator; in test mode with DEMO_PLAN_PRICE_ID). */
+  plans: boolean;
   database: 'embedded' | 'external';
   summaryCost: number;
   analysisReserve: number;

@@ -9,6 +9,13 @@
  * - Pay delivers a `checkout.session.completed` event, signed with the webhook secret, to the app's webhook
  *   route over HTTP, as Stripe does (retrying a failed delivery), then redirects to the success URL.
  *
+ * - Subscriptions: a session in `mode=subscription` for one of the `prices` the demo names; paying it starts a
+ *   subscription (a customer, a 30-day period) and delivers `checkout.session.completed`, `invoice.paid` and
+ *   `customer.subscription.created`. `advanceMonth(userId)` is the demo's simulated clock: the period ends,
+ *   and the next one is invoiced (`invoice.paid`, `customer.subscription.updated`) or, when it was
+ *   cancelled at the period's end, the subscription ends (`customer.subscription.deleted`). The customer
+ *   portal (POST /v1/billing_portal/sessions) is a page with a cancel button.
+ *
  * Sessions live in memory: they are gone after a restart, while the credits they bought stay in the database.
  */
 import { createHash, randomBytes } from 'node:crypto';
@@ -26,7 +33,17 @@ export interface StripeSimulatorOptions {
   webhookUrl: string;
   /** Public address of `pages`, without a trailing slash: sessions' `url` is `${checkoutUrl}/${id}`. */
   checkoutUrl: string;
+  /** Recurring prices the demo's plans name: `price_…` → what the page shows and the invoice charges. */
+  prices?: Record<string, { name: string; unitAmount: number; currency: string }>;
   log: (line: string) => void;
+}
+
+/** What a simulated month did to a user's subscription. */
+export interface SimulatedMonth {
+  /** The simulated clock after it: the new period's first second (or the end, when it ended). */
+  now: Date;
+  /** `renewed` (the next period is invoiced and paid), `ended` (it was cancelled at the period's end), or `none`. */
+  outcome: 'renewed' | 'ended' | 'none';
 }
 
 export interface StripeSimulator {
@@ -34,7 +51,22 @@ export interface StripeSimulator {
   clientOptions: { host: string; port: number; protocol: 'http' };
   /** The simulated hosted checkout pages; mount them where `checkoutUrl` points. */
   pages: Router;
+  /** A month passes for this user's subscription (see above). */
+  advanceMonth(userId: string): Promise<SimulatedMonth>;
   close(): Promise<void>;
+}
+
+/** A subscription as the simulator keeps it: what its events carry. */
+interface SimSubscription {
+  id: string;
+  customer: string;
+  price: string;
+  status: 'active' | 'canceled';
+  metadata: Record<string, string>;
+  start: number;
+  end: number;
+  cancelAtPeriodEnd: boolean;
+  endedAt: number | null;
 }
 
 interface LineItem {
@@ -49,7 +81,7 @@ interface LineItem {
 interface SimSession {
   id: string;
   object: 'checkout.session';
-  mode: 'payment';
+  mode: 'payment' | 'subscription';
   ui_mode: 'hosted';
   status: 'open' | 'complete' | 'expired';
   payment_status: 'unpaid' | 'paid';
@@ -60,6 +92,8 @@ interface SimSession {
   customer_email: string | null;
   metadata: Record<string, string>;
   payment_intent: string | null;
+  subscription: string | null;
+  customer: string | null;
   client_secret: null;
   url: string | null;
   success_url: string;
@@ -74,6 +108,8 @@ interface Stored {
   lineItems: LineItem[];
   /** The last declined attempt, shown on the page. */
   declined: boolean;
+  /** A subscription checkout: the price, and the metadata the subscription gets. */
+  subscription?: { price: string; metadata: Record<string, string> };
 }
 
 /** A Stripe API error: `{ error: { type, code, message, param } }` with an HTTP status. */
@@ -100,7 +136,12 @@ const KNOWN_PARAMS = new Set([
   'payment_intent_data',
   'ui_mode',
   'expand',
+  'subscription_data',
+  'customer',
 ]);
+
+/** The simulated month: 30 days. */
+const PERIOD_SECONDS = 30 * 86_400;
 
 const id = (prefix: string) => `${prefix}_${randomBytes(12).toString('hex')}`;
 const now = () => Math.floor(Date.now() / 1000);
@@ -111,6 +152,8 @@ export async function startStripeSimulator(options: StripeSimulatorOptions): Pro
   /** Stripe answers a repeated Idempotency-Key with the first answer (and refuses other parameters). */
   const idempotent = new Map<string, { paramsHash: string; sessionId: string }>();
   const retries = new Set<NodeJS.Timeout>();
+  const subscriptions = new Map<string, SimSubscription>();
+  const portals = new Map<string, { customer: string; returnUrl: string }>();
   // Only for signing events (generateTestHeaderString); this client never makes a request.
   const signer = new Stripe(options.secretKey);
 
@@ -141,7 +184,8 @@ export async function startStripeSimulator(options: StripeSimulatorOptions): Pro
         throw new ApiError(400, `Received unknown parameter: ${key} (the demo's Stripe simulator implements the parameters credit-kit sends).`, 'parameter_unknown', key);
       }
     }
-    if (text(params, 'mode') !== 'payment') throw new ApiError(400, 'The simulator supports mode=payment only.', 'parameter_invalid_string', 'mode');
+    const mode = text(params, 'mode');
+    if (mode !== 'payment' && mode !== 'subscription') throw new ApiError(400, 'The simulator supports mode=payment and mode=subscription.', 'parameter_invalid_string', 'mode');
     const uiMode = text(params, 'ui_mode') ?? 'hosted';
     if (uiMode !== 'hosted' && uiMode !== 'hosted_page') {
       throw new ApiError(400, `The demo's Stripe simulator serves hosted Checkout only, not ui_mode=${uiMode}; set STRIPE_SECRET_KEY to use Stripe's test mode.`, 'parameter_invalid_string', 'ui_mode');
@@ -151,6 +195,15 @@ export async function startStripeSimulator(options: StripeSimulatorOptions): Pro
 
     const items = list(params, 'line_items');
     if (items.length === 0) throw new ApiError(400, 'line_items must contain at least one item.', 'parameter_missing', 'line_items');
+    let subscription: Stored['subscription'];
+    if (mode === 'subscription') {
+      const price = items.length === 1 ? text(items[0]!, 'price') : undefined;
+      const known = price ? options.prices?.[price] : undefined;
+      if (!price || !known) throw new ApiError(400, `No such price: '${price ?? ''}' (the simulator knows ${Object.keys(options.prices ?? {}).join(', ') || 'none'}).`, 'resource_missing', 'line_items[0][price]');
+      const data = params.subscription_data;
+      subscription = { price, metadata: typeof data === 'object' ? strings(data, 'metadata') : {} };
+      items[0] = { price_data: { currency: known.currency, unit_amount: String(known.unitAmount), product_data: { name: known.name, description: 'Billed every 30 days (simulated)' } }, quantity: '1' };
+    }
     const lineItems = items.map((item, i): LineItem => {
       const at = `line_items[${i}]`;
       if (text(item, 'price') !== undefined) throw new ApiError(400, 'The simulator supports price_data, not Price ids.', 'parameter_invalid_string', `${at}[price]`);
@@ -178,7 +231,7 @@ export async function startStripeSimulator(options: StripeSimulatorOptions): Pro
     const session: SimSession = {
       id: sessionId,
       object: 'checkout.session',
-      mode: 'payment',
+      mode: mode,
       ui_mode: 'hosted',
       status: 'open',
       payment_status: 'unpaid',
@@ -189,6 +242,8 @@ export async function startStripeSimulator(options: StripeSimulatorOptions): Pro
       customer_email: text(params, 'customer_email') ?? null,
       metadata: strings(params, 'metadata'),
       payment_intent: null,
+      subscription: null,
+      customer: text(params, 'customer') ?? null,
       client_secret: null,
       url: `${options.checkoutUrl}/${sessionId}`,
       success_url: success,
@@ -197,7 +252,7 @@ export async function startStripeSimulator(options: StripeSimulatorOptions): Pro
       expires_at: created + 24 * 60 * 60,
       livemode: false,
     };
-    const stored: Stored = { session, lineItems, declined: false };
+    const stored: Stored = { session, lineItems, declined: false, ...(subscription ? { subscription } : {}) };
     sessions.set(sessionId, stored);
     if (idempotencyKey) idempotent.set(idempotencyKey, { paramsHash, sessionId });
     return { stored, replayed: false };
@@ -228,6 +283,23 @@ export async function startStripeSimulator(options: StripeSimulatorOptions): Pro
       sendJson(res, 200, s, replayed ? { 'idempotent-replayed': 'true' } : {});
       return;
     }
+    const price = /^\/v1\/prices\/([^/]+)$/.exec(path);
+    if (req.method === 'GET' && price) {
+      const known = options.prices?.[decodeURIComponent(price[1]!)];
+      if (!known) throw new ApiError(404, `No such price: '${price[1]}'`, 'resource_missing', 'id');
+      sendJson(res, 200, { id: decodeURIComponent(price[1]!), object: 'price', active: true, currency: known.currency, unit_amount: known.unitAmount, type: 'recurring', recurring: { interval: 'day', interval_count: 30, usage_type: 'licensed' }, livemode: false });
+      return;
+    }
+    if (req.method === 'POST' && path === '/v1/billing_portal/sessions') {
+      const params = parseForm(await readBody(req, 16 * 1024));
+      const customer = text(params, 'customer');
+      if (!customer || ![...subscriptions.values()].some((x) => x.customer === customer)) throw new ApiError(400, `No such customer: '${customer ?? ''}'`, 'resource_missing', 'customer');
+      const portalId = id('bps_sim');
+      portals.set(portalId, { customer, returnUrl: requiredUrl(params, 'return_url') });
+      log(`POST /v1/billing_portal/sessions → ${portalId} for ${customer}`);
+      sendJson(res, 200, { id: portalId, object: 'billing_portal.session', customer, livemode: false, return_url: portals.get(portalId)!.returnUrl, url: `${options.checkoutUrl}/portal/${portalId}` });
+      return;
+    }
     const match = /^\/v1\/checkout\/sessions\/([^/]+)$/.exec(path);
     if (req.method === 'GET' && match) {
       const stored = lookup(decodeURIComponent(match[1]!));
@@ -237,7 +309,7 @@ export async function startStripeSimulator(options: StripeSimulatorOptions): Pro
     }
     throw new ApiError(
       404,
-      `Unrecognized request URL (${req.method}: ${path}). The demo's Stripe simulator implements POST /v1/checkout/sessions and GET /v1/checkout/sessions/:id.`,
+      `Unrecognized request URL (${req.method}: ${path}). The demo's Stripe simulator implements POST /v1/checkout/sessions, GET /v1/checkout/sessions/:id, GET /v1/prices/:id and POST /v1/billing_portal/sessions.`,
     );
   }
 
@@ -271,13 +343,16 @@ export async function startStripeSimulator(options: StripeSimulatorOptions): Pro
     return false;
   }
 
-  function eventFor(type: string, session: SimSession): Record<string, unknown> {
+  /** Events of one moment in order; each later one a second newer, so "newest wins" reads them right. */
+  let lastCreated = 0;
+  function eventFor(type: string, object: unknown): Record<string, unknown> {
+    lastCreated = Math.max(now(), lastCreated + 1);
     return {
       id: id('evt_sim'),
       object: 'event',
       api_version: Stripe.API_VERSION,
-      created: now(),
-      data: { object: structuredClone(session) },
+      created: lastCreated,
+      data: { object: structuredClone(object) },
       livemode: false,
       pending_webhooks: 1,
       request: { id: null, idempotency_key: null },
@@ -285,9 +360,118 @@ export async function startStripeSimulator(options: StripeSimulatorOptions): Pro
     };
   }
 
+  // ---- subscriptions ----------------------------------------------------------------------------------
+
+  function subscriptionObject(sub: SimSubscription): Record<string, unknown> {
+    return {
+      id: sub.id,
+      object: 'subscription',
+      livemode: false,
+      customer: sub.customer,
+      status: sub.status,
+      cancel_at_period_end: sub.cancelAtPeriodEnd,
+      canceled_at: sub.endedAt,
+      ended_at: sub.endedAt,
+      metadata: sub.metadata,
+      items: { object: 'list', has_more: false, data: [{ id: `si_${sub.id.slice(4)}`, object: 'subscription_item', price: { id: sub.price, object: 'price' }, current_period_start: sub.start, current_period_end: sub.end }] },
+    };
+  }
+
+  /** The paid invoice of the subscription's current period, with the payment that paid it. */
+  function paidInvoice(sub: SimSubscription, billingReason: string): Record<string, unknown> {
+    const price = options.prices![sub.price]!;
+    const invoiceId = id('in_sim');
+    return {
+      id: invoiceId,
+      object: 'invoice',
+      livemode: false,
+      status: 'paid',
+      customer: sub.customer,
+      currency: price.currency,
+      amount_paid: price.unitAmount,
+      billing_reason: billingReason,
+      parent: { type: 'subscription_details', quote_details: null, subscription_details: { subscription: sub.id, metadata: sub.metadata } },
+      lines: {
+        object: 'list',
+        has_more: false,
+        data: [{ id: id('il_sim'), object: 'line_item', amount: price.unitAmount, currency: price.currency, period: { start: sub.start, end: sub.end }, pricing: { type: 'price_details', price_details: { price: sub.price, product: 'prod_sim' } } }],
+      },
+      payments: {
+        object: 'list',
+        has_more: false,
+        data: [{ id: id('inpay_sim'), object: 'invoice_payment', invoice: invoiceId, is_default: true, status: 'paid', amount_paid: price.unitAmount, payment: { type: 'payment_intent', payment_intent: id('pi_sim') } }],
+      },
+    };
+  }
+
+  async function startSubscription(stored: Stored): Promise<void> {
+    const s = stored.session;
+    const start = now();
+    const sub: SimSubscription = {
+      id: id('sub_sim'),
+      customer: s.customer ?? id('cus_sim'),
+      price: stored.subscription!.price,
+      status: 'active',
+      metadata: stored.subscription!.metadata,
+      start,
+      end: start + PERIOD_SECONDS,
+      cancelAtPeriodEnd: false,
+      endedAt: null,
+    };
+    subscriptions.set(sub.id, sub);
+    s.subscription = sub.id;
+    s.customer = sub.customer;
+    log(`${s.id}: subscription ${sub.id} started for ${sub.customer}, period ${day(sub.start)} to ${day(sub.end)}`);
+    await deliver(eventFor('checkout.session.completed', s), 1);
+    await deliver(eventFor('invoice.paid', paidInvoice(sub, 'subscription_create')), 1);
+    await deliver(eventFor('customer.subscription.created', subscriptionObject(sub)), 1);
+  }
+
+  async function advanceMonth(userId: string): Promise<SimulatedMonth> {
+    const sub = [...subscriptions.values()].find((x) => x.metadata.credit_kit_user_id === userId && x.status === 'active');
+    if (!sub) return { now: new Date(), outcome: 'none' };
+    if (sub.cancelAtPeriodEnd) {
+      sub.status = 'canceled';
+      sub.endedAt = sub.end;
+      log(`a month passes: ${sub.id} was cancelled at the period's end; it ends ${day(sub.end)}`);
+      await deliver(eventFor('customer.subscription.deleted', subscriptionObject(sub)), 1);
+      return { now: new Date((sub.end + 1) * 1000), outcome: 'ended' };
+    }
+    sub.start = sub.end;
+    sub.end = sub.start + PERIOD_SECONDS;
+    log(`a month passes: ${sub.id} renews, period ${day(sub.start)} to ${day(sub.end)}`);
+    await deliver(eventFor('invoice.paid', paidInvoice(sub, 'subscription_cycle')), 1);
+    await deliver(eventFor('customer.subscription.updated', subscriptionObject(sub)), 1);
+    return { now: new Date((sub.start + 1) * 1000), outcome: 'renewed' };
+  }
+
   // ---- the hosted checkout page ------------------------------------------------------------------------
 
   const pages = express.Router();
+  // The customer portal: the subscription and a button that cancels it at the period's end.
+  pages.get('/portal/:id', (req, res) => {
+    const portal = portals.get(req.params.id);
+    const sub = portal && [...subscriptions.values()].find((x) => x.customer === portal.customer && x.status === 'active');
+    if (!portal) return void res.status(404).type('html').send(page('Portal not found', '<p>No such portal session.</p>'));
+    const plan = sub ? options.prices?.[sub.price] : undefined;
+    const body = sub
+      ? `<p><strong>${escape(plan?.name ?? sub.price)}</strong>, ${money(plan?.unitAmount ?? 0, plan?.currency ?? 'usd')} every 30 days.</p>
+         <p>${sub.cancelAtPeriodEnd ? `Cancelled: it ends on ${day(sub.end)}.` : `Renews on ${day(sub.end)}.`}</p>
+         ${sub.cancelAtPeriodEnd ? '' : `<form method="post" action="${escape(`${req.baseUrl}/portal/${req.params.id}/cancel`)}"><button type="submit" class="pay">Cancel plan</button></form>`}`
+      : '<p>No active subscription.</p>';
+    res.type('html').send(page('Manage billing', `<section class="payment"><h2>Manage billing (simulated portal)</h2>${body}<p><a class="back" href="${escape(portal.returnUrl)}">← Return to the demo</a></p></section>`));
+  });
+  pages.post('/portal/:id/cancel', async (req, res) => {
+    const portal = portals.get(req.params.id);
+    const sub = portal && [...subscriptions.values()].find((x) => x.customer === portal.customer && x.status === 'active');
+    if (!portal || !sub) return void res.status(404).type('html').send(page('Portal not found', '<p>Nothing to cancel.</p>'));
+    if (!sub.cancelAtPeriodEnd) {
+      sub.cancelAtPeriodEnd = true;
+      log(`${sub.id}: cancelled at the period's end (${day(sub.end)}) in the portal`);
+      await deliver(eventFor('customer.subscription.updated', subscriptionObject(sub)), 1);
+    }
+    res.redirect(303, `${req.baseUrl}/portal/${req.params.id}`);
+  });
   pages.get('/:id', (req, res) => {
     const stored = lookup(req.params.id);
     if (!stored) {
@@ -320,13 +504,14 @@ export async function startStripeSimulator(options: StripeSimulatorOptions): Pro
     }
     s.status = 'complete';
     s.payment_status = 'paid';
-    s.payment_intent = id('pi_sim');
+    s.payment_intent = s.mode === 'payment' ? id('pi_sim') : null;
     s.url = null;
     stored.declined = false;
     log(`${s.id}: paid ${money(s.amount_total, s.currency)} with card 4242 4242 4242 4242`);
     // Stripe does not hold the redirect for the webhook; the simulator waits for the first delivery
     // attempt so the demo's console reads in order. The success page confirms the payment either way.
-    await deliver(eventFor('checkout.session.completed', s), 1);
+    if (stored.subscription) await startSubscription(stored);
+    else await deliver(eventFor('checkout.session.completed', s), 1);
     res.redirect(303, successUrl(s));
   });
 
@@ -339,6 +524,7 @@ export async function startStripeSimulator(options: StripeSimulatorOptions): Pro
   return {
     clientOptions: { host: '127.0.0.1', port, protocol: 'http' },
     pages,
+    advanceMonth,
     close: () =>
       new Promise<void>((resolve) => {
         for (const t of retries) clearTimeout(t);
@@ -354,6 +540,8 @@ function describeItems(stored: Stored): string {
   const credits = stored.session.metadata.credit_kit_credits;
   return `${credits ? `${credits} credits, ` : ''}${money(stored.session.amount_total, stored.session.currency)}`;
 }
+
+const day = (seconds: number) => new Date(seconds * 1000).toISOString().slice(0, 10);
 
 function money(amount: number, currency: string): string {
   return new Intl.NumberFormat('en-US', { style: 'currency', currency: currency.toUpperCase() }).format(amount / 100);

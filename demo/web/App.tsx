@@ -10,9 +10,11 @@ import {
   CheckoutReturn,
   CreditHistory,
   CreditsProvider,
+  PlanPicker,
+  useCredits,
   usePricing,
 } from 'credit-kit/client';
-import type { DemoInfo, DemoUser } from '../shared';
+import type { DemoInfo, DemoUser, MonthPassed } from '../shared';
 import { AiStudio } from './AiStudio';
 
 async function postJson<T>(path: string, body: unknown): Promise<T> {
@@ -85,6 +87,7 @@ export function App() {
           </Step>
           <Step n={2} title="Buy credits" locked={!user}>
             <BuyStep simulator={info?.stripe === 'simulator'} />
+            {info?.plans && <PlanStep simulator={info.stripe === 'simulator'} />}
           </Step>
           <Step n={3} title="Use the AI" locked={!user}>
             <AiStudio />
@@ -219,6 +222,61 @@ function BuyStep({ simulator }: { simulator: boolean }) {
           ? 'Checkout opens the demo’s Stripe simulator: pick the card that pays or the one that is declined. No real payment is made.'
           : 'Checkout opens Stripe in test mode: pay with card 4242 4242 4242 4242, any future date and any CVC.'}
       </p>
+    </div>
+  );
+}
+
+/** A plan next to the top-ups: its allowance each period, what expires when, and (simulated) a month passing. */
+function PlanStep({ simulator }: { simulator: boolean }) {
+  const { refresh } = useCredits();
+  const [month, setMonth] = useState<MonthPassed | null>(null);
+  const [error, setError] = useState<string | null>(null);
+  const [busy, setBusy] = useState(false);
+  const [generation, setGeneration] = useState(0);
+  const pass = async () => {
+    setBusy(true);
+    setError(null);
+    try {
+      setMonth(await postJson<MonthPassed>('/demo/month-passes', {}));
+      await refresh();
+      setGeneration((g) => g + 1); // the plan's period moved: ask again
+    } catch (err) {
+      setError(err instanceof Error ? err.message : String(err));
+    } finally {
+      setBusy(false);
+    }
+  };
+  const said: Record<MonthPassed['outcome'], string> = {
+    renewed: 'the plan renewed: a new allowance, and the last period’s unspent credits expired (up to 100 rolled over)',
+    ended: 'the plan ended at the end of its period: its unspent credits expired',
+    none: 'there is no active plan to renew',
+  };
+  return (
+    <div className="plan">
+      <h3>Or a plan: credits every month</h3>
+      <PlanPicker key={generation} />
+      <p className="muted small">
+        The allowance expires at the end of each period (up to 100 unspent credits roll over into the next); purchased
+        credits never expire and are never touched by a renewal. <BalanceBadge showExpiry data-testid="expiry" />
+      </p>
+      {simulator && (
+        <p>
+          <button type="button" className="ck-button" disabled={busy} aria-busy={busy || undefined} onClick={() => void pass()}>
+            A month passes (simulated)
+          </button>{' '}
+          {month && (
+            <span role="status">
+              Simulated date {new Date(month.now).toLocaleDateString(undefined, { timeZone: 'UTC' })}: {said[month.outcome]}
+              {month.creditsExpired > 0 ? ` (${month.creditsExpired} credits expired).` : '.'}
+            </span>
+          )}
+        </p>
+      )}
+      {error && (
+        <p role="alert" className="ck-error">
+          {error}
+        </p>
+      )}
     </div>
   );
 }
