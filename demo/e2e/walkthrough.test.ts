@@ -210,6 +210,54 @@ step('keeps the data across a restart of the demo', async () => {
   await expectBalance('117 credits');
 });
 
+const plans = () => page.getByRole('region', { name: 'Plans' });
+const expiry = () => page.getByTestId('expiry');
+
+step('2. subscribes to the Pro plan next to the top-ups: 500 credits for the period', async () => {
+  await plans().getByRole('button', { name: 'Subscribe to Pro plan' }).click();
+  await page.waitForURL(/\/simulated-checkout\//);
+  await page.getByText('Billed every 30 days (simulated)').waitFor();
+  await shot('plan-checkout');
+  await payOnSimulator('$19.00', 'pays');
+  await page.waitForURL(/\/success\?session_id=/);
+  await page.getByText('500 credits added. Your balance is 617.').waitFor();
+  await expectBalance('617 credits');
+  await plans().getByText(/Current plan · renews/).waitFor();
+  await expiry().getByText(/^617 credits, 500 expire on /).waitFor();
+  await page.getByRole('button', { name: 'Dismiss' }).click();
+  await shot('subscribed', plans());
+});
+
+step('3. spends from the plan first: it expires, the purchased credits do not', async () => {
+  await page.getByRole('button', { name: 'Summarize · 20 credits' }).click();
+  await step3().getByText('Charged 20 credits · balance 597').waitFor();
+  await expiry().getByText(/^597 credits, 480 expire on /).waitFor();
+});
+
+step('2. a month passes: the plan renews, 100 of the 480 unspent roll over, 380 expire', async () => {
+  await page.getByRole('button', { name: 'A month passes (simulated)' }).click();
+  await page.getByRole('status').filter({ hasText: 'the plan renewed' }).waitFor();
+  // 117 purchased + the new period's 500 + 100 rolled over, both of which expire at the new period's end.
+  await expectBalance('717 credits');
+  await expiry().getByText(/^717 credits, 600 expire on /).waitFor();
+  await shot('month-passed', plans());
+});
+
+step('2. manages billing: cancels in the portal; the plan runs to its end, then only purchased credits remain', async () => {
+  await plans().getByRole('button', { name: 'Manage billing' }).click();
+  await page.waitForURL(/\/simulated-checkout\/portal\//);
+  await page.getByRole('button', { name: 'Cancel plan' }).click();
+  await page.getByText(/Cancelled: it ends on/).waitFor();
+  await page.getByRole('link', { name: /Return to the demo/ }).click();
+  await plans().getByText(/Current plan · ends/).waitFor();
+  await expectBalance('717 credits');
+  await page.getByRole('button', { name: 'A month passes (simulated)' }).click();
+  await page.getByRole('status').filter({ hasText: 'the plan ended' }).waitFor();
+  await expectBalance('117 credits');
+  await plans().getByRole('button', { name: 'Subscribe to Pro plan' }).waitFor();
+  await shot('plan-ended', plans());
+});
+
 step('shows no errors in the browser console', async () => {
   assert.deepEqual(pageErrors, []);
 });
