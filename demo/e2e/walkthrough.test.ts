@@ -243,7 +243,7 @@ step('2. a month passes: the plan renews, 100 of the 480 unspent roll over, 380 
   await shot('month-passed', plans());
 });
 
-step('2. manages billing: cancels in the portal; the plan runs to its end, then only purchased credits remain', async () => {
+step('2. manages billing: cancels in the portal; the plan runs to its end, its last rollover a period more', async () => {
   await plans().getByRole('button', { name: 'Manage billing' }).click();
   await page.waitForURL(/\/simulated-checkout\/portal\//);
   await page.getByRole('button', { name: 'Cancel plan' }).click();
@@ -253,7 +253,9 @@ step('2. manages billing: cancels in the portal; the plan runs to its end, then 
   await expectBalance('717 credits');
   await page.getByRole('button', { name: 'A month passes (simulated)' }).click();
   await page.getByRole('status').filter({ hasText: 'the plan ended' }).waitFor();
-  await expectBalance('117 credits');
+  // The last period's rollover still applies: 100 of its 500 stay one more period, then expire; 117 were bought.
+  await expectBalance('217 credits');
+  await expiry().getByText(/^217 credits, 100 expire on /).waitFor();
   await plans().getByRole('button', { name: 'Subscribe to Pro plan' }).waitFor();
   await shot('plan-ended', plans());
 });

@@ -248,7 +248,7 @@ function PlanStep({ simulator }: { simulator: boolean }) {
   };
   const said: Record<MonthPassed['outcome'], string> = {
     renewed: 'the plan renewed: a new allowance, and the last period’s unspent credits expired (up to 100 rolled over)',
-    ended: 'the plan ended at the end of its period: its unspent credits expired',
+    ended: 'the plan ended at the end of its period: its unspent credits expired, up to 100 kept one more period',
     none: 'there is no active plan to renew',
   };
   return (
