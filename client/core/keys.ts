@@ -13,6 +13,8 @@ const GRANTS = 'grants';
 const PRICING = 'pricing';
 const SESSION = 'session';
 const TRANSACTIONS = 'transactions';
+/** usePlan's key: `['credit-kit', apiBase, 'plan']` (client/hooks/use-plans.ts). */
+export const PLAN = 'plan';
 
 export type BalanceKey = readonly [typeof KIT, string, typeof BALANCE];
 export type GrantsKey = readonly [typeof KIT, string, typeof GRANTS];
@@ -54,8 +56,9 @@ export async function revalidateBalance(mutate: ScopedMutator, base: string, tol
   await mutate((k) => {
     if (!isKit(k, base)) return false;
     if (k[2] === TRANSACTIONS) histories.add(historyKey(base, k[3] as number));
-    // The breakdown is always asked again: the header tells the balance, not which grants it came from.
-    return (!current && k[2] === BALANCE) || k[2] === GRANTS;
+    // The breakdown is always asked again: the header tells the balance, not which grants it came from. The
+    // user's plan (usePlan) changes with purchases and renewals: asked again too.
+    return (!current && k[2] === BALANCE) || k[2] === GRANTS || k[2] === PLAN;
   });
   await Promise.all([...[...histories].map((k) => mutate(k)), current && mutate(key, { ...current, balance: told!.balance }, { revalidate: false })]);
 }

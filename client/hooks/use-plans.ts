@@ -1,6 +1,7 @@
 import { useCallback, useEffect, useRef, useState } from 'react';
 import useSWR from 'swr';
 import { CreditsRequestError } from '../core/errors';
+import { PLAN } from '../core/keys';
 import { intentKey } from '../core/request';
 import type { BillingPortalSession, PlanList, SubscriptionCheckoutCreated, UserPlan } from '../core/types';
 import { useCreditsContext } from '../provider/context';
@@ -29,10 +30,10 @@ export interface UsePlanResult {
   error: CreditsRequestError | undefined;
 }
 
-/** The signed-in user's plan, status and current period; asked again on focus (back from Stripe's pages). */
+/** The signed-in user's plan, status and current period; asked again on focus and with the balance. */
 export function usePlan(): UsePlanResult {
   const { api } = useCreditsContext('usePlan');
-  const { data, error, isLoading } = useSWR<UserPlan, CreditsRequestError>(['credit-kit', api.base, 'plan'], () => api.get<UserPlan>('/credits/plan'));
+  const { data, error, isLoading } = useSWR<UserPlan, CreditsRequestError>(['credit-kit', api.base, PLAN], () => api.get<UserPlan>('/credits/plan'));
   return { subscription: data, isLoading, error };
 }
 

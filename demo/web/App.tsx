@@ -232,14 +232,12 @@ function PlanStep({ simulator }: { simulator: boolean }) {
   const [month, setMonth] = useState<MonthPassed | null>(null);
   const [error, setError] = useState<string | null>(null);
   const [busy, setBusy] = useState(false);
-  const [generation, setGeneration] = useState(0);
   const pass = async () => {
     setBusy(true);
     setError(null);
     try {
       setMonth(await postJson<MonthPassed>('/demo/month-passes', {}));
-      await refresh();
-      setGeneration((g) => g + 1); // the plan's period moved: ask again
+      await refresh(); // the balance, its breakdown, the history and the plan
     } catch (err) {
       setError(err instanceof Error ? err.message : String(err));
     } finally {
@@ -254,7 +252,7 @@ function PlanStep({ simulator }: { simulator: boolean }) {
   return (
     <div className="plan">
       <h3>Or a plan: credits every month</h3>
-      <PlanPicker key={generation} />
+      <PlanPicker />
       <p className="muted small">
         The allowance expires at the end of each period (up to 100 unspent credits roll over into the next); purchased
         credits never expire and are never touched by a renewal. <BalanceBadge showExpiry data-testid="expiry" />
