@@ -13,7 +13,6 @@ import { MongoCreditStore } from './store/mongo-store';
 import type { CreditStore, LedgerEntry } from './store/types';
 import { Purchases, type FulfillmentResult } from './stripe/purchases';
 import { Subscriptions } from './stripe/subscriptions';
-import { revokeGrantShim } from './stripe/revoke-shim';
 import type { UserPlan } from './http/subscription-wire';
 import type { StripeCheckoutSessionLike } from './stripe/types';
 import { assertId, parsePage } from './validate';
@@ -103,7 +102,7 @@ export function assemble(resolved: NeutralOptions): Assembly {
     options: resolved,
     ledger: {
       grantCredits: (userId, amount, opts) => core.grantCredits(userId, amount, opts),
-      revokeGrant: (userId, grantId, opts) => revokeGrantShim(core, ledger, userId, grantId, opts),
+      revokeGrant: (userId, grantId, opts) => core.revokeGrant(userId, grantId, opts),
     },
   });
 

@@ -399,7 +399,8 @@ export class Subscriptions {
     const period = after.periods.find((p) => p.end === periodEnd);
     let revoked = 0;
     for (const g of period?.grants ?? []) {
-      const r = await this.deps.ledger.revokeGrant(after.userId, g.id, { reason: 'Subscription payment refunded or disputed', key: `subscription-revoke:${g.id}` });
+      // Once per grant (revokeGrant's default key is the grant's id), whoever asks.
+      const r = await this.deps.ledger.revokeGrant(after.userId, g.id, { reason: 'Subscription payment refunded or disputed' });
       revoked += r.revoked;
     }
     return revoked;
