@@ -16,7 +16,8 @@
 import { createHash, randomUUID } from 'node:crypto';
 import type Stripe from 'stripe';
 import { ConflictError, CreditsError, InvalidRequestError, NotFoundError, PaymentProviderError, describe } from '../errors';
-import type { GrantOptions, GrantResult } from '../domain/core';
+import type { GrantOptions, GrantResult, RevokeOptions } from '../domain/core';
+import type { RevokeResult } from '../ledger';
 import { LIVE_STATUSES, newSubscription, type SubscriptionPeriod, type SubscriptionRecord } from '../domain/subscription-record';
 import type { NeutralOptions } from '../options';
 import type { CreditStore } from '../store/types';
@@ -29,8 +30,8 @@ export const SUBSCRIPTION_METADATA = { userId: 'credit_kit_user_id', plan: 'cred
 
 /** The ledger operations subscriptions use (the credits object's own grantCredits and revokeGrant). */
 export interface SubscriptionLedger {
-  grantCredits(userId: string, amount: number, options: GrantOptions & { rollover?: { max: number; expiresAt?: Date | string } }): Promise<GrantResult>;
-  revokeGrant(userId: string, grantId: string, options?: { reason?: string; key?: string }): Promise<{ revoked: number; balance: number }>;
+  grantCredits(userId: string, amount: number, options: GrantOptions): Promise<GrantResult>;
+  revokeGrant(userId: string, grantId: string, options?: RevokeOptions): Promise<RevokeResult>;
 }
 
 /** What an event about a subscription did. */
