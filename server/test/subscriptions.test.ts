@@ -203,11 +203,19 @@ describe('invoice.paid', () => {
     expect(rolled).toEqual([expect.objectContaining({ remaining: 30, expiresAt: new Date(p2.end * 1000).toISOString() })]);
     expect(after.balance).toBe(40 + 100 + 30);
 
-    // The rollover is capped at the next renewal: it expires with the second period, never rolls again.
+    // The rollover is capped at the next renewal: it expires with the second period and never rolls again;
+    // the second period's own unspent 100 keeps 30, until the end of the period after.
     await h.credits.expireGrants({ now: new Date(p2.end * 1000 + 1000), userId: s.userId });
     const end = await details(s.userId);
-    expect(end.grants.filter((g) => g.source === 'subscription' || g.id.startsWith('rollover:')).every((g) => g.id.startsWith('rollover:grant:subscription') && g.remaining <= 30)).toBe(true);
-    expect(end.bySource.purchase).toBe(40);
+    const p2Grant = `grant:subscription:${s.subscriptionId}:${p2.start}`;
+    expect(end.grants.map((g) => [g.id, g.remaining, g.expiresAt])).toEqual(
+      expect.arrayContaining([
+        [`rollover:${p2Grant}`, 30, new Date((p2.end + 30 * DAY) * 1000).toISOString()],
+        [expect.stringMatching(/^checkout:/), 40, null],
+      ]),
+    );
+    expect(end.grants).toHaveLength(2);
+    expect(end.balance).toBe(70);
     await consistentAudit(h.credits, s.userId);
   });
 
