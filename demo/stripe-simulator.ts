@@ -1,14 +1,14 @@
 /**
  * A Stripe Checkout simulator, so the demo sells credits with no Stripe account and no network.
  *
- * - An HTTP server on loopback that speaks the two Stripe API calls the kit makes, with the form-encoded
- *   parameters stripe-node sends: POST /v1/checkout/sessions and GET /v1/checkout/sessions/:id. The kit's
+ * - An HTTP server on loopback that speaks the Stripe API calls the kit makes, with the form-encoded
+ *   parameters stripe-node sends: POST /v1/checkout/sessions, GET /v1/checkout/sessions/:id, GET /v1/prices/:id
+ *   and POST /v1/billing_portal/sessions. The kit's
  *   Stripe client is pointed at it with `new Stripe(key, { host, port, protocol: 'http' })`.
  * - A page that stands in for Stripe's hosted checkout (`pages`, mounted by the demo): line items, total,
  *   a card that pays and a card that is declined, Pay and Cancel. It says plainly that it is a simulation.
  * - Pay delivers a `checkout.session.completed` event, signed with the webhook secret, to the app's webhook
  *   route over HTTP, as Stripe does (retrying a failed delivery), then redirects to the success URL.
- *
  * - Subscriptions: a session in `mode=subscription` for one of the `prices` the demo names; paying it starts a
  *   subscription (a customer, a 30-day period) and delivers `checkout.session.completed`, `invoice.paid` and
  *   `customer.subscription.created`. `advanceMonth(userId)` is the demo's simulated clock: the period ends,
