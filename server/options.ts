@@ -208,7 +208,8 @@ export interface WebhookReport {
   event?: StripeEventLike;
   /**
    * What the kit did: `{ status, creditsAdded }` for a checkout, `{ clawedBack, restored }` for a refund,
-   * dispute or charge event, `{ ignored: true }` otherwise; `reason` says why an event changed nothing.
+   * dispute or charge event, `{ subscription, creditsGranted, revoked }` for a subscription's session,
+   * invoice, state or payment, `{ ignored: true }` otherwise; `reason` says why an event changed nothing.
    */
   outcome?: WebhookOutcome;
   /** Why the delivery was refused or failed. */

@@ -234,7 +234,9 @@ export class Subscriptions {
     if ('reason' in record) return ignored(null, record.reason);
     const item = sub.items?.data?.[0];
     const plan = item ? this.plans.byPrice.get(item.price.id) : undefined;
-    if (item && !plan) return ignored(record.found.id, `the subscription's price ${item.price.id} is not one of the plans`);
+    // A price that is no plan (changed in the dashboard) keeps the recorded plan; its status still counts:
+    // a cancellation must stop grants whatever the price. Its invoices are ignored (invoicePaid).
+    const unknownPrice = item && !plan ? `the subscription's price ${item.price.id} is not one of the plans: the plan stays ${record.found.plan}` : undefined;
     let stale = false;
     await this.update(record.found, (s) => {
       const newer = asOf > s.stateAsOf || (asOf === s.stateAsOf && sub.status === 'canceled' && s.status !== 'canceled');
@@ -253,7 +255,8 @@ export class Subscriptions {
         stateAsOf: asOf,
       };
     });
-    return stale ? ignored(record.found.id, 'an event newer than this one has been applied') : { subscription: record.found.id, creditsGranted: 0, revoked: 0 };
+    if (stale) return ignored(record.found.id, 'an event newer than this one has been applied');
+    return { subscription: record.found.id, creditsGranted: 0, revoked: 0, ...(unknownPrice ? { reason: unknownPrice } : {}) };
   }
 
   /**

@@ -261,6 +261,14 @@ describe('subscription state', () => {
     expect(await h.credits.getSubscription(s.userId)).toEqual(expect.objectContaining({ status: 'active', cancelAtPeriodEnd: true }));
   });
 
+  it('a price changed to one that is no plan keeps the plan, and its status still counts', async () => {
+    const s = await subscribe(user());
+    const p = period();
+    const r = await deliver(delivery(rec.stripe, 'customer.subscription.updated', subscription(s, { price: 'price_elsewhere', ...p, cancelAtPeriodEnd: true })));
+    expect(r.body).toEqual(expect.objectContaining({ subscription: s.ref, reason: expect.stringContaining('price_elsewhere is not one of the plans: the plan stays basic') }));
+    expect(await h.credits.getSubscription(s.userId)).toEqual(expect.objectContaining({ plan: 'basic', cancelAtPeriodEnd: true }));
+  });
+
   it('cancellation stops future grants; the current period runs to its end', async () => {
     const s = await subscribe(user());
     const p1 = period();
