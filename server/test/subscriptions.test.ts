@@ -5,6 +5,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { checkoutSession, purchaseRecordOf } from '../../tools/stripe-events';
+import { mulberry32 } from '../../tools/prng';
 import { consistentAudit, get, harness, post, recordingStripe, signedDelivery, WEBHOOK_SECRET, type Harness } from './helpers';
 import {
   chargeRefunded,
@@ -384,5 +385,49 @@ describe('plans and the portal', () => {
     expect(rec.requests[0]!.form.get('customer')).toBe(s.customerId);
     expect(rec.requests[0]!.form.get('return_url')).toBe('https://app.example.com');
     expect((await post(`${h.url}/api/credits/portal`, null)).status).toBe(401);
+  });
+});
+
+describe('any order', () => {
+  it('every shuffle of a subscription’s deliveries, repeated and concurrent, ends in the same state', async () => {
+    for (let seed = 1; seed <= 6; seed++) {
+      const random = mulberry32(seed);
+      const s = await subscribe(user());
+      const p1 = period();
+      const p2 = { start: p1.end, end: p1.end + 30 * DAY };
+      const inv1 = invoice(s, [line('basic', p1)], { billingReason: 'subscription_create' });
+      const inv2 = invoice(s, [line('basic', p2)]);
+      const t = nowSeconds();
+      const events = [
+        delivery(rec.stripe, 'checkout.session.completed', sessionCompleted(s)),
+        delivery(rec.stripe, 'invoice.paid', inv1),
+        delivery(rec.stripe, 'invoice.paid', inv2),
+        delivery(rec.stripe, 'customer.subscription.created', subscription(s, { price: PLANS.basic.price, ...p1 }), { created: t }),
+        delivery(rec.stripe, 'customer.subscription.updated', subscription(s, { price: PLANS.basic.price, ...p2, cancelAtPeriodEnd: true }), { created: t + 5 }),
+        delivery(rec.stripe, 'charge.refunded', chargeRefunded(paymentIntentOf(inv1), 1900)),
+      ];
+      // Each delivered one to three times, in a shuffled order, in concurrent batches of up to four.
+      const sends = events.flatMap((d) => Array.from({ length: 1 + Math.floor(random() * 3) }, () => d));
+      for (let i = sends.length - 1; i > 0; i--) {
+        const j = Math.floor(random() * (i + 1));
+        [sends[i], sends[j]] = [sends[j]!, sends[i]!];
+      }
+      let granted = 0;
+      let revoked = 0;
+      while (sends.length) {
+        const batch = sends.splice(0, 1 + Math.floor(random() * 4));
+        for (const r of await Promise.all(batch.map(deliver))) {
+          expect(r.status).toBe(200);
+          granted += (r.body.creditsGranted as number | undefined) ?? 0;
+          revoked += (r.body.revoked as number | undefined) ?? 0;
+        }
+      }
+      expect([seed, granted, revoked]).toEqual([seed, 200, 100]);
+      expect(await h.credits.getBalance(s.userId)).toBe(100);
+      expect(await h.credits.getSubscription(s.userId)).toEqual(
+        expect.objectContaining({ plan: 'basic', status: 'active', cancelAtPeriodEnd: true, currentPeriod: { start: new Date(p2.start * 1000).toISOString(), end: new Date(p2.end * 1000).toISOString() } }),
+      );
+      await consistentAudit(h.credits, s.userId);
+    }
   });
 });
