@@ -37,6 +37,8 @@ export interface SubscriptionRecord {
   userId: string;
   /** The plan subscribed to at checkout, then the plan of the newest subscription state. */
   plan: string;
+  /** The Stripe Price of the plan subscribed to at checkout. */
+  price: string;
   checkoutSessionId: string;
   livemode: boolean;
   stripeSubscriptionId: string | null;
@@ -58,7 +60,10 @@ export interface SubscriptionRecord {
 /** Statuses during which a user has a subscription (and may not start another). */
 export const LIVE_STATUSES: ReadonlySet<string> = new Set(['incomplete', 'trialing', 'active', 'past_due', 'unpaid', 'paused']);
 
-export function newSubscription(r: { id: string; userId: string; plan: string; checkoutSessionId: string; livemode: boolean }, now = new Date()): SubscriptionRecord {
+export function newSubscription(
+  r: { id: string; userId: string; plan: string; price: string; checkoutSessionId: string; livemode: boolean },
+  now = new Date(),
+): SubscriptionRecord {
   return {
     ...r,
     stripeSubscriptionId: null,

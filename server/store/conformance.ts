@@ -288,8 +288,8 @@ export function describeCreditStore(name: string, create: () => Promise<StoreUnd
 
     it('records a subscription once, replaces it only by compare-and-set, and finds it by user, Stripe id and payment', async () => {
       const user = `c-${randomUUID()}`;
-      const older = newSubscription({ id: `sub_ck_${randomUUID()}`, userId: user, plan: 'pro', checkoutSessionId: 'cs_1', livemode: false }, new Date(Date.now() - 1000));
-      const s = newSubscription({ id: `sub_ck_${randomUUID()}`, userId: user, plan: 'pro', checkoutSessionId: 'cs_2', livemode: false });
+      const older = newSubscription({ id: `sub_ck_${randomUUID()}`, userId: user, plan: 'pro', price: 'price_pro', checkoutSessionId: 'cs_1', livemode: false }, new Date(Date.now() - 1000));
+      const s = newSubscription({ id: `sub_ck_${randomUUID()}`, userId: user, plan: 'pro', price: 'price_pro', checkoutSessionId: 'cs_2', livemode: false });
       const inserted = await Promise.all(Array.from({ length: 10 }, () => t.store.insertSubscription(s)));
       expect(inserted.filter(Boolean)).toHaveLength(1);
       expect(await t.store.insertSubscription(older)).toBe(true);

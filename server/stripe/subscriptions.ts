@@ -130,7 +130,7 @@ export class Subscriptions {
     } catch (err) {
       throw new PaymentProviderError(err);
     }
-    const record = newSubscription({ id: ref, userId, plan: plan.id, checkoutSessionId: session.id, livemode: session.livemode });
+    const record = newSubscription({ id: ref, userId, plan: plan.id, price: plan.price, checkoutSessionId: session.id, livemode: session.livemode });
     if (!(await this.deps.store.insertSubscription(record))) {
       const existing = await this.deps.store.getSubscription(ref);
       if (!existing || existing.userId !== userId || existing.plan !== plan.id) {

@@ -157,3 +157,4 @@ async function sessionObject(credits: KitStore, sessionId: string): Promise<Reco
 
 const hex = () => randomUUID().replace(/-/g, '');
 const tail = (id: string) => id.replace(/[^A-Za-z0-9]/g, '').slice(-24);
+export * from './subscriptions';
