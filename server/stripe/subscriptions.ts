@@ -317,8 +317,9 @@ export class Subscriptions {
         ...(plan.rollover ? { rollover: { max: plan.rollover.max, expiresAt: new Date((period.end + length) * 1000) } } : {}),
       });
     } catch (err) {
-      // Delivered after the period ended, and never granted before: nothing is left to grant.
-      if (err instanceof InvalidRequestError && /expiresAt must be in the future/.test(err.message)) {
+      // Delivered after the period ended, and never granted before: grantCredits refuses an expiry in the
+      // past (every other term is the kit's own, checked at start-up), and nothing is left to grant.
+      if (err instanceof InvalidRequestError && period.end * 1000 <= Date.now()) {
         return ignored(record.id, 'the period ended before its paid invoice was delivered');
       }
       throw err;
@@ -340,6 +341,7 @@ export class Subscriptions {
       else periods.push(p);
       const next: SubscriptionRecord = {
         ...s,
+        // The last two years of periods: a refund of an older one finds nothing left to take back anyway.
         periods: periods.sort((a, b) => a.end - b.end).slice(-24),
         stripeSubscriptionId: s.stripeSubscriptionId ?? subscriptionId,
         customerId: s.customerId ?? idOf(invoice.customer),

@@ -241,6 +241,14 @@ describe('invoice.paid', () => {
     expect(await h.credits.getBalance('mallory')).toBe(0);
   });
 
+  it('acknowledges an invoice first delivered after its period ended, granting nothing', async () => {
+    const s = await subscribe(user());
+    const ended = { start: nowSeconds() - 40 * DAY, end: nowSeconds() - 10 * DAY };
+    const r = await deliver(delivery(rec.stripe, 'invoice.paid', invoice(s, [line('basic', ended)])));
+    expect(r).toEqual({ status: 200, body: expect.objectContaining({ ignored: true, reason: 'the period ended before its paid invoice was delivered' }) });
+    expect(await h.credits.getBalance(s.userId)).toBe(0);
+  });
+
   it('refuses a delivery with a bad signature, changing nothing', async () => {
     const s = await subscribe(user());
     const d = delivery(rec.stripe, 'invoice.paid', invoice(s, [line('basic', period())]));
