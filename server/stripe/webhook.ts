@@ -7,7 +7,7 @@ import type Stripe from 'stripe';
 import { SignatureError } from '../errors';
 import type { ResolvedOptions } from '../options';
 import type { FulfillmentResult, FulfillmentStatus, PaymentEventResult, Purchases } from './purchases';
-import type { SubscriptionEventResult, Subscriptions } from './subscriptions';
+import { SUBSCRIPTION_METADATA, type SubscriptionEventResult, type Subscriptions } from './subscriptions';
 import type { StripeFact } from './facts';
 
 /** Verifies a delivery: the Stripe-Signature over exactly these bytes, with the endpoint's secret. */
@@ -56,7 +56,11 @@ export async function handleEvent(purchases: Purchases, event: Stripe.Event, sub
     switch (event.type) {
       case 'checkout.session.completed':
       case 'checkout.session.expired':
-        if (event.data.object.mode === 'subscription') return subscription(await subscriptions.sessionEvent(event.data.object));
+        // A subscription checkout the kit started carries its id; any other session is the purchases' to
+        // judge (and ignore, with the reason, when it is not one the app created).
+        if (event.data.object.mode === 'subscription' && event.data.object.metadata?.[SUBSCRIPTION_METADATA.ref]) {
+          return subscription(await subscriptions.sessionEvent(event.data.object));
+        }
         break;
       case 'invoice.paid':
         return subscription(await subscriptions.invoicePaid(event.data.object));
