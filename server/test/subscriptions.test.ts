@@ -95,6 +95,13 @@ describe('subscribe', () => {
       [{ plan: 'basic', userId: 'someone-else' }, 400, 'Unknown field "userId"'],
       [{}, 400, 'Unknown plan'],
       [[], 400, 'must be a JSON object'],
+      [{ plan: { $ne: '' } }, 400, 'Unknown plan'],
+      [{ plan: ['basic'] }, 400, 'Unknown plan'],
+      [{ plan: 'basic'.repeat(2000) }, 400, 'Unknown plan'],
+      [{ plan: 'basic'.repeat(4000) }, 413, 'larger than'],
+      [{ plan: 'constructor' }, 400, 'Unknown plan'],
+      [{ plan: 'basic', price: 'price_cheap' }, 400, 'Unknown field "price"'],
+      [{ plan: 'basic', success_url: 'https://evil.example' }, 400, 'Unknown field "success_url"'],
     ];
     for (const [body, status, message] of cases) {
       const res = await post(`${h.url}/api/credits/subscribe`, u, body);
@@ -102,6 +109,8 @@ describe('subscribe', () => {
       expect(((await res.json()) as { error: { message: string } }).error.message).toContain(message);
     }
     expect((await post(`${h.url}/api/credits/subscribe`, null, { plan: 'basic' })).status).toBe(401);
+    expect((await get(`${h.url}/api/credits/plan?userId=other`, u)).status).toBe(400);
+    expect((await get(`${h.url}/api/credits/plan`, null)).status).toBe(401);
     expect((await post(`${h.url}/api/credits/subscribe`, u, 'plan=basic', { 'content-type': 'application/x-www-form-urlencoded' })).status).toBe(415);
     expect(rec.requests).toHaveLength(0);
     expect(await h.credits.store.findSubscriptions({ userId: u }, 10)).toEqual([]);
