@@ -72,7 +72,7 @@ function useRedirect<A extends unknown[]>(caller: string, path: string, body: (.
       setError(null);
       try {
         const { url } = await api.post<{ url: string | null }>(path, body(...args), { 'Idempotency-Key': intentKey() });
-        if (!url || !/^https?:\/\//i.test(url)) throw new CreditsRequestError(200, 'bad_response', 'The server did not return a Stripe URL.');
+        if (!url || !/^https?:\/\//i.test(url)) throw new CreditsRequestError(200, 'bad_response', 'The server did not return a checkout URL.');
         (latest.current.redirect ?? ((u: string) => window.location.assign(u)))(url);
       } catch (err) {
         busy.current = false;
