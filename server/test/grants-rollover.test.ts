@@ -296,3 +296,95 @@ it('is the same on the Fetch kit: rollover terms and revokeGrant on the shared c
   expect((await transactions(u)).map((t) => [t.kind, t.amount])).toEqual([['revoke', -12], ['expire', -18], ['grant', 30]]);
   await grantAudit(credits, u);
 });
+
+/**
+ * Review of rollover and revoke (adversarial): a revoke whose key another call holds, one key reused for
+ * two grants, and a revoke racing two sweepers and spends on a due grant with rollover terms.
+ */
+describe('revokeGrant, adversarial', () => {
+  const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+  /** The claim a revoke on another instance holds while it reads, writes, or stalls (its process froze). */
+  async function holdKey(userId: string, key: string, amount: number) {
+    const held = { id: claimId(userId, key), userId, key, entryId: randomUUID(), state: 'pending' as const, createdAt: new Date(), amount };
+    expect(await credits.store.insertClaim(held)).toBeNull();
+    return held;
+  }
+
+  it('never answers revoked: 0 for a revoke that did not happen: a call finding the key held waits, and revokes when the holder lets go', async () => {
+    const u = user('revoke-held');
+    await credits.grantCredits(u, 40, { idempotencyKey: 'promo', source: 'promotion' });
+    await credits.grantCredits(u, 5, { idempotencyKey: 'keep' });
+    // The holder read the account and is writing; its compare-and-set misses, it lets go of the key and
+    // then fails (its process stops, or it gives up with `conflict`).
+    const held = await holdKey(u, revokeKey(grantKey('promo')), -40);
+    const revoking = other.revokeGrant(u, grantKey('promo'), { reason: 'promotion withdrawn' });
+    await sleep(300);
+    await credits.store.releaseClaim(held.id, held.entryId);
+    expect(await revoking).toEqual({ revoked: 40, balance: 5 });
+    expect((await transactions(u)).filter((t) => t.kind === 'revoke')).toEqual([expect.objectContaining({ amount: -40, reason: 'promotion withdrawn' })]);
+    await grantAudit(credits, u);
+  });
+
+  it('a holder that neither lets go nor writes within the wait: conflict (retry), not revoked: 0; the retry after the lease revokes', async () => {
+    const u = user('revoke-stalled');
+    await credits.grantCredits(u, 40, { idempotencyKey: 'promo', source: 'promotion' });
+    const held = await holdKey(u, revokeKey(grantKey('promo')), -40);
+    await expect(other.revokeGrant(u, grantKey('promo'))).rejects.toMatchObject({ code: 'conflict', status: 409 });
+    expect(await credits.getBalance(u)).toBe(40);
+    // The holder is gone for good: after its lease anyone decides its claim (fenced, not landed: released).
+    const quick = createCredits({ connection, getUserId: headerUser, claimLeaseMs: 50 });
+    await sleep(100);
+    expect(await quick.revokeGrant(u, grantKey('promo'))).toEqual({ revoked: 40, balance: 0 });
+    await quick.flush();
+    expect(await credits.store.isFenced(u, held.entryId)).toBe(true);
+    await grantAudit(credits, u);
+  });
+
+  it('refuses a key already used to revoke another grant (idempotency_key_reused) instead of answering revoked: 0', async () => {
+    const u = user('revoke-key-reuse');
+    await credits.grantCredits(u, 30, { idempotencyKey: 'sub-1', source: 'subscription' });
+    await credits.grantCredits(u, 20, { idempotencyKey: 'upgrade-1', source: 'subscription' });
+    expect(await credits.revokeGrant(u, grantKey('sub-1'), { key: 'refund-in_1' })).toEqual({ revoked: 30, balance: 20 });
+    await expect(other.revokeGrant(u, grantKey('upgrade-1'), { key: 'refund-in_1' })).rejects.toMatchObject({ code: 'idempotency_key_reused', status: 422 });
+    // The same grant under the same key is a retry: nothing more, 0.
+    expect(await other.revokeGrant(u, grantKey('sub-1'), { key: 'refund-in_1' })).toEqual({ revoked: 0, balance: 20 });
+    await credits.flush();
+    expect(await other.revokeGrant(u, grantKey('sub-1'), { key: 'refund-in_1' })).toEqual({ revoked: 0, balance: 20 }); // moved to the ledger
+    await expect(other.revokeGrant(u, grantKey('upgrade-1'), { key: 'refund-in_1' })).rejects.toMatchObject({ code: 'idempotency_key_reused' });
+    expect(await credits.getBalance(u)).toBe(20);
+    await grantAudit(credits, u);
+  });
+
+  it('a revoke racing two sweepers and spends on a due grant with rollover: the rest leaves once, by whichever lands first', async () => {
+    const u = user('revoke-vs-sweep');
+    const at = new Date(Date.now() + HOUR);
+    await credits.grantCredits(u, 100, { idempotencyKey: 'topup' });
+    await credits.grantCredits(u, 200, { idempotencyKey: 'sub-1', source: 'subscription', priority: 10, expiresAt: at, rollover: { max: 50 } });
+    const after = new Date(at.getTime() + 1);
+    const spending = Promise.all(Array.from({ length: 120 }, (_, i) => (i % 2 ? credits : other).deductCredits(u, 1)));
+    await sleep(20);
+    const [r1, , , r2] = await Promise.all([
+      credits.revokeGrant(u, grantKey('sub-1')),
+      credits.expireGrants({ userId: u, now: after }),
+      other.expireGrants({ userId: u, now: after }),
+      other.revokeGrant(u, grantKey('sub-1')),
+    ]);
+    const spent = (await spending).filter(Boolean).length;
+    expect(spent).toBe(120);
+    const list = await transactions(u);
+    const sub = grantKey('sub-1');
+    const takes = list.filter((t) => (t.kind === 'expire' || t.kind === 'revoke') && t.grants!.some((p) => p.grant === sub && p.amount < 0));
+    expect(takes).toHaveLength(1);
+    const taken = -takes[0]!.grants!.find((p) => p.grant === sub)!.amount;
+    const fromSub = list.filter((t) => t.kind === 'usage').flatMap((t) => t.grants!).filter((p) => p.grant === sub).reduce((s, p) => s - p.amount, 0);
+    expect(fromSub + taken).toBe(200);
+    expect(r1.revoked + r2.revoked).toBe(takes[0]!.kind === 'revoke' ? taken : 0);
+    const rolled = takes[0]!.kind === 'expire' ? Math.min(50, taken) : 0;
+    const d = await grantAudit(credits, u);
+    expect(d.grants.find((g) => g.id === `rollover:${sub}`)?.remaining ?? 0).toBe(rolled);
+    expect(spent + taken - rolled + d.balance).toBe(300);
+    // A later sweep finds nothing more of it to expire, and no second revoke takes anything.
+    expect(await credits.expireGrants({ userId: u, now: after })).toMatchObject({ grantsExpired: 0 });
+    expect(await other.revokeGrant(u, sub)).toEqual({ revoked: 0, balance: d.balance });
+  }, 120_000);
+});
