@@ -27,7 +27,7 @@
  */
 import type { CreditStore } from '../store/types';
 import type { AccountSnapshot, GrantBook, OpenGrant } from '../domain/types';
-import { ConflictError } from '../errors';
+import { ConflictError, CreditsError } from '../errors';
 import { expireKey, revokeKey } from '../domain/keys';
 import type { ChangeInput, Changes, KeyedOutcome } from './changes';
 import type { JournalMover } from './journal-mover';
@@ -118,8 +118,11 @@ export class Expiry {
 
   /**
    * Takes what grant `grantId` holds out of the balance now, once per key (default `revoke:<grant>`): 0 when
-   * it holds nothing (used up, unknown, or revoked before) or another call holds the key. A ConflictError
-   * when the account changed under every one of its reads (retry it).
+   * it holds nothing (used up, unknown, or revoked before). A call that finds another holding the key waits
+   * for it (and revokes itself if the holder lets go without writing): answering 0 while the holder may
+   * still fail would lose the revoke. A ConflictError when the account changed under every one of its
+   * reads, or the holder neither finished nor let go in time (retry it); `idempotency_key_reused` when the
+   * key revoked another grant.
    */
   async revoke(userId: string, grantId: string, options: { reason?: string; key?: string } = {}): Promise<RevokeResult> {
     const key = options.key ?? revokeKey(grantId);
@@ -138,9 +141,34 @@ export class Expiry {
       });
       if (r.status === 'moved') continue;
       if (r.status === 'done' && r.outcome.status === 'applied') return { revoked: -r.planned.change.amount, balance: r.outcome.balance };
+      if (r.status === 'done' && r.outcome.status === 'duplicate') {
+        // Another call holds the key, or used it. Pending: its write may still land, or it may let go and
+        // fail; wait for its fate (deciding it once its lease is over) before answering.
+        const fate = r.outcome.claim.state === 'applied' ? { state: 'applied' as const, claim: r.outcome.claim } : await this.changes.awaitClaim(r.outcome.claim);
+        if (fate.state === 'released') continue; // let go without writing: this call revokes
+        await this.assertSameGrant(userId, grantId, key, fate.claim.entryId);
+      }
       return { revoked: 0, balance: (await this.store.getAccount(userId))?.balance ?? 0 };
     }
     throw new ConflictError(`The account of ${userId} changed under every attempt to revoke ${grantId}; nothing was revoked. Retry.`);
+  }
+
+  /**
+   * A key that revoked another grant is refused rather than answered with 0 (two grants revoked under one
+   * caller's key, say the refund's id, would leave the second untouched). The entry is looked for in the
+   * journal first, then the ledger: the mover writes the ledger before it empties the journal, so one of
+   * the two reads finds it.
+   */
+  private async assertSameGrant(userId: string, grantId: string, key: string, entryId: string): Promise<void> {
+    const inJournal = (await this.store.getAccount(userId))?.journal.find((e) => e.id === entryId);
+    const entry = inJournal ?? (await this.store.getLedgerEntries([entryId])).find((e) => e.userId === userId);
+    if (entry && entry.kind === 'revoke' && entry.from !== undefined && entry.from !== grantId) {
+      throw new CreditsError(
+        'idempotency_key_reused',
+        `The key ${JSON.stringify(key.slice('revoke:'.length))} already revoked grant ${entry.from}; a revoke of ${grantId} needs its own key (or none: the default is the grant's id). Nothing was revoked.`,
+        { grantId, revokedGrantId: entry.from },
+      );
+    }
   }
 
   /**
