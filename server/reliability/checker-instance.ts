@@ -18,6 +18,7 @@
  *                       fails after the headers before any byte, `x-fail: error-later` settles, then fails
  *   POST /admin/grant   {user, amount, key, source?, priority?, expiresAt?, rollover?} → grantCredits
  *   POST /admin/expire  {now}                         → expireGrants (a simulated clock)
+ *   POST /admin/revoke  {user, grant, key?, reason?}  → revokeGrant
  *   POST /admin/deduct  {user, amount, key?, reason}  → deductCredits
  *   POST /admin/reconcile, /admin/flush
  *   GET  /admin/runs    what each request id did here: handler runs, charge ids, settlements
@@ -198,6 +199,13 @@ async function main(): Promise<void> {
       };
       const terms = { ...(source ? { source } : {}), ...(priority !== undefined ? { priority } : {}), ...(expiresAt ? { expiresAt } : {}), ...(rollover ? { rollover } : {}) };
       return credits.grantCredits(user, amount, { idempotencyKey: key, reason: `checker grant ${key}`, ...terms });
+    }),
+  );
+  admin.post(
+    '/revoke',
+    wrap(async (req) => {
+      const { user, grant, key, reason } = req.body as { user: string; grant: string; key?: string; reason?: string };
+      return credits.revokeGrant(user, grant, { ...(key ? { key } : {}), ...(reason ? { reason } : {}) });
     }),
   );
   admin.post(

@@ -3,7 +3,8 @@
  * processes, server/reliability/checker-instance.ts) share one database, each through its own fault proxy
  * (tools/fault-proxy.ts) and each with its own clock: 0, +70 s and -90 s (tools/skew-clock.cjs). Client
  * workers drive them with a schedule drawn from one seed: keyed grants (half of them expiring, some with a
- * priority or a source) re-sent to other instances, expiry sweeps on a simulated clock, guarded
+ * priority or a source, some rolling over) re-sent to other instances, expiry sweeps on a simulated clock,
+ * revokes of grants and of their rollover grants, guarded
  * fixed and metered requests (failing or not, with and without Idempotency-Key, retried elsewhere after a
  * 503), metered streams (server-sent events: whole, failing before their first byte, failing after their
  * settlement), deductions with and without keys, and Checkout purchases whose signed Stripe events (completion,
@@ -31,7 +32,11 @@
  *   9. every fall of a balance below a lowBalance level in the final ledger was recorded as one alert and
  *      delivered to the hook, and no alert or hook call names a fall that did not happen;
  *  10. a stream cut before its first byte was given back whole; one cut after it is charged what its route
- *      settled.
+ *      settled;
+ *  11. revokes (revokeGrant of a grant or its rollover grant, under its default key or its own, from one or
+ *      two instances, retried elsewhere): each takes exactly its grant's rest, a grant is revoked once and
+ *      stays closed (nothing added to it or expired after), and a call says it revoked credits only once
+ *      per key, for exactly what its entry took.
  *
  * CHECKER_SEED=n replays a schedule (timing still varies); the seed is printed at the start and in every
  * failure. CHECKER_SECONDS sets the length of the load phase (default 24); CHECKER_FAULTS=0 runs the same
@@ -221,6 +226,15 @@ interface GrantRecord {
   attempts: Array<{ instance: number; status: number | 'error'; granted?: boolean }>;
 }
 
+/** One revocation (one ledger key): its grant, and what each call answered. */
+interface RevokeRecord {
+  user: string;
+  grant: string;
+  /** The caller's key, when one was named (else the ledger key is `revoke:<grant>`). */
+  key?: string;
+  attempts: Array<{ instance: number; status: number | 'error'; revoked?: number }>;
+}
+
 interface DeductRecord {
   id: string;
   user: string;
@@ -274,6 +288,7 @@ it('keeps every money rule under faults, skewed clocks and Stripe chaos across t
   const requests: RequestRecord[] = [];
   const grants = new Map<string, GrantRecord>();
   const deducts = new Map<string, DeductRecord>();
+  const revokes = new Map<string, RevokeRecord>();
   const purchases: PurchaseRecord[] = [];
   const ops: Record<string, Record<string, number>> = {};
   const count = (kind: string, status: number | string) => {
@@ -430,6 +445,34 @@ it('keeps every money rule under faults, skewed clocks and Stripe chaos across t
       latestSweep = Math.max(latestSweep, now);
       const a = await http(`${inst(rng.int(0, instances.length - 1)).url}/admin/expire`, json({ now: new Date(now).toISOString() }));
       count('expire', a.status);
+    };
+
+    // ----- revokeGrant -----
+    // A grant made in the run (the opening balances are left alone), or the rollover grant of one, revoked
+    // under its default key or one of two keys of its own; sometimes from two instances at once, and after
+    // an error, a 503 or a 409 again on another instance.
+    const revokeAttempt = async (r: RevokeRecord, instance: number) => {
+      const a = await http(`${inst(instance).url}/admin/revoke`, json({ user: r.user, grant: r.grant, ...(r.key ? { key: r.key } : {}), reason: 'checker revoke' }));
+      r.attempts.push({ instance, status: a.status, ...(typeof a.body.revoked === 'number' ? { revoked: a.body.revoked } : {}) });
+      count('revoke', a.status);
+      return a;
+    };
+    const revokeOp = async (rng: Rng) => {
+      const made = [...grants.values()].filter((g) => !g.key.startsWith('open-'));
+      if (made.length === 0) return;
+      const g = rng.pick(made);
+      const grant = g.terms.rollover && rng.chance(0.4) ? `rollover:${grantKey(g.key)}` : grantKey(g.key);
+      const key = rng.chance(0.5) ? undefined : `rk-${rng.int(0, 1)}-${grant}`;
+      const id = `${g.user}\n${key ? `revoke:${key}` : `revoke:${grant}`}`;
+      const r = revokes.get(id) ?? { user: g.user, grant, ...(key ? { key } : {}), attempts: [] };
+      revokes.set(id, r);
+      const instance = rng.int(0, instances.length - 1);
+      if (rng.chance(0.3)) {
+        await Promise.all([revokeAttempt(r, instance), revokeAttempt(r, other(rng, instance))]);
+        return;
+      }
+      const a = await revokeAttempt(r, instance);
+      if (a.status !== 200 && rng.chance(0.7)) await revokeAttempt(r, other(rng, instance));
     };
 
     // ----- deductCredits -----
@@ -659,6 +702,7 @@ it('keeps every money rule under faults, skewed clocks and Stripe chaos across t
           ['purchase', 7],
           ['reconcile', 1.5],
           ['expire', 2],
+          ['revoke', 4],
           ['audit', 2],
           ['pause', 3],
         ] as const);
@@ -668,6 +712,7 @@ it('keeps every money rule under faults, skewed clocks and Stripe chaos across t
         else if (op === 'deduct') await deductOp(opRng, w, n, myDeducts);
         else if (op === 'purchase') await purchaseOp(opRng, w, n);
         else if (op === 'expire') await expireOp(opRng);
+        else if (op === 'revoke') await revokeOp(opRng);
         else if (op === 'reconcile') {
           // Recovery running while everything else does (on the +70 s instance every claim looks stale).
           const a = await http(`${inst(opRng.int(0, instances.length - 1)).url}/admin/reconcile`);
@@ -1030,6 +1075,7 @@ it('keeps every money rule under faults, skewed clocks and Stripe chaos across t
       const held = new Map<string, number>();
       let debt = 0;
       const expired = new Set<string>();
+      const revoked = new Map<string, Entry>();
       for (const e of mine) {
         const parts = e.grants ?? [];
         check('8 parts make the amount', parts.reduce((t, p) => t + p.amount, 0) - (e.debt ?? 0) === e.amount, () => `${show(e)} parts ${JSON.stringify(parts)} debt ${e.debt}`);
@@ -1052,6 +1098,23 @@ it('keeps every money rule under faults, skewed clocks and Stripe chaos across t
           check('8 no expiry before its time', !!part?.expiresAt && new Date(part.expiresAt).getTime() <= latestSweep + 90_000, () => `${show(e)} expired ${g} due ${part?.expiresAt ? new Date(part.expiresAt).toISOString() : 'never'}; the latest sweep clock was ${new Date(latestSweep).toISOString()}`);
           expired.add(g);
         }
+        // 11. a revoked grant stays closed: nothing is added to it again, and it never expires.
+        for (const p of parts) {
+          const by = revoked.get(p.grant);
+          if (by && (p.amount > 0 || e.kind === 'expire')) {
+            check('11 a revoked grant stays closed', false, () => `${show(e)} part ${JSON.stringify(p)} after ${p.grant} was revoked by ${show(by)}`);
+          }
+        }
+        if (e.kind === 'revoke') {
+          const g = e.from ?? '';
+          check(
+            '11 a revoke takes its grant’s rest',
+            e.amount < 0 && parts.length === 1 && parts[0]!.grant === g && parts[0]!.amount === e.amount && (held.get(g) ?? 0) === 0 && (e.debt ?? 0) === 0,
+            () => `${show(e)} parts ${JSON.stringify(parts)}, ${g} holds ${held.get(g)} after it`,
+          );
+          check('11 a grant is revoked once', !revoked.has(g), () => `${a._id}: ${g} revoked twice: ${show(revoked.get(g)!)} and ${show(e)}`);
+          revoked.set(g, e);
+        }
       }
       // An account only ever fenced (no entry yet) has no book.
       const book = a.book ?? ((a.count ?? 0) === 0 ? { seq: 0, debt: 0, grants: [] } : undefined);
@@ -1060,6 +1123,19 @@ it('keeps every money rule under faults, skewed clocks and Stripe chaos across t
         `${a._id}: book ${JSON.stringify(book)}; the ledger's parts leave ${JSON.stringify(left)}, debt ${debt}, count ${a.count}`,
       );
       check('8 the book adds up to the balance', !!book && book.grants.reduce((t, g) => t + g.remaining, 0) - book.debt === (a.balance ?? 0), () => `${a._id}: book ${JSON.stringify(book)}, balance ${a.balance}`);
+    }
+
+    // 11. each revoke key: at most one call said it revoked anything, for exactly what its entry took, and
+    // no call said so for a key with no entry.
+    for (const [id, r] of revokes) {
+      const ledgerKey = r.key ? `revoke:${r.key}` : `revoke:${r.grant}`;
+      const list = byKey.get(claimId(r.user, ledgerKey)) ?? [];
+      const said = r.attempts.filter((x) => x.status === 200 && (x.revoked ?? 0) > 0);
+      check(
+        '11 a revoke is answered as applied',
+        list.length <= 1 && said.length <= (list.length === 1 ? 1 : 0) && said.every((x) => x.revoked === -list[0]!.amount) && list.every((e) => e.kind === 'revoke' && e.from === r.grant),
+        () => `${id.replace('\n', ' ')} answered ${JSON.stringify(r.attempts)}; entries ${list.map(show).join(' ')}`,
+      );
     }
 
     // 9. one low-balance alert per fall below a level, recorded once and delivered (at least once).
