@@ -200,6 +200,21 @@ describe('rollover', () => {
     expect(await credits.getBalance(u)).toBe(0);
     expect(await credits.store.getAccount(u)).toBeNull();
   });
+
+  it('refuses a rollover with a field it does not know (a misspelt expiresAt would keep the credits for good), and a max beyond a safe integer', async () => {
+    const u = user('rollover-typo');
+    const at = new Date(Date.now() + HOUR);
+    const until = new Date(at.getTime() + HOUR).toISOString();
+    for (const [i, rollover] of [{ max: 10, expireAt: until }, { max: 10, expires_at: until }, { max: 10, expiresAt: until, priority: 1 }, { max: 2 ** 53 }, { max: Infinity }].entries()) {
+      await expect(credits.grantCredits(u, 10, { idempotencyKey: `typo-${i}`, expiresAt: at, rollover } as never)).rejects.toMatchObject({ code: 'invalid_request', status: 400 });
+    }
+    expect(await credits.store.getAccount(u)).toBeNull();
+    // A max beyond the grant, up to the largest safe integer, is fine: only the rest is kept.
+    await credits.grantCredits(u, 10, { idempotencyKey: 'huge', source: 'subscription', expiresAt: at, rollover: { max: Number.MAX_SAFE_INTEGER, expiresAt: until } });
+    expect(await credits.deductCredits(u, 3)).toBe(true);
+    expect(await credits.expireGrants({ userId: u, now: new Date(at.getTime() + 1) })).toMatchObject({ grantsExpired: 1, creditsExpired: 0 });
+    expect((await grantAudit(credits, u)).grants).toEqual([{ id: `rollover:${grantKey('huge')}`, source: 'rollover', remaining: 7, priority: 50, expiresAt: until }]);
+  });
 });
 
 describe('revokeGrant', () => {
