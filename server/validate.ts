@@ -97,6 +97,11 @@ export function parseGrantTerms(options: { source?: unknown; priority?: unknown;
     if (typeof rollover !== 'object' || Array.isArray(rollover)) {
       throw new InvalidRequestError(`rollover must be an object { max, expiresAt? }, got ${describe(options.rollover)}.`);
     }
+    // Only the two fields it has: a misspelt `expiresAt` ignored would keep the rolled-over credits for good.
+    const unknown = Object.keys(rollover).filter((k) => k !== 'max' && k !== 'expiresAt');
+    if (unknown.length > 0) {
+      throw new InvalidRequestError(`rollover takes only { max, expiresAt? }, got ${unknown.map((k) => JSON.stringify(k)).join(', ')}.`);
+    }
     if (!terms.expiresAt) {
       throw new InvalidRequestError('rollover needs the grant to expire: give expiresAt too (a grant that never expires has nothing to roll over).');
     }
