@@ -14,6 +14,7 @@ import type { CreditStore, LedgerEntry } from './store/types';
 import { Purchases, type FulfillmentResult } from './stripe/purchases';
 import { Subscriptions } from './stripe/subscriptions';
 import type { UserPlan } from './http/subscription-wire';
+import { AutoRecharge } from './stripe/recharge';
 import type { StripeCheckoutSessionLike } from './stripe/types';
 import { assertId, parsePage } from './validate';
 
@@ -55,7 +56,7 @@ export interface CreditsBase {
    * Finishes what a crash can leave half done (idempotency claims, journal entries not yet moved to the
    * ledger, purchase adjustments). Idempotent; run it at start-up and every few minutes.
    */
-  reconcile(options?: ReconcileOptions): Promise<ReconcileReport & { adjustmentsApplied: number }>;
+  reconcile(options?: ReconcileOptions): Promise<ReconcileReport & { adjustmentsApplied: number; rechargesSent: number }>;
   /**
    * Runs reconcile() now and then every `everyMs` (default 5 minutes) on an unref'd timer, reporting errors
    * to `onError` (default: the `logger`). Returns a function that stops it and resolves once a pass in flight has
@@ -85,6 +86,8 @@ export interface Assembly {
   core: CreditsCore;
   purchases: Purchases;
   subscriptions: Subscriptions;
+  /** Auto-recharge, when the `autoRecharge` option is set. */
+  recharge: AutoRecharge | undefined;
   base: CreditsBase;
 }
 
@@ -105,6 +108,11 @@ export function assemble(resolved: NeutralOptions): Assembly {
       revokeGrant: (userId, grantId, opts) => core.revokeGrant(userId, grantId, opts),
     },
   });
+  const recharge = resolved.autoRecharge
+    ? new AutoRecharge({ store, ledger, purchases, options: resolved, settings: resolved.autoRecharge, leaseMs: resolved.claimLeaseMs })
+    : undefined;
+  // Crossings of a user's threshold are found where the mover writes entries to the ledger, off the request path.
+  if (recharge) ledger.watchMoves((entries) => recharge.watch(entries));
 
   let initialised: Promise<void> | undefined;
   const init = () => (initialised ??= store.init().catch((err: unknown) => {
@@ -122,7 +130,8 @@ export function assemble(resolved: NeutralOptions): Assembly {
       core.giveBackUnsettled(charge.userId, charge.id, -charge.amount, 'Not settled within settleWithinMs: the reservation was given back');
     const repaired = await ledger.reconcile({ ...(opts.olderThanMs !== undefined ? { olderThanMs: opts.olderThanMs } : {}), decideReservation });
     const adjustmentsApplied = await purchases.reconcile(500, onError);
-    return { ...repaired, adjustmentsApplied };
+    const rechargesSent = recharge ? await recharge.reconcile(opts.olderThanMs ?? resolved.claimLeaseMs, 500, onError) : 0;
+    return { ...repaired, adjustmentsApplied, rechargesSent };
   };
 
   const base: CreditsBase = {
@@ -164,8 +173,14 @@ export function assemble(resolved: NeutralOptions): Assembly {
         await running;
       };
     },
-    flush: () => core.flush(),
+    async flush() {
+      await core.flush();
+      if (!recharge) return;
+      // The mover's crossings queue payments; their answers may queue nothing more for the ledger, but wait anyway.
+      await recharge.flush();
+      await core.flush();
+    },
     store,
   };
-  return { core, purchases, subscriptions, base };
+  return { core, purchases, subscriptions, recharge, base };
 }

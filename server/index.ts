@@ -41,11 +41,12 @@ export type CreateCreditsOptions = CreditsOptions<Request>;
 
 export function createCredits<Costs extends NamedCosts = NamedCosts>(options: CreateCreditsOptions & { costs?: Costs }): Credits<Extract<keyof Costs, string>> {
   const resolved = resolveOptions(options);
-  const { core, purchases, subscriptions, base } = assemble(resolved);
+  const { core, purchases, subscriptions, recharge, base } = assemble(resolved);
   return {
     ...base,
     requireCredits: createRequireCredits(core, resolved, createRateLimiter(resolved, resolved.rateLimit?.guarded)),
-    router: () => createRouter({ credits: core, purchases, subscriptions, options: resolved, checkoutLimiter: createRateLimiter(resolved, resolved.rateLimit?.checkout) }),
+    router: () =>
+      createRouter({ credits: core, purchases, subscriptions, recharge, store: base.store, options: resolved, checkoutLimiter: createRateLimiter(resolved, resolved.rateLimit?.checkout) }),
     keepRawBody,
   };
 }

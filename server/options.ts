@@ -6,6 +6,7 @@ import type Stripe from 'stripe';
 import { CreditsConfigError } from './errors';
 import type { LedgerHooks, LowBalanceWatch } from './ledger';
 import type { LowBalanceAlert } from './domain/types';
+import { resolveAutoRecharge, type AutoRechargeOptions, type ResolvedAutoRecharge } from './stripe/recharge-options';
 import { consoleLog, logFailure, toLog, type CreditsLogFunction, type CreditsLogger, type Log } from './log';
 import { CREDIT_STORE_METHODS, type CreditStore } from './store/types';
 import type { StripeClientLike, StripeEventLike } from './stripe/types';
@@ -187,6 +188,11 @@ export interface CreditsOptions<Req> {
    */
   lowBalance?: LowBalanceOptions;
   /**
+   * Auto-recharge from a saved card (README "Auto-recharge"): when a spend takes a user's balance below the
+   * threshold they chose, the kit charges their saved card once, off-session, within `monthlyCap`.
+   */
+  autoRecharge?: AutoRechargeOptions;
+  /**
    * Where the kit's few log lines go: an object with `warn(line, record)` and `error(line, record)` (winston's
    * logger takes them as they are), or a function `(level, line, record)`. Default: one line on stderr. Expected
    * conditions (bad input, 401, 402, 404, 409, 429, not configured) log nothing; anything else logs one line
@@ -262,6 +268,7 @@ export interface ResolvedOptions<Req = unknown> {
   /** `onBackgroundError` is always set: the app's hook, or the logger. */
   hooks: Required<LedgerHooks>;
   lowBalance: LowBalanceWatch | undefined;
+  autoRecharge: ResolvedAutoRecharge | undefined;
   logger: Log;
 }
 
@@ -294,6 +301,7 @@ const KNOWN_KEYS: ReadonlyArray<keyof CreditsOptions<unknown>> = [
   'onWebhook',
   'hooks',
   'lowBalance',
+  'autoRecharge',
   'logger',
 ];
 
@@ -373,6 +381,7 @@ export function resolveOptions<Req>(options: CreditsOptions<Req>, env: NodeJS.Pr
     onWebhook: optionalFunction(options.onWebhook, 'onWebhook'),
     hooks: { onBackgroundError: optionalFunction(hooks.onBackgroundError, 'hooks.onBackgroundError') ?? ((err) => logFailure(logger, err, 'background work')) },
     lowBalance,
+    autoRecharge: options.autoRecharge === undefined ? undefined : resolveAutoRecharge(options.autoRecharge, stripe !== undefined),
     logger,
   };
 }

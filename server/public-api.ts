@@ -59,3 +59,6 @@ export type {
 export type { PlanOption, PlanOptions } from './stripe/plans';
 export type { SubscriptionEventResult } from './stripe/subscriptions';
 export type { SubscriptionRecord, SubscriptionPeriod, SubscriptionStatus } from './store/types';
+export type { AutoRechargeOptions, AutoRechargeEvent, AutoRechargeSettings } from './stripe/recharge-options';
+export type { RechargeEventResult } from './stripe/recharge';
+export type { RechargeRecord, RechargeState, RechargeAttempt, RechargeResult, RechargeTopUp, SavedCard } from './domain/recharge';

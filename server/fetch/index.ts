@@ -21,6 +21,7 @@ import { fixedWindow, rateLimitedError, rateLimitKey } from '../http/rate-limit'
 import { fingerprint, ReplyRecorder } from '../http/replay';
 import { watchBody, type Answer } from '../http/stream';
 import { resolveOptions, type CreditsOptions, type NamedCosts } from '../options';
+import { createRechargeRoutes } from '../stripe/recharge-routes';
 
 /**
  * createFetchCredits' options: createCredits' options with `getUserId(request)` reading a Fetch `Request`,
@@ -91,9 +92,24 @@ export interface FetchCredits<Name extends string = string> extends CreditsBase 
     plans: FetchRouteHandler;
     /** GET /credits/plan */
     plan: FetchRouteHandler;
+    /** GET /credits/auto-recharge: settings, card on file, state, last result */
+    autoRecharge: FetchRouteHandler;
+    /** PUT /credits/auto-recharge { enabled?, threshold?, bundle? | credits? } */
+    updateAutoRecharge: FetchRouteHandler;
+    /** DELETE /credits/auto-recharge: turns it off */
+    disableAutoRecharge: FetchRouteHandler;
+    /** POST /credits/auto-recharge/card: a setup-mode Checkout Session that saves a card */
+    saveCard: FetchRouteHandler;
+    /** DELETE /credits/auto-recharge/card */
+    removeCard: FetchRouteHandler;
+    /** GET /credits/auto-recharge/action: the client secret of a payment that needs authentication */
+    rechargeAction: FetchRouteHandler;
   };
-  /** All of them, dispatched by the path after `basePath`: `export const { GET, POST } = credits.routes` in `app/api/[...credit]/route.ts`. */
-  routes: { GET: FetchRouteHandler; POST: FetchRouteHandler };
+  /**
+   * All of them, dispatched by the path after `basePath`: `export const { GET, POST, PUT, DELETE } = credits.routes`
+   * in `app/api/[...credit]/route.ts` (PUT and DELETE are auto-recharge's).
+   */
+  routes: { GET: FetchRouteHandler; POST: FetchRouteHandler; PUT: FetchRouteHandler; DELETE: FetchRouteHandler };
 }
 
 export function createFetchCredits<Costs extends NamedCosts = NamedCosts>(options: FetchCreditsOptions & { costs?: Costs }): FetchCredits<Extract<keyof Costs, string>> {
@@ -108,8 +124,9 @@ export function createFetchCredits<Costs extends NamedCosts = NamedCosts>(option
   const basePath = resolveBasePath(rawBase);
   const bodyLimitBytes = sizeInBytes(resolved.bodyLimit);
   const webhookLimitBytes = sizeInBytes(WEBHOOK_BODY_LIMIT);
-  const { core, purchases, subscriptions, base } = assemble(resolved);
-  const routes = createRoutes({ core, purchases, subscriptions, options: resolved });
+  const { core, purchases, subscriptions, recharge, base } = assemble(resolved);
+  const routes = createRoutes({ core, purchases, subscriptions, options: resolved, recharge });
+  const rechargeRoutes = createRechargeRoutes(recharge, resolved, async (u) => (await base.store.getAccount(u))?.count ?? 0);
   const { logger } = resolved;
 
   const respond = (reply: Reply): Response => Response.json(reply.body, { status: reply.status });
@@ -178,14 +195,26 @@ export function createFetchCredits<Costs extends NamedCosts = NamedCosts>(option
     portal: limited(resolved.rateLimit?.checkout, route((request, url) => routes.portal(inputOf(request, url)))),
     plans: route((request, url) => routes.plans(inputOf(request, url))),
     plan: route((request, url) => routes.plan(inputOf(request, url))),
+    autoRecharge: route((request, url) => rechargeRoutes.get(inputOf(request, url))),
+    updateAutoRecharge: route(async (request, url) => rechargeRoutes.put(inputOf(request, url, await readJson(request, bodyLimitBytes, resolved.bodyLimit)))),
+    disableAutoRecharge: route((request, url) => rechargeRoutes.disable(inputOf(request, url))),
+    saveCard: route(async (request, url) => rechargeRoutes.saveCard(inputOf(request, url, await readJson(request, bodyLimitBytes, resolved.bodyLimit)))),
+    removeCard: route((request, url) => rechargeRoutes.removeCard(inputOf(request, url))),
+    rechargeAction: route((request, url) => rechargeRoutes.action(inputOf(request, url))),
   };
 
-  const table: Record<'GET' | 'POST', Array<[RegExp, FetchRouteHandler]>> = {
+  const table: Record<'GET' | 'POST' | 'PUT' | 'DELETE', Array<[RegExp, FetchRouteHandler]>> = {
     POST: [
       [/^\/stripe\/checkout\/credits$/, handlers.checkout],
       [/^\/stripe\/webhook$/, handlers.webhook],
       [/^\/credits\/subscribe$/, handlers.subscribe],
       [/^\/credits\/portal$/, handlers.portal],
+      [/^\/credits\/auto-recharge\/card$/, handlers.saveCard],
+    ],
+    PUT: [[/^\/credits\/auto-recharge$/, handlers.updateAutoRecharge]],
+    DELETE: [
+      [/^\/credits\/auto-recharge$/, handlers.disableAutoRecharge],
+      [/^\/credits\/auto-recharge\/card$/, handlers.removeCard],
     ],
     GET: [
       [/^\/stripe\/checkout\/session\/[^/]+$/, handlers.session],
@@ -196,10 +225,12 @@ export function createFetchCredits<Costs extends NamedCosts = NamedCosts>(option
       [/^\/credits\/pricing$/, handlers.pricing],
       [/^\/credits\/plans$/, handlers.plans],
       [/^\/credits\/plan$/, handlers.plan],
+      [/^\/credits\/auto-recharge$/, handlers.autoRecharge],
+      [/^\/credits\/auto-recharge\/action$/, handlers.rechargeAction],
     ],
   };
   const dispatch =
-    (method: 'GET' | 'POST'): FetchRouteHandler =>
+    (method: 'GET' | 'POST' | 'PUT' | 'DELETE'): FetchRouteHandler =>
     async (request) => {
       const url = new URL(request.url);
       const path = url.pathname.startsWith(basePath + '/') ? url.pathname.slice(basePath.length) : undefined;
@@ -263,7 +294,7 @@ export function createFetchCredits<Costs extends NamedCosts = NamedCosts>(option
     });
   }
 
-  return { ...base, withCredits, handlers, routes: { GET: dispatch('GET'), POST: dispatch('POST') } };
+  return { ...base, withCredits, handlers, routes: { GET: dispatch('GET'), POST: dispatch('POST'), PUT: dispatch('PUT'), DELETE: dispatch('DELETE') } };
 }
 
 /** Answers a retry with the first request's kept answer. The route does not run; nothing is charged. */

@@ -12,6 +12,7 @@ import { createCheckoutSession, parseCheckoutBody } from '../stripe/checkout';
 import type { Purchases } from '../stripe/purchases';
 import type { Subscriptions } from '../stripe/subscriptions';
 import type { BillingPortalSession, PlanList, SubscriptionCheckoutCreated, UserPlan } from './subscription-wire';
+import type { AutoRecharge } from '../stripe/recharge';
 import { handleEvent, verifyEvent } from '../stripe/webhook';
 import { parseIdempotencyKey, parsePage } from '../validate';
 import { errorReply, type Reply } from './guard';
@@ -34,6 +35,8 @@ export interface RouteDeps {
   /** The subscriptions (README "Subscriptions"); without them, subscription events are ignored. */
   subscriptions?: Subscriptions;
   options: NeutralOptions;
+  /** Auto-recharge, whose payment and card-saving events the webhook hands it. */
+  recharge?: AutoRecharge | undefined;
 }
 
 /** The failures of reading a JSON body, with the same codes and messages on every adapter. */
@@ -47,7 +50,7 @@ export const bodyError = {
 /** The webhook's largest body: Stripe's events are far below it. */
 export const WEBHOOK_BODY_LIMIT = '1mb';
 
-export function createRoutes({ core, purchases, subscriptions, options }: RouteDeps) {
+export function createRoutes({ core, purchases, subscriptions, options, recharge }: RouteDeps) {
   const requireStripe = (): Stripe => {
     if (!options.stripe) {
       throw new CreditsError('not_configured', 'Stripe is not configured: pass `stripe` and `webhookSecret` to createCredits.');
@@ -106,7 +109,7 @@ export function createRoutes({ core, purchases, subscriptions, options }: RouteD
       try {
         const verified = verifyEvent(requireStripe(), raw(), signature, options);
         event = verified;
-        const outcome = await handleEvent(purchases, verified, subscriptions);
+        const outcome = await handleEvent(purchases, verified, subscriptions, recharge);
         return {
           reply: { status: 200, body: { received: true, type: verified.type, ...outcome } },
           report: () => report({ status: 200, event: verified, outcome }),

@@ -21,6 +21,9 @@ import { resolveUserId, sendError } from './middleware';
 import { fixedWindowLimiter, rateLimitedError, rateLimitKey } from './rate-limit';
 import type { Purchases } from '../stripe/purchases';
 import type { Subscriptions } from '../stripe/subscriptions';
+import type { AutoRecharge } from '../stripe/recharge';
+import { createRechargeRoutes } from '../stripe/recharge-routes';
+import type { CreditStore } from '../store/types';
 import type { Reply } from './guard';
 import { bodyError, createRoutes, WEBHOOK_BODY_LIMIT, type RouteInput } from './handlers';
 
@@ -54,12 +57,15 @@ export interface RouterDeps {
   subscriptions?: Subscriptions;
   options: ResolvedOptions<Request>;
   checkoutLimiter: RequestHandler | undefined;
+  recharge?: AutoRecharge | undefined;
+  store?: CreditStore;
 }
 
-export function createRouter({ credits: core, purchases, subscriptions, options, checkoutLimiter }: RouterDeps): Router {
+export function createRouter({ credits: core, purchases, subscriptions, options, checkoutLimiter, recharge, store }: RouterDeps): Router {
   const router = express.Router();
   const json = express.json({ limit: options.bodyLimit, strict: true, type: 'application/json' });
-  const routes = createRoutes({ core, purchases, subscriptions, options });
+  const routes = createRoutes({ core, purchases, subscriptions, options, recharge });
+  const rechargeRoutes = createRechargeRoutes(recharge, options, async (u) => (await store?.getAccount(u))?.count ?? 0);
 
   const input = (req: Request): RouteInput => ({
     query: req.query as Record<string, unknown>,
@@ -113,6 +119,13 @@ export function createRouter({ credits: core, purchases, subscriptions, options,
   router.post('/credits/portal', ...(checkoutLimiter ? [checkoutLimiter] : []), handle((req) => routes.portal(input(req))));
   router.get('/credits/plans', handle((req) => routes.plans(input(req))));
   router.get('/credits/plan', handle((req) => routes.plan(input(req))));
+  // Auto-recharge (stripe/recharge-routes.ts): bodies are JSON only, as for checkout.
+  router.get('/credits/auto-recharge', handle((req) => rechargeRoutes.get(input(req))));
+  router.put('/credits/auto-recharge', jsonOnly, json, handle((req) => rechargeRoutes.put(input(req))));
+  router.delete('/credits/auto-recharge', handle((req) => rechargeRoutes.disable(input(req))));
+  router.post('/credits/auto-recharge/card', jsonOnly, json, handle((req) => rechargeRoutes.saveCard(input(req))));
+  router.delete('/credits/auto-recharge/card', handle((req) => rechargeRoutes.removeCard(input(req))));
+  router.get('/credits/auto-recharge/action', handle((req) => rechargeRoutes.action(input(req))));
 
   // Body parser failures in the kit's own routes answer in the kit's error shape.
   const bodyErrors: ErrorRequestHandler = (err: { type?: string; status?: number }, req, res, next) => {

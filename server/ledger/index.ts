@@ -17,7 +17,7 @@
  *   it, an entry enters a journal at most once, and a claim is only ever decided after its entry is fenced.
  */
 import type { CreditStore } from '../store/types';
-import type { Claim, GrantBook, StoredReply } from '../domain/types';
+import type { Claim, GrantBook, LedgerEntry, StoredReply } from '../domain/types';
 import { LowBalanceAlerts, type LowBalanceWatch } from './alerts';
 import { Background } from './background';
 import { foldJournal } from './book';
@@ -50,6 +50,8 @@ export class Ledger {
   private readonly changes: Changes;
   private readonly expiry: Expiry;
   private readonly alerts: LowBalanceAlerts | undefined;
+  /** Others told of entries as they reach the ledger (auto-recharge's trigger), after the alerts. */
+  private readonly watchers: Array<(entries: LedgerEntry[]) => Promise<void>> = [];
 
   constructor(
     private readonly store: CreditStore,
@@ -60,9 +62,21 @@ export class Ledger {
     this.background = new Background((err) => this.backgroundError(err));
     const alerts = lowBalance ? new LowBalanceAlerts(store, lowBalance, (err) => this.backgroundError(err)) : undefined;
     this.alerts = alerts;
-    this.mover = new JournalMover(store, (err) => this.backgroundError(err), alerts && ((entries) => alerts.record(entries)));
+    this.mover = new JournalMover(store, (err) => this.backgroundError(err), async (entries) => {
+      await alerts?.record(entries);
+      for (const watch of this.watchers) await watch(entries);
+    });
     this.changes = new Changes(store, this.mover, this.background, leaseMs);
     this.expiry = new Expiry(store, this.changes, this.mover);
+  }
+
+  /**
+   * Tells `watch` of entries once they are in the ledger and before they leave their journals, in `seq`
+   * order per account (every entry at least once; a second mover may tell it again). If it throws, the
+   * journals stay for the next move.
+   */
+  watchMoves(watch: (entries: LedgerEntry[]) => Promise<void>): void {
+    this.watchers.push(watch);
   }
 
   apply(userId: string, change: ChangeInput, options?: ChangeOptions) {

@@ -5,6 +5,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { newPurchase } from '../domain/purchase-record';
+import { newRechargeRecord } from '../domain/recharge';
 import { newSubscription } from '../domain/subscription-record';
 import type { AlertRecord, CreditStore, JournalEntry, Purchase } from './types';
 
@@ -308,6 +309,39 @@ export function describeCreditStore(name: string, create: () => Promise<StoreUnd
       expect((await t.store.findSubscriptions({ stripeSubscriptionId: `sub_${s.id}` }, 10)).map((x) => x.id)).toEqual([s.id]);
       expect((await t.store.findSubscriptions({ paymentIntentId: pi }, 10)).map((x) => x.id)).toEqual([s.id]);
       expect(await t.store.findSubscriptions({ paymentIntentId: 'pi_none' }, 10)).toEqual([]);
+    });
+
+    it('keeps one auto-recharge record per user, replaced only by compare-and-set, and finds the enabled and the due ones', async () => {
+      const user = `r-${randomUUID()}`;
+      const other = `r-${randomUUID()}`;
+      const fresh = newRechargeRecord(user);
+      const inserted = await Promise.all(Array.from({ length: 10 }, () => t.store.insertRecharge(fresh)));
+      expect(inserted.filter(Boolean)).toHaveLength(1);
+      expect(await t.store.getRecharge(user)).toEqual(fresh);
+      expect(await t.store.getRecharge(other)).toBeNull();
+
+      const due = new Date(Date.now() - 1000);
+      const card = { paymentMethodId: 'pm_1', brand: 'visa', last4: '4242', expMonth: 12, expYear: 2030, savedAt: new Date() };
+      const wins = await Promise.all(
+        Array.from({ length: 10 }, (_, i) => t.store.replaceRecharge({ ...fresh, enabled: true, threshold: 10 + i, card, dueAt: due, version: 1 })),
+      );
+      expect(wins.filter(Boolean)).toHaveLength(1);
+      const stored = (await t.store.getRecharge(user))!;
+      expect(stored).toMatchObject({ enabled: true, card, dueAt: due, version: 1 });
+      expect(await t.store.replaceRecharge({ ...fresh, version: 1 })).toBe(false); // a stale copy loses
+      await t.store.insertRecharge(newRechargeRecord(other));
+
+      expect((await t.store.enabledRecharges([user, other, 'nobody'])).map((r) => r.id)).toEqual([user]);
+      expect(await t.store.enabledRecharges([])).toEqual([]);
+      const dueIds = async (at: Date) => (await t.store.rechargesDue(at, 10_000)).map((r) => r.id);
+      expect(await dueIds(new Date())).toContain(user);
+      expect(await dueIds(new Date(Date.now() - 5000))).not.toContain(user);
+
+      // A replacement without `dueAt` removes it: nothing is owed any more.
+      const { dueAt: _gone, ...rest } = stored;
+      expect(await t.store.replaceRecharge({ ...rest, version: 2 })).toBe(true);
+      expect((await t.store.getRecharge(user))!.dueAt).toBeUndefined();
+      expect(await dueIds(new Date())).not.toContain(user);
     });
   });
 }

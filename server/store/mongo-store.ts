@@ -11,6 +11,7 @@ import type {
   JournalPull,
   LedgerEntry,
   Purchase,
+  RechargeRecord,
   StoredReply,
   SubscriptionRecord,
 } from './types';
@@ -37,6 +38,7 @@ type LedgerDoc = Omit<LedgerEntry, 'id'> & { _id: string; reservationDue?: Date 
 type ClaimDoc = Omit<Claim, 'id'> & { _id: string };
 type PurchaseDoc = Omit<Purchase, 'id'> & { _id: string };
 type AlertDoc = Omit<AlertRecord, 'id'> & { _id: string };
+type RechargeDoc = Omit<RechargeRecord, 'id'> & { _id: string };
 type SubscriptionDoc = Omit<SubscriptionRecord, 'id'> & { _id: string };
 interface PaymentFactsDoc {
   _id: string;
@@ -99,6 +101,9 @@ export class MongoCreditStore implements CreditStore {
   private get subscriptions() {
     return this.collection<SubscriptionDoc>('subscriptions');
   }
+  private get recharges() {
+    return this.collection<RechargeDoc>('recharges');
+  }
   private get paymentFactsCollection() {
     return this.collection<PaymentFactsDoc>('payment_facts');
   }
@@ -110,6 +115,8 @@ export class MongoCreditStore implements CreditStore {
       this.claims.createIndex({ state: 1, createdAt: 1 }),
       this.purchases.createIndex({ paymentIntentId: 1 }),
       this.alerts.createIndex({ state: 1, createdAt: 1 }),
+      // Auto-recharge: reconcile()'s question. `dueAt` is only on records with work owed (absent otherwise).
+      this.recharges.createIndex({ dueAt: 1 }),
       this.subscriptions.createIndex({ userId: 1, createdAt: -1 }),
       this.subscriptions.createIndex({ stripeSubscriptionId: 1 }),
       this.subscriptions.createIndex({ 'periods.paymentIntentIds': 1 }),
@@ -410,7 +417,47 @@ export class MongoCreditStore implements CreditStore {
     const docs = await this.subscriptions.find(filter).sort({ createdAt: -1 }).limit(limit).toArray();
     return docs.map((d) => toSubscription(d)!);
   }
+
+  async getRecharge(userId: string): Promise<RechargeRecord | null> {
+    return toRecharge(await this.recharges.findOne({ _id: userId }));
+  }
+
+  async insertRecharge(record: RechargeRecord): Promise<boolean> {
+    const { id, ...rest } = record;
+    try {
+      await this.recharges.insertOne({ _id: id, ...stripUndefined(rest) });
+      return true;
+    } catch (err) {
+      if (isDuplicateKeyError(err)) return false;
+      throw err;
+    }
+  }
+
+  async replaceRecharge(record: RechargeRecord): Promise<boolean> {
+    const { id, ...rest } = record;
+    // A replacement, not $set: a field the new record leaves out (`dueAt` once nothing is owed) is gone.
+    const r = await this.recharges.replaceOne({ _id: id, version: record.version - 1 }, stripUndefined(rest));
+    return r.matchedCount === 1;
+  }
+
+  async enabledRecharges(userIds: string[]): Promise<RechargeRecord[]> {
+    if (userIds.length === 0) return [];
+    const docs = await this.recharges.find({ _id: { $in: userIds }, enabled: true }).toArray();
+    return docs.map((d) => toRecharge(d)!);
+  }
+
+  async rechargesDue(time: Date, limit: number): Promise<RechargeRecord[]> {
+    const docs = await this.recharges.find({ dueAt: { $lte: time } }, { limit }).toArray();
+    return docs.map((d) => toRecharge(d)!);
+  }
 }
+
+function toRecharge(doc: RechargeDoc | null): RechargeRecord | null {
+  if (!doc) return null;
+  const { _id, ...rest } = doc;
+  return { ...rest, id: _id, setupSessions: rest.setupSessions ?? [] };
+}
+
 
 function toSubscription(doc: SubscriptionDoc | null): SubscriptionRecord | null {
   if (!doc) return null;

@@ -7,9 +7,11 @@
 import type { AccountSnapshot, AlertRecord, Claim, GrantBook, JournalEntry, LedgerEntry, Purchase, StoredReply } from '../domain/types';
 import type { SubscriptionRecord } from '../domain/subscription-record';
 export type { SubscriptionRecord, SubscriptionPeriod, SubscriptionStatus } from '../domain/subscription-record';
+import type { RechargeRecord } from '../domain/recharge';
 
 /** The domain's records, which the port speaks in (server/domain/types.ts). */
 export type { EntryKind, EntryRef, GrantSource, GrantTerms, GrantPart, OpenGrant, GrantBook, JournalEntry, AccountSnapshot, LedgerEntry, ClaimedChange, Claim, RequestFingerprint, StoredReply, KeptReply, PurchaseStatus, PurchaseAdjustment, RefundFact, DisputeFact, PaymentFacts, Purchase, LowBalanceAlert, AlertRecord } from '../domain/types';
+export type { RechargeRecord, RechargeState, RechargeAttempt, RechargeResult, RechargeTopUp, SavedCard } from '../domain/recharge';
 
 export interface ApplyOptions {
   /** Apply only when the balance is at least this much (the `$gte` guard of a deduction). */
@@ -127,6 +129,16 @@ export interface CreditStore {
    * first, at most `limit`.
    */
   findSubscriptions(query: { userId: string } | { stripeSubscriptionId: string } | { paymentIntentId: string }, limit: number): Promise<SubscriptionRecord[]>;
+  /** A user's auto-recharge record (settings, card, the attempt in flight), or null. */
+  getRecharge(userId: string): Promise<RechargeRecord | null>;
+  /** Inserts a user's first record; false when the user has one already. */
+  insertRecharge(record: RechargeRecord): Promise<boolean>;
+  /** Writes the record if its stored version is still `record.version - 1` (a compare-and-set). */
+  replaceRecharge(record: RechargeRecord): Promise<boolean>;
+  /** The records of these users that have auto-recharge enabled (the journal mover's question, one read per move). */
+  enabledRecharges(userIds: string[]): Promise<RechargeRecord[]>;
+  /** Records whose `dueAt` is at or before `time` (for reconcile), at most `limit`. */
+  rechargesDue(time: Date, limit: number): Promise<RechargeRecord[]>;
 }
 
 /** Every method of the port, for createCredits to check a store it is given. */
@@ -168,6 +180,11 @@ export const CREDIT_STORE_METHODS = [
   'getSubscription',
   'replaceSubscription',
   'findSubscriptions',
+  'getRecharge',
+  'insertRecharge',
+  'replaceRecharge',
+  'enabledRecharges',
+  'rechargesDue',
 ] as const satisfies ReadonlyArray<keyof CreditStore>;
 
 // The list names every method: a method added to the port and not to the list fails to compile here.

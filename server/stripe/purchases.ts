@@ -125,6 +125,22 @@ export class Purchases {
     return { status: result.status, sessionId: purchase.id, userId: purchase.userId, credits: purchase.credits, creditsAdded: 0 };
   }
 
+  /**
+   * An off-session payment the kit started (auto-recharge, stripe/recharge.ts), recorded as a purchase whose
+   * id is `recharge:…`: linked to its PaymentIntent, and paid once Stripe's verified event says so. Refunds and
+   * disputes of it then claw back exactly as for a Checkout purchase (found by payment intent). Idempotent.
+   */
+  async offSession(purchaseId: string, paymentIntentId: string, livemode: boolean, paid: boolean): Promise<{ creditsAdded: number }> {
+    const result = await this.update(purchaseId, (p) => ({
+      ...p,
+      status: paid ? higher(p.status, 'paid') : p.status,
+      paymentIntentId: p.paymentIntentId ?? paymentIntentId,
+      livemode: p.paymentIntentId ? p.livemode : livemode,
+    }));
+    await this.mergeKeptFacts(purchaseId, paymentIntentId, result);
+    return { creditsAdded: result.added };
+  }
+
   /** A refund, dispute or charge event: merges what it says into the purchase it is about, or keeps it. */
   async paymentFact(paymentIntent: string | { id: string } | null | undefined, fact: StripeFact): Promise<PaymentEventResult> {
     const pi = idOf(paymentIntent);
@@ -228,17 +244,24 @@ export class Purchases {
     const amount = owed - p.granted;
     const first = p.steps === 0 && amount > 0;
     const kind = first ? 'purchase' : amount < 0 ? 'clawback' : 'reversal';
-    const ref = { checkoutSessionId: p.id, ...(p.paymentIntentId ? { paymentIntentId: p.paymentIntentId } : {}) };
+    const ref = {
+      ...(isRecharge(p.id) ? { note: 'auto-recharge' } : { checkoutSessionId: p.id }),
+      ...(p.paymentIntentId ? { paymentIntentId: p.paymentIntentId } : {}),
+    };
     const note =
       kind === 'purchase' ? undefined : kind === 'clawback' ? 'refunded or disputed' : 'a refund failed or a dispute was won';
-    return { key: purchaseKey(p.id, p.steps), kind, amount, ref: note ? { ...ref, note } : ref };
+    return { key: purchaseKey(p.id, p.steps), kind, amount, ref: note ? { ...ref, note: isRecharge(p.id) ? `auto-recharge ${note}` : note } : ref };
   }
 
   /** Applies a recorded adjustment (once, by its key) and clears it; true when this call applied it. */
   private async applyAdjustment(purchase: Purchase, adjustment: PurchaseAdjustment): Promise<boolean> {
     const { ledger, store } = this.deps;
     const reason =
-      adjustment.kind === 'purchase' ? `Bought ${purchase.credits} ${this.deps.options.creditName}` : undefined;
+      adjustment.kind !== 'purchase'
+        ? undefined
+        : isRecharge(purchase.id)
+          ? `Auto-recharge: ${purchase.credits} ${this.deps.options.creditName}`
+          : `Bought ${purchase.credits} ${this.deps.options.creditName}`;
     // Purchased credits are one grant per session, never expiring: a clawback takes from it first, a
     // reversal adds back to it (reopening it if it was spent).
     const grantId = purchaseGrantId(purchase.id);
@@ -265,6 +288,11 @@ interface UpdateResult {
   restored: number;
   applied: number;
   status: PurchaseStatus;
+}
+
+/** Purchases recorded by auto-recharge (stripe/recharge.ts) rather than by a Checkout Session. */
+function isRecharge(id: string): boolean {
+  return id.startsWith('recharge:');
 }
 
 function higher(a: PurchaseStatus, b: PurchaseStatus): PurchaseStatus {

@@ -9,6 +9,7 @@ import type { ResolvedOptions } from '../options';
 import type { FulfillmentResult, FulfillmentStatus, PaymentEventResult, Purchases } from './purchases';
 import { SUBSCRIPTION_METADATA, type SubscriptionEventResult, type Subscriptions } from './subscriptions';
 import type { StripeFact } from './facts';
+import type { AutoRecharge, RechargeEventResult } from './recharge';
 
 /** Verifies a delivery: the Stripe-Signature over exactly these bytes, with the endpoint's secret. */
 export function verifyEvent(
@@ -30,7 +31,8 @@ export type WebhookOutcome =
   | { status: FulfillmentStatus; creditsAdded: number; reason?: string }
   | { clawedBack: number; restored: number; reason?: string }
   | { subscription: string | null; creditsGranted: number; revoked: number; ignored?: true; reason?: string }
-  | { ignored: true; reason: string };
+  | { ignored: true; reason: string }
+  | { autoRecharge: RechargeEventResult; reason?: string };
 
 /**
  * Dispatches a verified event. Subscription-mode sessions, paid invoices and subscription changes go to the
@@ -38,7 +40,7 @@ export type WebhookOutcome =
  * subscription period take it back there, and otherwise become facts merged into the purchase (in any
  * order); anything not listed is acknowledged and ignored, with the reason.
  */
-export async function handleEvent(purchases: Purchases, event: Stripe.Event, subscriptions?: Subscriptions): Promise<WebhookOutcome> {
+export async function handleEvent(purchases: Purchases, event: Stripe.Event, subscriptions?: Subscriptions, recharge?: AutoRecharge): Promise<WebhookOutcome> {
   const asOf = event.created;
   const payment = (r: PaymentEventResult): WebhookOutcome => ({
     clawedBack: r.clawedBack,
@@ -75,8 +77,21 @@ export async function handleEvent(purchases: Purchases, event: Stripe.Event, sub
     creditsAdded: r.creditsAdded,
     ...(r.reason ? { reason: r.reason } : {}),
   });
+  const recharged = (r: RechargeEventResult): WebhookOutcome => ({ autoRecharge: r, ...(r.reason ? { reason: r.reason } : {}) });
   switch (event.type) {
+    case 'payment_intent.succeeded':
+    case 'payment_intent.payment_failed':
+    case 'payment_intent.requires_action': {
+      // Payments the kit started off-session (auto-recharge); Checkout's own are credited by their session.
+      const r = recharge ? await recharge.paymentIntentEvent(event.type, event.data.object) : null;
+      return r ? recharged(r) : { ignored: true, reason: 'not an auto-recharge payment of this app' };
+    }
     case 'checkout.session.completed':
+      if (event.data.object.mode === 'setup') {
+        const r = recharge ? await recharge.setupCompleted(event.data.object) : null;
+        if (r) return recharged(r);
+      }
+      return checkout(await purchases.fulfill(event.data.object));
     case 'checkout.session.async_payment_succeeded':
     case 'checkout.session.expired':
       return checkout(await purchases.fulfill(event.data.object));
