@@ -37,6 +37,9 @@ export {
   type SubscribeButtonProps,
   type ManageBillingButtonProps,
 } from './components/PlanPicker/PlanPicker';
+export { useAutoRecharge, type UseAutoRechargeResult } from './hooks/use-auto-recharge';
+export { AutoRechargeSettings, type AutoRechargeSettingsProps } from './components/AutoRechargeSettings/AutoRechargeSettings';
+export { AutoRechargeAction, type AutoRechargeActionProps, type AutoRechargeStripe } from './components/AutoRechargeAction/AutoRechargeAction';
 export { BalanceBadge, type BalanceBadgeProps } from './components/BalanceBadge/BalanceBadge';
 export { BuyCreditsButton, type BuyCreditsButtonProps } from './components/BuyCreditsButton/BuyCreditsButton';
 export { BuyCreditsForm, type BuyCreditsFormProps } from './components/BuyCreditsForm/BuyCreditsForm';
@@ -72,4 +75,7 @@ export type {
   CreditsErrorCode,
   TransactionRef,
   InsufficientCredits as InsufficientCreditsState,
+  AutoRechargeSettings as AutoRechargeState,
+  AutoRechargeChange,
+  AutoRechargeAction as AutoRechargeActionInfo,
 } from './core/types';

@@ -8,11 +8,13 @@ import { join } from 'node:path';
 import { buildSync } from 'esbuild';
 
 /**
- * About 7 KiB: raised from 6 KiB when the balance headers (use-credits-fetch) and the grants breakdown
+ * About 9 KiB: raised from 6 KiB when the balance headers (use-credits-fetch) and the grants breakdown
  * (useBalanceDetails, BalanceBadge showExpiry) came in, then from 6,400 B when subscriptions did (usePlans,
- * usePlan, useSubscribe, useBillingPortal, PlanPicker, SubscribeButton, ManageBillingButton: about 1 KB).
+ * usePlan, useSubscribe, useBillingPortal, PlanPicker, SubscribeButton, ManageBillingButton: about 1 KB), then
+ * from 7,200 B for auto-recharge (useAutoRecharge, AutoRechargeSettings, AutoRechargeAction, BalanceBadge's
+ * low state from the settings: about 1.9 KiB).
  */
-export const CLIENT_BUDGET_BYTES = 7200;
+export const CLIENT_BUDGET_BYTES = 9200;
 const ENTRY = join(__dirname, '..', 'client', 'index.ts');
 
 export function clientBundleSize(): { minified: number; gzipped: number } {

@@ -15,6 +15,7 @@ const SESSION = 'session';
 const TRANSACTIONS = 'transactions';
 /** usePlan's key: `['credit-kit', apiBase, 'plan']` (client/hooks/use-plans.ts). */
 export const PLAN = 'plan';
+const AUTO_RECHARGE = 'auto-recharge';
 
 export type BalanceKey = readonly [typeof KIT, string, typeof BALANCE];
 export type GrantsKey = readonly [typeof KIT, string, typeof GRANTS];
@@ -24,6 +25,8 @@ export type SessionKey = readonly [typeof KIT, string, typeof SESSION, string];
 export type HistoryPageKey = readonly [typeof KIT, string, typeof TRANSACTIONS, number, string | null];
 
 export const balanceKey = (base: string): BalanceKey => [KIT, base, BALANCE];
+export type AutoRechargeKey = readonly [typeof KIT, string, typeof AUTO_RECHARGE];
+export const autoRechargeKey = (base: string): AutoRechargeKey => [KIT, base, AUTO_RECHARGE];
 export const grantsKey = (base: string): GrantsKey => [KIT, base, GRANTS];
 export const pricingKey = (base: string): PricingKey => [KIT, base, PRICING];
 export const sessionKey = (base: string, id: string | null): SessionKey | null => (id ? [KIT, base, SESSION, id] : null);

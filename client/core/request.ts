@@ -9,6 +9,8 @@ export interface Requester {
   fetch: FetchLike;
   get<T>(path: string): Promise<T>;
   post<T>(path: string, body: unknown, headers?: Record<string, string>): Promise<T>;
+  /** Any method, with a JSON body when given (PUT and DELETE of the auto-recharge routes). */
+  send<T>(method: string, path: string, body?: unknown): Promise<T>;
 }
 
 const networkError = (cause: unknown) =>
@@ -37,16 +39,18 @@ export function createRequester(apiBase: string, getFetch: () => FetchLike | und
     }
   }
 
+  const send = <T,>(method: string, path: string, body?: unknown, headers: Record<string, string> = {}) =>
+    call<T>(path, {
+      method,
+      headers: { accept: 'application/json', ...(body === undefined ? {} : { 'content-type': 'application/json' }), ...headers },
+      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+    });
   return {
     base,
     fetch,
     get: (path) => call(path, { headers: { accept: 'application/json' } }),
-    post: (path, body, headers = {}) =>
-      call(path, {
-        method: 'POST',
-        headers: { accept: 'application/json', 'content-type': 'application/json', ...headers },
-        body: JSON.stringify(body),
-      }),
+    post: (path, body, headers) => send('POST', path, body, headers),
+    send: (method, path, body) => send(method, path, body),
   };
 }
 

@@ -41,3 +41,5 @@ export type CreditTransaction = Transaction;
 
 /** A guarded route answered 402: what it needed and what the balance was. */
 export type InsufficientCredits = Pick<InsufficientCreditsBody['error'], 'required' | 'balance' | 'message'>;
+
+export type { AutoRechargeSettings, AutoRechargeChange, AutoRechargeAction } from '../../server/stripe/recharge-options';

@@ -34,7 +34,7 @@ const cors: RequestHandler = (req, res, next) => {
       'Access-Control-Allow-Origin': ALLOWED_ORIGIN,
       'Access-Control-Allow-Credentials': 'true',
       'Access-Control-Allow-Headers': 'content-type, idempotency-key, x-test-user',
-      'Access-Control-Allow-Methods': 'GET, POST',
+      'Access-Control-Allow-Methods': 'GET, POST, PUT, DELETE',
       // What the kit's fetch helper reads of a guarded answer, for a browser on another origin.
       'Access-Control-Expose-Headers': BALANCE_HEADERS.join(', '),
       Vary: 'Origin',
@@ -45,6 +45,11 @@ const cors: RequestHandler = (req, res, next) => {
     return;
   }
   next();
+};
+
+/** This fixture's own origin, once it listens (the auto-recharge test routes call the kit's routes through HTTP). */
+let self = (): string => {
+  throw new Error('not listening yet');
 };
 
 async function main(): Promise<void> {
@@ -69,6 +74,7 @@ async function main(): Promise<void> {
     pricing: { bundles: [{ id: 'starter', credits: 100, price: 900, name: 'Starter pack' }] },
     costs: { summarize: { credits: 5, label: 'Summarize' }, chat: { metered: true, reserve: 20, label: 'Chat' } },
     plans: { pro: { price: 'price_pro', credits: 1000, label: 'Pro', rollover: { max: 200 } }, team: { price: 'price_team', credits: 5000, label: 'Team' } },
+    autoRecharge: { monthlyCap: 1000, cooldownMs: 0 },
   });
   await credits.init();
 
@@ -136,6 +142,44 @@ async function main(): Promise<void> {
     });
     res.status(204).end();
   });
+  // Auto-recharge: what Stripe does after the kit's requests, as signed events to the kit's own webhook.
+  const deliver = async (type: string, object: unknown) => {
+    const payload = JSON.stringify({ id: `evt_${randomUUID()}`, object: 'event', api_version: '2026-10-28', created: Math.floor(Date.now() / 1000), livemode: false, type, data: { object } });
+    const signature = stripe.webhooks.generateTestHeaderString({ payload, secret: 'whsec_test' });
+    const res = await fetch(`${self()}/api/stripe/webhook`, { method: 'POST', headers: { 'content-type': 'application/json', 'stripe-signature': signature }, body: payload });
+    if (!res.ok) throw new Error(`the webhook answered ${res.status}`);
+  };
+  // The card saved on Stripe's page: the kit's card route, then the signed completion of its setup session.
+  app.post('/test/save-card', express.json(), async (req, res) => {
+    const { user } = req.body as { user: string };
+    const created = await fetch(`${self()}/api/credits/auto-recharge/card`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-test-user': user }, body: '{}' });
+    const { id } = (await created.json()) as { id: string };
+    const record = await credits.store.getRecharge(user);
+    const metadata = { credit_kit_user_id: user, credit_kit_purpose: 'auto_recharge_card' };
+    await deliver('checkout.session.completed', { id, object: 'checkout.session', mode: 'setup', status: 'complete', livemode: false, customer: record!.customerId, setup_intent: 'seti_123', metadata });
+    res.status(204).end();
+  });
+  // A spend, and the journal moved (where the kit sees a crossing of the threshold).
+  app.post('/test/spend', express.json(), async (req, res) => {
+    const { user, amount } = req.body as { user: string; amount: number };
+    await credits.deductCredits(user, amount);
+    await credits.flush();
+    res.status(204).end();
+  });
+  // Stripe's verdict on the user's current attempt: succeeded, or failed (`code`: authentication_required, card_declined).
+  app.post('/test/recharge-outcome', express.json(), async (req, res) => {
+    const { user, outcome, code } = req.body as { user: string; outcome: 'succeeded' | 'failed'; code?: string };
+    const r = await credits.store.getRecharge(user);
+    const a = r?.attempt;
+    if (!a?.paymentIntentId) return void res.status(404).end();
+    const metadata = { credit_kit_user_id: user, credit_kit_credits: String(a.credits), credit_kit_recharge_attempt: a.id };
+    const pi = { id: a.paymentIntentId, object: 'payment_intent', amount: a.amount, currency: a.currency, livemode: false, metadata };
+    await (outcome === 'succeeded'
+      ? deliver('payment_intent.succeeded', { ...pi, status: 'succeeded' })
+      : deliver('payment_intent.payment_failed', { ...pi, status: 'requires_payment_method', last_payment_error: { code: code ?? 'card_declined' } }));
+    await credits.flush();
+    res.status(204).end();
+  });
   app.use('/test/broken', (_req, res) => {
     res.status(500).json({ error: { code: 'internal', message: 'The server failed on purpose.' } });
   });
@@ -143,6 +187,7 @@ async function main(): Promise<void> {
   const server = app.listen(0, '127.0.0.1');
   await new Promise<void>((resolve) => server.once('listening', resolve));
   port = (server.address() as AddressInfo).port;
+  self = () => `http://127.0.0.1:${port}`;
   process.stdout.write(`LISTENING http://127.0.0.1:${port}\n`);
 
   const stop = async () => {

@@ -20,6 +20,12 @@ export interface TestServer {
   subscribed(user: string): Promise<void>;
   /** How many checkout POSTs reached the server for this user. */
   checkoutPosts(user: string): Promise<number>;
+  /** Auto-recharge: saves a card as the customer would on Stripe's page (the kit's route, then the signed completion). */
+  saveCard(user: string): Promise<void>;
+  /** A spend, with the journal moved so that a crossing of the threshold has been seen. */
+  spend(user: string, amount: number): Promise<void>;
+  /** Stripe's signed verdict on the user's current auto-recharge payment. */
+  rechargeOutcome(user: string, outcome: 'succeeded' | 'failed', code?: string): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -91,6 +97,18 @@ export async function startTestServer(): Promise<TestServer> {
     },
     async checkoutPosts(user) {
       return (await json<{ count: number }>(await fetch(`${url}/test/checkout-posts?user=${encodeURIComponent(user)}`))).count;
+    },
+    async saveCard(user) {
+      const res = await fetch(`${url}/test/save-card`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ user }) });
+      if (res.status !== 204) throw new Error(`/test/save-card answered ${res.status}: ${await res.text()}`);
+    },
+    async spend(user, amount) {
+      const res = await fetch(`${url}/test/spend`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ user, amount }) });
+      if (res.status !== 204) throw new Error(`/test/spend answered ${res.status}`);
+    },
+    async rechargeOutcome(user, outcome, code) {
+      const res = await fetch(`${url}/test/recharge-outcome`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ user, outcome, code }) });
+      if (res.status !== 204) throw new Error(`/test/recharge-outcome answered ${res.status}`);
     },
     async close() {
       child.kill('SIGTERM');

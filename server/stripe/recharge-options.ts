@@ -101,3 +101,22 @@ export interface AutoRechargeSettings {
   maxDeclines: number;
   creditName: string;
 }
+
+/** What PUT /credits/auto-recharge takes: any of these; the top-up is a bundle id or a number of credits. */
+export interface AutoRechargeChange {
+  enabled?: boolean;
+  threshold?: number;
+  bundle?: string;
+  credits?: number;
+  /** Optional: the card on file's id, to make sure the change is about that card. */
+  paymentMethod?: string;
+}
+
+/** What GET /credits/auto-recharge/action answers: what Stripe.js needs to let the card holder authenticate. */
+export interface AutoRechargeAction {
+  paymentIntentId: string;
+  clientSecret: string;
+  credits: number;
+  amount: number;
+  currency: string;
+}
