@@ -175,7 +175,7 @@ export function createDemoApp(options: DemoAppOptions): Express {
     res.type(file.type).set('cache-control', 'no-cache').send(Buffer.from(file.contents));
   });
   // One page: "/" and the two pages Checkout returns to (the kit's default success and cancel paths).
-  app.get(['/', '/success', '/cancel'], (_req, res) => {
+  app.get(['/', '/success', '/cancel', '/auto-recharge'], (_req, res) => {
     res.type('html').set('cache-control', 'no-store').send(options.page.html);
   });
 

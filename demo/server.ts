@@ -127,6 +127,15 @@ async function main(): Promise<void> {
     pricing: { creditPriceCents: 10, bundles: BUNDLES.map((b) => ({ ...b })) },
     ...(planPrice ? { plans: { [PLAN.id]: { price: planPrice, credits: PLAN.credits, label: PLAN.label, rollover: { ...PLAN.rollover } } } } : {}),
     onWebhook: (r) => logWebhook(r, () => credits),
+    // Auto-recharge from a saved card (README "Auto-recharge"): the settings are in step 5 of the page.
+    autoRecharge: {
+      monthlyCap: 2000,
+      cooldownMs: 3_000,
+      maxDeclines: 2,
+      returnPath: '/auto-recharge',
+      onAutoRecharge: (e) =>
+        log(`auto-recharge ${e.type} for ${e.userId}: ${e.credits} credits, ${(e.amount / 100).toFixed(2)} ${e.currency.toUpperCase()}${e.reason ? ` (${e.reason})` : ''} → ${e.state}`),
+    },
   });
   await credits.init();
   const report = await credits.reconcile();
@@ -222,6 +231,8 @@ function logWebhook(r: WebhookReport, kit: () => Credits): void {
         ? `${outcome.clawedBack} credits taken back, ${outcome.restored} given back`
         : 'creditsGranted' in outcome && !outcome.ignored
           ? `subscription ${outcome.subscription ?? ''}: ${outcome.creditsGranted} credits granted, ${outcome.revoked} taken back`
+        : 'autoRecharge' in outcome
+          ? `auto-recharge: ${outcome.autoRecharge.cardSaved ? 'card saved' : `${outcome.autoRecharge.creditsAdded} credits added`}${outcome.autoRecharge.state ? `, now ${outcome.autoRecharge.state}` : ''}`
           : 'ignored';
   log(`webhook ${what} → 200 verified and handled: ${did}${outcome.reason ? ` (${outcome.reason})` : ''}`);
   // The purchase the kit recorded says whose it is; the balance it leads to follows.

@@ -16,6 +16,13 @@
  *   cancelled at the period's end, the subscription ends (`customer.subscription.deleted`). The customer
  *   portal (POST /v1/billing_portal/sessions) is a page with a cancel button.
  *
+ * - Auto-recharge: the calls the kit makes for it too. POST /v1/customers; setup-mode sessions, whose page
+ *   saves one of three test cards (one that pays, one that needs authentication, one that is declined) and
+ *   delivers the completion; GET /v1/setup_intents/:id and /v1/payment_methods/:id, POST …/detach; and
+ *   POST /v1/payment_intents off-session, answered as Stripe does for each card (succeeded, or a 402 card
+ *   error) with the payment_intent.succeeded / payment_failed event after it. A simulated bank step
+ *   (`POST …/authenticate`, what the demo's stand-in for Stripe.js calls) completes a payment that needs it.
+ *
  * Sessions live in memory: they are gone after a restart, while the credits they bought stay in the database.
  */
 import { createHash, randomBytes } from 'node:crypto';
@@ -81,7 +88,8 @@ interface LineItem {
 interface SimSession {
   id: string;
   object: 'checkout.session';
-  mode: 'payment' | 'subscription';
+  mode: 'payment' | 'subscription' | 'setup';
+  setup_intent: string | null;
   ui_mode: 'hosted';
   status: 'open' | 'complete' | 'expired';
   payment_status: 'unpaid' | 'paid';
@@ -138,10 +146,44 @@ const KNOWN_PARAMS = new Set([
   'expand',
   'subscription_data',
   'customer',
+  'currency',
+  'setup_intent_data',
 ]);
 
 /** The simulated month: 30 days. */
 const PERIOD_SECONDS = 30 * 86_400;
+
+/** The three test cards a setup page offers, and what an off-session payment with each meets. */
+type CardBehaviour = 'pay' | 'authenticate' | 'decline';
+const CARDS: Record<CardBehaviour, { last4: string; label: string }> = {
+  pay: { last4: '4242', label: 'Test card that pays' },
+  authenticate: { last4: '3184', label: 'Test card that needs authentication (3-D Secure)' },
+  decline: { last4: '0002', label: 'Test card that is declined' },
+};
+
+interface SimPaymentMethod {
+  id: string;
+  object: 'payment_method';
+  type: 'card';
+  customer: string | null;
+  card: { brand: string; last4: string; exp_month: number; exp_year: number };
+  behaviour: CardBehaviour;
+}
+
+interface SimPaymentIntent {
+  id: string;
+  object: 'payment_intent';
+  amount: number;
+  currency: string;
+  customer: string | null;
+  payment_method: string;
+  metadata: Record<string, string>;
+  status: 'succeeded' | 'requires_action' | 'requires_payment_method';
+  client_secret: string;
+  livemode: false;
+  created: number;
+  last_payment_error: { code: string; decline_code?: string; message: string } | null;
+}
 
 const id = (prefix: string) => `${prefix}_${randomBytes(12).toString('hex')}`;
 const now = () => Math.floor(Date.now() / 1000);
@@ -185,13 +227,16 @@ export async function startStripeSimulator(options: StripeSimulatorOptions): Pro
       }
     }
     const mode = text(params, 'mode');
-    if (mode !== 'payment' && mode !== 'subscription') throw new ApiError(400, 'The simulator supports mode=payment and mode=subscription.', 'parameter_invalid_string', 'mode');
+    if (mode !== 'payment' && mode !== 'subscription' && mode !== 'setup') {
+      throw new ApiError(400, 'The simulator supports mode=payment, mode=subscription and mode=setup.', 'parameter_invalid_string', 'mode');
+    }
     const uiMode = text(params, 'ui_mode') ?? 'hosted';
     if (uiMode !== 'hosted' && uiMode !== 'hosted_page') {
       throw new ApiError(400, `The demo's Stripe simulator serves hosted Checkout only, not ui_mode=${uiMode}; set STRIPE_SECRET_KEY to use Stripe's test mode.`, 'parameter_invalid_string', 'ui_mode');
     }
     const success = requiredUrl(params, 'success_url');
     const cancel = optionalUrl(params, 'cancel_url');
+    if (mode === 'setup') return { stored: setupSession(params, success, cancel, paramsHash, idempotencyKey), replayed: false };
 
     const items = list(params, 'line_items');
     if (items.length === 0) throw new ApiError(400, 'line_items must contain at least one item.', 'parameter_missing', 'line_items');
@@ -232,6 +277,7 @@ export async function startStripeSimulator(options: StripeSimulatorOptions): Pro
       id: sessionId,
       object: 'checkout.session',
       mode: mode,
+      setup_intent: null,
       ui_mode: 'hosted',
       status: 'open',
       payment_status: 'unpaid',
@@ -256,6 +302,120 @@ export async function startStripeSimulator(options: StripeSimulatorOptions): Pro
     sessions.set(sessionId, stored);
     if (idempotencyKey) idempotent.set(idempotencyKey, { paramsHash, sessionId });
     return { stored, replayed: false };
+  }
+
+  // ---- auto-recharge: customers, saved cards, off-session payments ----------------------------------------
+
+  const customers = new Map<string, { id: string; object: 'customer'; metadata: Record<string, string> }>();
+  const paymentMethods = new Map<string, SimPaymentMethod>();
+  const setupIntents = new Map<string, { id: string; object: 'setup_intent'; customer: string | null; payment_method: string; status: 'succeeded' }>();
+  const paymentIntents = new Map<string, SimPaymentIntent>();
+  /** A repeated Idempotency-Key gets the first answer again, status and body. */
+  const replies = new Map<string, { paramsHash: string; status: number; body: unknown }>();
+
+  function setupSession(params: ReturnType<typeof parseForm>, success: string, cancel: string | undefined, paramsHash: string, key: string | undefined): Stored {
+    const customer = text(params, 'customer');
+    if (!customer || !customers.has(customer)) throw new ApiError(400, `No such customer: '${customer ?? ''}'`, 'resource_missing', 'customer');
+    const sessionId = id('cs_test_sim');
+    const created = now();
+    const session: SimSession = {
+      id: sessionId,
+      object: 'checkout.session',
+      mode: 'setup',
+      customer,
+      subscription: null,
+      setup_intent: null,
+      ui_mode: 'hosted',
+      status: 'open',
+      payment_status: 'unpaid',
+      amount_subtotal: 0,
+      amount_total: 0,
+      currency: text(params, 'currency') ?? 'usd',
+      client_reference_id: text(params, 'client_reference_id') ?? null,
+      customer_email: null,
+      metadata: strings(params, 'metadata'),
+      payment_intent: null,
+      client_secret: null,
+      url: `${options.checkoutUrl}/${sessionId}`,
+      success_url: success,
+      cancel_url: cancel ?? null,
+      created,
+      expires_at: created + 24 * 60 * 60,
+      livemode: false,
+    };
+    const stored: Stored = { session, lineItems: [], declined: false };
+    sessions.set(sessionId, stored);
+    if (key) idempotent.set(key, { paramsHash, sessionId });
+    return stored;
+  }
+
+  /** The card chosen on a setup page: saved for the session's customer, the completion delivered. */
+  async function saveCard(stored: Stored, behaviour: CardBehaviour): Promise<void> {
+    const s = stored.session;
+    const pm: SimPaymentMethod = {
+      id: id('pm_sim'),
+      object: 'payment_method',
+      type: 'card',
+      customer: s.customer,
+      card: { brand: 'visa', last4: CARDS[behaviour].last4, exp_month: 12, exp_year: new Date().getUTCFullYear() + 3 },
+      behaviour,
+    };
+    paymentMethods.set(pm.id, pm);
+    const si = { id: id('seti_sim'), object: 'setup_intent' as const, customer: s.customer, payment_method: pm.id, status: 'succeeded' as const };
+    setupIntents.set(si.id, si);
+    Object.assign(s, { status: 'complete', setup_intent: si.id, url: null });
+    log(`${s.id}: saved card •••• ${pm.card.last4} (${CARDS[behaviour].label.toLowerCase()}) for ${s.customer}`);
+    await deliver(eventFor('checkout.session.completed', s), 1);
+  }
+
+  function publicPm(pm: SimPaymentMethod): Omit<SimPaymentMethod, 'behaviour'> {
+    const { behaviour: _b, ...rest } = pm;
+    return rest;
+  }
+
+  /** An off-session, confirmed payment: what Stripe answers for the card, and the event after it. */
+  function createPaymentIntent(params: ReturnType<typeof parseForm>): { status: number; body: unknown; event?: Record<string, unknown> } {
+    const pmId = text(params, 'payment_method') ?? '';
+    const pm = paymentMethods.get(pmId);
+    if (!pm) throw new ApiError(400, `No such PaymentMethod: '${pmId}'`, 'resource_missing', 'payment_method');
+    if (text(params, 'off_session') !== 'true' || text(params, 'confirm') !== 'true') {
+      throw new ApiError(400, 'The simulator takes off-session, confirmed payments only (off_session=true, confirm=true).', 'parameter_invalid_string', 'off_session');
+    }
+    const customer = text(params, 'customer') ?? null;
+    if (customer !== pm.customer) throw new ApiError(400, 'The payment method does not belong to this customer.', 'payment_method_invalid_parameter', 'payment_method');
+    const piId = id('pi_sim');
+    const pi: SimPaymentIntent = {
+      id: piId,
+      object: 'payment_intent',
+      amount: integer(params, 'amount', 'amount', 1),
+      currency: text(params, 'currency') ?? 'usd',
+      customer,
+      payment_method: pm.id,
+      metadata: strings(params, 'metadata'),
+      status: pm.behaviour === 'pay' ? 'succeeded' : pm.behaviour === 'authenticate' ? 'requires_action' : 'requires_payment_method',
+      client_secret: `${piId}_secret_${randomBytes(8).toString('hex')}`,
+      livemode: false,
+      created: now(),
+      last_payment_error:
+        pm.behaviour === 'pay'
+          ? null
+          : pm.behaviour === 'authenticate'
+            ? { code: 'authentication_required', message: 'This payment requires authentication by the card holder.' }
+            : { code: 'card_declined', decline_code: 'insufficient_funds', message: 'Your card has insufficient funds.' },
+    };
+    paymentIntents.set(pi.id, pi);
+    log(`POST /v1/payment_intents → ${pi.id}: ${money(pi.amount, pi.currency)} off-session with •••• ${pm.card.last4}: ${pi.status}`);
+    if (pm.behaviour === 'pay') return { status: 200, body: pi, event: piEvent('payment_intent.succeeded', pi) };
+    const e = pi.last_payment_error!;
+    return {
+      status: 402,
+      body: { error: { type: 'card_error', code: e.code, ...(e.decline_code ? { decline_code: e.decline_code } : {}), message: e.message, payment_intent: pi } },
+      event: piEvent('payment_intent.payment_failed', pi),
+    };
+  }
+
+  function piEvent(type: string, pi: SimPaymentIntent): Record<string, unknown> {
+    return { ...eventFor(type, pi as unknown as SimSession), data: { object: structuredClone(pi) } };
   }
 
   // ---- the API, for stripe-node -----------------------------------------------------------------------
@@ -299,6 +459,64 @@ export async function startStripeSimulator(options: StripeSimulatorOptions): Pro
       log(`POST /v1/billing_portal/sessions → ${portalId} for ${customer}`);
       sendJson(res, 200, { id: portalId, object: 'billing_portal.session', customer, livemode: false, return_url: portals.get(portalId)!.returnUrl, url: `${options.checkoutUrl}/portal/${portalId}` });
       return;
+    }
+    if (req.method === 'POST' && (path === '/v1/customers' || path === '/v1/payment_intents')) {
+      const body = await readBody(req, 64 * 1024);
+      const key = header(req, 'idempotency-key');
+      const paramsHash = createHash('sha256').update(`${path}\n${body}`).digest('hex');
+      const previous = key ? replies.get(key) : undefined;
+      if (previous) {
+        if (previous.paramsHash !== paramsHash) {
+          throw new ApiError(400, 'Keys for idempotent requests can only be used with the same parameters they were first used with.', 'idempotency_key_in_use', undefined, 'idempotency_error');
+        }
+        log(`POST ${path}: Idempotency-Key seen before, the first answer again (no second ${path === '/v1/customers' ? 'customer' : 'payment'})`);
+        sendJson(res, previous.status, previous.body, { 'idempotent-replayed': 'true' });
+        return;
+      }
+      const params = parseForm(body);
+      let answer: { status: number; body: unknown; event?: Record<string, unknown> };
+      if (path === '/v1/customers') {
+        const customer = { id: id('cus_sim'), object: 'customer' as const, metadata: strings(params, 'metadata') };
+        customers.set(customer.id, customer);
+        log(`POST /v1/customers → ${customer.id} for ${customer.metadata.credit_kit_user_id ?? 'nobody'}`);
+        answer = { status: 200, body: customer };
+      } else {
+        answer = createPaymentIntent(params);
+      }
+      if (key) replies.set(key, { paramsHash, status: answer.status, body: answer.body });
+      sendJson(res, answer.status, answer.body);
+      // As Stripe does: the event follows the answer.
+      if (answer.event) setTimeout(() => void deliver(answer.event!, 1), 50);
+      return;
+    }
+    const object = /^\/v1\/(setup_intents|payment_methods|payment_intents)\/([^/]+)(\/detach)?$/.exec(path);
+    if (object && (req.method === 'GET' || (req.method === 'POST' && object[3]))) {
+      const [, kind, rawId, detach] = object;
+      const oid = decodeURIComponent(rawId!);
+      if (kind === 'setup_intents' && !detach) {
+        const si = setupIntents.get(oid);
+        if (!si) throw new ApiError(404, `No such setupintent: '${oid}'`, 'resource_missing', 'id');
+        const expand = new URL(req.url ?? '/', 'http://simulator').searchParams.getAll('expand[]');
+        const pm = paymentMethods.get(si.payment_method)!;
+        sendJson(res, 200, { ...si, payment_method: expand.includes('payment_method') ? publicPm(pm) : pm.id });
+        return;
+      }
+      if (kind === 'payment_methods') {
+        const pm = paymentMethods.get(oid);
+        if (!pm) throw new ApiError(404, `No such PaymentMethod: '${oid}'`, 'resource_missing', 'id');
+        if (detach) {
+          pm.customer = null;
+          log(`POST /v1/payment_methods/${pm.id}/detach: card •••• ${pm.card.last4} removed`);
+        }
+        sendJson(res, 200, publicPm(pm));
+        return;
+      }
+      if (kind === 'payment_intents' && !detach) {
+        const pi = paymentIntents.get(oid);
+        if (!pi) throw new ApiError(404, `No such payment_intent: '${oid}'`, 'resource_missing', 'id');
+        sendJson(res, 200, pi);
+        return;
+      }
     }
     const match = /^\/v1\/checkout\/sessions\/([^/]+)$/.exec(path);
     if (req.method === 'GET' && match) {
@@ -471,6 +689,32 @@ export async function startStripeSimulator(options: StripeSimulatorOptions): Pro
       await deliver(eventFor('customer.subscription.updated', subscriptionObject(sub)), 1);
     }
     res.redirect(303, `${req.baseUrl}/portal/${req.params.id}`);
+  });
+  // The demo's stand-in for Stripe.js handleNextAction: the simulated bank approves the payment.
+  pages.post('/authenticate', express.json({ limit: '2kb' }), (req, res) => {
+    const secret: unknown = (req.body as { clientSecret?: unknown } | undefined)?.clientSecret;
+    const pi = [...paymentIntents.values()].find((p) => p.client_secret === secret);
+    if (!pi) {
+      res.status(404).json({ error: { type: 'invalid_request_error', message: 'No payment with this client secret.' } });
+      return;
+    }
+    if (pi.status === 'requires_action') {
+      pi.status = 'succeeded';
+      pi.last_payment_error = null;
+      log(`${pi.id}: the card holder authenticated (simulated 3-D Secure); ${money(pi.amount, pi.currency)} paid`);
+      setTimeout(() => void deliver(piEvent('payment_intent.succeeded', pi), 1), 50);
+    }
+    res.json({ paymentIntent: { id: pi.id, status: pi.status } });
+  });
+  pages.post('/:id/save', express.urlencoded({ extended: false, limit: '2kb' }), async (req, res) => {
+    const stored = lookup(req.params.id);
+    if (!stored || stored.session.mode !== 'setup') {
+      res.status(404).type('html').send(page('Checkout not found', '<p>This card-saving session does not exist.</p>'));
+      return;
+    }
+    const card: unknown = (req.body as Record<string, unknown> | undefined)?.card;
+    if (stored.session.status === 'open' && (card === 'pay' || card === 'authenticate' || card === 'decline')) await saveCard(stored, card);
+    res.redirect(303, successUrl(stored.session));
   });
   pages.get('/:id', (req, res) => {
     const stored = lookup(req.params.id);
@@ -666,8 +910,44 @@ function escape(s: string): string {
   return s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 }
 
+function setupPage(stored: Stored, base: string): string {
+  const s = stored.session;
+  const form =
+    s.status === 'open'
+      ? `<form method="post" action="${escape(`${base}/${s.id}/save`)}" onsubmit="this.querySelector('button').disabled = true">
+        <fieldset>
+          <legend>Card to save for automatic top-ups (test cards only; nothing is charged)</legend>
+          ${(Object.keys(CARDS) as CardBehaviour[])
+            .map(
+              (k, i) => `<label class="card"><input type="radio" name="card" value="${k}" ${i === 0 ? 'checked' : ''}>
+            <span><strong>Visa •••• ${CARDS[k].last4}</strong><br><span class="muted">${escape(CARDS[k].label)}</span></span></label>`,
+            )
+            .join('')}
+        </fieldset>
+        <button type="submit" class="pay">Save card</button>
+      </form>`
+      : `<p class="ok" role="status">This card is saved.</p><a class="pay" href="${escape(successUrl(s))}">Return to the demo</a>`;
+  return page(
+    'Save a card',
+    `<div class="layout">
+      <section class="summary" aria-label="What this is">
+        ${s.cancel_url && s.status === 'open' ? `<a class="back" href="${escape(s.cancel_url)}">← Cancel and go back</a>` : ''}
+        <p class="merchant">credit-kit demo</p>
+        <p class="amount">Save a card</p>
+        <p class="muted">For automatic top-ups: the app charges it when your balance falls below the threshold you choose.</p>
+      </section>
+      <section class="payment" aria-label="Card">
+        <h2>Card details</h2>
+        ${form}
+        <p class="muted small">Session ${escape(s.id)}</p>
+      </section>
+    </div>`,
+  );
+}
+
 function checkoutPage(stored: Stored, base: string): string {
   const s = stored.session;
+  if (s.mode === 'setup') return setupPage(stored, base);
   const rows = stored.lineItems
     .map(
       (l) => `<tr>

@@ -260,6 +260,76 @@ step('2. manages billing: cancels in the portal; the plan runs to its end, its l
   await shot('plan-ended', plans());
 });
 
+const step5 = () => page.getByRole('listitem').filter({ has: page.getByRole('heading', { name: 'Auto-recharge' }) });
+
+/** On the simulator's card-saving page: picks one of its three test cards and saves it. */
+async function saveCardOnSimulator(card: RegExp): Promise<void> {
+  await page.waitForURL(/\/simulated-checkout\//);
+  await page.getByRole('heading', { name: 'Card details' }).waitFor();
+  await page.getByRole('radio', { name: card }).check();
+  await page.getByRole('button', { name: 'Save card' }).click();
+  await page.waitForURL(/\/auto-recharge$/);
+}
+
+/** Summarizes until the balance shows `balance` (each costs 20). */
+async function summarizeDownTo(balance: number, from: number): Promise<void> {
+  for (let b = from - 20; b >= balance; b -= 20) {
+    await page.getByRole('button', { name: 'Summarize · 20 credits' }).click();
+    await step3().getByText(`Charged 20 credits · balance ${b}`).waitFor();
+  }
+}
+
+step('5. saves a card that pays on the simulator and turns auto-recharge on', async () => {
+  await step5().getByText('No card on file.').waitFor();
+  await step5().getByRole('button', { name: 'Save a card' }).click();
+  await shot('save-card-page');
+  await saveCardOnSimulator(/Test card that pays/);
+  await step5().getByText(/Card on file: visa ending 4242/).waitFor();
+  await step5().getByRole('checkbox', { name: 'Top up automatically' }).check();
+  await step5().getByRole('spinbutton', { name: /When my balance falls below/ }).fill('100');
+  await step5().getByRole('combobox', { name: /Top up with/ }).selectOption('starter');
+  await step5().getByRole('button', { name: 'Save', exact: true }).click();
+  await step5().getByRole('status').filter({ hasText: 'This month: 0 of 2,000 credits.' }).waitFor();
+  const settings = await page.evaluate(async () => (await (await fetch('/api/credits/auto-recharge')).json()) as { enabled: boolean; threshold: number });
+  assert.deepEqual([settings.enabled, settings.threshold], [true, 100]);
+  await shot('auto-recharge-on', step5());
+});
+
+step('5. a spend below the threshold tops up once from the saved card', async () => {
+  await expectBalance('217 credits');
+  await summarizeDownTo(97, 217); // 117 -> 97 crosses 100: one off-session payment of $9.00
+  await step5().getByText('Last top-up: 100 credits for $9.00.', { exact: false }).waitFor();
+  await expectBalance('197 credits');
+  await step4().locator('tbody tr').first().filter({ hasText: 'Purchase' }).waitFor();
+  await shot('auto-recharged', step5());
+});
+
+step('5. a card that needs authentication: the page completes it, then the credits arrive', async () => {
+  await step5().getByRole('button', { name: 'Replace card' }).click();
+  await saveCardOnSimulator(/needs authentication/);
+  await step5().getByText(/Card on file: visa ending 3184/).waitFor();
+  await summarizeDownTo(97, 197);
+  const confirm = step5().getByRole('button', { name: 'Confirm payment' });
+  await confirm.waitFor();
+  await step5().getByText('An automatic top-up of 100 credits for $9.00 needs you to confirm it with your bank.').waitFor();
+  await shot('auto-recharge-needs-authentication', step5());
+  await confirm.click();
+  await step5().getByText('Payment confirmed: your credits arrive in a moment.').waitFor();
+  await expectBalance('197 credits');
+});
+
+step('5. a declined card: nothing is credited and the page says why', async () => {
+  await step5().getByRole('button', { name: 'Replace card' }).click();
+  await saveCardOnSimulator(/is declined/);
+  await step5().getByText(/Card on file: visa ending 0002/).waitFor();
+  await summarizeDownTo(97, 197);
+  await step5().getByText('A top-up of 100 credits for $9.00 was declined (insufficient_funds).', { exact: false }).waitFor();
+  await expectBalance('97 credits');
+  const settings = await page.evaluate(async () => (await (await fetch('/api/credits/auto-recharge')).json()) as { state: string; month: { credits: number } });
+  assert.deepEqual([settings.state, settings.month.credits], ['retrying', 200]);
+  await shot('auto-recharge-declined', step5());
+});
+
 step('shows no errors in the browser console', async () => {
   assert.deepEqual(pageErrors, []);
 });

@@ -4,6 +4,8 @@
  */
 import { useCallback, useEffect, useState, type FormEvent, type ReactNode } from 'react';
 import {
+  AutoRechargeAction,
+  AutoRechargeSettings,
   BalanceBadge,
   BuyCreditsButton,
   BuyCreditsForm,
@@ -12,7 +14,9 @@ import {
   CreditsProvider,
   PlanPicker,
   useCredits,
+  useAutoRecharge,
   usePricing,
+  type AutoRechargeStripe,
 } from 'credit-kit/client';
 import type { DemoInfo, DemoUser, MonthPassed } from '../shared';
 import { AiStudio } from './AiStudio';
@@ -94,6 +98,9 @@ export function App() {
           </Step>
           <Step n={4} title="History" locked={!user}>
             <CreditHistory pageSize={8} caption="Every purchase, charge and refund, newest first" />
+          </Step>
+          <Step n={5} title="Auto-recharge" locked={!user}>
+            <AutoRechargeStep simulator={info?.stripe === 'simulator'} />
           </Step>
         </ol>
       </main>
@@ -300,5 +307,43 @@ function ReturnNotice() {
         Dismiss
       </button>
     </section>
+  );
+}
+
+/**
+ * The demo's stand-in for Stripe.js `handleNextAction` when it runs on the Stripe simulator: the simulated bank
+ * approves the payment (demo/stripe-simulator.ts). With Stripe keys, an app passes `loadStripe(publishableKey)`.
+ */
+const simulatedStripeJs: AutoRechargeStripe = {
+  async handleNextAction({ clientSecret }) {
+    const res = await fetch('/simulated-checkout/authenticate', {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ clientSecret }),
+    });
+    return res.ok ? {} : { error: { message: 'The simulated bank refused.' } };
+  },
+};
+
+/** Settings, the step a card that needs authentication asks for, and a refresh while a top-up is on its way. */
+function AutoRechargeStep({ simulator }: { simulator: boolean }) {
+  const { settings, refresh } = useAutoRecharge();
+  // The credits of a top-up arrive with Stripe's event, a moment after the spend: the page asks again meanwhile.
+  const waiting = settings?.enabled === true;
+  useEffect(() => {
+    if (!waiting) return;
+    const timer = setInterval(() => void refresh(), 1500);
+    return () => clearInterval(timer);
+  }, [waiting, refresh]);
+  return (
+    <div className="auto-recharge">
+      <p className="muted small">
+        Save a card, choose a threshold and a top-up: when a spend takes your balance below the threshold, the kit charges
+        the card once and adds the credits when Stripe confirms the payment.{' '}
+        {simulator && 'The simulator offers a card that pays, one that needs authentication and one that is declined.'}
+      </p>
+      <AutoRechargeAction stripe={simulator ? simulatedStripeJs : null} />
+      <AutoRechargeSettings />
+    </div>
   );
 }

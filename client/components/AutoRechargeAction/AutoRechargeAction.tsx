@@ -61,7 +61,7 @@ export const AutoRechargeAction = forwardRef<HTMLDivElement, AutoRechargeActionP
           <p className="ck-status">
             {`An automatic top-up${r ? ` of ${formatNumber(r.credits)} ${s.creditName} for ${formatPrice(r.amount, s.topUp?.currency ?? 'usd')}` : ''} needs you to confirm it with your bank.`}
           </p>
-          <button type="button" disabled={phase === 'busy'} onClick={() => void confirm()}>
+          <button type="button" className="ck-button" disabled={phase === 'busy'} onClick={() => void confirm()}>
             Confirm payment
           </button>
         </>

@@ -72,11 +72,11 @@ export const AutoRechargeSettings = forwardRef<HTMLFormElement, AutoRechargeSett
     <form ref={ref} className={cx('ck-recharge', className)} data-state={s.state} aria-busy={isSaving || undefined} onSubmit={submit} {...props}>
       <p className="ck-recharge-card">
         {card ? `Card on file: ${card.brand} ending ${card.last4}, expires ${card.expMonth}/${card.expYear}.` : 'No card on file.'}{' '}
-        <button type="button" disabled={isSaving} onClick={() => void saveCard(redirect ? { redirect } : {}).catch(() => undefined)}>
+        <button type="button" className="ck-button" disabled={isSaving} onClick={() => void saveCard(redirect ? { redirect } : {}).catch(() => undefined)}>
           {card ? 'Replace card' : 'Save a card'}
         </button>
         {card && (
-          <button type="button" disabled={isSaving} onClick={() => void removeCard().catch(() => undefined)}>
+          <button type="button" className="ck-button" disabled={isSaving} onClick={() => void removeCard().catch(() => undefined)}>
             Remove card
           </button>
         )}
@@ -86,26 +86,26 @@ export const AutoRechargeSettings = forwardRef<HTMLFormElement, AutoRechargeSett
       </label>
       <label>
         When my balance falls below{' '}
-        <input type="number" inputMode="numeric" min={1} max={s.monthlyCap} step={1} value={threshold} onChange={(e) => setThreshold(e.target.value)} /> {s.creditName}
+        <input className="ck-input" type="number" inputMode="numeric" min={1} max={s.monthlyCap} step={1} value={threshold} onChange={(e) => setThreshold(e.target.value)} /> {s.creditName}
       </label>
       <label>
         Top up with{' '}
-        <select value={bundle} onChange={(e) => setBundle(e.target.value)}>
+        <select className="ck-input" value={bundle} onChange={(e) => setBundle(e.target.value)}>
           {bundles.map((b) => (
             <option key={b.id} value={b.id}>
-              {`${b.name ?? b.id}: ${formatNumber(b.credits)} ${s.creditName} for ${formatPrice(b.price, pricing!.currency)}`}
+              {`${b.name ?? `${formatNumber(b.credits)} ${s.creditName}`} for ${formatPrice(b.price, pricing!.currency)}`}
             </option>
           ))}
-          <option value={CUSTOM}>A number of {s.creditName}</option>
+          <option value={CUSTOM}>Another amount</option>
         </select>
       </label>
       {bundle === CUSTOM && (
         <label>
           {`${s.creditName[0]!.toUpperCase()}${s.creditName.slice(1)} to buy `}
-          <input type="number" inputMode="numeric" min={1} step={1} value={credits} onChange={(e) => setCredits(e.target.value)} />
+          <input className="ck-input" type="number" inputMode="numeric" min={1} step={1} value={credits} onChange={(e) => setCredits(e.target.value)} />
         </label>
       )}
-      <button type="submit" disabled={isSaving}>
+      <button type="submit" className="ck-button" disabled={isSaving}>
         Save
       </button>
       <p role="status" className="ck-status">
