@@ -76,6 +76,9 @@ async function main(): Promise<void> {
             },
           },
         }),
+    // Auto-recharge for the users the checker opted in (their records are written by the checker): stripe-mock
+    // answers every payment as created and no event follows, so each attempt stays in flight to the end.
+    ...(process.env.CK_RECHARGE === '1' ? { autoRecharge: { monthlyCap: 1_000_000, cooldownMs: 0 } } : {}),
     hooks: {
       onBackgroundError: (err) => {
         backgroundErrors++;

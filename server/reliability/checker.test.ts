@@ -36,7 +36,10 @@
  *  11. revokes (revokeGrant of a grant or its rollover grant, under its default key or its own, from one or
  *      two instances, retried elsewhere): each takes exactly its grant's rest, a grant is revoked once and
  *      stays closed (nothing added to it or expired after), and a call says it revoked credits only once
- *      per key, for exactly what its entry took.
+ *      per key, for exactly what its entry took;
+ *  12. auto-recharge: never two payments in flight for one user (no success ever arrives, so a user has at
+ *      most one attempt), each attempt started for a real crossing of the user's threshold in the final
+ *      ledger, recorded as seen, and no credits from a payment Stripe never confirmed.
  *
  * CHECKER_SEED=n replays a schedule (timing still varies); the seed is printed at the start and in every
  * failure. CHECKER_SECONDS sets the length of the load phase (default 24); CHECKER_FAULTS=0 runs the same
@@ -65,6 +68,8 @@ const MAX_OPS_PER_WORKER = 600;
 const USERS = ['ada', 'bob', 'cy', 'dee', 'eve', 'fay'];
 /** The instances' lowBalance levels: the opening balances (60) start above both. */
 const ALERT_LEVELS = [40, 15];
+/** The auto-recharge threshold of the users opted in (all of them), below the opening balances. */
+const RECHARGE_THRESHOLD = 30;
 
 // ---------------------------------------------------------------------------------------------------------
 // A seeded schedule
@@ -131,7 +136,7 @@ async function startInstance(index: number, dbName: string, seed: number): Promi
     ['-r', 'tsx/cjs', '--require', './tools/skew-clock.cjs', 'server/reliability/checker-instance.ts', proxy.uri, dbName, name],
     {
       cwd: ROOT,
-      env: { ...process.env, CK_CLOCK_SKEW_MS: String(SKEWS[index]), CK_WEBHOOK_SECRET: WEBHOOK_SECRET, CK_ALERT_LEVELS: ALERT_LEVELS.join(',') },
+      env: { ...process.env, CK_CLOCK_SKEW_MS: String(SKEWS[index]), CK_WEBHOOK_SECRET: WEBHOOK_SECRET, CK_ALERT_LEVELS: ALERT_LEVELS.join(','), CK_RECHARGE: '1' },
       stdio: ['pipe', 'pipe', 'pipe'],
     },
   );
@@ -313,6 +318,28 @@ it('keeps every money rule under faults, skewed clocks and Stripe chaos across t
       if (a.status !== 200) throw new Error(`${tag} opening grant failed: ${a.status} ${JSON.stringify(a.body)}`);
       grants.set(key, { key, user, amount, terms: {}, attempts: [{ instance: 0, status: 200, granted: a.body.granted as boolean }] });
     }
+    // Every user opted in to auto-recharge with a card on file, as the routes would leave them.
+    const monthNow = new Date().toISOString().slice(0, 7);
+    await connection.getClient().db(dbName).collection('credit_recharges').insertMany(
+      USERS.map((user) => ({
+        _id: user as never,
+        enabled: true,
+        threshold: RECHARGE_THRESHOLD,
+        topUp: { bundle: null, credits: 50, amount: 500, currency: 'usd' },
+        customerId: 'cus_checker',
+        card: { paymentMethodId: 'pm_checker', brand: 'visa', last4: '4242', expMonth: 12, expYear: 2040, savedAt: new Date() },
+        setupSessions: [],
+        state: 'idle',
+        attempt: null,
+        declines: 0,
+        crossingSeq: 0,
+        lastAttemptAt: null,
+        month: { key: monthNow, credits: 0 },
+        lastResult: null,
+        updatedAt: new Date(),
+        version: 1,
+      })),
+    );
 
     const loadEnd = Date.now() + LOAD_MS;
     const faultsEnd = loadEnd - 1000;
@@ -1163,6 +1190,34 @@ it('keeps every money rule under faults, skewed clocks and Stripe chaos across t
     for (const id of calledAlerts) check('9 no call without a crossing', crossings.has(id), () => `the hook was called with ${id}, which the ledger does not cross`);
     const repeatedCalls = alertCalls.length - calledAlerts.size;
 
+    // 12. auto-recharge: at most one attempt per user (none ever succeeds), each for a real crossing.
+    const rechargeDocs = (await db.collection('credit_recharges').find({}).toArray()) as unknown as Array<{
+      _id: string;
+      state: string;
+      crossingSeq: number;
+      attempt: { id: string; crossingSeq: number; paymentIntentId: string | null } | null;
+    }>;
+    let rechargesSent = 0;
+    for (const r of rechargeDocs) {
+      const attempts = purchaseDocs.filter((p) => p._id.startsWith(`recharge:${r._id}:`));
+      check('12 never two recharges in flight', attempts.length <= 1, () => `${r._id}: ${attempts.length} recharge payments started: ${attempts.map((p) => p._id).join(', ')}`);
+      const crossed = new Set(
+        ledgerDocs
+          .filter((e) => e.userId === r._id && e.amount < 0 && e.balanceAfter !== undefined && e.balanceAfter - e.amount >= RECHARGE_THRESHOLD && e.balanceAfter < RECHARGE_THRESHOLD)
+          .map((e) => e.seq),
+      );
+      if (r.attempt) {
+        const a = r.attempt;
+        check('12 one recharge per crossing', crossed.has(a.crossingSeq) && r.crossingSeq >= a.crossingSeq && attempts.length === 1 && attempts[0]!._id === `recharge:${r._id}:${a.id}`, () =>
+          `${r._id}: attempt ${JSON.stringify(a)} (record at seq ${r.crossingSeq}); crossings ${JSON.stringify([...crossed])}; purchases ${attempts.map((p) => p._id).join(', ')}`,
+        );
+        if (a.paymentIntentId) rechargesSent++;
+      } else {
+        check('12 one recharge per crossing', attempts.length === 0, () => `${r._id}: no attempt recorded, yet ${attempts.length} recharge payments`);
+      }
+      check('12 nothing credited unconfirmed', attempts.every((p) => (p.granted ?? 0) === 0 && p.status !== 'paid'), () => `${r._id}: ${JSON.stringify(attempts)}`);
+    }
+
     // Liveness, reported: claims still pending after recovery.
     const pendingClaims = claims.filter((c) => c.state === 'pending');
     const consumedKeys = [...keyAttempts.values()].filter((list) => list.every((r) => r.status !== 200) && list.some((r) => r.status === 409) && list.every((r) => !runs.has(r.id))).length;
@@ -1179,7 +1234,7 @@ it('keeps every money rule under faults, skewed clocks and Stripe chaos across t
       `  purchases: ${purchases.length} (${Object.entries(purchases.reduce<Record<string, number>>((acc, p) => ((acc[p.kind] = (acc[p.kind] ?? 0) + 1), acc), {})).map(([k, v]) => `${k} ${v}`).join(', ')}), ${allEvents().length} events, ${allEvents().reduce((s, e) => s + e.deliveries.length, 0)} deliveries, ${allEvents().filter((e) => !e.acked).length} never acknowledged`,
       `  faults: ${JSON.stringify(faultLog)}; ${proxyStats.join('; ')}`,
       `  recovery: reconcile 1 ${JSON.stringify(reconcile1)}; reconcile 2 ${JSON.stringify(reconcile2)}; background errors ${JSON.stringify(flushed.map((f) => f.backgroundErrors))}`,
-      `  database: ${all.length} entries, ${accounts.length} accounts, ${claims.length} claims (${pendingClaims.length} pending), ${purchaseDocs.length} purchases, ${alertDocs.length} low-balance alerts (${repeatedCalls} delivered again); ${consumedKeys} keys refused everywhere yet answered 409 later`,
+      `  database: ${all.length} entries, ${accounts.length} accounts, ${claims.length} claims (${pendingClaims.length} pending), ${purchaseDocs.length} purchases, ${alertDocs.length} low-balance alerts (${repeatedCalls} delivered again), ${rechargeDocs.filter((r) => r.attempt).length} auto-recharges started (${rechargesSent} sent to Stripe); ${consumedKeys} keys refused everywhere yet answered 409 later`,
       `  invariants: ${Object.entries(checked).map(([k, v]) => `${k} ×${v}`).join('; ')}`,
       `  violations: ${violations.length}`,
     ];
