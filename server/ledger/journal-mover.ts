@@ -1,9 +1,11 @@
 /**
  * Moves journal entries from account documents to the ledger collection in the background, batched across
  * accounts: every MOVE_DELAY_MS one insert command carries the new entries of every account changed
- * meanwhile. Removing them from their journals is a write of each account document, so it is done less
- * often: when a journal holds PULL_AT entries, when an account has been quiet for PULL_IDLE_MS, and on
- * flush(); then one bulk write of `$pullAll` covers every account due. An entry already in the ledger and
+ * meanwhile. Removing them from their journals is a write of each account document, as costly as the
+ * change itself, so it is done less often: when a journal holds PULL_AT entries, when an account has been
+ * quiet for PULL_QUIET_MS (PULL_IDLE_MS when its journal adds an expiring grant, which the expiry sweep
+ * finds only in the stored book), and on flush(); then bulk writes of `$pullAll`, PULL_CHUNK accounts
+ * each, cover every account due. An entry already in the ledger and
  * still journalled is the same entry (reads count it once by id), so the delay changes no balance. A guarded
  * request thus costs its one blocking update plus small shares of batched background writes, and account
  * documents stay small. A move that fails leaves the entries journalled, where reads still count them and
@@ -24,12 +26,31 @@ interface Moved {
   book: GrantBook;
 }
 
+/** An account whose journal is all in the ledger: when its entries got there, and how long it may wait. */
+interface Unpulled extends Moved {
+  since: number;
+  waitMs: number;
+}
+
 /** How long changes gather before one batched move. */
 const MOVE_DELAY_MS = 50;
 /** A journal this long (entries already in the ledger) is pulled with the next move. */
 const PULL_AT = 8;
-/** Entries in the ledger are pulled from a journal that saw no change for this long. */
+/**
+ * A journal whose folded book holds an expiring grant the stored book lacks is pulled once it saw no change
+ * for this long (checked this often): the expiry sweep finds due grants in stored books only (README, "Grace").
+ */
 const PULL_IDLE_MS = 2000;
+/**
+ * Any other journal, of entries all in the ledger, is pulled once it saw no change for this long. Until
+ * then its entries are counted once by id, as in the moment between a move's insert and its pull; an
+ * account changed more often than this is pulled every PULL_AT entries instead of once per change
+ * (measured on the embedded server: a pull costs about what the change costs). Well under the default
+ * claimLeaseMs, after which reconcile() would move the journal itself.
+ */
+const PULL_QUIET_MS = 10_000;
+/** The most accounts one pull command covers: the embedded server holds them all for the whole command. */
+const PULL_CHUNK = 32;
 
 export class JournalMover {
   /** The newest snapshot of each account changed since the last move. */
@@ -37,7 +58,7 @@ export class JournalMover {
   /** Per account, the sequence number up to which this process has written the ledger. */
   private readonly inLedger = new Map<string, number>();
   /** Accounts whose journal entries are all in the ledger but not yet pulled: the newest such snapshot. */
-  private readonly unpulled = new Map<string, Moved>();
+  private readonly unpulled = new Map<string, Unpulled>();
   private timer: NodeJS.Timeout | undefined;
   private idleTimer: NodeJS.Timeout | undefined;
   /** The idle pull in flight, if any (flush() waits for it). */
@@ -77,7 +98,7 @@ export class JournalMover {
   async flush(): Promise<void> {
     while (this.running || this.pending.size > 0) await this.start();
     await this.pulling;
-    await this.pullIdle().catch((err: unknown) => this.onError(err));
+    await this.pullIdle(true).catch((err: unknown) => this.onError(err));
   }
 
   private start(): Promise<void> {
@@ -121,32 +142,50 @@ export class JournalMover {
     await this.moved(entries);
     if (this.inLedger.size > 10_000) this.inLedger.clear(); // only a hint: forgetting costs a duplicate insert
     const due: Moved[] = [];
+    const now = Date.now();
     for (const m of moved) {
       this.inLedger.set(m.snapshot.userId, m.snapshot.count);
       if (m.snapshot.journal.length >= PULL_AT) {
         this.unpulled.delete(m.snapshot.userId);
         due.push(m);
       } else {
-        this.unpulled.set(m.snapshot.userId, m);
+        this.unpulled.set(m.snapshot.userId, { ...m, since: now, waitMs: addsExpiringGrant(m) ? PULL_IDLE_MS : PULL_QUIET_MS });
       }
     }
     if (due.length > 0) await this.pullOrReschedule(due);
     this.armIdle();
   }
 
-  /** Pulls the journals of accounts that saw no new change since their entries reached the ledger. */
-  private async pullIdle(): Promise<void> {
+  /**
+   * Pulls the journals of accounts that saw no new change since their entries reached the ledger, once they
+   * have waited their time (all of them: flush()).
+   */
+  private async pullIdle(all = false): Promise<void> {
     if (this.idleTimer) clearTimeout(this.idleTimer);
     this.idleTimer = undefined;
-    const quiet = [...this.unpulled.values()].filter((m) => !this.pending.has(m.snapshot.userId));
+    const now = Date.now();
+    const quiet = [...this.unpulled.values()].filter((m) => !this.pending.has(m.snapshot.userId) && (all || now - m.since >= m.waitMs));
     for (const m of quiet) this.unpulled.delete(m.snapshot.userId);
     if (quiet.length > 0) await this.pullOrReschedule(quiet);
   }
 
-  private pull(moved: Moved[]): Promise<string[]> {
-    return this.store.pullJournals(
-      moved.map(({ snapshot, book }) => ({ userId: snapshot.userId, entries: snapshot.journal, book: { from: snapshot.book?.seq ?? null, to: book } })),
-    );
+  /**
+   * One pull command per PULL_CHUNK accounts, one after the other, each its own store call: the embedded
+   * server's gate (tools/mongo/gate.go) holds every account a command names until the command is done, so
+   * one command for a thousand idle accounts held a thousand accounts' spends for about a second. On
+   * MongoDB each statement holds its own document only; there the chunks are a few more background round trips.
+   */
+  private async pull(moved: Moved[]): Promise<string[]> {
+    const lost: string[] = [];
+    for (let i = 0; i < moved.length; i += PULL_CHUNK) {
+      const chunk = moved.slice(i, i + PULL_CHUNK);
+      lost.push(
+        ...(await this.store.pullJournals(
+          chunk.map(({ snapshot, book }) => ({ userId: snapshot.userId, entries: snapshot.journal, book: { from: snapshot.book?.seq ?? null, to: book } })),
+        )),
+      );
+    }
+    return lost;
   }
 
   /** An account another mover pulled first may still journal newer entries: read it and move it again. */
@@ -171,4 +210,17 @@ export class JournalMover {
     }, PULL_IDLE_MS);
     this.idleTimer.unref();
   }
+}
+
+/**
+ * Whether the book a journal folds to holds an expiring grant that the stored book (the one the journal
+ * started from) does not hold with that expiry: until it is stored, the expiry sweep cannot find it.
+ */
+function addsExpiringGrant({ snapshot, book }: Moved): boolean {
+  const stored = snapshot.book?.grants ?? [];
+  const time = (d: unknown) => (d instanceof Date ? d.getTime() : undefined);
+  return book.grants.some((g) => {
+    const expires = time(g.expiresAt);
+    return expires !== undefined && !stored.some((s) => s.id === g.id && time(s.expiresAt) === expires);
+  });
 }
