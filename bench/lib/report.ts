@@ -291,20 +291,37 @@ function notes(r: Report): string[] {
       `requireCredits starts ${fix(guarded.commandsPerRequest, 2)} database commands per request against raw-op's ` +
         `${fix(raw.commandsPerRequest, 2)} (×${fix(cmdRatio, 2)}): ${fix(guarded.blockingPerRequest, 2)} on the request's path, ` +
         `${fix(guarded.backgroundPerRequest, 2)} in the background (the journal move, batched every 50 ms across accounts: ` +
-        'one insertMany into credit_ledger and one bulk write of $pullAll, one statement per changed account).',
+        'one insertMany into credit_ledger; the $pullAll that empties a journal, one statement per account in bulk writes of ' +
+        'up to 32 accounts, once the journal holds 8 entries or the account has been quiet for 10 s, or 2 s when it gained ' +
+        "an expiring grant). The attribution pass ends with the kit's flush(), which pulls every journal at once, so its " +
+        '`update credit_accounts` statements per request are those of a short run, about one per account touched; in a long ' +
+        'run an account changed every few seconds is pulled once per 8 changes.',
       `The database executed about ${int(dbRate(raw))} commands/s under raw-op and ${int(dbRate(guarded))} under requireCredits` +
         (hot ? ` (${int(dbRate(hot))} under requireCredits-hot, ${fix(hot.commandsPerRequest, 2)} commands per request)` : '') +
         (Math.abs(dbRate(guarded) / dbRate(raw) - 1) < 0.25
           ? ': about the same command rate, so on this database throughput follows commands per request.'
-          : ': the command rates differ, so on this database it is not the number of commands but what each costs: the ' +
-            "guarded update scans larger documents than raw-op's, and the batched $pullAll is one more document write per " +
-            'changed account.'),
+          : ': the command rates differ, so on this database it is not the number of commands but what each costs: ' +
+            "FerretDB decodes, re-encodes and rewrites the whole account document on every update (balance, count, the " +
+            "journal and the grant book, against raw-op's balance alone; each journal entry adds about 0.1 ms of database " +
+            'CPU to every write of its account, a one-off measurement), and each $pullAll statement is one more document ' +
+            'write of the account, about as costly as the spend.'),
     ];
     if (guarded.dbCpuUsPerRequest !== null && raw.dbCpuUsPerRequest !== null) {
       parts.push(
         `Database CPU per request: ${int(guarded.dbCpuUsPerRequest)} µs against ${int(raw.dbCpuUsPerRequest)} µs; ` +
-          `node CPU per request: ${int(guarded.nodeCpuUsPerRequest)} µs against ${int(raw.nodeCpuUsPerRequest)} µs.`,
+          `node CPU per request: ${int(guarded.nodeCpuUsPerRequest)} µs against ${int(raw.nodeCpuUsPerRequest)} µs. On two ` +
+          'shared cores throughput follows the sum: ' +
+          `${fix((raw.dbCpuUsPerRequest + raw.nodeCpuUsPerRequest) / (guarded.dbCpuUsPerRequest + guarded.nodeCpuUsPerRequest), 2)} ` +
+          'is the ratio of raw-op\'s CPU per request to requireCredits\'.',
       );
+    }
+    const rawProfile = r.profiles.find((p) => p.name === 'raw-op');
+    const kitProfile = r.profiles.find((p) => p.name === 'requireCredits');
+    if (rawProfile && kitProfile) {
+      const per = (p: Report['profiles'][number], cat: Category) => ((p.summary.byCategory.get(cat) ?? 0) * 1000) / p.requests;
+      const cats: Category[] = ['credit-kit (server/)', 'mongodb driver + bson', 'node core', 'express + other packages', 'GC'];
+      const diffs = cats.map((c) => `${c} ${int(per(kitProfile, c) - per(rawProfile, c))}`);
+      parts.push(`Of the node CPU requireCredits adds per request, by category (µs, profiles above): ${diffs.join(', ')}.`);
     }
     if (r.embedded) {
       parts.push(
