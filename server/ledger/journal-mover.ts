@@ -37,8 +37,9 @@ const MOVE_DELAY_MS = 50;
 /** A journal this long (entries already in the ledger) is pulled with the next move. */
 const PULL_AT = 8;
 /**
- * A journal whose folded book holds an expiring grant the stored book lacks is pulled once it saw no change
- * for this long (checked this often): the expiry sweep finds due grants in stored books only (README, "Grace").
+ * How often idle journals are looked at. One whose folded book holds an expiring grant the stored book lacks
+ * is pulled at the next look, if no change is pending for it: the expiry sweep finds due grants in stored
+ * books only (README, "Grace").
  */
 const PULL_IDLE_MS = 2000;
 /**
@@ -149,7 +150,8 @@ export class JournalMover {
         this.unpulled.delete(m.snapshot.userId);
         due.push(m);
       } else {
-        this.unpulled.set(m.snapshot.userId, { ...m, since: now, waitMs: addsExpiringGrant(m) ? PULL_IDLE_MS : PULL_QUIET_MS });
+        // An expiring grant the stored book lacks goes with the next idle pull, within PULL_IDLE_MS.
+        this.unpulled.set(m.snapshot.userId, { ...m, since: now, waitMs: addsExpiringGrant(m) ? 0 : PULL_QUIET_MS });
       }
     }
     if (due.length > 0) await this.pullOrReschedule(due);
