@@ -39,8 +39,20 @@ export interface SubscriptionRecord {
   plan: string;
   /** The Stripe Price of the plan subscribed to at checkout. */
   price: string;
-  checkoutSessionId: string;
-  livemode: boolean;
+  /** The Checkout Session, once created (null while the request holding the user's slot creates it). */
+  checkoutSessionId: string | null;
+  /** The session's URL, given again to a second subscribe while the checkout is open. */
+  checkoutUrl?: string | null;
+  /** When the session stops accepting payment (seconds; the kit sets it): past it the user's slot is free. */
+  checkoutExpiresAt?: number | null;
+  /**
+   * The user's subscription slot: the n-th subscription the user started through the kit. The record's id
+   * is derived from the user and this number, so two subscribe requests at the same moment insert the same
+   * id and only one wins (a unique insert, on any MongoDB-compatible server). Absent on older records.
+   */
+  slot?: number;
+  /** The Stripe mode, learned from the session (null until the session is created). */
+  livemode: boolean | null;
   stripeSubscriptionId: string | null;
   customerId: string | null;
   status: SubscriptionStatus;
@@ -60,8 +72,19 @@ export interface SubscriptionRecord {
 /** Statuses during which a user has a subscription (and may not start another). */
 export const LIVE_STATUSES: ReadonlySet<string> = new Set(['incomplete', 'trialing', 'active', 'past_due', 'unpaid', 'paused']);
 
+/**
+ * Whether the record holds its user's subscription slot at `nowSeconds`: a live subscription, or a checkout
+ * the kit opened (slot records only) that has not expired. A cancelled, ended or expired one frees it.
+ */
+export function holdsSlot(s: SubscriptionRecord, nowSeconds: number): 'live' | 'checkout' | null {
+  if (s.endedAt !== null) return null;
+  if (LIVE_STATUSES.has(s.status)) return 'live';
+  if (s.status === 'checkout' && s.slot !== undefined && !(s.checkoutExpiresAt != null && s.checkoutExpiresAt <= nowSeconds)) return 'checkout';
+  return null;
+}
+
 export function newSubscription(
-  r: { id: string; userId: string; plan: string; price: string; checkoutSessionId: string; livemode: boolean },
+  r: { id: string; userId: string; plan: string; price: string; checkoutSessionId: string | null; livemode: boolean | null },
   now = new Date(),
 ): SubscriptionRecord {
   return {

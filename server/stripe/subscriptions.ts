@@ -13,12 +13,12 @@
  * repeated, reordered or concurrent with another ends the same; a crash between two steps is finished by
  * Stripe's retry of the delivery, which was not answered 2xx.
  */
-import { createHash, randomUUID } from 'node:crypto';
+import { createHmac } from 'node:crypto';
 import type Stripe from 'stripe';
 import { ConflictError, CreditsError, InvalidRequestError, NotFoundError, PaymentProviderError, describe } from '../errors';
 import type { GrantOptions, GrantResult, RevokeOptions } from '../domain/core';
 import type { RevokeResult } from '../ledger';
-import { LIVE_STATUSES, newSubscription, type SubscriptionPeriod, type SubscriptionRecord } from '../domain/subscription-record';
+import { holdsSlot, LIVE_STATUSES, newSubscription, type SubscriptionPeriod, type SubscriptionRecord } from '../domain/subscription-record';
 import type { NeutralOptions } from '../options';
 import type { CreditStore } from '../store/types';
 import type { ResolvedPlan } from './plans';
@@ -52,6 +52,13 @@ export const periodKey = (stripeSubscriptionId: string, periodStart: number) => 
 /** An upgrade's difference, once per period (by its end) and plan. */
 export const upgradeKey = (stripeSubscriptionId: string, periodEnd: number, plan: string) => `subscription:${stripeSubscriptionId}:upgrade:${periodEnd}:${plan}` as const;
 const grantIdOfKey = (key: string) => `grant:${key}`;
+
+/** How long a subscription checkout accepts payment (Stripe allows 30 minutes to 24 hours). */
+const CHECKOUT_OPEN_SECONDS = 3600;
+/** How long a second subscribe waits for the session the slot's holder is creating. */
+const SESSION_WAIT_MS = 5_000;
+/** After this, a slot with no session recorded is taken over (its holder died between its two writes). */
+const SESSION_TAKEOVER_MS = 30_000;
 
 interface Deps {
   store: CreditStore;
@@ -93,51 +100,129 @@ export class Subscriptions {
   }
 
   /**
-   * POST /credits/subscribe: a Checkout Session in subscription mode for the plan, recorded before its URL is
-   * given out. Refused (409) while the user has a live subscription: changing plans goes through the portal.
+   * POST /credits/subscribe: a Checkout Session in subscription mode for the plan. Refused (409) while the
+   * user has a live subscription: changing plans goes through the portal.
+   *
+   * One at a time per user, atomically: the request first inserts the record of the user's next slot, whose
+   * id is derived from the user and the slot number, so of concurrent requests (on any number of instances)
+   * exactly one inserts it and creates the session; the others answer that same session once it is
+   * recorded (the same plan) or 409 (another plan, after trying to expire the open one). The slot is freed
+   * when its checkout expires (`checkout.session.expired`, or the `expires_at` the kit set has passed) or
+   * its subscription ends. A holder that died before recording its session is taken over after a while,
+   * with the same Stripe idempotency key, so Stripe answers the session it created, if any.
    */
-  async subscribe(userId: string, plan: ResolvedPlan, clientKey: string | undefined): Promise<SubscriptionCheckoutCreated> {
-    const { options } = this.deps;
+  async subscribe(userId: string, plan: ResolvedPlan, _clientKey?: string): Promise<SubscriptionCheckoutCreated> {
+    const { options, store } = this.deps;
     if (!options.publicUrl) throw new CreditsError('not_configured', 'Checkout needs the publicUrl option (or NEXT_PUBLIC_URL) for its return URLs.');
-    const stripe = this.stripe;
-    const mine = await this.deps.store.findSubscriptions({ userId }, 20);
-    const live = mine.find((s) => LIVE_STATUSES.has(s.status));
-    if (live) {
-      throw new ConflictError(
-        `You already subscribe to the ${this.plans.byId.get(live.plan)?.label ?? live.plan} plan: change or cancel it in the billing portal (POST /credits/portal).`,
-        { plan: live.plan },
-      );
+    void this.stripe; // not configured: its error, before anything is written
+    let expiredOne = false;
+    for (let attempt = 0; attempt < 8; attempt++) {
+      const now = Math.floor(Date.now() / 1000);
+      const mine = await store.findSubscriptions({ userId }, 50);
+      const held = mine.find((s) => holdsSlot(s, now) !== null);
+      if (held) {
+        if (holdsSlot(held, now) === 'live') {
+          throw new ConflictError(
+            `You already subscribe to the ${this.plans.byId.get(held.plan)?.label ?? held.plan} plan: change or cancel it in the billing portal (POST /credits/portal).`,
+            { plan: held.plan },
+          );
+        }
+        if (held.plan === plan.id) return this.openSession(held);
+        // Another plan chosen while a checkout is open: expire that one at Stripe (so it can never be paid),
+        // then take the next slot. Once: a checkout that cannot be expired (being paid) is a 409.
+        if (!expiredOne && held.checkoutSessionId && (await this.expireCheckout(held))) {
+          expiredOne = true;
+          continue;
+        }
+        throw new ConflictError(
+          `A checkout for the ${this.plans.byId.get(held.plan)?.label ?? held.plan} plan is open: finish it, or try again once it has expired.`,
+          { plan: held.plan },
+        );
+      }
+      const slot = Math.max(-1, ...mine.map((s) => s.slot ?? -1)) + 1;
+      const record: SubscriptionRecord = {
+        ...newSubscription({ id: this.slotId(userId, slot), userId, plan: plan.id, price: plan.price, checkoutSessionId: null, livemode: null }),
+        slot,
+        customerId: mine.find((s) => s.customerId)?.customerId ?? null,
+        checkoutUrl: null,
+        checkoutExpiresAt: now + CHECKOUT_OPEN_SECONDS,
+      };
+      if (await store.insertSubscription(record)) return this.openSession(record, true);
+      // Another request took this slot meanwhile: read again, and join it.
     }
-    // The same click retried (same client key) creates one session and one record.
-    const ref = clientKey
-      ? `sub_ck_${createHash('sha256').update(JSON.stringify([userId, clientKey, plan.id])).digest('hex').slice(0, 32)}`
-      : `sub_ck_${randomUUID().replace(/-/g, '')}`;
-    const metadata = { [SUBSCRIPTION_METADATA.userId]: userId, [SUBSCRIPTION_METADATA.plan]: plan.id, [SUBSCRIPTION_METADATA.ref]: ref };
-    const customer = mine.find((s) => s.customerId)?.customerId ?? undefined;
+    throw new ConflictError('Your subscription checkout is changing: try again in a moment.');
+  }
+
+  /**
+   * The slot's id: keyed with the webhook secret (one per endpoint, so per app), so two apps or databases
+   * sharing a Stripe account never make the same id (an event's metadata names it).
+   */
+  private slotId(userId: string, slot: number): string {
+    const key = this.deps.options.webhookSecret ?? '';
+    return `sub_ck_${createHmac('sha256', key).update(JSON.stringify([userId, slot])).digest('hex').slice(0, 32)}`;
+  }
+
+  /**
+   * The slot's Checkout Session: created by the request that inserted the slot (`mine`); any other waits
+   * for it to be recorded, and takes the creation over when its holder seems dead (the same idempotency key
+   * and parameters, so Stripe answers the session it created before, if any).
+   */
+  private async openSession(slot: SubscriptionRecord, mine = false): Promise<SubscriptionCheckoutCreated> {
+    const deadline = Date.now() + SESSION_WAIT_MS;
+    let record: SubscriptionRecord | null = slot;
+    while (!mine && record && !record.checkoutSessionId) {
+      if (Date.now() - record.createdAt.getTime() >= SESSION_TAKEOVER_MS) {
+        mine = true;
+        break;
+      }
+      if (Date.now() >= deadline) throw new ConflictError('Your subscription checkout is being created: try again in a moment.');
+      await new Promise((r) => setTimeout(r, 50));
+      record = await this.deps.store.getSubscription(slot.id);
+    }
+    if (!record) throw new ConflictError('Your subscription checkout is changing: try again in a moment.');
+    if (record.checkoutSessionId) {
+      return { id: record.checkoutSessionId, url: record.checkoutUrl ?? null, plan: record.plan };
+    }
+    const { options } = this.deps;
+    const metadata = { [SUBSCRIPTION_METADATA.userId]: record.userId, [SUBSCRIPTION_METADATA.plan]: record.plan, [SUBSCRIPTION_METADATA.ref]: record.id };
     const params: Stripe.Checkout.SessionCreateParams = {
       mode: 'subscription',
-      line_items: [{ price: plan.price, quantity: 1 }],
-      client_reference_id: userId,
+      line_items: [{ price: record.price, quantity: 1 }],
+      client_reference_id: record.userId,
       metadata,
       subscription_data: { metadata },
       success_url: `${options.publicUrl}${options.successPath}`,
       cancel_url: `${options.publicUrl}${options.cancelPath}`,
-      ...(customer ? { customer } : {}),
+      ...(record.checkoutExpiresAt ? { expires_at: record.checkoutExpiresAt } : {}),
+      ...(record.customerId ? { customer: record.customerId } : {}),
     };
     let session: Stripe.Checkout.Session;
     try {
-      session = await stripe.checkout.sessions.create(params, { idempotencyKey: `credit-kit-subscribe-${ref}` });
+      session = await this.stripe.checkout.sessions.create(params, { idempotencyKey: `credit-kit-subscribe-${record.id}` });
     } catch (err) {
+      // Refused outright (a 4xx other than a conflict or rate limit): no session exists, the slot is freed.
+      // Anything else (a timeout, a 5xx) may have created one: the slot stays held, and is taken over later.
+      const status = (err as { statusCode?: number }).statusCode;
+      if (status !== undefined && status >= 400 && status < 500 && status !== 409 && status !== 429) {
+        await this.update(record, (s) => (s.checkoutSessionId ? s : { ...s, status: 'incomplete_expired', checkoutExpiresAt: 0 }));
+      }
       throw new PaymentProviderError(err);
     }
-    const record = newSubscription({ id: ref, userId, plan: plan.id, price: plan.price, checkoutSessionId: session.id, livemode: session.livemode });
-    if (!(await this.deps.store.insertSubscription(record))) {
-      const existing = await this.deps.store.getSubscription(ref);
-      if (!existing || existing.userId !== userId || existing.plan !== plan.id) {
-        throw new CreditsError('internal', `A different subscription is already recorded as ${ref}.`);
-      }
+    const written = await this.update(record, (s) =>
+      s.checkoutSessionId ? s : { ...s, checkoutSessionId: session.id, checkoutUrl: session.url, livemode: session.livemode },
+    );
+    return { id: written.checkoutSessionId!, url: written.checkoutUrl ?? session.url, plan: written.plan };
+  }
+
+  /** Expires an open checkout at Stripe and frees its slot; false when Stripe refuses (it is complete). */
+  private async expireCheckout(record: SubscriptionRecord): Promise<boolean> {
+    try {
+      await this.stripe.checkout.sessions.expire(record.checkoutSessionId!);
+    } catch {
+      return false;
     }
-    return { id: session.id, url: session.url, plan: plan.id };
+    await this.update(record, (s) => (s.status === 'checkout' ? { ...s, status: 'incomplete_expired' } : s));
+    return true;
   }
 
   /** POST /credits/portal: a Stripe customer portal session for the user's customer. */
@@ -210,15 +295,18 @@ export class Subscriptions {
     const record = ref ? await this.deps.store.getSubscription(ref) : null;
     if (!record) return ignored(null, 'no subscription checkout with this session was created by this app');
     const problems: string[] = [];
-    if (record.checkoutSessionId !== session.id) problems.push('the session differs');
+    // A slot whose holder died before recording its session learns it here (the verified event names it).
+    if (record.checkoutSessionId !== null && record.checkoutSessionId !== session.id) problems.push('the session differs');
     if (session.metadata?.[SUBSCRIPTION_METADATA.userId] !== record.userId) problems.push('the user differs');
-    if (session.livemode !== record.livemode) problems.push('livemode differs');
+    if (record.livemode !== null && session.livemode !== record.livemode) problems.push('livemode differs');
     if (problems.length) return ignored(record.id, `the session does not match what this app created: ${problems.join('; ')}`);
     const subscriptionId = idOf(session.subscription);
     const customerId = idOf(session.customer);
     const expired = session.status === 'expired';
     await this.update(record, (s) => {
       const next = { ...s };
+      if (!s.checkoutSessionId) next.checkoutSessionId = session.id;
+      if (s.livemode === null) next.livemode = session.livemode;
       if (subscriptionId && !s.stripeSubscriptionId) next.stripeSubscriptionId = subscriptionId;
       if (customerId && !s.customerId) next.customerId = customerId;
       // A subscription event (stateAsOf > 0) knows better than the session.
@@ -232,6 +320,7 @@ export class Subscriptions {
   async subscriptionEvent(sub: Stripe.Subscription, asOf: number): Promise<SubscriptionEventResult> {
     const record = await this.findRecord(sub.id, sub.metadata);
     if ('reason' in record) return ignored(null, record.reason);
+    if (record.found.livemode !== null && sub.livemode !== record.found.livemode) return ignored(record.found.id, 'livemode differs from the subscription the app created');
     const item = sub.items?.data?.[0];
     const plan = item ? this.plans.byPrice.get(item.price.id) : undefined;
     // A price that is no plan (changed in the dashboard) keeps the recorded plan; its status still counts:
@@ -270,7 +359,7 @@ export class Subscriptions {
     const found = await this.findRecord(subscriptionId, details?.metadata ?? null);
     if ('reason' in found) return ignored(null, found.reason);
     const record = found.found;
-    if (invoice.livemode !== record.livemode) return ignored(record.id, 'livemode differs from the subscription the app created');
+    if (record.livemode !== null && invoice.livemode !== record.livemode) return ignored(record.id, 'livemode differs from the subscription the app created');
 
     const lines = (invoice.lines?.data ?? []).flatMap((line) => {
       const price = idOf(line.pricing?.price_details?.price);
