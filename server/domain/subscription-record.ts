@@ -18,13 +18,26 @@ export type SubscriptionStatus =
   | 'paused'
   | (string & {});
 
+/** A grant of a period, claimed in the record before it is made (so a retry makes that one). */
+export interface SubscriptionGrant {
+  id: string;
+  plan: string;
+  credits: number;
+  /** The invoice that paid for it. */
+  invoiceId: string;
+  /** The payments of that invoice: a refund or dispute of one takes this grant back (absent on older records: any of the period's). */
+  paymentIntentIds?: string[];
+  /** Set once taken back. */
+  revokedAt?: Date | null;
+}
+
 /** One billing period's allowance, as granted on its paid invoice. */
 export interface SubscriptionPeriod {
   /** The period's start and end (Stripe's line item period), in seconds. */
   start: number;
   end: number;
-  /** The grants made for this period: the allowance, and an upgrade's difference (one per plan). */
-  grants: Array<{ id: string; plan: string; credits: number; invoiceId: string }>;
+  /** The grants claimed (then made) for this period: the allowance, and an upgrade's difference (one per plan). */
+  grants: SubscriptionGrant[];
   /** Payment intents that paid this period's invoices: a refund or dispute of one takes the period back. */
   paymentIntentIds: string[];
   /** Set once the period's unspent allowance was taken back (refund or dispute). */

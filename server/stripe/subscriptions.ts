@@ -18,7 +18,7 @@ import type Stripe from 'stripe';
 import { ConflictError, CreditsError, InvalidRequestError, NotFoundError, PaymentProviderError, describe } from '../errors';
 import type { GrantOptions, GrantResult, RevokeOptions } from '../domain/core';
 import type { RevokeResult } from '../ledger';
-import { holdsSlot, LIVE_STATUSES, newSubscription, type SubscriptionPeriod, type SubscriptionRecord } from '../domain/subscription-record';
+import { holdsSlot, LIVE_STATUSES, newSubscription, type SubscriptionGrant, type SubscriptionPeriod, type SubscriptionRecord } from '../domain/subscription-record';
 import type { NeutralOptions } from '../options';
 import type { CreditStore } from '../store/types';
 import type { ResolvedPlan } from './plans';
@@ -52,6 +52,8 @@ export const periodKey = (stripeSubscriptionId: string, periodStart: number) => 
 /** An upgrade's difference, once per period (by its end) and plan. */
 export const upgradeKey = (stripeSubscriptionId: string, periodEnd: number, plan: string) => `subscription:${stripeSubscriptionId}:upgrade:${periodEnd}:${plan}` as const;
 const grantIdOfKey = (key: string) => `grant:${key}`;
+const isUpgrade = (grantId: string) => grantId.includes(':upgrade:');
+const REVOKE_REASON = 'Subscription payment refunded or disputed';
 
 /** How long a subscription checkout accepts payment (Stripe allows 30 minutes to 24 hours). */
 const CHECKOUT_OPEN_SECONDS = 3600;
@@ -368,41 +370,95 @@ export class Subscriptions {
     });
     if (lines.length === 0) return ignored(record.id, 'no line of the invoice is for a price in `plans`');
 
-    let grant: { key: string; plan: ResolvedPlan; credits: number; period: { start: number; end: number }; why: string };
-    if (invoice.billing_reason === 'subscription_update') {
-      // A plan change mid-period. Upgrade: the new plan's extra credits for the rest of the period, once per
+    const upgrade = invoice.billing_reason === 'subscription_update';
+    let want: { key: string; plan: ResolvedPlan; from: ResolvedPlan | null; period: { start: number; end: number } };
+    if (upgrade) {
+      // A plan change mid-period. Upgrade: up to the new plan's allowance for the rest of the period, once per
       // period and plan. Downgrade: nothing now; the next period's invoice grants the new plan.
       const to = lines.find((l) => l.amount > 0);
       const from = lines.find((l) => l.amount < 0);
       if (!to || !from || to.plan.credits <= from.plan.credits) {
         return ignored(record.id, 'a plan change that is not an upgrade applies from the next period');
       }
-      grant = {
-        key: upgradeKey(subscriptionId, to.period.end, to.plan.id),
-        plan: to.plan,
-        credits: to.plan.credits - from.plan.credits,
-        period: to.period,
-        why: `Upgraded to ${to.plan.label}: ${to.plan.credits - from.plan.credits} more this period`,
-      };
+      want = { key: upgradeKey(subscriptionId, to.period.end, to.plan.id), plan: to.plan, from: from.plan, period: to.period };
     } else {
       const line = lines.find((l) => l.amount >= 0) ?? lines[0]!;
-      grant = { key: periodKey(subscriptionId, line.period.start), plan: line.plan, credits: line.plan.credits, period: line.period, why: `${line.plan.label} plan` };
+      want = { key: periodKey(subscriptionId, line.period.start), plan: line.plan, from: null, period: line.period };
     }
-    if (record.endedAt !== null && grant.period.start >= record.endedAt) {
+    if (record.endedAt !== null && want.period.start >= record.endedAt) {
       return ignored(record.id, 'the subscription was cancelled before this period began');
     }
-
     const paymentIntents = await this.paymentIntentsOf(invoice);
-    const { period, plan } = grant;
+
+    // The claim: which grant this invoice makes, and how many credits, is written into the record (a
+    // compare-and-set) before it is made, then made under its key. So two invoices for one period (a
+    // re-issued invoice, a start or end that drifted) make one allowance grant, and an upgrade tops the
+    // period up to the new plan's allowance, counting what the period already holds (up, down and up again
+    // never adds up to more than the biggest plan paid for). A crash after the claim is finished by any
+    // retry: it reads the claim and makes that grant, under the same key.
+    let claimed: SubscriptionGrant | null = null;
+    let entry: SubscriptionPeriod | null = null;
+    const grantId = grantIdOfKey(want.key);
+    const after = await this.update(record, (s) => {
+      claimed = null;
+      const periods = [...s.periods];
+      const i = periods.findIndex((p) => p.end === want.period.end || (!upgrade && p.start === want.period.start));
+      const base: SubscriptionPeriod = i >= 0 ? periods[i]! : { start: want.period.start, end: want.period.end, grants: [], paymentIntentIds: [], revokedAt: null };
+      let grants = base.grants;
+      const same = grants.find((g) => g.id === grantId) ?? (upgrade ? undefined : grants.find((g) => !isUpgrade(g.id)));
+      if (same) {
+        // This invoice again (its payments merged), or another invoice for a period already granted: that
+        // one grant, and the other invoice's payment is not linked (a refund of a double charge takes nothing).
+        claimed = same.invoiceId === invoice.id ? { ...same, paymentIntentIds: [...new Set([...(same.paymentIntentIds ?? []), ...paymentIntents])] } : same;
+        grants = grants.map((g) => (g === same ? claimed! : g));
+      } else {
+        const held = upgrade ? Math.max(want.from!.credits, grants.reduce((sum, g) => sum + g.credits, 0)) : 0;
+        const credits = want.plan.credits - held;
+        if (credits > 0) {
+          claimed = { id: grantId, plan: want.plan.id, credits, invoiceId: invoice.id, paymentIntentIds: paymentIntents, revokedAt: null };
+          grants = [...grants, claimed];
+        }
+      }
+      if (!claimed) return s;
+      const p: SubscriptionPeriod = {
+        ...base,
+        // The allowance's line names the period's true start; an upgrade's line starts mid-period.
+        start: !upgrade && !same ? want.period.start : base.start,
+        grants,
+        paymentIntentIds: [...new Set([...base.paymentIntentIds, ...grants.flatMap((g) => g.paymentIntentIds ?? [])])],
+      };
+      entry = p;
+      if (i >= 0) periods[i] = p;
+      else periods.push(p);
+      const next: SubscriptionRecord = {
+        ...s,
+        // The last two years of periods: a refund of an older one finds nothing left to take back anyway, and a
+        // replay of one grants nothing (the ledger keeps a grant's key for good, and its period has ended).
+        periods: periods.sort((a, b) => a.end - b.end).slice(-24),
+        stripeSubscriptionId: s.stripeSubscriptionId ?? subscriptionId,
+        customerId: s.customerId ?? idOf(invoice.customer),
+      };
+      if (s.stateAsOf === 0) {
+        // No subscription event yet: the paid invoice says as much as the session would.
+        if (s.status === 'checkout') next.status = 'active';
+        if (!s.currentPeriod || s.currentPeriod.end < p.end) next.currentPeriod = { start: p.start, end: p.end };
+      }
+      return next;
+    });
+    const grant = claimed as SubscriptionGrant | null;
+    const period = entry as SubscriptionPeriod | null;
+    if (!grant || !period) return ignored(record.id, `the period already holds as much as the ${want.plan.label} plan grants`);
+
+    const plan = this.plans.byId.get(grant.plan) ?? want.plan;
     const length = period.end - period.start;
     let granted: GrantResult;
     try {
       granted = await this.deps.ledger.grantCredits(record.userId, grant.credits, {
-        idempotencyKey: grant.key,
+        idempotencyKey: grant.id.slice('grant:'.length),
         source: 'subscription',
         expiresAt: new Date(period.end * 1000),
         priority: plan.priority,
-        reason: grant.why,
+        reason: isUpgrade(grant.id) ? `Upgraded to ${plan.label}: ${grant.credits} more this period` : `${plan.label} plan`,
         ...(plan.rollover ? { rollover: { max: plan.rollover.max, expiresAt: new Date((period.end + length) * 1000) } } : {}),
       });
     } catch (err) {
@@ -414,46 +470,13 @@ export class Subscriptions {
       throw err;
     }
 
-    const grantId = grantIdOfKey(grant.key);
-    const after = await this.update(record, (s) => {
-      const periods = [...s.periods];
-      const i = periods.findIndex((p) => p.end === period.end);
-      const base: SubscriptionPeriod = i >= 0 ? periods[i]! : { start: period.start, end: period.end, grants: [], paymentIntentIds: [], revokedAt: null };
-      const p: SubscriptionPeriod = {
-        ...base,
-        // The allowance's line names the period's true start; an upgrade's line starts mid-period.
-        start: invoice.billing_reason === 'subscription_update' ? base.start : period.start,
-        grants: base.grants.some((g) => g.id === grantId) ? base.grants : [...base.grants, { id: grantId, plan: plan.id, credits: grant.credits, invoiceId: invoice.id }],
-        paymentIntentIds: [...new Set([...base.paymentIntentIds, ...paymentIntents])],
-      };
-      if (i >= 0) periods[i] = p;
-      else periods.push(p);
-      const next: SubscriptionRecord = {
-        ...s,
-        // The last two years of periods: a refund of an older one finds nothing left to take back anyway.
-        periods: periods.sort((a, b) => a.end - b.end).slice(-24),
-        stripeSubscriptionId: s.stripeSubscriptionId ?? subscriptionId,
-        customerId: s.customerId ?? idOf(invoice.customer),
-      };
-      if (s.stateAsOf === 0) {
-        // No subscription event yet: the paid invoice says as much as the session would.
-        if (s.status === 'checkout') next.status = 'active';
-        if (!s.currentPeriod || s.currentPeriod.end < period.end) next.currentPeriod = { start: p.start, end: p.end };
-      }
-      return next;
-    });
-
     // A refund or dispute delivered before this payment was linked was kept: apply it now.
     let revoked = 0;
-    const thisPeriod = after.periods.find((p) => p.end === period.end);
-    if (thisPeriod?.revokedAt) revoked += await this.revokePeriod(after, period.end);
+    if (grant.revokedAt) revoked += (await this.deps.ledger.revokeGrant(after.userId, grant.id, { reason: REVOKE_REASON })).revoked;
     else {
-      for (const pi of paymentIntents) {
+      for (const pi of grant.paymentIntentIds ?? []) {
         const kept = (await this.deps.store.paymentFacts(pi)).map((f) => JSON.parse(f) as StripeFact);
-        if (kept.some(takesBack)) {
-          revoked += await this.revokePeriod(after, period.end);
-          break;
-        }
+        if (kept.some(takesBack)) revoked += await this.revokePayment(after, pi);
       }
     }
     return { subscription: record.id, creditsGranted: granted.granted ? grant.credits : 0, revoked };
@@ -475,9 +498,8 @@ export class Subscriptions {
       [record] = await this.deps.store.findSubscriptions({ paymentIntentId: pi }, 1);
       if (!record) return null;
     }
-    const period = record.periods.find((p) => p.paymentIntentIds.includes(pi))!;
     if (!takesBack(fact)) return { subscription: record.id, creditsGranted: 0, revoked: 0, reason: 'nothing was refunded or disputed' };
-    return { subscription: record.id, creditsGranted: 0, revoked: await this.revokePeriod(record, period.end) };
+    return { subscription: record.id, creditsGranted: 0, revoked: await this.revokePayment(record, pi) };
   }
 
   /** The credits object's getSubscription(userId). */
@@ -485,18 +507,28 @@ export class Subscriptions {
     return this.getPlan(userId);
   }
 
-  /** Marks the period taken back, then takes each of its grants' unspent rest, once per grant. */
-  private async revokePeriod(record: SubscriptionRecord, periodEnd: number): Promise<number> {
+  /**
+   * Marks the grants a payment paid for taken back (an allowance, an upgrade's difference: each is paid by
+   * its own invoice), then takes each one's unspent rest, once per grant. A grant recorded before grants
+   * named their payments goes with every payment of its period.
+   */
+  private async revokePayment(record: SubscriptionRecord, pi: string): Promise<number> {
+    const paidBy = (g: SubscriptionGrant, p: SubscriptionPeriod) => (g.paymentIntentIds ?? p.paymentIntentIds).includes(pi);
     const after = await this.update(record, (s) => ({
       ...s,
-      periods: s.periods.map((p) => (p.end === periodEnd && !p.revokedAt ? { ...p, revokedAt: new Date() } : p)),
+      periods: s.periods.map((p) =>
+        p.grants.some((g) => paidBy(g, p) && !g.revokedAt)
+          ? { ...p, revokedAt: p.revokedAt ?? new Date(), grants: p.grants.map((g) => (paidBy(g, p) && !g.revokedAt ? { ...g, revokedAt: new Date() } : g)) }
+          : p,
+      ),
     }));
-    const period = after.periods.find((p) => p.end === periodEnd);
     let revoked = 0;
-    for (const g of period?.grants ?? []) {
-      // Once per grant (revokeGrant's default key is the grant's id), whoever asks.
-      const r = await this.deps.ledger.revokeGrant(after.userId, g.id, { reason: 'Subscription payment refunded or disputed' });
-      revoked += r.revoked;
+    for (const p of after.periods) {
+      for (const g of p.grants) {
+        if (!paidBy(g, p)) continue;
+        // Once per grant (revokeGrant's default key is the grant's id), whoever asks.
+        revoked += (await this.deps.ledger.revokeGrant(after.userId, g.id, { reason: REVOKE_REASON })).revoked;
+      }
     }
     return revoked;
   }
@@ -520,6 +552,10 @@ export class Subscriptions {
 
   /** The kit's record of a subscription: by the kit's id in its metadata, else by the Stripe id once linked. */
   private async findRecord(stripeSubscriptionId: string, metadata: Stripe.Metadata | null): Promise<{ found: SubscriptionRecord } | { reason: string }> {
+    // Once linked, the kit's record decides, whatever the metadata says now (edited in the dashboard, it must
+    // neither send the grants to another user nor stop them).
+    const [linked] = await this.deps.store.findSubscriptions({ stripeSubscriptionId }, 1);
+    if (linked) return { found: linked };
     const ref = metadata?.[SUBSCRIPTION_METADATA.ref];
     if (ref) {
       const record = await this.deps.store.getSubscription(ref);
@@ -530,8 +566,7 @@ export class Subscriptions {
       }
       return { found: record };
     }
-    const [record] = await this.deps.store.findSubscriptions({ stripeSubscriptionId }, 1);
-    return record ? { found: record } : { reason: 'this subscription was not created by this app' };
+    return { reason: 'this subscription was not created by this app' };
   }
 
   /** A compare-and-set change of the record, retried on a concurrent change; the record as written. */

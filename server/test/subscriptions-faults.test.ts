@@ -67,7 +67,7 @@ async function deliver(d: { body: string; headers: Record<string, string> }) {
 
 const start = () => nowSeconds() - 60;
 
-it('a failure after the grant, before the period is recorded: the retry records it, grants nothing more, and a refund still finds it', async () => {
+it('a failure after the grant is claimed in the record, before it is made: the retry makes it once, and a refund finds it', async () => {
   const s = await subscribe(`f-${Date.now()}-1`);
   const p = start();
   const inv = invoice(s, [{ price: 'price_basic', amount: 900, start: p, end: p + 30 * DAY }]);
@@ -75,16 +75,19 @@ it('a failure after the grant, before the period is recorded: the retry records 
   fault = { method: 'replaceSubscription', when: 'after', skip: 0 };
   const first = await deliver(d);
   expect(first.status).toBeGreaterThanOrEqual(500);
-  expect(await credits.getBalance(s.userId)).toBe(100); // the grant landed
-  const retry = await deliver(d);
-  expect(retry).toEqual({ status: 200, body: expect.objectContaining({ creditsGranted: 0 }) });
+  expect(await credits.getBalance(s.userId)).toBe(0); // the claim landed, the grant was not made
+  const [claimed] = await credits.store.findSubscriptions({ userId: s.userId }, 1);
+  expect(claimed!.periods[0]!.grants).toEqual([expect.objectContaining({ credits: 100, invoiceId: inv.id })]);
+  const retries = await Promise.all([deliver(d), deliver(d), deliver(d)]);
+  expect(retries.every((r) => r.status === 200)).toBe(true);
+  expect(retries.reduce((sum, r) => sum + (r.body.creditsGranted as number), 0)).toBe(100);
   const refund = await deliver(delivery(rec.stripe, 'charge.refunded', chargeRefunded(paymentIntentOf(inv), 900)));
   expect(refund.body).toEqual(expect.objectContaining({ revoked: 100 }));
   expect(await credits.getBalance(s.userId)).toBe(0);
   await consistentAudit(credits, s.userId);
 });
 
-it('a failure before the grant: nothing is recorded, the retry grants once', async () => {
+it('a failure before the grant reaches the ledger (its claim in the record landed): the retry grants once', async () => {
   const s = await subscribe(`f-${Date.now()}-2`);
   const p = start();
   const d = delivery(rec.stripe, 'invoice.paid', invoice(s, [{ price: 'price_basic', amount: 900, start: p, end: p + 30 * DAY }]));
