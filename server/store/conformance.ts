@@ -309,6 +309,11 @@ export function describeCreditStore(name: string, create: () => Promise<StoreUnd
       expect((await t.store.findSubscriptions({ stripeSubscriptionId: `sub_${s.id}` }, 10)).map((x) => x.id)).toEqual([s.id]);
       expect((await t.store.findSubscriptions({ paymentIntentId: pi }, 10)).map((x) => x.id)).toEqual([s.id]);
       expect(await t.store.findSubscriptions({ paymentIntentId: 'pi_none' }, 10)).toEqual([]);
+
+      // A slot record before its session exists: its nulls read back as nulls, and its id is taken once.
+      const slot = { ...newSubscription({ id: `sub_ck_${randomUUID()}`, userId: user, plan: 'pro', price: 'price_pro', checkoutSessionId: null, livemode: null }), slot: 0, checkoutUrl: null, checkoutExpiresAt: 1 };
+      expect((await Promise.all(Array.from({ length: 10 }, () => t.store.insertSubscription(slot)))).filter(Boolean)).toHaveLength(1);
+      expect(await t.store.getSubscription(slot.id)).toEqual(slot);
     });
 
     it('keeps one auto-recharge record per user, replaced only by compare-and-set, and finds the enabled and the due ones', async () => {

@@ -23,6 +23,16 @@ describe('the Fetch side', () => {
     await rec.close();
   });
 
+  it('10 concurrent subscribes create one Stripe session, all answered with it', async () => {
+    const u = `f-${randomUUID()}`;
+    rec.requests.length = 0;
+    const results = await Promise.all(Array.from({ length: 10 }, () => post(`${h.url}/api/credits/subscribe`, u, { plan: 'team' })));
+    expect(results.map((r) => r.status)).toEqual(Array(10).fill(201));
+    const ids = new Set(await Promise.all(results.map(async (r) => ((await r.json()) as { id: string }).id)));
+    expect(ids.size).toBe(1);
+    expect(rec.requests.filter((r) => r.path === '/v1/checkout/sessions')).toHaveLength(1);
+  });
+
   it('subscribes, grants the paid period once, shows the plan and opens the portal', async () => {
     const u = `f-${randomUUID()}`;
     const plans = await (await get(`${h.url}/api/credits/plans`, null)).json();
