@@ -148,6 +148,7 @@ const KNOWN_PARAMS = new Set([
   'customer',
   'currency',
   'setup_intent_data',
+  'expires_at',
 ]);
 
 /** The simulated month: 30 days. */
@@ -295,7 +296,7 @@ export async function startStripeSimulator(options: StripeSimulatorOptions): Pro
       success_url: success,
       cancel_url: cancel ?? null,
       created,
-      expires_at: created + 24 * 60 * 60,
+      expires_at: Number(text(params, 'expires_at') ?? created + 24 * 60 * 60),
       livemode: false,
     };
     const stored: Stored = { session, lineItems, declined: false, ...(subscription ? { subscription } : {}) };
@@ -443,6 +444,18 @@ export async function startStripeSimulator(options: StripeSimulatorOptions): Pro
       sendJson(res, 200, s, replayed ? { 'idempotent-replayed': 'true' } : {});
       return;
     }
+    // A subscription checkout replaced by another plan's: Stripe expires an open one, refuses a complete one.
+    const expire = /^\/v1\/checkout\/sessions\/([^/]+)\/expire$/.exec(path);
+    if (req.method === 'POST' && expire) {
+      const stored = lookup(decodeURIComponent(expire[1]!));
+      if (!stored) throw new ApiError(404, `No such checkout.session: '${expire[1]}'`, 'resource_missing', 'id');
+      if (stored.session.status !== 'open') throw new ApiError(400, `Only Checkout Sessions with a status of open can be expired; this one is ${stored.session.status}.`, 'checkout_session_not_open');
+      stored.session.status = 'expired';
+      stored.session.url = null;
+      log(`POST /v1/checkout/sessions/${stored.session.id}/expire`);
+      sendJson(res, 200, stored.session);
+      return;
+    }
     const price = /^\/v1\/prices\/([^/]+)$/.exec(path);
     if (req.method === 'GET' && price) {
       const known = options.prices?.[decodeURIComponent(price[1]!)];
@@ -527,7 +540,7 @@ export async function startStripeSimulator(options: StripeSimulatorOptions): Pro
     }
     throw new ApiError(
       404,
-      `Unrecognized request URL (${req.method}: ${path}). The demo's Stripe simulator implements POST /v1/checkout/sessions, GET /v1/checkout/sessions/:id, GET /v1/prices/:id and POST /v1/billing_portal/sessions.`,
+      `Unrecognized request URL (${req.method}: ${path}). The demo's Stripe simulator implements POST /v1/checkout/sessions, GET /v1/checkout/sessions/:id, POST /v1/checkout/sessions/:id/expire, GET /v1/prices/:id and POST /v1/billing_portal/sessions.`,
     );
   }
 
