@@ -206,7 +206,7 @@ export class Subscriptions {
       // Anything else (a timeout, a 5xx) may have created one: the slot stays held, and is taken over later.
       const status = (err as { statusCode?: number }).statusCode;
       if (status !== undefined && status >= 400 && status < 500 && status !== 409 && status !== 429) {
-        await this.update(record, (s) => (s.checkoutSessionId ? s : { ...s, status: 'incomplete_expired', checkoutExpiresAt: 0 }));
+        await this.update(record, (s) => (s.checkoutSessionId || s.status !== 'checkout' ? s : { ...s, status: 'incomplete_expired', checkoutExpiresAt: 0 }));
       }
       throw new PaymentProviderError(err);
     }
@@ -216,12 +216,14 @@ export class Subscriptions {
     return { id: written.checkoutSessionId!, url: written.checkoutUrl ?? session.url, plan: written.plan };
   }
 
-  /** Expires an open checkout at Stripe and frees its slot; false when Stripe refuses (it is complete). */
+  /** Expires an open checkout at Stripe and frees its slot; false when it cannot be (it is complete, or Stripe is unreachable). */
   private async expireCheckout(record: SubscriptionRecord): Promise<boolean> {
     try {
       await this.stripe.checkout.sessions.expire(record.checkoutSessionId!);
     } catch {
-      return false;
+      // Refused: free the slot only if Stripe says the session has expired already (its event is on the way).
+      const session = await this.stripe.checkout.sessions.retrieve(record.checkoutSessionId!).catch(() => null);
+      if (session?.status !== 'expired') return false;
     }
     await this.update(record, (s) => (s.status === 'checkout' ? { ...s, status: 'incomplete_expired' } : s));
     return true;
