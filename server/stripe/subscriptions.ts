@@ -472,9 +472,13 @@ export class Subscriptions {
       throw err;
     }
 
-    // A refund or dispute delivered before this payment was linked was kept: apply it now.
+    // A refund or dispute that marked this grant taken back between the claim and the grant (read again now:
+    // its revokeGrant may have come before the grant existed, and took nothing), or one delivered before this
+    // payment was linked, which was kept: apply it now.
     let revoked = 0;
-    if (grant.revokedAt) revoked += (await this.deps.ledger.revokeGrant(after.userId, grant.id, { reason: REVOKE_REASON })).revoked;
+    const latest = (await this.deps.store.getSubscription(record.id)) ?? after;
+    const marked = latest.periods.flatMap((p) => p.grants).find((g) => g.id === grant.id)?.revokedAt ?? grant.revokedAt;
+    if (marked) revoked += (await this.deps.ledger.revokeGrant(after.userId, grant.id, { reason: REVOKE_REASON })).revoked;
     else {
       for (const pi of grant.paymentIntentIds ?? []) {
         const kept = (await this.deps.store.paymentFacts(pi)).map((f) => JSON.parse(f) as StripeFact);

@@ -18,11 +18,18 @@ let server: { url: string; close(): Promise<void> };
 let rec: Awaited<ReturnType<typeof recordingStripe>>;
 /** The next `n` calls of `method` fail after (or before) they reach the database. */
 let fault: { method: string; when: 'before' | 'after'; skip: number } | undefined;
+/** Runs once before the next call of `method` (another delivery landing in between two steps). */
+let between: { method: string; run: () => Promise<unknown> } | undefined;
 
 beforeAll(async () => {
   connection = await connect();
   rec = await recordingStripe();
   const store = decorateStore(new MongoCreditStore({ connection, collectionPrefix: 'credit_' }), async (name, call) => {
+    if (between?.method === name) {
+      const b = between;
+      between = undefined;
+      await b.run();
+    }
     const f = fault?.method === name ? fault : undefined;
     if (f && f.skip-- > 0) return call();
     if (f) fault = undefined;
@@ -113,6 +120,21 @@ it('a failure after the period is marked taken back, before the revocation: the 
   const again = await Promise.all([deliver(refund), deliver(refund), deliver(refund)]);
   expect(again.every((r) => r.status === 200)).toBe(true);
   expect(again.reduce((sum, r) => sum + (r.body.revoked as number), 0)).toBe(90);
+  expect(await credits.getBalance(s.userId)).toBe(0);
+  await consistentAudit(credits, s.userId);
+});
+
+it('a refund delivered between the claim and the grant takes the grant back once it is made', async () => {
+  const s = await subscribe(`f-${Date.now()}-4`);
+  const p = start();
+  const inv = invoice(s, [{ price: 'price_basic', amount: 900, start: p, end: p + 30 * DAY }]);
+  let refund: { status: number; body: Record<string, unknown> } | undefined;
+  // The refund lands when the grant is about to be written: its payment is linked, its grant not made yet.
+  between = { method: 'insertClaim', run: async () => (refund = await deliver(delivery(rec.stripe, 'charge.refunded', chargeRefunded(paymentIntentOf(inv), 900)))) };
+  const paid = await deliver(delivery(rec.stripe, 'invoice.paid', inv));
+  expect(refund).toEqual({ status: 200, body: expect.objectContaining({ revoked: 0 }) }); // nothing to take yet
+  expect(paid).toEqual({ status: 200, body: expect.objectContaining({ creditsGranted: 100, revoked: 100 }) });
+  expect((await deliver(delivery(rec.stripe, 'invoice.paid', inv))).body).toEqual(expect.objectContaining({ creditsGranted: 0, revoked: 0 }));
   expect(await credits.getBalance(s.userId)).toBe(0);
   await consistentAudit(credits, s.userId);
 });
