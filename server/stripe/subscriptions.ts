@@ -453,6 +453,7 @@ export class Subscriptions {
 
     const plan = this.plans.byId.get(grant.plan) ?? want.plan;
     const length = period.end - period.start;
+    const rolloverMax = this.rolloverMax(plan, grant, period);
     let granted: GrantResult;
     try {
       granted = await this.deps.ledger.grantCredits(record.userId, grant.credits, {
@@ -461,7 +462,7 @@ export class Subscriptions {
         expiresAt: new Date(period.end * 1000),
         priority: plan.priority,
         reason: isUpgrade(grant.id) ? `Upgraded to ${plan.label}: ${grant.credits} more this period` : `${plan.label} plan`,
-        ...(plan.rollover ? { rollover: { max: plan.rollover.max, expiresAt: new Date((period.end + length) * 1000) } } : {}),
+        ...(rolloverMax > 0 ? { rollover: { max: rolloverMax, expiresAt: new Date((period.end + length) * 1000) } } : {}),
       });
     } catch (err) {
       // Delivered after the period ended, and never granted before: grantCredits refuses an expiry in the
@@ -478,7 +479,7 @@ export class Subscriptions {
     let revoked = 0;
     const latest = (await this.deps.store.getSubscription(record.id)) ?? after;
     const marked = latest.periods.flatMap((p) => p.grants).find((g) => g.id === grant.id)?.revokedAt ?? grant.revokedAt;
-    if (marked) revoked += (await this.deps.ledger.revokeGrant(after.userId, grant.id, { reason: REVOKE_REASON })).revoked;
+    if (marked) revoked += await this.revokeWithRollover(after.userId, grant.id);
     else {
       for (const pi of grant.paymentIntentIds ?? []) {
         const kept = (await this.deps.store.paymentFacts(pi)).map((f) => JSON.parse(f) as StripeFact);
@@ -533,10 +534,35 @@ export class Subscriptions {
       for (const g of p.grants) {
         if (!paidBy(g, p)) continue;
         // Once per grant (revokeGrant's default key is the grant's id), whoever asks.
-        revoked += (await this.deps.ledger.revokeGrant(after.userId, g.id, { reason: REVOKE_REASON })).revoked;
+        revoked += await this.revokeWithRollover(after.userId, g.id);
       }
     }
     return revoked;
+  }
+
+  /**
+   * Takes back what a refunded or disputed payment paid for: the grant's unspent rest, and the unspent rest
+   * of what it rolled over (`rollover:<grant>`), so the outcome does not depend on whether the expiry sweep
+   * ran before the refund. Each once (revokeGrant's default key); a rollover not made yet takes nothing, and
+   * none is made later from a revoked grant (it holds nothing).
+   */
+  private async revokeWithRollover(userId: string, grantId: string): Promise<number> {
+    const own = await this.deps.ledger.revokeGrant(userId, grantId, { reason: REVOKE_REASON });
+    const rolled = await this.deps.ledger.revokeGrant(userId, `rollover:${grantId}`, { reason: REVOKE_REASON });
+    return own.revoked + rolled.revoked;
+  }
+
+  /**
+   * What a grant may roll over: its plan's `rollover.max`, less what the period's other grants may already
+   * carry, so that a period with upgrades rolls over at most the biggest `max` among the plans it was paid
+   * at (each grant's share is the increase over the plans granted before it).
+   */
+  private rolloverMax(plan: ResolvedPlan, grant: SubscriptionGrant, period: SubscriptionPeriod): number {
+    const max = plan.rollover?.max ?? 0;
+    const before = period.grants
+      .slice(0, Math.max(0, period.grants.findIndex((g) => g.id === grant.id)))
+      .reduce((top, g) => Math.max(top, this.plans.byId.get(g.plan)?.rollover?.max ?? 0), 0);
+    return Math.max(0, max - before);
   }
 
   /** The payment intents that paid an invoice: from its `payments` when the event carries them, else from Stripe. */

@@ -27,6 +27,7 @@ let rec: Awaited<ReturnType<typeof recordingStripe>>;
 const PLANS = {
   basic: { price: 'price_basic_monthly', credits: 100, label: 'Basic', rollover: { max: 30 } },
   pro: { price: 'price_pro_monthly', credits: 300, label: 'Pro', priority: 40 },
+  plus: { price: 'price_plus_monthly', credits: 200, label: 'Plus', rollover: { max: 80 } },
 };
 
 beforeAll(async () => {
@@ -91,7 +92,7 @@ describe('subscribe', () => {
   it('refuses an unknown plan, extra fields, no user and a non-JSON body, creating nothing', async () => {
     const u = user();
     const cases: Array<[unknown, number, string]> = [
-      [{ plan: 'gold' }, 400, 'Unknown plan "gold". Known plans: basic, pro.'],
+      [{ plan: 'gold' }, 400, 'Unknown plan "gold". Known plans: basic, pro, plus.'],
       [{ plan: 'basic', userId: 'someone-else' }, 400, 'Unknown field "userId"'],
       [{}, 400, 'Unknown plan'],
       [[], 400, 'must be a JSON object'],
@@ -324,7 +325,42 @@ describe('plan changes', () => {
   });
 });
 
+describe('plan changes and rollover', () => {
+  it('a period with an upgrade rolls over at most the biggest rollover.max among its plans, not their sum', async () => {
+    const s = await subscribe(user());
+    const p = period();
+    await deliver(delivery(rec.stripe, 'invoice.paid', invoice(s, [line('basic', p)], { billingReason: 'subscription_create' })));
+    const mid = { start: p.start + 10 * DAY, end: p.end };
+    const up = await deliver(delivery(rec.stripe, 'invoice.paid', invoice(s, [line('basic', mid, -1200), line('plus', mid, 2500)], { billingReason: 'subscription_update' })));
+    expect(up.body.creditsGranted).toBe(100);
+    // Nothing spent: 200 unspent at the period's end; Basic may keep 30, Plus 80: the period keeps 80, not 110.
+    await h.credits.expireGrants({ now: new Date(p.end * 1000 + 1000), userId: s.userId });
+    const after = await details(s.userId);
+    expect(after.grants.filter((g) => g.id.startsWith('rollover:')).map((g) => g.remaining).sort((a, b) => a - b)).toEqual([30, 50]);
+    expect(after.balance).toBe(80);
+    await consistentAudit(h.credits, s.userId);
+  });
+});
+
 describe('refunds and disputes', () => {
+  it('a refund after the period rolled over takes the rollover back too: the outcome does not depend on when the sweep ran', async () => {
+    for (const sweepFirst of [true, false]) {
+      const s = await subscribe(user());
+      const p = period();
+      const inv = invoice(s, [line('basic', p)]);
+      await deliver(delivery(rec.stripe, 'invoice.paid', inv));
+      await h.credits.deductCredits(s.userId, 50);
+      const sweep = () => h.credits.expireGrants({ now: new Date(p.end * 1000 + 1000), userId: s.userId });
+      if (sweepFirst) await sweep();
+      const refund = await deliver(delivery(rec.stripe, 'charge.refunded', chargeRefunded(paymentIntentOf(inv), 1900)));
+      expect(refund.body).toEqual(expect.objectContaining({ subscription: s.ref, revoked: sweepFirst ? 30 : 50 }));
+      if (!sweepFirst) await sweep();
+      expect(await h.credits.getBalance(s.userId)).toBe(0);
+      expect((await details(s.userId)).grants).toEqual([]);
+      await consistentAudit(h.credits, s.userId);
+    }
+  });
+
   it('a refund takes back the period’s unspent allowance once, whatever is delivered again', async () => {
     const s = await subscribe(user());
     const inv = invoice(s, [line('basic', period())]);
@@ -380,11 +416,12 @@ describe('plans and the portal', () => {
     expect(body.plans.map((p) => [p.id, p.label, p.credits, p.price, p.rollover])).toEqual([
       ['basic', 'Basic', 100, 'price_basic_monthly', { max: 30 }],
       ['pro', 'Pro', 300, 'price_pro_monthly', null],
+      ['plus', 'Plus', 200, 'price_plus_monthly', { max: 80 }],
     ]);
     expect(body.plans[0]).toEqual(expect.objectContaining({ amount: expect.any(Number), currency: expect.any(String) }));
     await get(`${h.url}/api/credits/plans`, null);
     expect(rec.requests.filter((r) => r.path.startsWith('/v1/prices/'))).toHaveLength(rec.requests.length);
-    expect(rec.requests.length).toBeLessThanOrEqual(2);
+    expect(rec.requests.length).toBeLessThanOrEqual(Object.keys(PLANS).length); // one read per price, then cached
     expect((await get(`${h.url}/api/credits/plans?x=1`, null)).status).toBe(400);
   });
 
