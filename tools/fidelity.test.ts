@@ -90,18 +90,27 @@ async function finishOrder(name: string, long: () => Promise<unknown>, short: ()
 describe('as on MongoDB: the gate lets commands interleave where single-document atomicity allows', () => {
   test('a reader is not held behind a long write, and may see part of a multi-document insert', async () => {
     const N = 5000;
-    const counts: number[] = [];
-    const order = await finishOrder(
-      'insert',
-      () => db.collection<{ _id: string; i: number; pad: string }>('big_unit').insertMany(docs(N), { ordered: false }),
-      async () => counts.push(await otherDb.collection<Doc>('big_unit').countDocuments({})),
-    );
-    expect(order).toEqual(['short', 'long']);
-    // FerretDB writes an insert in transactions of a few hundred documents, so the count the reader got is
-    // some prefix of the batch: anything from 0 to N, as MongoDB allows.
-    expect(counts[0]).toBeGreaterThanOrEqual(0);
-    expect(counts[0]).toBeLessThanOrEqual(N);
-    expect(await otherDb.collection<Doc>('big_unit').countDocuments({})).toBe(N);
+    // A reader held behind the insert could never finish first, so one attempt where it does proves the gate
+    // lets it through. On a loaded machine the reader's own scan can lose the race now and then: up to three
+    // attempts, each on a fresh collection.
+    const orders: string[][] = [];
+    for (let attempt = 0; attempt < 3 && !(orders.at(-1)?.[0] === 'short'); attempt++) {
+      const name = `big_unit_${attempt}`;
+      const counts: number[] = [];
+      orders.push(
+        await finishOrder(
+          'insert',
+          () => db.collection<{ _id: string; i: number; pad: string }>(name).insertMany(docs(N), { ordered: false }),
+          async () => counts.push(await otherDb.collection<Doc>(name).countDocuments({})),
+        ),
+      );
+      // FerretDB writes an insert in transactions of a few hundred documents, so the count the reader got is
+      // some prefix of the batch: anything from 0 to N, as MongoDB allows.
+      expect(counts[0]).toBeGreaterThanOrEqual(0);
+      expect(counts[0]).toBeLessThanOrEqual(N);
+      expect(await otherDb.collection<Doc>(name).countDocuments({})).toBe(N);
+    }
+    expect(orders.at(-1)).toEqual(['short', 'long']);
   });
 });
 
