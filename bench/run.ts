@@ -43,6 +43,8 @@ import { renderReport, type Report, type ScenarioRow } from './lib/report';
 import { measureScale, renderScale } from './lib/scale';
 
 const RESULTS = join(__dirname, 'results');
+/** Open grants on each account of the requireCredits-grants scenario. */
+const GRANTS_EACH = 20;
 
 function readConfig() {
   const quick = process.env.BENCH_QUICK === '1';
@@ -170,6 +172,24 @@ async function main(): Promise<void> {
   await inBatches([...users, hotUser], 25, (u) =>
     credits.grantCredits(u, u === hotUser ? BIG * 1000 : BIG, { idempotencyKey: `fund:${u}`, reason: 'bench funding' }),
   );
+  // Accounts holding many open grants (#15: a spend stays one guarded update whatever the grants): each of
+  // GRANTS_EACH grants with its own priority and expiry, so the book the mover folds over is that long.
+  const grantUsers = Array.from({ length: Math.max(1, Math.round(cfg.users / 10)) }, (_, i) => `g${String(i).padStart(5, '0')}`);
+  const pickGrantUser = () => grantUsers[Math.floor(Math.random() * grantUsers.length)]!;
+  const farOff = Date.now() + 365 * 86_400_000;
+  log(`funding ${grantUsers.length} users with ${GRANTS_EACH} grants each...`);
+  await inBatches(
+    grantUsers.flatMap((u) => Array.from({ length: GRANTS_EACH }, (_, k) => [u, k] as const)),
+    25,
+    ([u, k]) =>
+      credits.grantCredits(u, BIG / GRANTS_EACH, {
+        idempotencyKey: `fund:${u}:${k}`,
+        source: 'promotion',
+        priority: (k % 5) * 10,
+        expiresAt: new Date(farOff + k * 86_400_000),
+        reason: 'bench funding',
+      }),
+  );
   const nativeDb = client.db(connection.name);
   const raw = nativeDb.collection<BenchAccount>('bench_raw');
   const naive = nativeDb.collection<BenchAccount>('bench_naive');
@@ -182,7 +202,7 @@ async function main(): Promise<void> {
   log(`funded in ${((Date.now() - startedAt.getTime()) / 1000).toFixed(0)} s; measuring single operations by collection size...`);
   const costs = await operationCosts(nativeDb, cfg.quick ? [100, 1000] : [100, 1000, 5000], cfg.quick ? 15 : 30);
 
-  const scenarios = await startScenarios({ credits, raw, naive, stripe, pickUser, hotUser, replayUser });
+  const scenarios = await startScenarios({ credits, raw, naive, stripe, pickUser, pickGrantUser, grantsEach: GRANTS_EACH, hotUser, replayUser });
   for (const s of scenarios) cleanups.push(() => s.close());
   const byName = (name: string) => scenarios.find((s) => s.name === name)!;
 
@@ -411,7 +431,13 @@ async function main(): Promise<void> {
   const report: Report = {
     config: cfg,
     rows,
-    ratios: [ratio('requireCredits', 'raw-op'), ratio('requireCredits-hot', 'raw-op'), ratio('raw-op', 'unguarded'), ratio('naive', 'raw-op')],
+    ratios: [
+      ratio('requireCredits', 'raw-op'),
+      ratio('requireCredits-hot', 'raw-op'),
+      ratio('requireCredits-grants', 'requireCredits'),
+      ratio('raw-op', 'unguarded'),
+      ratio('naive', 'raw-op'),
+    ],
     contention,
     costs,
     profiles,

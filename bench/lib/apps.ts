@@ -68,6 +68,9 @@ export interface AppDeps {
   stripe: Stripe;
   /** A user of the funded pool, chosen at random for each request. */
   pickUser: () => string;
+  /** A user of the pool whose accounts each hold `grantsEach` open grants. */
+  pickGrantUser: () => string;
+  grantsEach: number;
   hotUser: string;
   replayUser: string;
 }
@@ -110,6 +113,16 @@ export async function startScenarios(deps: AppDeps): Promise<Scenario[]> {
 
   const guarded = await serve(
     { name: 'requireCredits', about: 'credits.requireCredits(1), a random user of the pool per request', request: anyUser },
+    guardedRoutes,
+    '/run',
+  );
+
+  const manyGrants = await serve(
+    {
+      name: 'requireCredits-grants',
+      about: `credits.requireCredits(1), a random user of a pool whose accounts each hold ${deps.grantsEach} open grants (priorities and expiries of their own)`,
+      request: () => asUser(deps.pickGrantUser()),
+    },
     guardedRoutes,
     '/run',
   );
@@ -167,7 +180,7 @@ export async function startScenarios(deps: AppDeps): Promise<Scenario[]> {
     '/api/stripe/webhook',
   );
 
-  return [unguarded, rawOp, guarded, hot, naiveApp, webhook, replay];
+  return [unguarded, rawOp, guarded, manyGrants, hot, naiveApp, webhook, replay];
 }
 
 /** A new paid purchase of `credits` for `userId`, with the given session id. */
