@@ -7,6 +7,7 @@
  * - `idle`: nothing in flight; the next crossing of the threshold may start an attempt;
  * - `pending`: an off-session PaymentIntent is being created or awaits Stripe's verdict;
  * - `requires_action`: Stripe asks the card holder to authenticate (3-D Secure); the app's page completes it;
+ *   not completed within `actionTimeoutMs`, reconcile() cancels the PaymentIntent and the record is idle again;
  * - `retrying`: the card was declined; the next reconcile() pass at or after `dueAt` tries again;
  * - `paused`: declined `maxDeclines` times for one crossing; nothing starts until the user saves a card or
  *   turns auto-recharge on again.
@@ -62,6 +63,13 @@ export interface RechargeAttempt {
   /** Set once Stripe answered the creation (or an event named it). */
   paymentIntentId: string | null;
   startedAt: Date;
+  /**
+   * Set when the kit gave up on the attempt (declined, authentication not completed) while its PaymentIntent
+   * could still be completed (a page holding its client secret may confirm it again): the kit cancels it at
+   * Stripe before any other attempt of the user starts, and clears this once Stripe says it is canceled (or a
+   * success event arrives instead). Never two PaymentIntents of one user that can both succeed.
+   */
+  open?: true;
 }
 
 export interface RechargeRecord {

@@ -31,6 +31,12 @@ export interface AutoRechargeOptions {
   /** Path (on `publicUrl`) the card-saving Checkout returns to. Default `/`. */
   returnPath?: string;
   /**
+   * How long a payment that needs authentication waits for the card holder; after it, reconcile() cancels the
+   * PaymentIntent at Stripe (so it can no longer succeed) and auto-recharge is free for the next crossing.
+   * Default 86400000 (a day).
+   */
+  actionTimeoutMs?: number;
+  /**
    * Told when an attempt starts, succeeds, needs authentication, is declined or pauses auto-recharge, and
    * when a crossing starts nothing (the cap). Called by the instance whose compare-and-set made the change;
    * errors it throws go to `hooks.onBackgroundError`. The record (GET /credits/auto-recharge) stays the truth.
@@ -43,10 +49,11 @@ export interface ResolvedAutoRecharge {
   cooldownMs: number;
   maxDeclines: number;
   returnPath: string;
+  actionTimeoutMs: number;
   onAutoRecharge: ((event: AutoRechargeEvent) => void | Promise<void>) | undefined;
 }
 
-const KEYS = ['monthlyCap', 'cooldownMs', 'maxDeclines', 'returnPath', 'onAutoRecharge'];
+const KEYS = ['monthlyCap', 'cooldownMs', 'maxDeclines', 'returnPath', 'actionTimeoutMs', 'onAutoRecharge'];
 /** setTimeout's largest delay, the longest cooldown a timer could honour. */
 const MAX_COOLDOWN_MS = 2_147_483_647;
 
@@ -82,6 +89,7 @@ export function resolveAutoRecharge(value: unknown, withStripe: boolean): Resolv
     cooldownMs: int('cooldownMs', given.cooldownMs ?? 60_000, 0, MAX_COOLDOWN_MS),
     maxDeclines: int('maxDeclines', given.maxDeclines ?? 3, 1, 10),
     returnPath,
+    actionTimeoutMs: int('actionTimeoutMs', given.actionTimeoutMs ?? 86_400_000, 1, 30 * 86_400_000),
     onAutoRecharge: given.onAutoRecharge as ResolvedAutoRecharge['onAutoRecharge'],
   };
 }

@@ -37,6 +37,11 @@ export const RECHARGE_METADATA = { attempt: 'credit_kit_recharge_attempt', purpo
 const SETUP_PURPOSE = 'auto_recharge_card';
 /** How many card-saving sessions a record remembers (the newest): enough for a person who opened a few tabs. */
 const KEEP_SETUP_SESSIONS = 5;
+/**
+ * Stripe keeps an idempotency key for at least 24 hours: an attempt still unsent after this long is never
+ * sent, since its key might no longer stop a second payment (its creation may have reached Stripe, the reply lost).
+ */
+export const RECHARGE_SEND_WINDOW_MS = 23 * 3_600_000;
 
 /** The purchase record of an attempt: what the succeeded event credits and refunds claw back. */
 export const rechargePurchaseId = (userId: string, attemptId: string) => `recharge:${userId}:${attemptId}`;
@@ -148,7 +153,8 @@ export class AutoRecharge {
         if (!r.enabled || !r.card || !r.topUp || r.threshold === null || r.state !== 'idle') return seen;
         // A late mover's old crossing, with the balance back above the threshold since: nothing is owed.
         if (balance >= r.threshold) return seen;
-        const skip = this.refusal(r, r.topUp.credits, now);
+        // The last attempt's PaymentIntent is not canceled yet (reconcile() does it): it could still succeed.
+        const skip = r.attempt?.open ? 'previous_payment_open' : this.refusal(r, r.topUp.credits, now);
         if (skip) {
           event = this.event(r, 'skipped', { reason: skip });
           return { ...seen, lastResult: result('skipped', r.topUp, now, skip) };
@@ -200,15 +206,22 @@ export class AutoRecharge {
   // ---- sending the payment ----------------------------------------------------------------------------
 
   private sendLater(userId: string, attemptId: string): void {
-    this.background.retry(() => this.send(userId, attemptId), `creating the off-session payment of auto-recharge attempt ${attemptId} for user ${userId}`);
+    this.background.retry(async () => void (await this.send(userId, attemptId)), `creating the off-session payment of auto-recharge attempt ${attemptId} for user ${userId}`);
   }
 
-  /** Creates the attempt's PaymentIntent (again, under the same idempotency key, when retried) and records the answer. */
-  async send(userId: string, attemptId: string): Promise<void> {
+  /**
+   * Creates the attempt's PaymentIntent (again, under the same idempotency key, when retried) and records the
+   * answer; true when it asked Stripe.
+   */
+  async send(userId: string, attemptId: string): Promise<boolean> {
     const r = await this.deps.store.getRecharge(userId);
     const attempt = r?.attempt;
-    if (!r || !attempt || attempt.id !== attemptId || r.state !== 'pending' || attempt.paymentIntentId) return;
+    if (!r || !attempt || attempt.id !== attemptId || r.state !== 'pending' || attempt.paymentIntentId) return false;
     if (!r.customerId) throw new CreditsError('internal', `Auto-recharge record of ${userId} has an attempt but no customer.`);
+    if (Date.now() - attempt.startedAt.getTime() > RECHARGE_SEND_WINDOW_MS) {
+      await this.giveUpUnsent(userId, attemptId);
+      return false;
+    }
     const purchaseId = rechargePurchaseId(userId, attempt.id);
     // Recorded before the payment exists: whatever arrives first, the succeeded event finds what to credit.
     await this.deps.purchases.record({ sessionId: purchaseId, userId, credits: attempt.credits, amountTotal: attempt.amount, currency: attempt.currency, livemode: false });
@@ -244,12 +257,28 @@ export class AutoRecharge {
           ? { kind: 'requires_action', paymentIntentId }
           : { kind: 'declined', paymentIntentId, reason: e.decline_code ?? e.code ?? 'card_declined' },
       );
-      return;
+      return true;
     }
     // Linked now, so that a refund delivered before the succeeded event finds its purchase. Credits come
     // only with the verified event, never from this answer.
     await this.deps.purchases.offSession(purchaseId, pi.id, pi.livemode, false);
     await this.verdict(userId, attempt.id, pi.status === 'requires_action' ? { kind: 'requires_action', paymentIntentId: pi.id } : { kind: 'sent', paymentIntentId: pi.id });
+    return true;
+  }
+
+  /** An attempt unsent past RECHARGE_SEND_WINDOW_MS: dropped (it bought nothing that the kit knows of), the record idle. */
+  private async giveUpUnsent(userId: string, attemptId: string): Promise<void> {
+    const now = new Date();
+    let event: AutoRechargeEvent | undefined;
+    const { changed } = await this.update(userId, (r) => {
+      event = undefined;
+      const a = r.attempt;
+      if (r.state !== 'pending' || !a || a.id !== attemptId || a.paymentIntentId) return null;
+      const next: RechargeRecord = { ...r, state: 'idle', month: uncounted(r, a), lastResult: result('skipped', a, now, 'attempt_too_old') };
+      event = { ...this.event(next, 'skipped', { reason: 'attempt_too_old' }), attemptId: a.id };
+      return withoutDue(next);
+    });
+    if (changed && event) this.tell(event);
   }
 
   /** Applies what Stripe said about an attempt to the record, once: a verdict for another attempt, or a stale one, changes nothing. */
@@ -270,17 +299,20 @@ export class AutoRecharge {
         case 'requires_action':
           if (r.state !== 'pending') return a.paymentIntentId || !v.paymentIntentId ? null : base;
           event = this.event(base, 'requires_action', {});
-          return withoutDue({ ...base, state: 'requires_action', lastResult: result('requires_action', a, now, undefined, pi) });
+          // Left to the card holder until actionTimeoutMs; then reconcile() cancels it and frees the record.
+          return { ...base, state: 'requires_action', lastResult: result('requires_action', a, now, undefined, pi), dueAt: new Date(now.getTime() + this.deps.settings.actionTimeoutMs) };
         case 'declined': {
           if (r.state !== 'pending' && r.state !== 'requires_action') return a.paymentIntentId || !v.paymentIntentId ? null : base;
           const declines = r.declines + 1;
           // A declined attempt bought nothing: it no longer counts against the month.
-          const month = r.month.key === monthKey(a.startedAt) ? { ...r.month, credits: Math.max(0, r.month.credits - a.credits) } : r.month;
+          const month = uncounted(r, a);
           const paused = declines >= this.deps.settings.maxDeclines;
-          const next: RechargeRecord = { ...base, declines, month, lastResult: result('declined', a, now, v.reason, pi), state: paused ? 'paused' : 'retrying' };
+          // Its PaymentIntent may still be confirmed (a page holding the client secret): open until canceled.
+          const attempt: RechargeAttempt = withPi.paymentIntentId ? { ...withPi, open: true } : withPi;
+          const next: RechargeRecord = { ...base, attempt, declines, month, lastResult: result('declined', a, now, v.reason, pi), state: paused ? 'paused' : 'retrying' };
           if (paused) {
             event = this.event(next, 'paused', { reason: v.reason });
-            return withoutDue(next);
+            return owing(next, now);
           }
           event = this.event(next, 'declined', { reason: v.reason });
           // Retried by reconcile() once the cooldown from this attempt's start is over.
@@ -291,7 +323,8 @@ export class AutoRecharge {
           // A success after the attempt was counted as declined (not expected of Stripe) counts against the month again.
           const recount = r.state === 'retrying' || r.state === 'paused';
           const month = recount && r.month.key === monthKey(a.startedAt) ? { ...r.month, credits: r.month.credits + a.credits } : r.month;
-          const next: RechargeRecord = { ...base, state: 'idle', declines: 0, month, lastResult: result('succeeded', a, now, undefined, v.paymentIntentId) };
+          const { open: _open, ...closed } = withPi; // it succeeded: nothing left to cancel
+          const next: RechargeRecord = { ...base, attempt: closed, state: 'idle', declines: 0, month, lastResult: result('succeeded', a, now, undefined, v.paymentIntentId) };
           event = this.event(next, 'succeeded', {});
           return withoutDue(next);
         }
@@ -299,7 +332,62 @@ export class AutoRecharge {
     });
     if (!changed) return null;
     if (event) this.tell(event);
+    // Given up on: canceled at Stripe now (reconcile() does it if Stripe is down), before anything else starts.
+    if (record.attempt?.open) this.cancelLater(userId);
     return record;
+  }
+
+  private cancelLater(userId: string): void {
+    this.background.retry(async () => void (await this.cancelOpen(userId)), `canceling the declined auto-recharge payment of user ${userId}`);
+  }
+
+  /**
+   * Cancels the PaymentIntent of an attempt the kit gave up on, and records that it can no longer succeed.
+   * True when nothing is open any more; false when Stripe says it succeeded or is processing meanwhile (its
+   * event settles it, credited once by its purchase record; no other attempt starts before).
+   */
+  private async cancelOpen(userId: string): Promise<boolean> {
+    const r = await this.deps.store.getRecharge(userId);
+    const a = r?.attempt;
+    if (!a?.open) return true;
+    if (!(await this.cancelAtStripe(a.paymentIntentId!))) return false;
+    await this.update(userId, (x) => {
+      if (x.attempt?.id !== a.id || !x.attempt.open) return null;
+      const { open: _open, ...closed } = x.attempt;
+      return x.state === 'retrying' || x.state === 'pending' || x.state === 'requires_action' ? { ...x, attempt: closed } : withoutDue({ ...x, attempt: closed });
+    });
+    return true;
+  }
+
+  /** Cancels a PaymentIntent at Stripe; false when it cannot be, having succeeded (or being processed). */
+  private async cancelAtStripe(paymentIntentId: string): Promise<boolean> {
+    try {
+      await this.stripe.paymentIntents.cancel(paymentIntentId);
+      return true;
+    } catch (err) {
+      const e = err as { code?: string; payment_intent?: { status?: string }; raw?: { payment_intent?: { status?: string } } };
+      if (e.code !== 'payment_intent_unexpected_state') throw new PaymentProviderError(err);
+      return (e.payment_intent ?? e.raw?.payment_intent)?.status === 'canceled';
+    }
+  }
+
+  /** A payment that needed authentication nobody completed within actionTimeoutMs: canceled at Stripe, the record idle. */
+  private async abandonAction(r: RechargeRecord): Promise<boolean> {
+    const a = r.attempt!;
+    if (!(await this.cancelAtStripe(a.paymentIntentId!))) return false;
+    const now = new Date();
+    let event: AutoRechargeEvent | undefined;
+    const { changed } = await this.update(r.id, (x) => {
+      event = undefined;
+      if (x.state !== 'requires_action' || x.attempt?.id !== a.id) return null;
+      const { open: _open, ...closed } = x.attempt;
+      const reason = 'authentication_not_completed';
+      const next: RechargeRecord = { ...x, attempt: closed, state: 'idle', month: uncounted(x, a), lastResult: result('declined', a, now, reason, a.paymentIntentId ?? undefined) };
+      event = this.event(next, 'declined', { reason });
+      return withoutDue(next);
+    });
+    if (changed && event) this.tell(event);
+    return true;
   }
 
   // ---- Stripe's events ----------------------------------------------------------------------------------
@@ -315,6 +403,9 @@ export class AutoRecharge {
     if (!purchase) return { creditsAdded: 0, reason: 'no auto-recharge attempt with this id was started by this app' };
     const problems: string[] = [];
     if (purchase.userId !== userId) problems.push('the user differs');
+    // Metadata anyone creating a PaymentIntent can write: the customer the kit created for this user is what ties it.
+    const owner = await this.deps.store.getRecharge(purchase.userId);
+    if (!owner?.customerId || idOf(pi.customer) !== owner.customerId) problems.push('the customer is not the one this app created for the user');
     if (pi.amount !== purchase.amountTotal) problems.push(`amount is ${pi.amount}, recorded ${purchase.amountTotal}`);
     if (pi.currency !== purchase.currency) problems.push(`currency is ${pi.currency}, recorded ${purchase.currency}`);
     if (meta[METADATA.credits] !== String(purchase.credits)) problems.push('the credits differ');
@@ -380,25 +471,39 @@ export class AutoRecharge {
   async reconcile(olderThanMs: number, batch: number, onError: (err: unknown) => void): Promise<number> {
     const now = Date.now();
     let n = 0;
-    for (const r of await this.deps.store.rechargesDue(new Date(now + this.deps.leaseMs - olderThanMs), batch)) {
+    for (let r of await this.deps.store.rechargesDue(new Date(now + this.deps.leaseMs - olderThanMs), batch)) {
       try {
+        const due = r.dueAt !== undefined && r.dueAt.getTime() <= now;
+        if (due && r.attempt?.open && r.state !== 'requires_action') {
+          // A declined attempt's PaymentIntent is canceled before a retry, or anything else, may start.
+          if (!(await this.cancelOpen(r.id))) {
+            await this.later(r.id, now);
+            continue;
+          }
+          const fresh = await this.deps.store.getRecharge(r.id);
+          if (!fresh) continue;
+          r = fresh;
+        }
         if (r.state === 'pending' && r.attempt && !r.attempt.paymentIntentId && r.attempt.startedAt.getTime() <= now - olderThanMs) {
-          await this.send(r.id, r.attempt.id);
-          n++;
+          if (await this.send(r.id, r.attempt.id)) n++;
+        } else if (r.state === 'requires_action') {
+          if (due && !(await this.abandonAction(r))) await this.later(r.id, now);
         } else if (r.state === 'retrying' && r.dueAt && r.dueAt.getTime() <= now) {
           const attempt = await this.retry(r);
-          if (attempt) {
-            await this.send(r.id, attempt.id);
-            n++;
-          }
-        } else if (r.state !== 'pending' && r.state !== 'retrying') {
-          await this.update(r.id, (x) => (x.dueAt ? withoutDue(x) : null)); // nothing owed any more
+          if (attempt && (await this.send(r.id, attempt.id))) n++;
+        } else if (r.state !== 'pending' && r.state !== 'retrying' && !r.attempt?.open) {
+          await this.update(r.id, (x) => (x.dueAt && !x.attempt?.open ? withoutDue(x) : null)); // nothing owed any more
         }
       } catch (err) {
         onError(err);
       }
     }
     return n;
+  }
+
+  /** Looks at the record again a lease from now (a PaymentIntent that succeeded while the kit gave up on it: its event settles it). */
+  private async later(userId: string, now: number): Promise<void> {
+    await this.update(userId, (x) => (x.dueAt && x.dueAt.getTime() <= now ? { ...x, dueAt: new Date(now + this.deps.leaseMs) } : null));
   }
 
   /** The next attempt of a declined crossing, if it is still wanted and allowed. */
@@ -412,6 +517,7 @@ export class AutoRecharge {
         event = undefined;
         if (r.state !== 'retrying' || !r.attempt || !r.dueAt || r.dueAt.getTime() > now.getTime()) return null;
         const prev = r.attempt;
+        if (prev.open) return null; // canceled first (reconcile), never beside a PaymentIntent that may still succeed
         // Turned off, card removed, or the balance back above the threshold: the crossing needs nothing more.
         if (!r.enabled || !r.card || !r.topUp || r.threshold === null || balance >= r.threshold) return withoutDue({ ...r, state: 'idle', declines: 0 });
         const skip = this.refusal({ ...r, lastAttemptAt: null }, r.topUp.credits, now);
@@ -550,6 +656,16 @@ export class AutoRecharge {
 function withoutDue(r: RechargeRecord): RechargeRecord {
   const { dueAt: _due, ...rest } = r;
   return rest;
+}
+
+/** Due now when its attempt is open (reconcile() cancels it), else nothing owed. */
+function owing(r: RechargeRecord, now: Date): RechargeRecord {
+  return r.attempt?.open ? { ...r, dueAt: now } : withoutDue(r);
+}
+
+/** The month with an attempt that bought nothing no longer counted in it. */
+function uncounted(r: RechargeRecord, a: RechargeAttempt): RechargeRecord['month'] {
+  return r.month.key === monthKey(a.startedAt) ? { ...r.month, credits: Math.max(0, r.month.credits - a.credits) } : r.month;
 }
 
 function result(status: RechargeResult['status'], of: { credits: number; amount: number }, at: Date, reason?: string, paymentIntentId?: string): RechargeResult {

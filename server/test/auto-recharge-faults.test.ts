@@ -1,0 +1,248 @@
+/**
+ * Auto-recharge under the faults of a review: an attempt given up on whose PaymentIntent may still succeed
+ * (declined after authentication started, paused, abandoned authentication), a PaymentIntent event whose
+ * metadata names another user's attempt, an unsent attempt older than Stripe keeps idempotency keys. Against
+ * the embedded database, real HTTP, stripe-mock behind the named card fake (stripe-card-fake.ts), signed events.
+ */
+import express from 'express';
+import type { Connection } from 'mongoose';
+import { createCredits, type AutoRechargeEvent, type AutoRechargeOptions, type Credits } from 'credit-kit/server';
+import { connect, consistentAudit, headerUser, listen, post, signedDelivery, WEBHOOK_SECRET } from './helpers';
+import { stripeCardFake, type StripeCardFake } from './stripe-card-fake';
+import type { RechargeRecord } from '../domain/recharge';
+
+let connection: Connection;
+let fake: StripeCardFake;
+
+beforeAll(async () => {
+  connection = await connect();
+  fake = await stripeCardFake();
+});
+afterAll(async () => {
+  await connection.close();
+  await fake.close();
+});
+beforeEach(() => {
+  fake.behaviour = 'succeed';
+  fake.cancelBehaviour = 'cancel';
+});
+
+interface Kit {
+  credits: Credits;
+  url: string;
+  events: AutoRechargeEvent[];
+  errors: unknown[];
+  close(): Promise<void>;
+}
+
+async function kit(auto: Partial<AutoRechargeOptions> = {}): Promise<Kit> {
+  const events: AutoRechargeEvent[] = [];
+  const errors: unknown[] = [];
+  const credits = createCredits({
+    hooks: { onBackgroundError: (err) => void errors.push(err) },
+    connection,
+    getUserId: headerUser,
+    timeoutMs: 20_000,
+    stripe: fake.stripe,
+    webhookSecret: WEBHOOK_SECRET,
+    publicUrl: 'https://app.example.com',
+    pricing: { creditPriceCents: 10 },
+    autoRecharge: { monthlyCap: 5000, cooldownMs: 0, maxDeclines: 3, onAutoRecharge: (e) => void events.push(e), ...auto },
+  });
+  await credits.init();
+  const app = express();
+  app.use('/api', credits.router());
+  const server = await listen(app);
+  return {
+    credits,
+    url: server.url,
+    events,
+    errors,
+    async close() {
+      await credits.flush();
+      await server.close();
+    },
+  };
+}
+
+async function deliver(url: string, type: string, object: unknown): Promise<Record<string, unknown>> {
+  const d = signedDelivery(fake.stripe, { type, object });
+  const res = await fetch(`${url}/api/stripe/webhook`, { method: 'POST', headers: d.headers, body: d.body });
+  expect(res.status).toBe(200);
+  return (await res.json()) as Record<string, unknown>;
+}
+
+const record = async (k: Kit, user: string) => (await k.credits.store.getRecharge(user))!;
+const creationsFor = (user: string) => fake.paymentIntentCreations().filter((r) => r.form.get('metadata[credit_kit_user_id]') === user);
+
+async function optIn(k: Kit, user: string): Promise<void> {
+  const res = await post(`${k.url}/api/credits/auto-recharge/card`, user, {});
+  expect(res.status).toBe(201);
+  const { id } = (await res.json()) as { id: string };
+  const customer = (await record(k, user)).customerId!;
+  const session = { id, object: 'checkout.session', mode: 'setup', status: 'complete', livemode: false, customer, setup_intent: 'seti_123', metadata: { credit_kit_user_id: user, credit_kit_purpose: 'auto_recharge_card' } };
+  expect(await deliver(k.url, 'checkout.session.completed', session)).toMatchObject({ autoRecharge: { cardSaved: true } });
+  const on = await fetch(`${k.url}/api/credits/auto-recharge`, {
+    method: 'PUT',
+    headers: { 'x-test-user': user, 'content-type': 'application/json' },
+    body: JSON.stringify({ enabled: true, threshold: 100, credits: 200 }),
+  });
+  expect(on.status).toBe(200);
+  await k.credits.grantCredits(user, 300, { idempotencyKey: `start-${user}` });
+  await k.credits.flush();
+}
+
+/** Takes the balance through the threshold again (a grant back above it, then a spend below it). */
+async function crossAgain(k: Kit, user: string, key: string): Promise<void> {
+  const balance = await k.credits.getBalance(user);
+  if (balance < 150) await k.credits.grantCredits(user, 150 - balance, { idempotencyKey: `${key}-up` });
+  await k.credits.deductCredits(user, 100);
+  await k.credits.flush();
+}
+
+function paymentIntent(r: RechargeRecord, status: string, extra: Record<string, unknown> = {}) {
+  const a = r.attempt!;
+  return {
+    id: a.paymentIntentId,
+    object: 'payment_intent',
+    amount: a.amount,
+    currency: a.currency,
+    customer: r.customerId,
+    livemode: false,
+    status,
+    metadata: { credit_kit_user_id: r.id, credit_kit_credits: String(a.credits), credit_kit_recharge_attempt: a.id },
+    ...extra,
+  };
+}
+
+const cancelsOf = (pi: string | null) => fake.paymentIntentCancels().filter((r) => r.path === `/v1/payment_intents/${pi}/cancel`);
+
+describe('an attempt the kit gives up on', () => {
+  it('is canceled at Stripe before a retry creates the next payment: never two that can succeed', async () => {
+    const k = await kit();
+    await optIn(k, 'sca-then-fail');
+    fake.behaviour = 'authenticate';
+    await k.credits.deductCredits('sca-then-fail', 250);
+    await k.credits.flush();
+    const first = await record(k, 'sca-then-fail');
+    expect(first.state).toBe('requires_action'); // the page has the client secret from now on
+    // The card holder fails the authentication once; Stripe says so; the page may still try again.
+    await deliver(k.url, 'payment_intent.payment_failed', paymentIntent(first, 'requires_payment_method', { last_payment_error: { code: 'payment_intent_authentication_failure' } }));
+    await k.credits.flush();
+    expect((await record(k, 'sca-then-fail')).state).toBe('retrying');
+    fake.behaviour = 'succeed';
+    await k.credits.reconcile({ olderThanMs: 0 });
+    await k.credits.flush();
+    // The first PaymentIntent was canceled before the second was created.
+    expect(cancelsOf(first.attempt!.paymentIntentId)).toHaveLength(1);
+    const created = creationsFor('sca-then-fail');
+    expect(created).toHaveLength(2);
+    expect(fake.requests.indexOf(cancelsOf(first.attempt!.paymentIntentId)[0]!)).toBeLessThan(fake.requests.indexOf(created[1]!));
+    await k.close();
+  });
+
+  it('that succeeded meanwhile is not retried: the late success credits it once and counts against the month', async () => {
+    const k = await kit();
+    await optIn(k, 'late-success');
+    fake.behaviour = 'authenticate';
+    await k.credits.deductCredits('late-success', 250);
+    await k.credits.flush();
+    const first = await record(k, 'late-success');
+    // The page completes it meanwhile: Stripe refuses the cancel, the PaymentIntent has succeeded.
+    fake.behaviour = 'succeed';
+    fake.cancelBehaviour = 'already-succeeded';
+    await deliver(k.url, 'payment_intent.payment_failed', paymentIntent(first, 'requires_payment_method', { last_payment_error: { code: 'payment_intent_authentication_failure' } }));
+    await k.credits.flush();
+    expect(cancelsOf(first.attempt!.paymentIntentId).length).toBeGreaterThanOrEqual(1);
+    await k.credits.reconcile({ olderThanMs: 0 });
+    await k.credits.flush();
+    expect(creationsFor('late-success')).toHaveLength(1);
+    const result = await deliver(k.url, 'payment_intent.succeeded', paymentIntent(first, 'succeeded'));
+    expect(result).toMatchObject({ autoRecharge: { creditsAdded: 200 } });
+    expect(await record(k, 'late-success')).toMatchObject({ state: 'idle', month: { credits: 200 }, lastResult: { status: 'succeeded' } });
+    expect((await consistentAudit(k.credits, 'late-success')).balance).toBe(250);
+    await k.close();
+  });
+
+  it('paused, and turned on again: the paused attempt is canceled before another crossing may start one', async () => {
+    const k = await kit({ maxDeclines: 1 });
+    await optIn(k, 'paused');
+    fake.behaviour = 'authenticate';
+    await k.credits.deductCredits('paused', 250);
+    await k.credits.flush();
+    const first = await record(k, 'paused');
+    await deliver(k.url, 'payment_intent.payment_failed', paymentIntent(first, 'requires_payment_method', { last_payment_error: { code: 'payment_intent_authentication_failure' } }));
+    await k.credits.flush();
+    expect((await record(k, 'paused')).state).toBe('paused');
+    // Canceled as soon as the kit gave up on it (or by the next reconcile() when Stripe was down).
+    await k.credits.reconcile({ olderThanMs: 0 });
+    expect(cancelsOf(first.attempt!.paymentIntentId)).toHaveLength(1);
+    fake.behaviour = 'succeed';
+    const on = await fetch(`${k.url}/api/credits/auto-recharge`, { method: 'PUT', headers: { 'x-test-user': 'paused', 'content-type': 'application/json' }, body: '{"enabled":true}' });
+    expect(on.status).toBe(200);
+    await crossAgain(k, 'paused', 'paused');
+    expect(creationsFor('paused')).toHaveLength(2);
+    await k.close();
+  });
+
+  it('needing authentication nobody completes is canceled after actionTimeoutMs, which frees auto-recharge', async () => {
+    const k = await kit({ actionTimeoutMs: 200 });
+    await optIn(k, 'abandoned');
+    fake.behaviour = 'authenticate';
+    await k.credits.deductCredits('abandoned', 250);
+    await k.credits.flush();
+    const first = await record(k, 'abandoned');
+    expect(first).toMatchObject({ state: 'requires_action', month: { credits: 200 } });
+    // Before the timeout nothing frees it: the card holder may still be on the page.
+    await k.credits.reconcile({ olderThanMs: 0 });
+    expect(cancelsOf(first.attempt!.paymentIntentId)).toHaveLength(0);
+    await new Promise((r) => setTimeout(r, 250));
+    await k.credits.reconcile({ olderThanMs: 0 });
+    expect(cancelsOf(first.attempt!.paymentIntentId)).toHaveLength(1);
+    expect(await record(k, 'abandoned')).toMatchObject({ state: 'idle', month: { credits: 0 }, lastResult: { status: 'declined', reason: 'authentication_not_completed' } });
+    expect((await k.credits.reconcile({ olderThanMs: 0 })).rechargesSent).toBe(0);
+    expect(cancelsOf(first.attempt!.paymentIntentId)).toHaveLength(1); // once
+    fake.behaviour = 'succeed';
+    await crossAgain(k, 'abandoned', 'abandoned');
+    expect(creationsFor('abandoned')).toHaveLength(2);
+    await k.close();
+  });
+});
+
+describe('trust', () => {
+  it('credits nothing for a PaymentIntent of another customer whose metadata names this user\'s attempt, even before the create reply', async () => {
+    const k = await kit();
+    await optIn(k, 'victim');
+    fake.behaviour = 'lose-reply';
+    await k.credits.deductCredits('victim', 250);
+    await k.credits.flush();
+    const r = await record(k, 'victim');
+    expect(r.attempt!.paymentIntentId).toBeNull(); // the kit does not know its PaymentIntent yet
+    const forged = { ...paymentIntent({ ...r, attempt: { ...r.attempt!, paymentIntentId: 'pi_someone_elses' } }, 'succeeded'), customer: 'cus_someone_else' };
+    const answer = await deliver(k.url, 'payment_intent.succeeded', forged);
+    expect(answer).toMatchObject({ autoRecharge: { creditsAdded: 0 } });
+    expect(answer.reason).toMatch(/customer/);
+    expect((await k.credits.store.getPurchase(`recharge:victim:${r.attempt!.id}`))!.paymentIntentId).toBeFalsy();
+    expect((await consistentAudit(k.credits, 'victim')).balance).toBe(50);
+    fake.behaviour = 'succeed';
+    await k.credits.reconcile({ olderThanMs: 0 });
+    await k.close();
+  });
+});
+
+describe('an unsent attempt', () => {
+  it('older than Stripe keeps idempotency keys is never sent: it could be a second payment', async () => {
+    const k = await kit();
+    await optIn(k, 'stale');
+    const r = await record(k, 'stale');
+    const startedAt = new Date(Date.now() - 25 * 3600_000);
+    const attempt = { id: '9.1', crossingSeq: 9, n: 1, credits: 200, amount: 2000, currency: 'usd', paymentMethodId: r.card!.paymentMethodId, paymentIntentId: null, startedAt };
+    await k.credits.store.replaceRecharge({ ...r, state: 'pending', attempt, crossingSeq: 9, month: { key: startedAt.toISOString().slice(0, 7), credits: 200 }, dueAt: new Date(startedAt.getTime() + 30_000), version: r.version + 1 });
+    expect((await k.credits.reconcile({ olderThanMs: 0 })).rechargesSent).toBe(0);
+    expect(creationsFor('stale')).toHaveLength(0);
+    const after = await record(k, 'stale');
+    expect(after).toMatchObject({ state: 'idle', month: { credits: 0 }, lastResult: { status: 'skipped', reason: 'attempt_too_old' } });
+    expect(after.dueAt).toBeUndefined();
+    await k.close();
+  });
+});
