@@ -246,3 +246,26 @@ describe('an unsent attempt', () => {
     await k.close();
   });
 });
+
+describe('off the request path', () => {
+  it('a guarded route answers while Stripe is unreachable; the crossing\'s payment is sent later under its key', async () => {
+    const k = await kit();
+    await optIn(k, 'outage');
+    const app = express();
+    app.post('/work', k.credits.requireCredits(250), (_req, res) => void res.json({ ok: true }));
+    const server = await listen(app);
+    fake.behaviour = 'lose-reply'; // every PaymentIntent creation fails
+    const started = Date.now();
+    const res = await post(`${server.url}/work`, 'outage', {});
+    expect(res.status).toBe(200);
+    expect(Date.now() - started).toBeLessThan(2000);
+    await k.credits.flush();
+    expect(await record(k, 'outage')).toMatchObject({ state: 'pending', attempt: { paymentIntentId: null } });
+    expect(await k.credits.getBalance('outage')).toBe(50);
+    fake.behaviour = 'succeed';
+    expect((await k.credits.reconcile({ olderThanMs: 0 })).rechargesSent).toBe(1);
+    expect(new Set(creationsFor('outage').map((q) => q.headers['idempotency-key'])).size).toBe(1);
+    await server.close();
+    await k.close();
+  });
+});

@@ -64,7 +64,7 @@ it('runs the README example', async () => {
     const r = (await credits.store.getRecharge('user-1'))!;
     const a = r.attempt!;
     await deliver('payment_intent.succeeded', {
-      id: a.paymentIntentId, object: 'payment_intent', amount: 5200, currency: 'usd', livemode: false, status: 'succeeded',
+      id: a.paymentIntentId, object: 'payment_intent', amount: 5200, currency: 'usd', customer: r.customerId, livemode: false, status: 'succeeded',
       metadata: { credit_kit_user_id: 'user-1', credit_kit_credits: '500', credit_kit_recharge_attempt: a.id },
     });
     expect(await credits.getBalance('user-1')).toBe(590);
