@@ -269,3 +269,39 @@ describe('off the request path', () => {
     await k.close();
   });
 });
+
+describe('settings changed while a payment is pending', () => {
+  it('turning auto-recharge off and on, or saving another card, starts no second payment; the pending one credits once', async () => {
+    const k = await kit();
+    await optIn(k, 'toggler');
+    // The card the attempt starts with (stripe-mock names every saved card alike: this one is given its own id).
+    const r0 = await record(k, 'toggler');
+    await k.credits.store.replaceRecharge({ ...r0, card: { ...r0.card!, paymentMethodId: 'pm_old_card' }, version: r0.version + 1 });
+    fake.behaviour = 'lose-reply'; // the payment stays pending (no PaymentIntent id known yet)
+    await k.credits.deductCredits('toggler', 250);
+    await k.credits.flush();
+    const settings = (body: unknown) =>
+      fetch(`${k.url}/api/credits/auto-recharge`, { method: 'PUT', headers: { 'x-test-user': 'toggler', 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    expect((await fetch(`${k.url}/api/credits/auto-recharge`, { method: 'DELETE', headers: { 'x-test-user': 'toggler' } })).status).toBe(200);
+    expect((await settings({ enabled: true, credits: 300 })).status).toBe(200);
+    // Another card saved meanwhile (a second setup session of the same user).
+    const res = await post(`${k.url}/api/credits/auto-recharge/card`, 'toggler', {});
+    const { id } = (await res.json()) as { id: string };
+    const session = { id, object: 'checkout.session', mode: 'setup', status: 'complete', livemode: false, customer: r0.customerId, setup_intent: 'seti_123', metadata: { credit_kit_user_id: 'toggler', credit_kit_purpose: 'auto_recharge_card' } };
+    expect(await deliver(k.url, 'checkout.session.completed', session)).toMatchObject({ autoRecharge: { cardSaved: true, state: 'pending' } });
+    await crossAgain(k, 'toggler', 'toggler');
+    fake.behaviour = 'succeed';
+    await k.credits.reconcile({ olderThanMs: 0 });
+    await k.credits.flush();
+    const keys = new Set(creationsFor('toggler').map((q) => q.headers['idempotency-key']));
+    expect(keys.size).toBe(1); // one attempt, however often its creation was tried
+    const sent = await record(k, 'toggler');
+    expect(sent.attempt).toMatchObject({ credits: 200, paymentMethodId: 'pm_old_card' }); // as it was started
+    const first = await deliver(k.url, 'payment_intent.succeeded', paymentIntent(sent, 'succeeded'));
+    const again = await deliver(k.url, 'payment_intent.succeeded', paymentIntent(sent, 'succeeded'));
+    expect([first, again].map((x) => (x.autoRecharge as { creditsAdded: number }).creditsAdded)).toEqual([200, 0]);
+    expect(await record(k, 'toggler')).toMatchObject({ state: 'idle', card: { paymentMethodId: r0.card!.paymentMethodId } });
+    await consistentAudit(k.credits, 'toggler');
+    await k.close();
+  });
+});
