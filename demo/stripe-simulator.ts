@@ -179,7 +179,7 @@ interface SimPaymentIntent {
   customer: string | null;
   payment_method: string;
   metadata: Record<string, string>;
-  status: 'succeeded' | 'requires_action' | 'requires_payment_method';
+  status: 'succeeded' | 'requires_action' | 'requires_payment_method' | 'canceled';
   client_secret: string;
   livemode: false;
   created: number;
@@ -502,7 +502,7 @@ export async function startStripeSimulator(options: StripeSimulatorOptions): Pro
       if (answer.event) setTimeout(() => void deliver(answer.event!, 1), 50);
       return;
     }
-    const object = /^\/v1\/(setup_intents|payment_methods|payment_intents)\/([^/]+)(\/detach)?$/.exec(path);
+    const object = /^\/v1\/(setup_intents|payment_methods|payment_intents)\/([^/]+)(\/detach|\/cancel)?$/.exec(path);
     if (object && (req.method === 'GET' || (req.method === 'POST' && object[3]))) {
       const [, kind, rawId, detach] = object;
       const oid = decodeURIComponent(rawId!);
@@ -524,9 +524,17 @@ export async function startStripeSimulator(options: StripeSimulatorOptions): Pro
         sendJson(res, 200, publicPm(pm));
         return;
       }
-      if (kind === 'payment_intents' && !detach) {
+      if (kind === 'payment_intents' && detach !== '/detach') {
         const pi = paymentIntents.get(oid);
         if (!pi) throw new ApiError(404, `No such payment_intent: '${oid}'`, 'resource_missing', 'id');
+        if (detach === '/cancel') {
+          // As Stripe does: a succeeded (or canceled) PaymentIntent cannot be canceled.
+          if (pi.status === 'succeeded' || pi.status === 'canceled') {
+            throw new ApiError(400, `This PaymentIntent could not be canceled because it has a status of ${pi.status}.`, 'payment_intent_unexpected_state');
+          }
+          pi.status = 'canceled';
+          log(`POST /v1/payment_intents/${pi.id}/cancel: canceled`);
+        }
         sendJson(res, 200, pi);
         return;
       }
