@@ -282,6 +282,9 @@ async function summarizeDownTo(balance: number, from: number): Promise<void> {
 step('5. saves a card that pays on the simulator and turns auto-recharge on', async () => {
   await step5().getByText('No card on file.').waitFor();
   await step5().getByRole('button', { name: 'Save a card' }).click();
+  // The picture once the simulator's page has loaded (a screenshot during the navigation fails).
+  await page.waitForURL(/\/simulated-checkout\//);
+  await page.getByRole('heading', { name: 'Card details' }).waitFor();
   await shot('save-card-page');
   await saveCardOnSimulator(/Test card that pays/);
   await step5().getByText(/Card on file: visa ending 4242/).waitFor();
