@@ -414,8 +414,12 @@ export class Subscriptions {
         claimed = same.invoiceId === invoice.id ? { ...same, paymentIntentIds: [...new Set([...(same.paymentIntentIds ?? []), ...paymentIntents])] } : same;
         grants = grants.map((g) => (g === same ? claimed! : g));
       } else {
-        const held = upgrade ? Math.max(want.from!.credits, grants.reduce((sum, g) => sum + g.credits, 0)) : 0;
-        const credits = want.plan.credits - held;
+        // What the period is owed once this invoice is paid: the biggest plan paid for in it so far (an upgrade
+        // names the plan it leaves, which was paid for too), whatever order the invoices arrive in; the grant
+        // is what that adds to what the period holds. So up to Pro then up to Max, delivered either way round,
+        // ends with Max's credits.
+        const held = grants.reduce((sum, g) => sum + g.credits, 0);
+        const credits = Math.max(want.plan.credits, upgrade ? want.from!.credits : 0, held) - held;
         if (credits > 0) {
           claimed = { id: grantId, plan: want.plan.id, credits, invoiceId: invoice.id, paymentIntentIds: paymentIntents, revokedAt: null };
           grants = [...grants, claimed];

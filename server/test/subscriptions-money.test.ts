@@ -103,6 +103,21 @@ describe('plan changes within one period', () => {
     expect(await h.credits.getBalance(s.userId)).toBe(1000);
     await consistentAudit(h.credits, s.userId);
   });
+
+  it('two upgrades delivered in either order end with the biggest plan: Pro → Max before Basic → Pro still grants Max', async () => {
+    for (const order of ['forward', 'backward'] as const) {
+      const s = await subscribe(user());
+      const p = period();
+      await send('invoice.paid', paid(s, [line('basic', p)], { billingReason: 'subscription_create' }));
+      const m1 = { start: p.start + DAY, end: p.end };
+      const m2 = { start: p.start + 2 * DAY, end: p.end };
+      const up1 = paid(s, [line('basic', m1, -1800), line('pro', m1, 3500)], { billingReason: 'subscription_update' });
+      const up2 = paid(s, [line('pro', m2, -3300), line('max', m2, 9000)], { billingReason: 'subscription_update' });
+      for (const inv of order === 'forward' ? [up1, up2] : [up2, up1]) await send('invoice.paid', inv);
+      expect([order, await h.credits.getBalance(s.userId)]).toEqual([order, 1000]);
+      await consistentAudit(h.credits, s.userId);
+    }
+  });
 });
 
 describe('refunds take back what the refunded payment paid for', () => {
