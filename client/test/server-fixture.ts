@@ -173,7 +173,8 @@ async function main(): Promise<void> {
     const a = r?.attempt;
     if (!a?.paymentIntentId) return void res.status(404).end();
     const metadata = { credit_kit_user_id: user, credit_kit_credits: String(a.credits), credit_kit_recharge_attempt: a.id };
-    const pi = { id: a.paymentIntentId, object: 'payment_intent', amount: a.amount, currency: a.currency, livemode: false, metadata };
+    // As Stripe sends it: the PaymentIntent names the customer the kit created for the user (the kit checks it).
+    const pi = { id: a.paymentIntentId, object: 'payment_intent', amount: a.amount, currency: a.currency, livemode: false, customer: r!.customerId, metadata };
     await (outcome === 'succeeded'
       ? deliver('payment_intent.succeeded', { ...pi, status: 'succeeded' })
       : deliver('payment_intent.payment_failed', { ...pi, status: 'requires_payment_method', last_payment_error: { code: code ?? 'card_declined' } }));
