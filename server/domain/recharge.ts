@@ -4,7 +4,8 @@
  * whatever the number of instances only one of them moves the record from one state to the next.
  *
  * States:
- * - `idle`: nothing in flight; the next crossing of the threshold may start an attempt;
+ * - `idle`: nothing in flight; the next crossing of the threshold may start an attempt, and an `owed` one
+ *   is started by reconcile() when the cooldown allows;
  * - `pending`: an off-session PaymentIntent is being created or awaits Stripe's verdict;
  * - `requires_action`: Stripe asks the card holder to authenticate (3-D Secure); the app's page completes it;
  *   not completed within `actionTimeoutMs`, reconcile() cancels the PaymentIntent and the record is idle again;
@@ -89,6 +90,14 @@ export interface RechargeRecord {
   declines: number;
   /** The highest ledger `seq` looked at as a crossing: an older one, seen again by a late mover, starts nothing. */
   crossingSeq: number;
+  /**
+   * A crossing (its ledger `seq`) that is still owed a recharge: one refused only for the cooldown or for a
+   * previous payment still open at Stripe, or the crossing of a recharge whose credits left the balance still
+   * below the threshold. reconcile() starts it once the cooldown is over and nothing is open, if the balance is
+   * still below the threshold, auto-recharge still on and the month's cap allows it; else it is dropped.
+   * Absent when nothing is owed; cleared by the attempt that pays it.
+   */
+  owed?: number;
   /** When the last attempt started: the cooldown runs from it. */
   lastAttemptAt: Date | null;
   /** Credits of the attempts started this calendar month (UTC), not counting declined ones. */

@@ -39,7 +39,8 @@
  *      per key, for exactly what its entry took;
  *  12. auto-recharge: never two payments in flight for one user (no success ever arrives, so a user has at
  *      most one attempt), each attempt started for a real crossing of the user's threshold in the final
- *      ledger, recorded as seen, and no credits from a payment Stripe never confirmed.
+ *      ledger, recorded as seen, and no credits from a payment Stripe never confirmed; a crossing kept owed
+ *      for later (cooldown, open payment) is a real one, seen, on an idle record (nothing in flight beside it).
  *
  * CHECKER_SEED=n replays a schedule (timing still varies); the seed is printed at the start and in every
  * failure. CHECKER_SECONDS sets the length of the load phase (default 24); CHECKER_FAULTS=0 runs the same
@@ -1195,6 +1196,7 @@ it('keeps every money rule under faults, skewed clocks and Stripe chaos across t
       _id: string;
       state: string;
       crossingSeq: number;
+      owed?: number;
       attempt: { id: string; crossingSeq: number; paymentIntentId: string | null } | null;
     }>;
     let rechargesSent = 0;
@@ -1215,6 +1217,8 @@ it('keeps every money rule under faults, skewed clocks and Stripe chaos across t
       } else {
         check('12 one recharge per crossing', attempts.length === 0, () => `${r._id}: no attempt recorded, yet ${attempts.length} recharge payments`);
       }
+      // A crossing kept owed (cooldown, open payment) is a real one, already seen, and never beside an attempt in flight for it.
+      check('12 owed crossing is real', r.owed === undefined || (crossed.has(r.owed) && r.crossingSeq >= r.owed && r.state === 'idle'), () => `${r._id}: owes ${r.owed} in state ${r.state} (record at seq ${r.crossingSeq}); crossings ${JSON.stringify([...crossed])}`);
       check('12 nothing credited unconfirmed', attempts.every((p) => (p.granted ?? 0) === 0 && p.status !== 'paid'), () => `${r._id}: ${JSON.stringify(attempts)}`);
     }
 

@@ -13,7 +13,7 @@ import { ConflictError, CreditsError, InvalidRequestError, NotFoundError, descri
 import type { RechargeRecord, RechargeTopUp } from '../domain/recharge';
 import type { NeutralOptions } from '../options';
 import type { Reply } from '../http/guard';
-import type { AutoRecharge } from './recharge';
+import { notOwed, type AutoRecharge } from './recharge';
 import type { AutoRechargeSettings } from './recharge-options';
 
 /** What a route reads of a request (the same shape as http/handlers.ts's RouteInput). */
@@ -144,6 +144,8 @@ export function createRechargeRoutes(recharge: AutoRecharge | undefined, options
         const next: RechargeRecord = { ...rec, ...change };
         const turnedOn = next.enabled && (!rec.enabled || rec.state === 'paused');
         if (turnedOn) Object.assign(next, { crossingSeq: Math.max(rec.crossingSeq, count), ...(rec.state === 'paused' ? { state: 'idle', declines: 0 } : {}) });
+        // Turned off, or on again: a crossing owed from before is no longer owed (reconcile() clears its dueAt).
+        if ((!next.enabled || turnedOn) && next.owed !== undefined) delete next.owed;
         return JSON.stringify(next) === JSON.stringify(rec) ? null : next;
       });
       return { status: 200, body: view(record) };
@@ -153,7 +155,7 @@ export function createRechargeRoutes(recharge: AutoRecharge | undefined, options
       noQuery(input);
       const userId = await input.user();
       const r = need();
-      const { record } = await r.update(userId, (rec) => (rec.enabled ? { ...rec, enabled: false } : null));
+      const { record } = await r.update(userId, (rec) => (rec.enabled ? notOwed({ ...rec, enabled: false }) : null));
       return { status: 200, body: view(record) };
     },
 

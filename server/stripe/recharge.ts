@@ -157,7 +157,10 @@ export class AutoRecharge {
         const skip = r.attempt?.open ? 'previous_payment_open' : this.refusal(r, r.topUp.credits, now);
         if (skip) {
           event = this.event(r, 'skipped', { reason: skip });
-          return { ...seen, lastResult: result('skipped', r.topUp, now, skip) };
+          const skipped = { ...seen, lastResult: result('skipped', r.topUp, now, skip) };
+          // The cooldown and an open payment only delay the crossing: reconcile() starts it when they are over.
+          // The monthly cap refuses it (nothing more this month), so it is not owed.
+          return skip === 'monthly_cap' ? notOwed(skipped) : this.owe(skipped, seq, now);
         }
         const attempt: RechargeAttempt = {
           id: `${seq}.1`,
@@ -190,6 +193,16 @@ export class AutoRecharge {
     return undefined;
   }
 
+  /**
+   * The record owing crossing `seq`: due to reconcile() when the cooldown from the last attempt is over (now,
+   * when a previous payment is open: reconcile() cancels it first), or earlier if already due for something else.
+   */
+  private owe(r: RechargeRecord, seq: number, now: Date): RechargeRecord {
+    const at = r.attempt?.open || !r.lastAttemptAt ? now.getTime() : Math.max(now.getTime(), r.lastAttemptAt.getTime() + this.deps.settings.cooldownMs);
+    const dueAt = r.dueAt && r.dueAt.getTime() < at ? r.dueAt : new Date(at);
+    return { ...r, owed: seq, dueAt };
+  }
+
   /** The fields of a record that starts `attempt`: pending, counted against the month, owed to reconcile until sent. */
   private starting(r: RechargeRecord, attempt: RechargeAttempt, now: Date): Partial<RechargeRecord> {
     const key = monthKey(now);
@@ -197,6 +210,7 @@ export class AutoRecharge {
     return {
       state: 'pending',
       attempt,
+      owed: undefined,
       lastAttemptAt: now,
       month: { key, credits: used + attempt.credits },
       dueAt: new Date(now.getTime() + this.deps.leaseMs),
@@ -282,7 +296,7 @@ export class AutoRecharge {
   }
 
   /** Applies what Stripe said about an attempt to the record, once: a verdict for another attempt, or a stale one, changes nothing. */
-  private async verdict(userId: string, attemptId: string, v: Verdict): Promise<RechargeRecord | null> {
+  private async verdict(userId: string, attemptId: string, v: Verdict, balance?: number): Promise<RechargeRecord | null> {
     const now = new Date();
     let event: AutoRechargeEvent | undefined;
     const { record, changed } = await this.update(userId, (r) => {
@@ -326,7 +340,11 @@ export class AutoRecharge {
           const { open: _open, ...closed } = withPi; // it succeeded: nothing left to cancel
           const next: RechargeRecord = { ...base, attempt: closed, state: 'idle', declines: 0, month, lastResult: result('succeeded', a, now, undefined, v.paymentIntentId) };
           event = this.event(next, 'succeeded', {});
-          return withoutDue(next);
+          // Its credits arrived and the balance is still below the threshold (a threshold above the top-up, or
+          // spends meanwhile): the crossing is owed again, started by reconcile() after the cooldown and within
+          // the monthly cap, so this never loops. Attempts of one crossing are numbered on, so each has its own key.
+          const below = balance !== undefined && next.enabled && next.threshold !== null && balance < next.threshold;
+          return below ? this.owe(withoutDue(next), a.crossingSeq, now) : withoutDue(next);
         }
       }
     });
@@ -354,7 +372,9 @@ export class AutoRecharge {
     await this.update(userId, (x) => {
       if (x.attempt?.id !== a.id || !x.attempt.open) return null;
       const { open: _open, ...closed } = x.attempt;
-      return x.state === 'retrying' || x.state === 'pending' || x.state === 'requires_action' ? { ...x, attempt: closed } : withoutDue({ ...x, attempt: closed });
+      if (x.state === 'retrying' || x.state === 'pending' || x.state === 'requires_action') return { ...x, attempt: closed };
+      // Canceled: a crossing owed meanwhile is due once the cooldown allows.
+      return x.owed !== undefined ? this.owe(withoutDue({ ...x, attempt: closed }), x.owed, new Date()) : withoutDue({ ...x, attempt: closed });
     });
     return true;
   }
@@ -415,7 +435,8 @@ export class AutoRecharge {
     if (type === 'payment_intent.succeeded') {
       // Credits first (once, by the purchase's key), then the record: a crash between leaves the event unanswered, and Stripe retries it.
       const { creditsAdded } = await this.deps.purchases.offSession(purchaseId, pi.id, pi.livemode, true);
-      const record = await this.verdict(userId, attemptId, { kind: 'succeeded', paymentIntentId: pi.id });
+      const balance = await this.deps.ledger.getBalance(userId);
+      const record = await this.verdict(userId, attemptId, { kind: 'succeeded', paymentIntentId: pi.id }, balance);
       return { creditsAdded, ...(record ? { state: record.state } : {}) };
     }
     await this.deps.purchases.offSession(purchaseId, pi.id, pi.livemode, false);
@@ -491,8 +512,14 @@ export class AutoRecharge {
         } else if (r.state === 'retrying' && r.dueAt && r.dueAt.getTime() <= now) {
           const attempt = await this.retry(r);
           if (attempt && (await this.send(r.id, attempt.id))) n++;
+        } else if (r.state === 'idle' && r.owed !== undefined && !r.attempt?.open) {
+          // Date.now(), not the pass's start: canceling an open payment just above may have made it due.
+          if (r.dueAt && r.dueAt.getTime() <= Date.now()) {
+            const attempt = await this.payOwed(r);
+            if (attempt && (await this.send(r.id, attempt.id))) n++;
+          }
         } else if (r.state !== 'pending' && r.state !== 'retrying' && !r.attempt?.open) {
-          await this.update(r.id, (x) => (x.dueAt && !x.attempt?.open ? withoutDue(x) : null)); // nothing owed any more
+          await this.update(r.id, (x) => (x.dueAt && !x.attempt?.open && x.owed === undefined ? withoutDue(x) : null)); // nothing owed any more
         }
       } catch (err) {
         onError(err);
@@ -504,6 +531,56 @@ export class AutoRecharge {
   /** Looks at the record again a lease from now (a PaymentIntent that succeeded while the kit gave up on it: its event settles it). */
   private async later(userId: string, now: number): Promise<void> {
     await this.update(userId, (x) => (x.dueAt && x.dueAt.getTime() <= now ? { ...x, dueAt: new Date(now + this.deps.leaseMs) } : null));
+  }
+
+  /**
+   * The attempt for a crossing owed since a cooldown, an open payment or a recharge that left the balance below
+   * the threshold: started by the same compare-and-set as the trigger's (one instance wins, the others find it
+   * no longer owed), if the balance is still below the threshold, auto-recharge still on and the cap allows it.
+   */
+  private async payOwed(record: RechargeRecord): Promise<RechargeAttempt | null> {
+    const balance = await this.deps.ledger.getBalance(record.id);
+    const now = new Date();
+    let event: AutoRechargeEvent | undefined;
+    const { record: written, changed } = await this.update(
+      record.id,
+      (r) => {
+        event = undefined;
+        const seq = r.owed;
+        if (seq === undefined || r.state !== 'idle' || r.attempt?.open) return null; // paid, or another instance's now
+        // Turned off, card removed, or the balance back above the threshold meanwhile: nothing is owed any more.
+        if (!r.enabled || !r.card || !r.topUp || r.threshold === null || balance >= r.threshold) return withoutDue(notOwed(r));
+        const skip = this.refusal(r, r.topUp.credits, now);
+        if (skip === 'cooldown') {
+          const due = this.owe(withoutDue(r), seq, now); // not yet (a clock ahead elsewhere): due when it is over
+          return due.dueAt!.getTime() === r.dueAt?.getTime() ? null : due;
+        }
+        if (skip) {
+          event = this.event(r, 'skipped', { reason: skip });
+          return withoutDue(notOwed({ ...r, lastResult: result('skipped', r.topUp, now, skip) }));
+        }
+        // Attempts of one crossing are numbered on (a crossing owed again after its recharge succeeded): each its own key.
+        const n = r.attempt?.crossingSeq === seq ? r.attempt.n + 1 : 1;
+        const attempt: RechargeAttempt = {
+          id: `${seq}.${n}`,
+          crossingSeq: seq,
+          n,
+          credits: r.topUp.credits,
+          amount: r.topUp.amount,
+          currency: r.topUp.currency,
+          paymentMethodId: r.card.paymentMethodId,
+          paymentIntentId: null,
+          startedAt: now,
+        };
+        const next = { ...r, ...this.starting(r, attempt, now), declines: 0 };
+        event = this.event(next, 'started', {});
+        return next;
+      },
+      record,
+    );
+    if (!changed) return null;
+    if (event) this.tell(event);
+    return written.state === 'pending' && written.attempt?.paymentIntentId === null ? written.attempt : null;
   }
 
   /** The next attempt of a declined crossing, if it is still wanted and allowed. */
@@ -651,6 +728,12 @@ export class AutoRecharge {
     // The id comes from this user's own record, never from the request: only the owner gets its secret.
     return { paymentIntentId: a.paymentIntentId, clientSecret: pi.client_secret, credits: a.credits, amount: a.amount, currency: a.currency };
   }
+}
+
+/** The record with no crossing owed. */
+export function notOwed(r: RechargeRecord): RechargeRecord {
+  const { owed: _owed, ...rest } = r;
+  return rest;
 }
 
 function withoutDue(r: RechargeRecord): RechargeRecord {

@@ -386,6 +386,112 @@ describe('the trigger', () => {
   });
 });
 
+describe('a crossing owed', () => {
+  const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+  /** Opted in, recharged once (300 -> 50 -> 250), then a spend crosses again within the cooldown (250 -> 50). */
+  async function crossWithinCooldown(k: Kit, user: string): Promise<RechargeRecord> {
+    await optIn(k, user, { enabled: true, threshold: 100, credits: 200 });
+    await k.credits.deductCredits(user, 250);
+    await k.credits.flush();
+    await deliver(k.url, 'payment_intent.succeeded', paymentIntent(await record(k, user), 'succeeded'));
+    await k.credits.deductCredits(user, 200);
+    await k.credits.flush();
+    const r = await record(k, user);
+    expect(r).toMatchObject({ state: 'idle', owed: r.crossingSeq, lastResult: { status: 'skipped', reason: 'cooldown' } });
+    expect(r.owed).toBeGreaterThan(r.attempt!.crossingSeq);
+    expect(r.dueAt!.getTime()).toBe(r.lastAttemptAt!.getTime() + 400);
+    expect(creationsFor(user)).toHaveLength(1);
+    return r;
+  }
+
+  it('is recharged by reconcile() once the cooldown is over: one payment, even with two instances reconciling at once', async () => {
+    const a = await kit({ cooldownMs: 400 });
+    const b = await kit({ cooldownMs: 400 }, await sameDatabase());
+    const user = 'owed-later';
+    const skipped = await crossWithinCooldown(a, user);
+    // Not within the cooldown.
+    expect((await a.credits.reconcile()).rechargesSent + (await b.credits.reconcile()).rechargesSent).toBe(0);
+    expect(creationsFor(user)).toHaveLength(1);
+
+    await sleep(Math.max(0, skipped.dueAt!.getTime() - Date.now()) + 50);
+    const passes = await Promise.all([a, b, a, b].map((k) => k.credits.reconcile()));
+    expect(passes.reduce((n, p) => n + p.rechargesSent, 0)).toBe(1);
+    await Promise.all([a, b].map((k) => k.credits.flush()));
+    const created = creationsFor(user);
+    expect(created).toHaveLength(2);
+    expect(new Set(created.map((q) => q.headers['idempotency-key'])).size).toBe(2);
+    const r = await record(a, user);
+    expect(r).toMatchObject({ state: 'pending', attempt: { id: `${skipped.owed}.1`, crossingSeq: skipped.owed, credits: 200, paymentIntentId: expect.stringMatching(/^pi_/) } });
+    expect(r.owed).toBeUndefined();
+    expect(created[1]!.form.get('metadata[credit_kit_recharge_attempt]')).toBe(`${skipped.owed}.1`);
+    expect([...a.events, ...b.events].filter((e) => e.type === 'started')).toHaveLength(2);
+    // Paid: nothing more owed, whatever reconciles next.
+    expect((await Promise.all([a, b].map((k) => k.credits.reconcile({ olderThanMs: 0 })))).every((p) => p.rechargesSent === 0)).toBe(true);
+    await Promise.all([a, b].map((k) => deliver(k.url, 'payment_intent.succeeded', paymentIntent(r, 'succeeded'))));
+    expect(await record(a, user)).toMatchObject({ state: 'idle', lastResult: { status: 'succeeded' } });
+    expect((await consistentAudit(a.credits, user)).balance).toBe(250);
+    expect(creationsFor(user)).toHaveLength(2);
+    await Promise.all([a, b].map((k) => k.close()));
+  });
+
+  it('is dropped when the balance went back above the threshold meanwhile, or auto-recharge was turned off', async () => {
+    const k = await kit({ cooldownMs: 400 });
+    const up = await crossWithinCooldown(k, 'owed-topped');
+    await k.credits.grantCredits('owed-topped', 100, { idempotencyKey: 'owed-topped-up' }); // 50 -> 150
+    const off = await crossWithinCooldown(k, 'owed-off');
+    expect((await put(k.url, 'owed-off', { enabled: false })).status).toBe(200);
+    await sleep(Math.max(up.dueAt!.getTime(), off.dueAt!.getTime()) - Date.now() + 50);
+    expect((await k.credits.reconcile()).rechargesSent).toBe(0);
+    for (const user of ['owed-topped', 'owed-off']) {
+      const r = await record(k, user);
+      expect(r.owed).toBeUndefined();
+      expect(r.dueAt).toBeUndefined();
+      expect(creationsFor(user)).toHaveLength(1);
+    }
+    // Turned on again: the old crossing is not revived.
+    expect((await put(k.url, 'owed-off', { enabled: true })).status).toBe(200);
+    expect((await k.credits.reconcile({ olderThanMs: 0 })).rechargesSent).toBe(0);
+    expect(creationsFor('owed-off')).toHaveLength(1);
+    expect((await consistentAudit(k.credits, 'owed-topped')).balance).toBe(150);
+    expect((await consistentAudit(k.credits, 'owed-off')).balance).toBe(50);
+    await k.close();
+  });
+
+  it('is owed again while a recharge leaves the balance below the threshold, until the monthly cap', async () => {
+    const k = await kit({ monthlyCap: 400, cooldownMs: 0 });
+    const user = 'owed-high';
+    await optIn(k, user, { enabled: true, threshold: 400, credits: 150 }, 400);
+    await k.credits.deductCredits(user, 350); // 400 -> 50: the crossing
+    await k.credits.flush();
+    const first = await record(k, user);
+    expect(first.attempt).toMatchObject({ n: 1, credits: 150 });
+    await deliver(k.url, 'payment_intent.succeeded', paymentIntent(first, 'succeeded')); // 200, still below 400
+    expect(await record(k, user)).toMatchObject({ state: 'idle', owed: first.attempt!.crossingSeq });
+    expect((await k.credits.reconcile()).rechargesSent).toBe(1);
+    const second = await record(k, user);
+    expect(second).toMatchObject({ state: 'pending', month: { credits: 300 }, attempt: { id: `${first.attempt!.crossingSeq}.2`, n: 2 } });
+    // A replay of the first success owes nothing more.
+    await deliver(k.url, 'payment_intent.succeeded', paymentIntent(first, 'succeeded'));
+    expect((await k.credits.reconcile()).rechargesSent).toBe(0);
+    await deliver(k.url, 'payment_intent.succeeded', paymentIntent(second, 'succeeded')); // 350, still below
+    expect((await record(k, user)).owed).toBe(first.attempt!.crossingSeq);
+    // The cap stops it: 300 + 150 > 400. Not owed any more, told once.
+    expect((await k.credits.reconcile()).rechargesSent).toBe(0);
+    expect((await k.credits.reconcile()).rechargesSent).toBe(0);
+    const last = await record(k, user);
+    expect(last).toMatchObject({ state: 'idle', lastResult: { status: 'skipped', reason: 'monthly_cap' } });
+    expect(last.owed).toBeUndefined();
+    expect(last.dueAt).toBeUndefined();
+    const created = creationsFor(user);
+    expect(created).toHaveLength(2);
+    expect(new Set(created.map((q) => q.headers['idempotency-key'])).size).toBe(2);
+    await k.credits.flush();
+    expect(k.events.filter((e) => e.type === 'skipped').map((e) => e.reason)).toEqual(['monthly_cap']);
+    expect((await consistentAudit(k.credits, user)).balance).toBe(350);
+    await k.close();
+  });
+});
+
 describe('failures', () => {
   it('retries a declined card after the cooldown, at most maxDeclines times, then pauses and tells the app', async () => {
     const k = await kit({ cooldownMs: 300, maxDeclines: 2 });
