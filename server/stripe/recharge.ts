@@ -333,9 +333,12 @@ export class AutoRecharge {
           return { ...next, dueAt: new Date(Math.max(now.getTime(), a.startedAt.getTime() + this.deps.settings.cooldownMs)) };
         }
         case 'succeeded': {
-          if (r.state === 'idle') return null; // told before (a replay)
+          // Told before (a replay). But an idle record may still hold an open payment (given up on, e.g. a paused
+          // record that got a new card) that was confirmed after all: its credits arrived, so it is closed here,
+          // or every later crossing would wait behind it for good.
+          if (r.state === 'idle' && !a.open) return null;
           // A success after the attempt was counted as declined (not expected of Stripe) counts against the month again.
-          const recount = r.state === 'retrying' || r.state === 'paused';
+          const recount = r.state === 'retrying' || r.state === 'paused' || r.state === 'idle';
           const month = recount && r.month.key === monthKey(a.startedAt) ? { ...r.month, credits: r.month.credits + a.credits } : r.month;
           const { open: _open, ...closed } = withPi; // it succeeded: nothing left to cancel
           const next: RechargeRecord = { ...base, attempt: closed, state: 'idle', declines: 0, month, lastResult: result('succeeded', a, now, undefined, v.paymentIntentId) };
@@ -344,6 +347,8 @@ export class AutoRecharge {
           // spends meanwhile): the crossing is owed again, started by reconcile() after the cooldown and within
           // the monthly cap, so this never loops. Attempts of one crossing are numbered on, so each has its own key.
           const below = balance !== undefined && next.enabled && next.threshold !== null && balance < next.threshold;
+          // A crossing owed already (one that waited behind this open payment) stays the one owed.
+          if (next.owed !== undefined) return next;
           return below ? this.owe(withoutDue(next), a.crossingSeq, now) : withoutDue(next);
         }
       }

@@ -561,6 +561,44 @@ describe('failures', () => {
     await k.close();
   });
 
+  it('closes an open payment that succeeds after its record went idle (a paused record turned on again), so later crossings are not held behind it', async () => {
+    const k = await kit({ maxDeclines: 1 });
+    const user = 'late-success';
+    await optIn(k, user);
+    fake.behaviour = 'decline';
+    fake.cancelBehaviour = 'already-succeeded'; // Stripe: it cannot be canceled, it has succeeded
+    try {
+      await k.credits.deductCredits(user, 250);
+      await k.credits.flush();
+      await k.credits.reconcile({ olderThanMs: 0 });
+      await k.credits.flush();
+      const paused = await record(k, user);
+      expect(paused).toMatchObject({ state: 'paused', attempt: { open: true } });
+      // The user turns auto-recharge on again: the record is idle, its old payment still open.
+      fake.cancelBehaviour = 'cancel';
+      expect((await put(k.url, user, { enabled: true })).status).toBe(200);
+      expect(await record(k, user)).toMatchObject({ state: 'idle', attempt: { open: true } });
+      // The old payment's success arrives: its credits once, and nothing is left open.
+      fake.behaviour = 'succeed';
+      const done = await deliver(k.url, 'payment_intent.succeeded', paymentIntent(paused, 'succeeded'));
+      expect(done.body.autoRecharge).toMatchObject({ creditsAdded: 200, state: 'idle' });
+      const after = await record(k, user);
+      expect(after.attempt?.open).toBeUndefined();
+      expect(after).toMatchObject({ state: 'idle', lastResult: { status: 'succeeded' } });
+      // The next crossing starts a payment of its own.
+      await k.credits.deductCredits(user, 200);
+      await k.credits.flush();
+      await k.credits.reconcile({ olderThanMs: 0 });
+      await k.credits.flush();
+      expect(creationsFor(user)).toHaveLength(2);
+      await consistentAudit(k.credits, user);
+    } finally {
+      fake.behaviour = 'succeed';
+      fake.cancelBehaviour = 'cancel';
+      await k.close();
+    }
+  });
+
   it('takes the outcome from payment_intent events too: a decline reported only by its event', async () => {
     const k = await kit({ maxDeclines: 1 });
     await optIn(k, 'late-decline');
