@@ -495,20 +495,16 @@ export class Subscriptions {
 
   /**
    * A refund, dispute or charge event: when its payment intent paid a subscription period, a refund or a
-   * dispute takes that period's unspent allowance back (once); null when no period is linked to it (the
-   * caller keeps it, and invoicePaid applies it when the payment is linked).
+   * dispute takes that period's unspent allowance back (once); null when no period is linked to it. The
+   * caller (the webhook) then hands it to the purchases, which keep a fact no purchase is linked to yet, and
+   * asks here again once it is kept: an invoice.paid that linked the payment meanwhile is found then, and one
+   * that links it later reads what was kept.
    */
   async paymentFact(paymentIntent: string | { id: string } | null | undefined, fact: StripeFact): Promise<SubscriptionEventResult | null> {
     const pi = idOf(paymentIntent);
     if (!pi) return null;
-    let [record] = await this.deps.store.findSubscriptions({ paymentIntentId: pi }, 1);
-    if (!record && (await this.deps.store.findPurchaseByPaymentIntent(pi))) return null; // a purchase's
-    if (!record) {
-      // Kept, then looked up again: an invoice.paid linking the payment meanwhile reads what was kept.
-      await this.deps.store.addPaymentFacts(pi, [JSON.stringify(fact)]);
-      [record] = await this.deps.store.findSubscriptions({ paymentIntentId: pi }, 1);
-      if (!record) return null;
-    }
+    const [record] = await this.deps.store.findSubscriptions({ paymentIntentId: pi }, 1);
+    if (!record) return null;
     if (!takesBack(fact)) return { subscription: record.id, creditsGranted: 0, revoked: 0, reason: 'nothing was refunded or disputed' };
     return { subscription: record.id, creditsGranted: 0, revoked: await this.revokePayment(record, pi) };
   }

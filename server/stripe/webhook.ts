@@ -48,11 +48,15 @@ export async function handleEvent(purchases: Purchases, event: Stripe.Event, sub
     ...(r.reason ? { reason: r.reason } : {}),
   });
   const subscription = (r: SubscriptionEventResult): WebhookOutcome => r;
-  // A payment that paid a subscription period is the subscription's; any other goes to the purchases (which
-  // keep it when no purchase is linked yet).
+  // A payment that paid a subscription period is the subscription's; any other goes to the purchases, which
+  // keep it when nothing is linked to the payment yet. Kept, the subscriptions are asked again: an invoice that
+  // linked the payment before the fact was kept would not have read it (one that links it later does).
   const paymentFact = async (pi: string | { id: string } | null | undefined, fact: StripeFact): Promise<WebhookOutcome> => {
-    const r = subscriptions ? await subscriptions.paymentFact(pi, fact) : null;
-    return r ? subscription(r) : payment(await purchases.paymentFact(pi, fact));
+    const linked = subscriptions ? await subscriptions.paymentFact(pi, fact) : null;
+    if (linked) return subscription(linked);
+    const r = await purchases.paymentFact(pi, fact);
+    const late = subscriptions && r.sessionId === null ? await subscriptions.paymentFact(pi, fact) : null;
+    return late ? subscription(late) : payment(r);
   };
   if (subscriptions) {
     switch (event.type) {
