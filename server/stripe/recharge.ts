@@ -150,7 +150,7 @@ export class AutoRecharge {
         if (r.crossingSeq >= seq) return null; // decided already, by this or another instance
         const seen = { ...r, crossingSeq: Math.max(r.crossingSeq, upTo) };
         // Only an idle, complete, enabled record starts anything; a crossing meanwhile is one in flight's.
-        if (!r.enabled || !r.card || !r.topUp || r.threshold === null || r.state !== 'idle') return seen;
+        if (!armed(r) || r.state !== 'idle') return seen;
         // A late mover's old crossing, with the balance back above the threshold since: nothing is owed.
         if (balance >= r.threshold) return seen;
         // The last attempt's PaymentIntent is not canceled yet (reconcile() does it): it could still succeed.
@@ -162,18 +162,7 @@ export class AutoRecharge {
           // The monthly cap refuses it (nothing more this month), so it is not owed.
           return skip === 'monthly_cap' ? notOwed(skipped) : this.owe(skipped, seq, now);
         }
-        const attempt: RechargeAttempt = {
-          id: `${seq}.1`,
-          crossingSeq: seq,
-          n: 1,
-          credits: r.topUp.credits,
-          amount: r.topUp.amount,
-          currency: r.topUp.currency,
-          paymentMethodId: r.card.paymentMethodId,
-          paymentIntentId: null,
-          startedAt: now,
-        };
-        const started = { ...seen, ...this.starting(r, attempt, now), declines: 0 };
+        const started = { ...seen, ...this.starting(r, attemptFor(r, seq, 1, now), now), declines: 0 };
         event = this.event(started, 'started', {});
         return started;
       },
@@ -554,7 +543,7 @@ export class AutoRecharge {
         const seq = r.owed;
         if (seq === undefined || r.state !== 'idle' || r.attempt?.open) return null; // paid, or another instance's now
         // Turned off, card removed, or the balance back above the threshold meanwhile: nothing is owed any more.
-        if (!r.enabled || !r.card || !r.topUp || r.threshold === null || balance >= r.threshold) return withoutDue(notOwed(r));
+        if (!armed(r) || balance >= r.threshold) return withoutDue(notOwed(r));
         const skip = this.refusal(r, r.topUp.credits, now);
         if (skip === 'cooldown') {
           const due = this.owe(withoutDue(r), seq, now); // not yet (a clock ahead elsewhere): due when it is over
@@ -566,18 +555,7 @@ export class AutoRecharge {
         }
         // Attempts of one crossing are numbered on (a crossing owed again after its recharge succeeded): each its own key.
         const n = r.attempt?.crossingSeq === seq ? r.attempt.n + 1 : 1;
-        const attempt: RechargeAttempt = {
-          id: `${seq}.${n}`,
-          crossingSeq: seq,
-          n,
-          credits: r.topUp.credits,
-          amount: r.topUp.amount,
-          currency: r.topUp.currency,
-          paymentMethodId: r.card.paymentMethodId,
-          paymentIntentId: null,
-          startedAt: now,
-        };
-        const next = { ...r, ...this.starting(r, attempt, now), declines: 0 };
+        const next = { ...r, ...this.starting(r, attemptFor(r, seq, n, now), now), declines: 0 };
         event = this.event(next, 'started', {});
         return next;
       },
@@ -601,24 +579,13 @@ export class AutoRecharge {
         const prev = r.attempt;
         if (prev.open) return null; // canceled first (reconcile), never beside a PaymentIntent that may still succeed
         // Turned off, card removed, or the balance back above the threshold: the crossing needs nothing more.
-        if (!r.enabled || !r.card || !r.topUp || r.threshold === null || balance >= r.threshold) return withoutDue({ ...r, state: 'idle', declines: 0 });
+        if (!armed(r) || balance >= r.threshold) return withoutDue({ ...r, state: 'idle', declines: 0 });
         const skip = this.refusal({ ...r, lastAttemptAt: null }, r.topUp.credits, now);
         if (skip) {
           event = this.event(r, 'skipped', { reason: skip });
           return withoutDue({ ...r, state: 'idle', declines: 0, lastResult: result('skipped', r.topUp, now, skip) });
         }
-        const attempt: RechargeAttempt = {
-          ...prev,
-          id: `${prev.crossingSeq}.${prev.n + 1}`,
-          n: prev.n + 1,
-          credits: r.topUp.credits,
-          amount: r.topUp.amount,
-          currency: r.topUp.currency,
-          paymentMethodId: r.card.paymentMethodId,
-          paymentIntentId: null,
-          startedAt: now,
-        };
-        const next = { ...r, ...this.starting(r, attempt, now) };
+        const next = { ...r, ...this.starting(r, attemptFor(r, prev.crossingSeq, prev.n + 1, now), now) };
         event = this.event(next, 'started', {});
         return next;
       },
@@ -733,6 +700,28 @@ export class AutoRecharge {
     // The id comes from this user's own record, never from the request: only the owner gets its secret.
     return { paymentIntentId: a.paymentIntentId, clientSecret: pi.client_secret, credits: a.credits, amount: a.amount, currency: a.currency };
   }
+}
+
+/** A record that may start a payment: turned on, with a card, a top-up and a threshold. */
+type Armed = RechargeRecord & { enabled: true; card: NonNullable<RechargeRecord['card']>; topUp: NonNullable<RechargeRecord['topUp']>; threshold: number };
+
+function armed(r: RechargeRecord): r is Armed {
+  return r.enabled && r.card !== null && r.topUp !== null && r.threshold !== null;
+}
+
+/** Attempt `n` for crossing `seq`: the record's top-up, from its card, not yet sent. */
+function attemptFor(r: Armed, seq: number, n: number, now: Date): RechargeAttempt {
+  return {
+    id: `${seq}.${n}`,
+    crossingSeq: seq,
+    n,
+    credits: r.topUp.credits,
+    amount: r.topUp.amount,
+    currency: r.topUp.currency,
+    paymentMethodId: r.card.paymentMethodId,
+    paymentIntentId: null,
+    startedAt: now,
+  };
 }
 
 /** The record with no crossing owed. */
