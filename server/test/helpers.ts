@@ -3,7 +3,7 @@
  * MONGODB_URI is set), a real HTTP server on a loopback port, and a Stripe client pointed at stripe-mock.
  */
 import { randomUUID } from 'node:crypto';
-import { createServer, request, type Server } from 'node:http';
+import { createServer, request, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import express, { type Express, type Request } from 'express';
 import mongoose, { type Connection } from 'mongoose';
@@ -163,9 +163,13 @@ export interface RecordedStripeRequest {
 
 /**
  * A loopback proxy in front of stripe-mock that records what stripe-node sends: stripe-mock still checks
- * every request against Stripe's OpenAPI spec, and the test can see the exact parameters.
+ * every request against Stripe's OpenAPI spec, and the test can see the exact parameters. `replaceAnswer`
+ * (for a named test fake only, e.g. stripe-card-fake.ts) may answer a request itself once stripe-mock has
+ * seen it and answered: the request is still checked, only the answer the kit gets is the fake's.
  */
-export async function recordingStripe(): Promise<{ stripe: Stripe; requests: RecordedStripeRequest[]; close(): Promise<void> }> {
+export async function recordingStripe(
+  options: { replaceAnswer?: (req: RecordedStripeRequest) => ((res: ServerResponse) => void) | null } = {},
+): Promise<{ stripe: Stripe; requests: RecordedStripeRequest[]; close(): Promise<void> }> {
   const target = new URL(process.env.STRIPE_MOCK_URL ?? 'http://127.0.0.1:12111');
   const requests: RecordedStripeRequest[] = [];
   const proxy = createServer((req, res) => {
@@ -173,12 +177,19 @@ export async function recordingStripe(): Promise<{ stripe: Stripe; requests: Rec
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
       const body = Buffer.concat(chunks);
-      requests.push({ method: req.method!, path: req.url!, headers: req.headers, form: new URLSearchParams(body.toString()) });
+      const recorded: RecordedStripeRequest = { method: req.method!, path: req.url!, headers: req.headers, form: new URLSearchParams(body.toString()) };
+      requests.push(recorded);
+      const answer = options.replaceAnswer?.(recorded) ?? null;
       const upstream = request(
         { host: target.hostname, port: target.port, method: req.method, path: req.url, headers: req.headers },
         (up) => {
-          res.writeHead(up.statusCode ?? 502, up.headers);
-          up.pipe(res);
+          if (!answer) {
+            res.writeHead(up.statusCode ?? 502, up.headers);
+            up.pipe(res);
+            return;
+          }
+          up.resume();
+          up.on('end', () => answer(res));
         },
       );
       upstream.end(body);
@@ -187,7 +198,12 @@ export async function recordingStripe(): Promise<{ stripe: Stripe; requests: Rec
   await new Promise<void>((r) => proxy.listen(0, '127.0.0.1', r));
   const { port } = proxy.address() as AddressInfo;
   const stripe = new Stripe('sk_test_123', { host: '127.0.0.1', port, protocol: 'http', maxNetworkRetries: 0 });
-  return { stripe, requests, close: () => new Promise((r) => proxy.close(() => r())) };
+  const close = () =>
+    new Promise<void>((r) => {
+      proxy.closeAllConnections();
+      proxy.close(() => r());
+    });
+  return { stripe, requests, close };
 }
 
 /** A Stripe event delivered the way Stripe does: JSON body and a Stripe-Signature made with the secret. */

@@ -9,10 +9,9 @@
  * answers for a PaymentIntent that has succeeded meanwhile (HTTP 400, `payment_intent_unexpected_state`,
  * status `succeeded`). Everything else is stripe-mock's own answer.
  */
-import { createServer, request } from 'node:http';
-import type { AddressInfo } from 'node:net';
-import Stripe from 'stripe';
-import type { RecordedStripeRequest } from './helpers';
+import type { ServerResponse } from 'node:http';
+import type Stripe from 'stripe';
+import { recordingStripe, type RecordedStripeRequest } from './helpers';
 
 export type CardBehaviour = 'succeed' | 'decline' | 'authenticate' | 'lose-reply';
 /** What a PaymentIntent cancel meets: stripe-mock's answer (canceled), or Stripe's refusal for one that already succeeded. */
@@ -34,76 +33,61 @@ export interface StripeCardFake {
 
 let counter = 0;
 
-export async function stripeCardFake(): Promise<StripeCardFake> {
-  const target = new URL(process.env.STRIPE_MOCK_URL ?? 'http://127.0.0.1:12111');
-  const fake: StripeCardFake = {
-    stripe: undefined as unknown as Stripe,
-    requests: [],
-    behaviour: 'succeed',
-    cancelBehaviour: 'cancel',
-    paymentIntentCreations: () => fake.requests.filter((r) => r.method === 'POST' && r.path === '/v1/payment_intents'),
-    paymentIntentCancels: () => fake.requests.filter((r) => r.method === 'POST' && /^\/v1\/payment_intents\/[^/]+\/cancel$/.test(r.path)),
-    close: async () => undefined,
+const isCreation = (r: RecordedStripeRequest) => r.method === 'POST' && r.path === '/v1/payment_intents';
+const cancelOf = (r: RecordedStripeRequest) => (r.method === 'POST' ? /^\/v1\/payment_intents\/([^/]+)\/cancel$/.exec(r.path) : null);
+
+/** Stripe's answer to a cancel of a PaymentIntent that has succeeded meanwhile. */
+function alreadySucceeded(id: string) {
+  return (res: ServerResponse) => {
+    const paymentIntent = { id, object: 'payment_intent', livemode: false, metadata: {}, status: 'succeeded' };
+    const error = { type: 'invalid_request_error', code: 'payment_intent_unexpected_state', message: 'This PaymentIntent could not be canceled because it has a status of succeeded.', payment_intent: paymentIntent };
+    res.writeHead(400, { 'content-type': 'application/json', 'request-id': `req_fake_${++counter}` });
+    res.end(JSON.stringify({ error }));
   };
-  const proxy = createServer((req, res) => {
-    const chunks: Buffer[] = [];
-    req.on('data', (c: Buffer) => chunks.push(c));
-    req.on('end', () => {
-      const body = Buffer.concat(chunks);
-      const form = new URLSearchParams(body.toString());
-      fake.requests.push({ method: req.method!, path: req.url!, headers: req.headers, form });
-      const isCreate = req.method === 'POST' && req.url === '/v1/payment_intents';
-      const cancelled = req.method === 'POST' ? /^\/v1\/payment_intents\/([^/]+)\/cancel$/.exec(req.url!) : null;
-      const behaviour = isCreate ? fake.behaviour : cancelled && fake.cancelBehaviour === 'already-succeeded' ? 'already-succeeded' : 'succeed';
-      const upstream = request({ host: target.hostname, port: target.port, method: req.method, path: req.url, headers: req.headers }, (up) => {
-        if (behaviour === 'succeed') {
-          res.writeHead(up.statusCode ?? 502, up.headers);
-          up.pipe(res);
-          return;
-        }
-        up.resume();
-        up.on('end', () => {
-          if (behaviour === 'lose-reply') {
-            res.destroy(); // stripe-mock saw the request; the kit never learns what it answered
-            return;
-          }
-          if (behaviour === 'already-succeeded') {
-            const paymentIntent = { id: cancelled![1], object: 'payment_intent', livemode: false, metadata: {}, status: 'succeeded' };
-            const error = { type: 'invalid_request_error', code: 'payment_intent_unexpected_state', message: 'This PaymentIntent could not be canceled because it has a status of succeeded.', payment_intent: paymentIntent };
-            res.writeHead(400, { 'content-type': 'application/json', 'request-id': `req_fake_${++counter}` });
-            res.end(JSON.stringify({ error }));
-            return;
-          }
-          const id = `pi_fake_${++counter}_${Date.now()}`;
-          const paymentIntent = {
-            id,
-            object: 'payment_intent',
-            amount: Number(form.get('amount')),
-            currency: form.get('currency'),
-            customer: form.get('customer'),
-            livemode: false,
-            metadata: {},
-            client_secret: `${id}_secret_fake`,
-            status: behaviour === 'authenticate' ? 'requires_action' : 'requires_payment_method',
-          };
-          const error =
-            behaviour === 'authenticate'
-              ? { type: 'card_error', code: 'authentication_required', message: 'This payment requires authentication.', payment_intent: paymentIntent }
-              : { type: 'card_error', code: 'card_declined', decline_code: 'insufficient_funds', message: 'Your card has insufficient funds.', payment_intent: paymentIntent };
-          res.writeHead(402, { 'content-type': 'application/json', 'request-id': `req_fake_${counter}` });
-          res.end(JSON.stringify({ error }));
-        });
-      });
-      upstream.end(body);
-    });
+}
+
+/** Stripe's answer to a creation whose card is declined or needs authentication, or none at all (a lost reply). */
+function cardOutcome(behaviour: Exclude<CardBehaviour, 'succeed'>, form: URLSearchParams) {
+  return (res: ServerResponse) => {
+    if (behaviour === 'lose-reply') {
+      res.destroy(); // stripe-mock saw the request; the kit never learns what it answered
+      return;
+    }
+    const id = `pi_fake_${++counter}_${Date.now()}`;
+    const paymentIntent = {
+      id,
+      object: 'payment_intent',
+      amount: Number(form.get('amount')),
+      currency: form.get('currency'),
+      customer: form.get('customer'),
+      livemode: false,
+      metadata: {},
+      client_secret: `${id}_secret_fake`,
+      status: behaviour === 'authenticate' ? 'requires_action' : 'requires_payment_method',
+    };
+    const error =
+      behaviour === 'authenticate'
+        ? { type: 'card_error', code: 'authentication_required', message: 'This payment requires authentication.', payment_intent: paymentIntent }
+        : { type: 'card_error', code: 'card_declined', decline_code: 'insufficient_funds', message: 'Your card has insufficient funds.', payment_intent: paymentIntent };
+    res.writeHead(402, { 'content-type': 'application/json', 'request-id': `req_fake_${counter}` });
+    res.end(JSON.stringify({ error }));
+  };
+}
+
+export async function stripeCardFake(): Promise<StripeCardFake> {
+  const settings: { behaviour: CardBehaviour; cancelBehaviour: CancelBehaviour } = { behaviour: 'succeed', cancelBehaviour: 'cancel' };
+  const recording = await recordingStripe({
+    replaceAnswer: (r) => {
+      if (isCreation(r)) return settings.behaviour === 'succeed' ? null : cardOutcome(settings.behaviour, r.form);
+      const cancel = cancelOf(r);
+      return cancel && settings.cancelBehaviour === 'already-succeeded' ? alreadySucceeded(cancel[1]!) : null;
+    },
   });
-  await new Promise<void>((r) => proxy.listen(0, '127.0.0.1', r));
-  const { port } = proxy.address() as AddressInfo;
-  fake.stripe = new Stripe('sk_test_123', { host: '127.0.0.1', port, protocol: 'http', maxNetworkRetries: 0 });
-  fake.close = () =>
-    new Promise((r) => {
-      proxy.closeAllConnections();
-      proxy.close(() => r());
-    });
-  return fake;
+  return Object.assign(settings, {
+    stripe: recording.stripe,
+    requests: recording.requests,
+    paymentIntentCreations: () => recording.requests.filter(isCreation),
+    paymentIntentCancels: () => recording.requests.filter((r) => cancelOf(r) !== null),
+    close: recording.close,
+  });
 }
