@@ -16,7 +16,7 @@
 //
 // Usage:
 //
-//	credit-kit-mongo [-listen 127.0.0.1:0] [-data-dir DIR] [-no-gate] [-plan-log FILE]
+//	credit-kit-mongo [-listen 127.0.0.1:0] [-data-dir DIR] [-no-gate] [-plan-log FILE] [-cpu-profile FILE]
 //
 // When the server is ready it prints one line, "MONGODB_URI=mongodb://HOST:PORT/", on stdout.
 // Without -data-dir the data lives in a temporary directory removed on exit (with the same durable
@@ -37,6 +37,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"syscall"
 	"time"
 
@@ -57,10 +58,25 @@ func main() {
 	noGate := flag.Bool("no-gate", false, "forward commands without the lock (only to measure FerretDB's own behaviour)")
 	verbose := flag.Bool("verbose", false, "log FerretDB's own messages to stderr")
 	planLogFile := flag.String("plan-log", "", "append SQLite's query plan of each statement on collection data to this file (tests only)")
+	cpuProfile := flag.String("cpu-profile", "", "write a Go CPU profile of the whole server (gate and FerretDB) to this file until it stops (go tool pprof reads it)")
 	flag.Parse()
+
+	if *cpuProfile != "" {
+		out, err := os.Create(*cpuProfile)
+		if err == nil {
+			err = pprof.StartCPUProfile(out)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "credit-kit-mongo: -cpu-profile:", err)
+			os.Exit(1)
+		}
+		defer out.Close()
+		defer pprof.StopCPUProfile()
+	}
 
 	if err := run(*listen, *dataDir, !*noGate, *verbose, *planLogFile); err != nil {
 		fmt.Fprintln(os.Stderr, "credit-kit-mongo:", err)
+		pprof.StopCPUProfile()
 		os.Exit(1)
 	}
 }
