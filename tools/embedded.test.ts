@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Schema } from 'mongoose';
 import { connect, stripeMockClient } from '../server/test/helpers';
+import { ensureBinary, startEmbeddedMongo } from './embedded';
 
 describe('embedded MongoDB-compatible server', () => {
   it('applies 300 concurrent guarded $inc updates on one document holding 100 exactly 100 times', async () => {
@@ -40,6 +41,22 @@ describe('embedded MongoDB-compatible server', () => {
     expect(res.stderr).toMatch(/no `go` command was found/);
     expect(res.stderr).toMatch(/install Go/);
     expect(res.stderr).toMatch(/set MONGODB_URI/);
+  });
+
+  it('serves a CPU profile of itself on loopback with pprof (bench/db-profile.ts), and refuses any other address', async () => {
+    const mongo = await startEmbeddedMongo({ pprof: true });
+    try {
+      expect(mongo.pprofUrl).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/debug\/pprof\/$/);
+      const profile = await fetch(`${mongo.pprofUrl}profile?seconds=1`);
+      expect(profile.status).toBe(200);
+      // A pprof profile is a gzipped protocol buffer.
+      expect([...new Uint8Array(await profile.arrayBuffer()).slice(0, 2)]).toEqual([0x1f, 0x8b]);
+    } finally {
+      await mongo.stop();
+    }
+    const open = spawnSync(ensureBinary('mongo'), ['-pprof-listen', '0.0.0.0:0'], { encoding: 'utf8', timeout: 30_000 });
+    expect(open.status).toBe(1);
+    expect(open.stderr).toMatch(/is not a loopback address/);
   });
 });
 

@@ -206,6 +206,8 @@ export interface RunningServer {
 
 export interface EmbeddedMongo extends RunningServer {
   uri: string;
+  /** With `pprof`: where the server serves its profiles, e.g. `http://127.0.0.1:PORT/debug/pprof/`. */
+  pprofUrl?: string;
 }
 
 export interface EmbeddedMongoOptions {
@@ -222,6 +224,8 @@ export interface EmbeddedMongoOptions {
    * line each ({ db, sql, plan: string[] }): for tests that check an index is used. Slows every command.
    */
   planLog?: string;
+  /** Serve Go's runtime profiles of the server on a free loopback port (`pprofUrl`): for bench/db-profile.ts. */
+  pprof?: boolean;
   log?: Log;
 }
 
@@ -235,9 +239,13 @@ export async function startEmbeddedMongo(options: EmbeddedMongoOptions = {}): Pr
   }
   if (options.noGate) args.push('-no-gate');
   if (options.planLog) args.push('-plan-log', options.planLog);
+  if (options.pprof) args.push('-pprof-listen', '127.0.0.1:0');
   const child = spawn(bin, args, { stdio: ['ignore', 'pipe', 'inherit'] });
+  // The PPROF= line comes before the URI line, so it is in hand once the URI is.
+  let pprofUrl: string | undefined;
+  if (options.pprof) child.stdout?.on('data', (chunk) => (pprofUrl ??= /^PPROF=(\S+)$/m.exec(String(chunk))?.[1]));
   const line = await firstLine(child, /^MONGODB_URI=(.+)$/, 'credit-kit-mongo');
-  return { uri: line[1]!, ...controls(child) };
+  return { uri: line[1]!, ...(pprofUrl ? { pprofUrl } : {}), ...controls(child) };
 }
 
 export interface StripeMock extends RunningServer {

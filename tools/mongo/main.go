@@ -16,13 +16,15 @@
 //
 // Usage:
 //
-//	credit-kit-mongo [-listen 127.0.0.1:0] [-data-dir DIR] [-no-gate] [-plan-log FILE] [-cpu-profile FILE]
+//	credit-kit-mongo [-listen 127.0.0.1:0] [-data-dir DIR] [-no-gate] [-plan-log FILE] [-pprof-listen ADDR]
 //
 // When the server is ready it prints one line, "MONGODB_URI=mongodb://HOST:PORT/", on stdout.
 // Without -data-dir the data lives in a temporary directory removed on exit (with the same durable
 // settings; tools/README.md, "Data durability", says why).
 //
 // -plan-log FILE writes how SQLite runs each statement on collection data to FILE (see planlog.go).
+// -pprof-listen ADDR serves Go's runtime profiles (net/http/pprof) on ADDR, which must be a loopback
+// address; it prints "PPROF=http://HOST:PORT/debug/pprof/" on stdout before the URI line.
 package main
 
 import (
@@ -37,7 +39,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"runtime/pprof"
 	"syscall"
 	"time"
 
@@ -58,25 +59,18 @@ func main() {
 	noGate := flag.Bool("no-gate", false, "forward commands without the lock (only to measure FerretDB's own behaviour)")
 	verbose := flag.Bool("verbose", false, "log FerretDB's own messages to stderr")
 	planLogFile := flag.String("plan-log", "", "append SQLite's query plan of each statement on collection data to this file (tests only)")
-	cpuProfile := flag.String("cpu-profile", "", "write a Go CPU profile of the whole server (gate and FerretDB) to this file until it stops (go tool pprof reads it)")
+	pprofListen := flag.String("pprof-listen", "", "serve Go's profiles of the whole server (gate and FerretDB) at http://ADDR/debug/pprof/ (loopback only; for bench/db-profile.ts)")
 	flag.Parse()
 
-	if *cpuProfile != "" {
-		out, err := os.Create(*cpuProfile)
-		if err == nil {
-			err = pprof.StartCPUProfile(out)
-		}
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "credit-kit-mongo: -cpu-profile:", err)
+	if *pprofListen != "" {
+		if err := servePprof(*pprofListen); err != nil {
+			fmt.Fprintln(os.Stderr, "credit-kit-mongo: -pprof-listen:", err)
 			os.Exit(1)
 		}
-		defer out.Close()
-		defer pprof.StopCPUProfile()
 	}
 
 	if err := run(*listen, *dataDir, !*noGate, *verbose, *planLogFile); err != nil {
 		fmt.Fprintln(os.Stderr, "credit-kit-mongo:", err)
-		pprof.StopCPUProfile()
 		os.Exit(1)
 	}
 }
