@@ -19,6 +19,7 @@ import type { AccountSnapshot, Claim, ClaimedChange, EntryKind, EntryRef, GrantT
 import { giveBackKey } from '../domain/keys';
 import type { Background } from './background';
 import type { JournalMover } from './journal-mover';
+import { SpendBatcher, type SpendResult } from './spends';
 
 export interface ChangeInput {
   kind: EntryKind;
@@ -77,24 +78,28 @@ type Decision = 'applied' | 'released' | 'busy';
 export class Changes {
   /** Claims this process gave up on (their outcome was unknown): decided at once, not after the lease. */
   private readonly abandoned = new Set<string>();
+  /** Guarded spends of one account that arrive together go in one update (ledger/spends.ts). */
+  private readonly spends: SpendBatcher;
 
   constructor(
     private readonly store: CreditStore,
     private readonly mover: JournalMover,
     private readonly background: Background,
     private readonly leaseMs: number,
-  ) {}
+  ) {
+    this.spends = new SpendBatcher(store);
+  }
 
   /** One change with no key: one round trip. Returns null when the guard refused it. */
   async apply(userId: string, change: ChangeInput, options: ChangeOptions = {}): Promise<Applied | null> {
     const entry = newEntry(change);
-    const snapshot = await this.write(userId, entry, options);
-    if (!snapshot) {
+    const applied = await this.write(userId, entry, options);
+    if (!applied) {
       if (entry.amount > 0 || options.minBalance === undefined) await this.throwIfOutOfRange(userId, entry.amount);
       return null;
     }
-    this.mover.schedule(snapshot);
-    return { entry, balance: snapshot.balance };
+    this.mover.schedule(applied.snapshot);
+    return { entry, balance: applied.balance };
   }
 
   /** One change applied at most once per (user, key). */
@@ -134,7 +139,7 @@ export class Changes {
 
     let snapshot: AccountSnapshot | null;
     try {
-      snapshot = await this.write(userId, entry, options);
+      snapshot = (await this.write(userId, entry, options))?.snapshot ?? null;
     } catch (err) {
       if (options.resolveIfUncertain) {
         const settled = await this.decide(claim).catch(() => undefined);
@@ -169,9 +174,13 @@ export class Changes {
    * The entry's one write. When it fails its outcome is unknown: a spend that asked for it is given back if
    * it turns out to have landed, and the error is a StoreUnavailableError (the kit fails closed).
    */
-  private async write(userId: string, entry: JournalEntry, options: ChangeOptions): Promise<AccountSnapshot | null> {
+  private async write(userId: string, entry: JournalEntry, options: ChangeOptions): Promise<SpendResult | null> {
     try {
-      return await this.store.applyEntry(userId, entry, applyOptions(options));
+      // An unkeyed guarded spend may share its update with the account's other spends arriving meanwhile.
+      const batchable = entry.key === undefined && entry.amount < 0 && options.minBalance !== undefined && options.ifCount === undefined && !options.create;
+      if (batchable && this.spends.enabled) return await this.spends.spend(userId, entry, options.minBalance!);
+      const snapshot = await this.store.applyEntry(userId, entry, applyOptions(options));
+      return snapshot && { snapshot, balance: snapshot.balance };
     } catch (err) {
       if (options.undoIfUncertain && entry.amount < 0) this.giveBackIfLanded(userId, entry, err);
       throw uncertain(err);

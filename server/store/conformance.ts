@@ -55,6 +55,38 @@ export function describeCreditStore(name: string, create: () => Promise<StoreUnd
       expect(counts).toEqual(Array.from({ length: 100 }, (_, i) => i + 2)); // each update saw its own count
     });
 
+    it('applies several spends in one update all or none (applyEntries, when the store has it), never past the guard', async () => {
+      if (!t.store.applyEntries) {
+        expect(t.store.applyEntries).toBeUndefined(); // optional: the kit then sends each spend alone
+        return;
+      }
+      const user = `c-${randomUUID()}`;
+      expect(await t.store.applyEntries(user, [entry(-1)], 1)).toBeNull(); // no account: nothing created
+      expect(await t.rawAccount(user)).toBeNull();
+      await t.store.applyEntry(user, entry(10), { create: true });
+      const three = [entry(-2), entry(-3), entry(-4)];
+      const after = await t.store.applyEntries(user, three, 9);
+      expect(after).toMatchObject({ balance: 1, count: 4, journal: [expect.anything(), ...three.map((e) => expect.objectContaining({ id: e.id, amount: e.amount }))] });
+      expect(await t.store.applyEntries(user, [entry(-1), entry(-1)], 2)).toBeNull(); // the guard: all or none
+      const fenced = entry(-1);
+      await t.store.fenceEntry(user, fenced.id);
+      expect(await t.store.applyEntries(user, [entry(-1), fenced], 0)).toBeNull(); // one fenced id refuses the batch
+      expect(await t.rawAccount(user)).toMatchObject({ balance: 1, journal: { length: 4 } });
+      // Concurrent batches and single spends on one account never take it below what the guards allow.
+      const rich = `c-${randomUUID()}`;
+      await t.store.applyEntry(rich, entry(100), { create: true });
+      const results = await Promise.all(
+        Array.from({ length: 60 }, (_, i) =>
+          i % 2 === 0 ? t.store.applyEntries!(rich, [entry(-2), entry(-1)], 3) : t.store.applyEntry(rich, entry(-1), { minBalance: 1 }),
+        ),
+      );
+      const spent = results.reduce((sum, r, i) => sum + (r ? (i % 2 === 0 ? 3 : 1) : 0), 0);
+      const raw = await t.rawAccount(rich);
+      expect(raw?.balance).toBe(100 - spent);
+      expect(raw!.balance).toBeGreaterThanOrEqual(0);
+      expect(raw?.journal).toHaveLength(1 + results.reduce((n, r, i) => n + (r ? (i % 2 === 0 ? 2 : 1) : 0), 0));
+    });
+
     it('refuses a keyed entry whose id the journal already holds, even concurrently, and with create', async () => {
       const user = `c-${randomUUID()}`;
       const keyed = entry(7, { key: 'grant:once' });

@@ -170,6 +170,18 @@ export class MongoCreditStore implements CreditStore {
     return doc ? toSnapshot(doc) : null;
   }
 
+  async applyEntries(userId: string, entries: JournalEntry[], minBalance: number): Promise<AccountSnapshot | null> {
+    const doc = await this.accounts.findOneAndUpdate(
+      { _id: userId, fenced: { $nin: entries.map((e) => e.id) }, balance: { $gte: minBalance } },
+      {
+        $inc: { balance: entries.reduce((sum, e) => sum + e.amount, 0), count: entries.length },
+        $push: { journal: { $each: entries.map((e) => stripUndefined(e)) } },
+      },
+      { returnDocument: 'after' },
+    );
+    return doc ? toSnapshot(doc) : null;
+  }
+
   async fenceEntry(userId: string, entryId: string): Promise<{ inJournal: boolean }> {
     const run = (upsert: boolean) =>
       this.accounts.findOneAndUpdate(

@@ -42,6 +42,13 @@ export interface CreditStore {
    */
   applyEntry(userId: string, entry: JournalEntry, options?: ApplyOptions): Promise<AccountSnapshot | null>;
   /**
+   * Optional: several unkeyed spends of one account in one atomic update, all or none: adds every entry's
+   * amount to the balance and journals the entries in this order, unless the balance is below `minBalance`
+   * (the caller makes it cover every entry's own guard, in order), or one of the ids is fenced. Returns the
+   * account after the change, or null when nothing was changed. Without it, each spend is its own update.
+   */
+  applyEntries?(userId: string, entries: JournalEntry[], minBalance: number): Promise<AccountSnapshot | null>;
+  /**
    * One atomic update that makes `applyEntry` refuse this entry id from now on, whenever its write arrives,
    * and says whether the journal held the entry at that moment. Creates the account if needed.
    */
@@ -187,6 +194,12 @@ export const CREDIT_STORE_METHODS = [
   'rechargesDue',
 ] as const satisfies ReadonlyArray<keyof CreditStore>;
 
-// The list names every method: a method added to the port and not to the list fails to compile here.
-const everyMethodListed: Record<Exclude<keyof CreditStore, (typeof CREDIT_STORE_METHODS)[number]>, never> = {};
+/** Methods a store may leave out: the kit then does without what they speed up. */
+export const OPTIONAL_STORE_METHODS = ['applyEntries'] as const satisfies ReadonlyArray<keyof CreditStore>;
+
+// The lists name every method: a method added to the port and to neither list fails to compile here.
+const everyMethodListed: Record<
+  Exclude<keyof CreditStore, (typeof CREDIT_STORE_METHODS)[number] | (typeof OPTIONAL_STORE_METHODS)[number]>,
+  never
+> = {};
 void everyMethodListed;

@@ -5,8 +5,9 @@
  *
  * Each point is a place in the conversation with the database:
  *   after-claim            an idempotency claim was inserted (insertClaim answered "inserted")
- *   reply-lost             an entry's update landed but its answer never arrived (applyEntry, a lost reply)
- *   after-apply            an entry's update landed, then the process died (applyEntry)
+ *   reply-lost             an entry's update landed but its answer never arrived (applyEntry, or applyEntries
+ *                          for spends batched together, a lost reply)
+ *   after-apply            an entry's update landed, then the process died (applyEntry, applyEntries)
  *   before-move            journal entries were about to be written to the ledger (insertLedgerEntries)
  *   after-purchase-update  a purchase's decision was written (replacePurchase answered "written")
  *
@@ -37,12 +38,12 @@ export class InjectedCrash extends Error {
 }
 
 /** Which call each point follows (or, for before-move, precedes), and when it counts as reached. */
-const POINTS: Record<CrashPoint, { method: StoreMethod; when: 'before' | 'after'; reached?: (result: unknown) => boolean }> = {
-  'after-claim': { method: 'insertClaim', when: 'after', reached: (existing) => existing === null },
-  'reply-lost': { method: 'applyEntry', when: 'after', reached: (snapshot) => snapshot !== null },
-  'after-apply': { method: 'applyEntry', when: 'after', reached: (snapshot) => snapshot !== null },
-  'before-move': { method: 'insertLedgerEntries', when: 'before' },
-  'after-purchase-update': { method: 'replacePurchase', when: 'after', reached: (written) => written === true },
+const POINTS: Record<CrashPoint, { methods: StoreMethod[]; when: 'before' | 'after'; reached?: (result: unknown) => boolean }> = {
+  'after-claim': { methods: ['insertClaim'], when: 'after', reached: (existing) => existing === null },
+  'reply-lost': { methods: ['applyEntry', 'applyEntries'], when: 'after', reached: (snapshot) => snapshot !== null },
+  'after-apply': { methods: ['applyEntry', 'applyEntries'], when: 'after', reached: (snapshot) => snapshot !== null },
+  'before-move': { methods: ['insertLedgerEntries'], when: 'before' },
+  'after-purchase-update': { methods: ['replacePurchase'], when: 'after', reached: (written) => written === true },
 };
 
 /**
@@ -54,7 +55,7 @@ export function crashingStore(inner: CreditStore, planOf: () => CrashPlan | unde
     const plan = planOf();
     if (plan?.dead) throw new InjectedCrash(`${name} after the process died at ${plan.point}`);
     const at = plan && !plan.fired ? POINTS[plan.point] : undefined;
-    if (!plan || !at || at.method !== name) return call();
+    if (!plan || !at || !at.methods.includes(name)) return call();
     if (at.when === 'before') crash(plan);
     const result = await call();
     if (!at.reached || at.reached(result)) crash(plan);
