@@ -6,44 +6,16 @@
  * clocks minutes apart. After each: one `expire` entry of the grant's rest, and the ledger (per grant too)
  * adds up to the balance.
  */
-import { randomUUID } from 'node:crypto';
-import mongoose, { type Connection } from 'mongoose';
-import { createCredits, type CreateCreditsOptions, type Credits } from 'credit-kit/server';
+import type { Credits } from 'credit-kit/server';
 import { expireKey, grantKey } from '../domain/keys';
 import { claimId } from '../ledger';
-import { crashingMongoStore, type CrashPlan } from '../test/crashing-store';
-import { startFaultProxy, type FaultProxy } from '../../tools/fault-proxy';
-import { audit, headerUser, mongoUri } from '../test/helpers';
+import type { CrashPlan } from '../test/crashing-store';
+import { audit } from '../test/helpers';
+import { faultInstances, sleep } from './fault-instances';
 
 jest.spyOn(console, 'error').mockImplementation(() => undefined);
 
-const cleanups: Array<() => Promise<void>> = [];
-afterEach(async () => {
-  while (cleanups.length) await cleanups.pop()!().catch(() => undefined);
-});
-
-const db = () => `ck_expiry_${randomUUID().replace(/-/g, '').slice(0, 12)}`;
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function instance(dbName: string, options: Partial<CreateCreditsOptions> & { proxy?: FaultProxy; crash?: () => CrashPlan | undefined } = {}): Promise<Credits> {
-  const { proxy, crash, ...rest } = options;
-  const connection: Connection = await mongoose
-    .createConnection(proxy?.uri ?? mongoUri(), { dbName, serverSelectionTimeoutMS: 5000, maxPoolSize: 20, retryWrites: false, ...(proxy ? { directConnection: true } : {}) })
-    .asPromise();
-  const base: CreateCreditsOptions = {
-    connection,
-    getUserId: headerUser,
-    timeoutMs: 20_000,
-    claimLeaseMs: 60_000,
-    hooks: { onBackgroundError: () => undefined },
-    logger: () => undefined,
-    ...rest,
-  };
-  const credits = createCredits(crash ? { ...base, store: crashingMongoStore(connection, crash) } : base);
-  await credits.init();
-  cleanups.push(() => connection.close());
-  return credits;
-}
+const { db, diesAtEachPoint, instance, proxiedPair } = faultInstances('ck_expiry_');
 
 const EXPIRES = new Date(Date.now() + 3_600_000);
 const AFTER = new Date(EXPIRES.getTime() + 1);
@@ -71,11 +43,7 @@ async function expiredOnce(credits: Credits, user: string, rest = 35): Promise<v
 }
 
 it('a lost reply on the expiry write: settled by fencing and looking, one entry', async () => {
-  const name = db();
-  const proxy = await startFaultProxy(mongoUri());
-  cleanups.push(() => proxy.close());
-  const a = await instance(name, { proxy, timeoutMs: 1000 });
-  const b = await instance(name);
+  const { proxy, a, b } = await proxiedPair({ timeoutMs: 1000 });
   await seeded(b, 'lost');
   await b.flush();
   proxy.dropNextReplies(1, ['findAndModify']); // the expiry lands; its reply never comes back
@@ -87,11 +55,7 @@ it('a lost reply on the expiry write: settled by fencing and looking, one entry'
 });
 
 it('a stalled sweeper: the other instance decides its claim (fenced) and expires once; the late write is refused', async () => {
-  const name = db();
-  const proxy = await startFaultProxy(mongoUri());
-  cleanups.push(() => proxy.close());
-  const a = await instance(name, { proxy });
-  const b = await instance(name, { claimLeaseMs: 300 });
+  const { proxy, a, b } = await proxiedPair({}, { claimLeaseMs: 300 });
   await seeded(b, 'stall');
   await b.flush();
   proxy.stall(['findAndModify']);
@@ -107,23 +71,16 @@ it('a stalled sweeper: the other instance decides its claim (fenced) and expires
   await expiredOnce(b, 'stall', 30);
 });
 
-it('a sweeper that dies after claiming the expiry, or after its write landed: reconcile finishes it, once', async () => {
-  const name = db();
-  const b = await instance(name, { claimLeaseMs: 1 });
-  for (const point of ['after-claim', 'after-apply'] as const) {
-    const user = `dies-${point}`;
-    await seeded(b, user);
-    const dying: CrashPlan = { point, mode: 'die' };
-    const a = await instance(name, { crash: () => dying });
-    await a.expireGrants({ userId: user, now: AFTER }).catch(() => undefined);
-    expect(dying.dead).toBe(true);
-    await sleep(5);
-    await b.reconcile({ olderThanMs: 0 });
-    await b.expireGrants({ now: AFTER });
-    await b.expireGrants({ now: AFTER });
-    await expiredOnce(b, user);
-  }
-});
+it('a sweeper that dies after claiming the expiry, or after its write landed: reconcile finishes it, once', () =>
+  diesAtEachPoint(
+    seeded,
+    (a, user) => a.expireGrants({ userId: user, now: AFTER }),
+    async (b, user) => {
+      await b.expireGrants({ now: AFTER });
+      await b.expireGrants({ now: AFTER });
+      await expiredOnce(b, user);
+    },
+  ));
 
 it('two instances sweeping at once, repeatedly, while spends land: one entry', async () => {
   const name = db();

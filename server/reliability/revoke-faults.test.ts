@@ -5,47 +5,15 @@
  * after its write. After each: at most one entry takes the grant's rest (a `revoke`, or the `expire` of a
  * sweep that got there first), for exactly what it held, and the ledger (per grant too) adds up.
  */
-import { randomUUID } from 'node:crypto';
-import mongoose, { type Connection } from 'mongoose';
-import { createCredits, type CreateCreditsOptions, type Credits } from 'credit-kit/server';
+import type { Credits } from 'credit-kit/server';
 import { expireKey, grantKey, revokeKey } from '../domain/keys';
 import { claimId } from '../ledger';
-import { crashingMongoStore, type CrashPlan } from '../test/crashing-store';
-import { startFaultProxy, type FaultProxy } from '../../tools/fault-proxy';
-import { audit, headerUser, mongoUri } from '../test/helpers';
+import { audit } from '../test/helpers';
+import { faultInstances, sleep } from './fault-instances';
 
 jest.spyOn(console, 'error').mockImplementation(() => undefined);
 
-const cleanups: Array<() => Promise<void>> = [];
-afterEach(async () => {
-  while (cleanups.length) await cleanups.pop()!().catch(() => undefined);
-});
-
-const db = () => `ck_revoke_${randomUUID().replace(/-/g, '').slice(0, 12)}`;
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function instance(dbName: string, options: Partial<CreateCreditsOptions> & { proxy?: FaultProxy; crash?: () => CrashPlan | undefined } = {}): Promise<Credits> {
-  const { proxy, crash, ...rest } = options;
-  const connection: Connection = await mongoose
-    .createConnection(proxy?.uri ?? mongoUri(), { dbName, serverSelectionTimeoutMS: 5000, maxPoolSize: 20, retryWrites: false, ...(proxy ? { directConnection: true } : {}) })
-    .asPromise();
-  const base: CreateCreditsOptions = {
-    connection,
-    getUserId: headerUser,
-    timeoutMs: 20_000,
-    claimLeaseMs: 60_000,
-    hooks: { onBackgroundError: () => undefined },
-    logger: () => undefined,
-    ...rest,
-  };
-  const credits = createCredits(crash ? { ...base, store: crashingMongoStore(connection, crash) } : base);
-  await credits.init();
-  cleanups.push(async () => {
-    await credits.flush().catch(() => undefined);
-    await connection.close();
-  });
-  return credits;
-}
+const { diesAtEachPoint, proxiedPair } = faultInstances('ck_revoke_', { flushOnClose: true });
 
 const EXPIRES = new Date(Date.now() + 3_600_000);
 const AFTER = new Date(EXPIRES.getTime() + 1);
@@ -76,11 +44,7 @@ async function takenOnce(credits: Credits, user: string, kind: 'revoke' | 'expir
 }
 
 it('a lost reply on the revoke write: settled by fencing and looking, answered as revoked, one entry', async () => {
-  const name = db();
-  const proxy = await startFaultProxy(mongoUri());
-  cleanups.push(() => proxy.close());
-  const a = await instance(name, { proxy, timeoutMs: 1000 });
-  const b = await instance(name);
+  const { proxy, a, b } = await proxiedPair({ timeoutMs: 1000 });
   await seeded(b, 'lost');
   await b.flush();
   proxy.dropNextReplies(1, ['findAndModify']); // the revoke lands; its reply never comes back
@@ -92,11 +56,7 @@ it('a lost reply on the revoke write: settled by fencing and looking, answered a
 });
 
 it('a revoker stalled on the link past the lease: the other instance decides its claim (fenced) and revokes once; the late write is refused', async () => {
-  const name = db();
-  const proxy = await startFaultProxy(mongoUri());
-  cleanups.push(() => proxy.close());
-  const a = await instance(name, { proxy });
-  const b = await instance(name, { claimLeaseMs: 300 });
+  const { proxy, a, b } = await proxiedPair({}, { claimLeaseMs: 300 });
   await seeded(b, 'stall');
   await b.flush();
   proxy.stall(['findAndModify']);
@@ -111,11 +71,7 @@ it('a revoker stalled on the link past the lease: the other instance decides its
 });
 
 it('a sweeper stalled on the due grant’s expiry while a revoke lands: its write misses, it reads again and finds nothing to expire (no rollover)', async () => {
-  const name = db();
-  const proxy = await startFaultProxy(mongoUri());
-  cleanups.push(() => proxy.close());
-  const a = await instance(name, { proxy });
-  const b = await instance(name);
+  const { proxy, a, b } = await proxiedPair();
   await seeded(b, 'sweep');
   await b.flush();
   proxy.stall(['findAndModify']);
@@ -131,20 +87,13 @@ it('a sweeper stalled on the due grant’s expiry while a revoke lands: its writ
   expect((await b.getBalanceDetails('sweep')).grants.map((g) => g.id)).toEqual([grantKey('topup')]);
 });
 
-it('a revoker that dies after claiming the key, or after its write landed: reconcile settles it, and the retry revokes once', async () => {
-  const name = db();
-  const b = await instance(name, { claimLeaseMs: 1 });
-  for (const point of ['after-claim', 'after-apply'] as const) {
-    const user = `dies-${point}`;
-    await seeded(b, user);
-    const dying: CrashPlan = { point, mode: 'die' };
-    const a = await instance(name, { crash: () => dying });
-    await a.revokeGrant(user, SUB).catch(() => undefined);
-    expect(dying.dead).toBe(true);
-    await sleep(5);
-    await b.reconcile({ olderThanMs: 0 });
-    const retry = await b.revokeGrant(user, SUB);
-    expect(retry).toEqual(point === 'after-claim' ? { revoked: 35, balance: 20 } : { revoked: 0, balance: 20 });
-    await takenOnce(b, user, 'revoke', 35);
-  }
-});
+it('a revoker that dies after claiming the key, or after its write landed: reconcile settles it, and the retry revokes once', () =>
+  diesAtEachPoint(
+    seeded,
+    (a, user) => a.revokeGrant(user, SUB),
+    async (b, user, point) => {
+      const retry = await b.revokeGrant(user, SUB);
+      expect(retry).toEqual(point === 'after-claim' ? { revoked: 35, balance: 20 } : { revoked: 0, balance: 20 });
+      await takenOnce(b, user, 'revoke', 35);
+    },
+  ));
