@@ -6,10 +6,10 @@
  */
 import express from 'express';
 import type { Connection } from 'mongoose';
-import { createCredits, type AutoRechargeEvent, type AutoRechargeOptions, type Credits } from 'credit-kit/server';
-import { connect, consistentAudit, headerUser, listen, post, signedDelivery, WEBHOOK_SECRET } from './helpers';
+import type { AutoRechargeOptions } from 'credit-kit/server';
+import { connect, consistentAudit, listen, post } from './helpers';
 import { stripeCardFake, type StripeCardFake } from './stripe-card-fake';
-import type { RechargeRecord } from '../domain/recharge';
+import { crossedWith, deliverEvent, optIn, paymentIntent, put, rechargeKit, record, type Kit } from './auto-recharge-kit';
 
 let connection: Connection;
 let fake: StripeCardFake;
@@ -27,70 +27,17 @@ beforeEach(() => {
   fake.cancelBehaviour = 'cancel';
 });
 
-interface Kit {
-  credits: Credits;
-  url: string;
-  events: AutoRechargeEvent[];
-  errors: unknown[];
-  close(): Promise<void>;
-}
+/** A kit on this file's database, with three declines allowed before auto-recharge turns off. */
+const kit = (auto: Partial<AutoRechargeOptions> = {}) => rechargeKit(fake, connection, { creditPriceCents: 10 }, { maxDeclines: 3, ...auto });
 
-async function kit(auto: Partial<AutoRechargeOptions> = {}): Promise<Kit> {
-  const events: AutoRechargeEvent[] = [];
-  const errors: unknown[] = [];
-  const credits = createCredits({
-    hooks: { onBackgroundError: (err) => void errors.push(err) },
-    connection,
-    getUserId: headerUser,
-    timeoutMs: 20_000,
-    stripe: fake.stripe,
-    webhookSecret: WEBHOOK_SECRET,
-    publicUrl: 'https://app.example.com',
-    pricing: { creditPriceCents: 10 },
-    autoRecharge: { monthlyCap: 5000, cooldownMs: 0, maxDeclines: 3, onAutoRecharge: (e) => void events.push(e), ...auto },
-  });
-  await credits.init();
-  const app = express();
-  app.use('/api', credits.router());
-  const server = await listen(app);
-  return {
-    credits,
-    url: server.url,
-    events,
-    errors,
-    async close() {
-      await credits.flush();
-      await server.close();
-    },
-  };
-}
-
+/** Delivers a signed event, which must be answered 200; the JSON answer. */
 async function deliver(url: string, type: string, object: unknown): Promise<Record<string, unknown>> {
-  const d = signedDelivery(fake.stripe, { type, object });
-  const res = await fetch(`${url}/api/stripe/webhook`, { method: 'POST', headers: d.headers, body: d.body });
+  const res = await deliverEvent(fake.stripe, url, type, object);
   expect(res.status).toBe(200);
-  return (await res.json()) as Record<string, unknown>;
+  return res.body;
 }
 
-const record = async (k: Kit, user: string) => (await k.credits.store.getRecharge(user))!;
 const creationsFor = (user: string) => fake.paymentIntentCreations().filter((r) => r.form.get('metadata[credit_kit_user_id]') === user);
-
-async function optIn(k: Kit, user: string): Promise<void> {
-  const res = await post(`${k.url}/api/credits/auto-recharge/card`, user, {});
-  expect(res.status).toBe(201);
-  const { id } = (await res.json()) as { id: string };
-  const customer = (await record(k, user)).customerId!;
-  const session = { id, object: 'checkout.session', mode: 'setup', status: 'complete', livemode: false, customer, setup_intent: 'seti_123', metadata: { credit_kit_user_id: user, credit_kit_purpose: 'auto_recharge_card' } };
-  expect(await deliver(k.url, 'checkout.session.completed', session)).toMatchObject({ autoRecharge: { cardSaved: true } });
-  const on = await fetch(`${k.url}/api/credits/auto-recharge`, {
-    method: 'PUT',
-    headers: { 'x-test-user': user, 'content-type': 'application/json' },
-    body: JSON.stringify({ enabled: true, threshold: 100, credits: 200 }),
-  });
-  expect(on.status).toBe(200);
-  await k.credits.grantCredits(user, 300, { idempotencyKey: `start-${user}` });
-  await k.credits.flush();
-}
 
 /** Takes the balance through the threshold again (a grant back above it, then a spend below it). */
 async function crossAgain(k: Kit, user: string, key: string): Promise<void> {
@@ -100,31 +47,12 @@ async function crossAgain(k: Kit, user: string, key: string): Promise<void> {
   await k.credits.flush();
 }
 
-function paymentIntent(r: RechargeRecord, status: string, extra: Record<string, unknown> = {}) {
-  const a = r.attempt!;
-  return {
-    id: a.paymentIntentId,
-    object: 'payment_intent',
-    amount: a.amount,
-    currency: a.currency,
-    customer: r.customerId,
-    livemode: false,
-    status,
-    metadata: { credit_kit_user_id: r.id, credit_kit_credits: String(a.credits), credit_kit_recharge_attempt: a.id },
-    ...extra,
-  };
-}
-
 const cancelsOf = (pi: string | null) => fake.paymentIntentCancels().filter((r) => r.path === `/v1/payment_intents/${pi}/cancel`);
 
 describe('an attempt the kit gives up on', () => {
   it('is canceled at Stripe before a retry creates the next payment: never two that can succeed', async () => {
     const k = await kit();
-    await optIn(k, 'sca-then-fail');
-    fake.behaviour = 'authenticate';
-    await k.credits.deductCredits('sca-then-fail', 250);
-    await k.credits.flush();
-    const first = await record(k, 'sca-then-fail');
+    const first = await crossedWith(fake, k, 'sca-then-fail', 'authenticate');
     expect(first.state).toBe('requires_action'); // the page has the client secret from now on
     // The card holder fails the authentication once; Stripe says so; the page may still try again.
     await deliver(k.url, 'payment_intent.payment_failed', paymentIntent(first, 'requires_payment_method', { last_payment_error: { code: 'payment_intent_authentication_failure' } }));
@@ -143,11 +71,7 @@ describe('an attempt the kit gives up on', () => {
 
   it('that succeeded meanwhile is not retried: the late success credits it once and counts against the month', async () => {
     const k = await kit();
-    await optIn(k, 'late-success');
-    fake.behaviour = 'authenticate';
-    await k.credits.deductCredits('late-success', 250);
-    await k.credits.flush();
-    const first = await record(k, 'late-success');
+    const first = await crossedWith(fake, k, 'late-success', 'authenticate');
     // The page completes it meanwhile: Stripe refuses the cancel, the PaymentIntent has succeeded.
     fake.behaviour = 'succeed';
     fake.cancelBehaviour = 'already-succeeded';
@@ -166,11 +90,7 @@ describe('an attempt the kit gives up on', () => {
 
   it('paused, and turned on again: the paused attempt is canceled before another crossing may start one', async () => {
     const k = await kit({ maxDeclines: 1 });
-    await optIn(k, 'paused');
-    fake.behaviour = 'authenticate';
-    await k.credits.deductCredits('paused', 250);
-    await k.credits.flush();
-    const first = await record(k, 'paused');
+    const first = await crossedWith(fake, k, 'paused', 'authenticate');
     await deliver(k.url, 'payment_intent.payment_failed', paymentIntent(first, 'requires_payment_method', { last_payment_error: { code: 'payment_intent_authentication_failure' } }));
     await k.credits.flush();
     expect((await record(k, 'paused')).state).toBe('paused');
@@ -178,7 +98,7 @@ describe('an attempt the kit gives up on', () => {
     await k.credits.reconcile({ olderThanMs: 0 });
     expect(cancelsOf(first.attempt!.paymentIntentId)).toHaveLength(1);
     fake.behaviour = 'succeed';
-    const on = await fetch(`${k.url}/api/credits/auto-recharge`, { method: 'PUT', headers: { 'x-test-user': 'paused', 'content-type': 'application/json' }, body: '{"enabled":true}' });
+    const on = await put(k.url, 'paused', '{"enabled":true}');
     expect(on.status).toBe(200);
     await crossAgain(k, 'paused', 'paused');
     expect(creationsFor('paused')).toHaveLength(2);
@@ -187,11 +107,7 @@ describe('an attempt the kit gives up on', () => {
 
   it('needing authentication nobody completes is canceled after actionTimeoutMs, which frees auto-recharge', async () => {
     const k = await kit({ actionTimeoutMs: 200 });
-    await optIn(k, 'abandoned');
-    fake.behaviour = 'authenticate';
-    await k.credits.deductCredits('abandoned', 250);
-    await k.credits.flush();
-    const first = await record(k, 'abandoned');
+    const first = await crossedWith(fake, k, 'abandoned', 'authenticate');
     expect(first).toMatchObject({ state: 'requires_action', month: { credits: 200 } });
     // Before the timeout nothing frees it: the card holder may still be on the page.
     await k.credits.reconcile({ olderThanMs: 0 });
@@ -212,11 +128,7 @@ describe('an attempt the kit gives up on', () => {
 describe('trust', () => {
   it('credits nothing for a PaymentIntent of another customer whose metadata names this user\'s attempt, even before the create reply', async () => {
     const k = await kit();
-    await optIn(k, 'victim');
-    fake.behaviour = 'lose-reply';
-    await k.credits.deductCredits('victim', 250);
-    await k.credits.flush();
-    const r = await record(k, 'victim');
+    const r = await crossedWith(fake, k, 'victim', 'lose-reply');
     expect(r.attempt!.paymentIntentId).toBeNull(); // the kit does not know its PaymentIntent yet
     const forged = { ...paymentIntent({ ...r, attempt: { ...r.attempt!, paymentIntentId: 'pi_someone_elses' } }, 'succeeded'), customer: 'cus_someone_else' };
     const answer = await deliver(k.url, 'payment_intent.succeeded', forged);

@@ -4,13 +4,13 @@
  * PaymentIntent with its idempotency key) and really signed events. Declines and authentication come from the
  * FAKE in stripe-card-fake.ts (stripe-mock cannot produce them), and from signed payment_intent events.
  */
-import express from 'express';
 import mongoose, { type Connection } from 'mongoose';
-import { createCredits, CreditsConfigError, type AutoRechargeEvent, type AutoRechargeOptions, type Credits } from 'credit-kit/server';
+import { createCredits, CreditsConfigError, type AutoRechargeOptions } from 'credit-kit/server';
 import { createFetchCredits } from 'credit-kit/fetch';
-import { connect, consistentAudit, get, headerUser, listen, mongoUri, post, signedDelivery, WEBHOOK_SECRET } from './helpers';
+import { connect, consistentAudit, get, headerUser, mongoUri, post, WEBHOOK_SECRET } from './helpers';
 import { stripeCardFake, type StripeCardFake } from './stripe-card-fake';
 import type { RechargeRecord } from '../domain/recharge';
+import { crossedWith, deliverEvent, optIn, paymentIntent, put, rechargeKit, record, saveCard, setupSession, type Kit } from './auto-recharge-kit';
 
 let connection: Connection;
 const others: Connection[] = [];
@@ -36,109 +36,11 @@ async function sameDatabase(): Promise<Connection> {
   return c;
 }
 
-interface Kit {
-  credits: Credits;
-  url: string;
-  events: AutoRechargeEvent[];
-  /** What background work and reconcile() reported (a lost Stripe reply, say). */
-  errors: unknown[];
-  close(): Promise<void>;
-}
-
 const PRICING = { creditPriceCents: 10, bundles: [{ id: 'starter', credits: 500, price: 4500 }, { id: 'huge', credits: 50_000, price: 400_000 }] };
 
-async function kit(auto: Partial<AutoRechargeOptions> = {}, conn = connection): Promise<Kit> {
-  const events: AutoRechargeEvent[] = [];
-  const errors: unknown[] = [];
-  const credits = createCredits({
-    hooks: { onBackgroundError: (err) => void errors.push(err) },
-    connection: conn,
-    getUserId: headerUser,
-    timeoutMs: 20_000,
-    stripe: fake.stripe,
-    webhookSecret: WEBHOOK_SECRET,
-    publicUrl: 'https://app.example.com',
-    pricing: PRICING,
-    autoRecharge: { monthlyCap: 5000, cooldownMs: 0, maxDeclines: 2, onAutoRecharge: (e) => void events.push(e), ...auto },
-  });
-  await credits.init();
-  const app = express();
-  app.use('/api', credits.router());
-  const server = await listen(app);
-  return {
-    credits,
-    url: server.url,
-    events,
-    errors,
-    async close() {
-      await credits.flush();
-      await server.close();
-    },
-  };
-}
-
-async function deliver(url: string, type: string, object: unknown): Promise<{ status: number; body: Record<string, unknown> }> {
-  const d = signedDelivery(fake.stripe, { type, object });
-  const res = await fetch(`${url}/api/stripe/webhook`, { method: 'POST', headers: d.headers, body: d.body });
-  return { status: res.status, body: (await res.json()) as Record<string, unknown> };
-}
-
-function put(url: string, user: string, body: unknown) {
-  return fetch(`${url}/api/credits/auto-recharge`, {
-    method: 'PUT',
-    headers: { 'x-test-user': user, 'content-type': 'application/json' },
-    body: typeof body === 'string' ? body : JSON.stringify(body),
-  });
-}
-
-const record = async (k: Kit, user: string) => (await k.credits.store.getRecharge(user))!;
-
-/** Saves a card through the kit's route and the signed completion of the setup-mode session. */
-async function saveCard(k: Kit, user: string): Promise<void> {
-  const res = await post(`${k.url}/api/credits/auto-recharge/card`, user, {});
-  expect(res.status).toBe(201);
-  const { id } = (await res.json()) as { id: string };
-  const r = await record(k, user);
-  const done = await deliver(k.url, 'checkout.session.completed', setupSession(id, user, r.customerId!));
-  expect(done.body).toMatchObject({ autoRecharge: { cardSaved: true } });
-}
-
-function setupSession(id: string, user: string, customer: string) {
-  return {
-    id,
-    object: 'checkout.session',
-    mode: 'setup',
-    status: 'complete',
-    livemode: false,
-    customer,
-    setup_intent: 'seti_123',
-    metadata: { credit_kit_user_id: user, credit_kit_purpose: 'auto_recharge_card' },
-  };
-}
-
-/** A PaymentIntent event about the user's current attempt, as Stripe sends it. */
-function paymentIntent(r: RechargeRecord, status: string, extra: Record<string, unknown> = {}) {
-  const a = r.attempt!;
-  return {
-    id: a.paymentIntentId,
-    object: 'payment_intent',
-    amount: a.amount,
-    currency: a.currency,
-    customer: r.customerId,
-    livemode: false,
-    status,
-    metadata: { credit_kit_user_id: r.id, credit_kit_credits: String(a.credits), credit_kit_recharge_attempt: a.id },
-    ...extra,
-  };
-}
-
-async function optIn(k: Kit, user: string, settings: Record<string, unknown> = { enabled: true, threshold: 100, credits: 200 }, start = 300): Promise<void> {
-  await saveCard(k, user);
-  const res = await put(k.url, user, settings);
-  expect(res.status).toBe(200);
-  if (start > 0) await k.credits.grantCredits(user, start, { idempotencyKey: `start-${user}` });
-  await k.credits.flush();
-}
+/** A kit on this file's database (or `conn`), with two declines allowed before auto-recharge turns off. */
+const kit = (auto: Partial<AutoRechargeOptions> = {}, conn = connection) => rechargeKit(fake, conn, PRICING, { maxDeclines: 2, ...auto });
+const deliver = (url: string, type: string, object: unknown) => deliverEvent(fake.stripe, url, type, object);
 
 const creationsFor = (user: string) => fake.paymentIntentCreations().filter((r) => r.form.get('metadata[credit_kit_user_id]') === user);
 
@@ -531,11 +433,7 @@ describe('failures', () => {
 
   it('leaves a payment that needs authentication to its owner, who gets the client secret, and credits it once completed', async () => {
     const k = await kit();
-    await optIn(k, 'sca');
-    fake.behaviour = 'authenticate';
-    await k.credits.deductCredits('sca', 250);
-    await k.credits.flush();
-    const r = await record(k, 'sca');
+    const r = await crossedWith(fake, k, 'sca', 'authenticate');
     expect(r).toMatchObject({ state: 'requires_action', lastResult: { status: 'requires_action' }, attempt: { paymentIntentId: expect.stringMatching(/^pi_fake_/) } });
     expect(k.events.map((e) => e.type)).toEqual(['started', 'requires_action']);
     const seen = fake.requests.length;
