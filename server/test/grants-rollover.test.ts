@@ -16,6 +16,7 @@ import { createFetchCredits } from 'credit-kit/fetch';
 import { consistentAudit, connect, headerUser, listen, post } from './helpers';
 import { claimId } from '../ledger';
 import { grantKey, revokeKey } from '../domain/keys';
+import { sweepsRacingSpends } from './sweep-race';
 
 let connection: Connection;
 let credits: Credits;
@@ -111,18 +112,8 @@ describe('rollover', () => {
     await credits.grantCredits(u, 100, { idempotencyKey: 'topup', priority: 10 });
     await credits.grantCredits(u, 400, { idempotencyKey: 'sub-1', source: 'subscription', priority: 90, expiresAt: at, rollover: { max: 50, expiresAt: until } });
     const after = new Date(at.getTime() + 1);
-    let sweeping = true;
-    const sweeps = [credits, other].map(async (c) => {
-      let expired = 0;
-      for (let i = 0; sweeping || i === 0; i++) {
-        expired += (await c.expireGrants({ userId: u, now: after })).grantsExpired;
-        await new Promise((r) => setTimeout(r, 5));
-      }
-      return expired;
-    });
-    const spends = await Promise.all(Array.from({ length: 300 }, (_, i) => (i % 2 ? credits : other).deductCredits(u, 1)));
-    sweeping = false;
-    expect((await Promise.all(sweeps)).reduce((a, b) => a + b, 0)).toBe(1);
+    const { expiredBy, spends } = await sweepsRacingSpends(credits, other, u, after);
+    expect(expiredBy.reduce((a, b) => a + b, 0)).toBe(1);
     const spent = spends.filter(Boolean).length;
     expect(spent).toBe(300);
 

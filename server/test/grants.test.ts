@@ -13,6 +13,7 @@ import type { Connection } from 'mongoose';
 import { aiRoutes, consistentAudit, connect, get, headerUser, listen, post, recordedSession, signedDelivery, stripeMockClient, WEBHOOK_SECRET } from './helpers';
 import { claimId } from '../ledger';
 import { expireKey, grantKey } from '../domain/keys';
+import { sweepsRacingSpends } from './sweep-race';
 
 const stripe = stripeMockClient();
 let connection: Connection;
@@ -352,18 +353,7 @@ describe('expiry', () => {
     await credits.grantCredits(u, 100, { idempotencyKey: 'topup', priority: 10 });
     await credits.grantCredits(u, 300, { idempotencyKey: 'promo', source: 'promotion', priority: 90, expiresAt: at });
     const after = new Date(at.getTime() + 1);
-    let sweeping = true;
-    const sweeps = [credits, other].map(async (c) => {
-      let expired = 0;
-      for (let i = 0; sweeping || i === 0; i++) {
-        expired += (await c.expireGrants({ userId: u, now: after })).grantsExpired;
-        await new Promise((r) => setTimeout(r, 5));
-      }
-      return expired;
-    });
-    const spends = await Promise.all(Array.from({ length: 300 }, (_, i) => (i % 2 ? credits : other).deductCredits(u, 1)));
-    sweeping = false;
-    const expiredBy = await Promise.all(sweeps);
+    const { expiredBy, spends } = await sweepsRacingSpends(credits, other, u, after);
     expect(expiredBy[0]! + expiredBy[1]!).toBe(1);
     await other.flush();
     const spent = spends.filter(Boolean).length;
