@@ -7,7 +7,7 @@ import express from 'express';
 import type { Connection } from 'mongoose';
 import type Stripe from 'stripe';
 import { createCredits, type AutoRechargeEvent, type AutoRechargeOptions, type Credits, type PricingOptions } from 'credit-kit/server';
-import { headerUser, listen, post, signedDelivery, WEBHOOK_SECRET } from './helpers';
+import { headerUser, listen, post, postWebhook, signedDelivery, WEBHOOK_SECRET } from './helpers';
 import type { CardBehaviour, StripeCardFake } from './stripe-card-fake';
 import type { RechargeRecord } from '../domain/recharge';
 
@@ -56,9 +56,7 @@ export async function rechargeKit(fake: StripeCardFake, connection: Connection, 
 
 /** Delivers a signed event of `type` about `object` to the webhook route under `url`; the status and the JSON answer. */
 export async function deliverEvent(stripe: Stripe, url: string, type: string, object: unknown): Promise<{ status: number; body: Record<string, unknown> }> {
-  const d = signedDelivery(stripe, { type, object });
-  const res = await fetch(`${url}/api/stripe/webhook`, { method: 'POST', headers: d.headers, body: d.body });
-  return { status: res.status, body: (await res.json()) as Record<string, unknown> };
+  return postWebhook(url, signedDelivery(stripe, { type, object }));
 }
 
 /** PUT /credits/auto-recharge as `user` (a string body is sent as it is). */

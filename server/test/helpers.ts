@@ -215,6 +215,12 @@ export function signedDelivery(
   return signPayload(stripe, eventPayload(event), { ...opts, secret: opts.secret ?? WEBHOOK_SECRET });
 }
 
+/** Posts a signed delivery to the kit's webhook route (the router mounted at /api under `url`); the status and the JSON answer. */
+export async function postWebhook(url: string, d: { body: string; headers: Record<string, string> }): Promise<{ status: number; body: Record<string, unknown> }> {
+  const res = await fetch(`${url}/api/stripe/webhook`, { method: 'POST', headers: d.headers, body: d.body });
+  return { status: res.status, body: (await res.json()) as Record<string, unknown> };
+}
+
 /**
  * A Checkout Session bought through the kit's own checkout route, so the kit has recorded it, as Stripe
  * sends it back once paid: the id stripe-mock gave it, with what the kit asked for. The app must mount the

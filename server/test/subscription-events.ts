@@ -7,7 +7,7 @@
 import { randomUUID } from 'node:crypto';
 import type Stripe from 'stripe';
 import { signPayload } from '../../tools/stripe-events';
-import { WEBHOOK_SECRET } from './helpers';
+import { post, WEBHOOK_SECRET } from './helpers';
 
 const hex = () => randomUUID().replace(/-/g, '').slice(0, 24);
 export const DAY = 86_400;
@@ -152,4 +152,11 @@ export function chargeRefunded(pi: string, amountRefunded: number): Record<strin
 
 export function dispute(pi: string, amount: number, status = 'needs_response'): Record<string, unknown> {
   return { id: `dp_${hex()}`, object: 'dispute', payment_intent: pi, amount, status, charge: `ch_${hex()}` };
+}
+
+/** Starts a subscription checkout for `plan` through the kit's route under `url`, which must answer 201; the session's id. */
+export async function subscribeSession(url: string, userId: string, plan: string): Promise<string> {
+  const res = await post(`${url}/api/credits/subscribe`, userId, { plan });
+  expect(res.status).toBe(201);
+  return ((await res.json()) as { id: string }).id;
 }

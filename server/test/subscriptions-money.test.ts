@@ -5,8 +5,8 @@
  * dashboard, another livemode, an invoice after the cancellation, replays older than the kept periods.
  */
 import { randomUUID } from 'node:crypto';
-import { consistentAudit, harness, post, recordingStripe, WEBHOOK_SECRET, type Harness } from './helpers';
-import { chargeRefunded, DAY, delivery, dispute, invoice, newSub, nowSeconds, paymentIntentOf, sessionCompleted, subscription, type Sub } from './subscription-events';
+import { consistentAudit, harness, postWebhook, recordingStripe, WEBHOOK_SECRET, type Harness } from './helpers';
+import { chargeRefunded, DAY, delivery, dispute, invoice, newSub, nowSeconds, paymentIntentOf, sessionCompleted, subscribeSession, subscription, type Sub } from './subscription-events';
 
 let h: Harness;
 let rec: Awaited<ReturnType<typeof recordingStripe>>;
@@ -28,17 +28,12 @@ afterAll(async () => {
 
 const user = () => `u-${randomUUID()}`;
 
-async function deliver(d: { body: string; headers: Record<string, string> }) {
-  const res = await fetch(`${h.url}/api/stripe/webhook`, { method: 'POST', headers: d.headers, body: d.body });
-  return { status: res.status, body: (await res.json()) as Record<string, unknown> };
-}
+const deliver = (d: { body: string; headers: Record<string, string> }) => postWebhook(h.url, d);
 
 async function subscribe(userId: string, plan: keyof typeof PLANS = 'basic'): Promise<Sub> {
-  const res = await post(`${h.url}/api/credits/subscribe`, userId, { plan });
-  expect(res.status).toBe(201);
-  const body = (await res.json()) as { id: string };
+  const sessionId = await subscribeSession(h.url, userId, plan);
   const [record] = await h.credits.store.findSubscriptions({ userId }, 1);
-  return newSub(record!.id, userId, plan, body.id);
+  return newSub(record!.id, userId, plan, sessionId);
 }
 
 const period = (start = nowSeconds() - 60) => ({ start, end: start + 30 * DAY });

@@ -6,7 +6,7 @@
 import { randomUUID } from 'node:crypto';
 import { checkoutSession, purchaseRecordOf } from '../../tools/stripe-events';
 import { mulberry32 } from '../../tools/prng';
-import { consistentAudit, get, harness, post, recordingStripe, signedDelivery, WEBHOOK_SECRET, type Harness } from './helpers';
+import { consistentAudit, get, harness, post, postWebhook, recordingStripe, signedDelivery, WEBHOOK_SECRET, type Harness } from './helpers';
 import {
   chargeRefunded,
   DAY,
@@ -17,6 +17,7 @@ import {
   nowSeconds,
   paymentIntentOf,
   sessionCompleted,
+  subscribeSession,
   subscription,
   type Sub,
 } from './subscription-events';
@@ -44,18 +45,13 @@ beforeEach(() => {
 
 const user = () => `u-${randomUUID()}`;
 
-async function deliver(d: { body: string; headers: Record<string, string> }) {
-  const res = await fetch(`${h.url}/api/stripe/webhook`, { method: 'POST', headers: d.headers, body: d.body });
-  return { status: res.status, body: (await res.json()) as Record<string, unknown> };
-}
+const deliver = (d: { body: string; headers: Record<string, string> }) => postWebhook(h.url, d);
 
 /** Subscribes through the route (stripe-mock creates the session); the ids the events about it carry. */
 async function subscribe(userId: string, plan: keyof typeof PLANS = 'basic'): Promise<Sub> {
-  const res = await post(`${h.url}/api/credits/subscribe`, userId, { plan });
-  expect(res.status).toBe(201);
-  const body = (await res.json()) as { id: string };
+  const sessionId = await subscribeSession(h.url, userId, plan);
   const sent = rec.requests.find((r) => r.path === '/v1/checkout/sessions' && r.form.get('metadata[credit_kit_user_id]') === userId)!;
-  return newSub(sent.form.get('metadata[credit_kit_subscription]')!, userId, plan, body.id);
+  return newSub(sent.form.get('metadata[credit_kit_subscription]')!, userId, plan, sessionId);
 }
 
 const period = (startOffsetDays = 0, start = nowSeconds() - 60) => ({ start: start + startOffsetDays * 30 * DAY, end: start + (startOffsetDays + 1) * 30 * DAY });
