@@ -41,6 +41,24 @@ const line = (plan: keyof typeof PLANS, p: { start: number; end: number }, amoun
 const paid = (s: Sub, lines: Parameters<typeof invoice>[1], opts: Parameters<typeof invoice>[2] = {}) => invoice(s, lines, opts);
 const send = (type: string, object: unknown, created?: number) => deliver(delivery(rec.stripe, type, object, created ? { created } : {}));
 
+/** A new Basic subscriber whose first period's invoice has been delivered; the subscription, the period and its invoice. */
+async function firstPeriodPaid(): Promise<{ s: Sub; p: { start: number; end: number }; base: ReturnType<typeof paid> }> {
+  const s = await subscribe(user());
+  const p = period();
+  const base = paid(s, [line('basic', p)], { billingReason: 'subscription_create' });
+  await send('invoice.paid', base);
+  return { s, p, base };
+}
+
+/** The invoices of two upgrades within period `p`: Basic → Pro a day in, then Pro → Max two days in. */
+function twoUpgrades(s: Sub, p: { start: number; end: number }) {
+  const m1 = { start: p.start + DAY, end: p.end };
+  const m2 = { start: p.start + 2 * DAY, end: p.end };
+  const up1 = paid(s, [line('basic', m1, -1800), line('pro', m1, 3500)], { billingReason: 'subscription_update' });
+  const up2 = paid(s, [line('pro', m2, -3300), line('max', m2, 9000)], { billingReason: 'subscription_update' });
+  return [up1, up2] as const;
+}
+
 describe('a period is granted once, whatever invoices pay it', () => {
   it('a second invoice for the same period whose start drifted grants nothing more', async () => {
     const s = await subscribe(user());
@@ -70,9 +88,7 @@ describe('a period is granted once, whatever invoices pay it', () => {
 
 describe('plan changes within one period', () => {
   it('up, down and up again: the period never holds more than the biggest plan paid for', async () => {
-    const s = await subscribe(user());
-    const p = period();
-    await send('invoice.paid', paid(s, [line('basic', p)], { billingReason: 'subscription_create' }));
+    const { s, p } = await firstPeriodPaid();
     const mid = { start: p.start + 5 * DAY, end: p.end };
     const toMax = await send('invoice.paid', paid(s, [line('basic', mid, -1500), line('max', mid, 8000)], { billingReason: 'subscription_update' }));
     expect(toMax.body.creditsGranted).toBe(900);
@@ -87,13 +103,8 @@ describe('plan changes within one period', () => {
   });
 
   it('basic → pro → max grants up to max in all, each step once', async () => {
-    const s = await subscribe(user());
-    const p = period();
-    await send('invoice.paid', paid(s, [line('basic', p)], { billingReason: 'subscription_create' }));
-    const m1 = { start: p.start + DAY, end: p.end };
-    const m2 = { start: p.start + 2 * DAY, end: p.end };
-    const up1 = paid(s, [line('basic', m1, -1800), line('pro', m1, 3500)], { billingReason: 'subscription_update' });
-    const up2 = paid(s, [line('pro', m2, -3300), line('max', m2, 9000)], { billingReason: 'subscription_update' });
+    const { s, p } = await firstPeriodPaid();
+    const [up1, up2] = twoUpgrades(s, p);
     await Promise.all([send('invoice.paid', up1), send('invoice.paid', up1), send('invoice.paid', up2)]);
     expect(await h.credits.getBalance(s.userId)).toBe(1000);
     await consistentAudit(h.credits, s.userId);
@@ -101,13 +112,8 @@ describe('plan changes within one period', () => {
 
   it('two upgrades delivered in either order end with the biggest plan: Pro → Max before Basic → Pro still grants Max', async () => {
     for (const order of ['forward', 'backward'] as const) {
-      const s = await subscribe(user());
-      const p = period();
-      await send('invoice.paid', paid(s, [line('basic', p)], { billingReason: 'subscription_create' }));
-      const m1 = { start: p.start + DAY, end: p.end };
-      const m2 = { start: p.start + 2 * DAY, end: p.end };
-      const up1 = paid(s, [line('basic', m1, -1800), line('pro', m1, 3500)], { billingReason: 'subscription_update' });
-      const up2 = paid(s, [line('pro', m2, -3300), line('max', m2, 9000)], { billingReason: 'subscription_update' });
+      const { s, p } = await firstPeriodPaid();
+      const [up1, up2] = twoUpgrades(s, p);
       for (const inv of order === 'forward' ? [up1, up2] : [up2, up1]) await send('invoice.paid', inv);
       expect([order, await h.credits.getBalance(s.userId)]).toEqual([order, 1000]);
       await consistentAudit(h.credits, s.userId);
@@ -117,10 +123,7 @@ describe('plan changes within one period', () => {
 
 describe('refunds take back what the refunded payment paid for', () => {
   it("a refund of an upgrade's invoice takes back the upgrade's difference, not the period's allowance", async () => {
-    const s = await subscribe(user());
-    const p = period();
-    const base = paid(s, [line('basic', p)], { billingReason: 'subscription_create' });
-    await send('invoice.paid', base);
+    const { s, p, base } = await firstPeriodPaid();
     const mid = { start: p.start + 5 * DAY, end: p.end };
     const up = paid(s, [line('basic', mid, -1500), line('pro', mid, 3000)], { billingReason: 'subscription_update' });
     await send('invoice.paid', up);
@@ -136,10 +139,7 @@ describe('refunds take back what the refunded payment paid for', () => {
   });
 
   it("a refund of the period's invoice leaves an upgrade paid separately", async () => {
-    const s = await subscribe(user());
-    const p = period();
-    const base = paid(s, [line('basic', p)], { billingReason: 'subscription_create' });
-    await send('invoice.paid', base);
+    const { s, p, base } = await firstPeriodPaid();
     const mid = { start: p.start + 5 * DAY, end: p.end };
     await send('invoice.paid', paid(s, [line('basic', mid, -1500), line('pro', mid, 3000)], { billingReason: 'subscription_update' }));
     const r = await send('charge.refunded', chargeRefunded(paymentIntentOf(base), 1900));
@@ -170,9 +170,7 @@ describe('only the kit’s record decides', () => {
   });
 
   it('a subscription event of the other livemode changes nothing', async () => {
-    const s = await subscribe(user());
-    const p = period();
-    await send('invoice.paid', paid(s, [line('basic', p)], { billingReason: 'subscription_create' }));
+    const { s, p } = await firstPeriodPaid();
     await send('customer.subscription.updated', subscription(s, { price: PLANS.basic.price, ...p }));
     const live = { ...subscription(s, { price: PLANS.basic.price, status: 'canceled', ...p, endedAt: nowSeconds() }), livemode: true };
     const r = await send('customer.subscription.deleted', live, nowSeconds() + 10);
