@@ -9,7 +9,7 @@ import type { Connection } from 'mongoose';
 import { createCredits, type Credits } from 'credit-kit/server';
 import { decorateStore } from '../store/decorate';
 import { MongoCreditStore } from '../store/mongo-store';
-import { connect, consistentAudit, headerUser, listen, post, recordingStripe, WEBHOOK_SECRET } from './helpers';
+import { connect, consistentAudit, headerUser, listen, post, postWebhook, recordingStripe, WEBHOOK_SECRET } from './helpers';
 import { chargeRefunded, DAY, delivery, invoice, newSub, nowSeconds, paymentIntentOf, type Sub } from './subscription-events';
 
 let connection: Connection;
@@ -67,10 +67,7 @@ async function subscribe(userId: string): Promise<Sub> {
   return newSub(rec.requests[0]!.form.get('metadata[credit_kit_subscription]')!, userId, 'basic', id);
 }
 
-async function deliver(d: { body: string; headers: Record<string, string> }) {
-  const res = await fetch(`${server.url}/api/stripe/webhook`, { method: 'POST', headers: d.headers, body: d.body });
-  return { status: res.status, body: (await res.json()) as Record<string, unknown> };
-}
+const deliver = (d: { body: string; headers: Record<string, string> }) => postWebhook(server.url, d);
 
 const start = () => nowSeconds() - 60;
 

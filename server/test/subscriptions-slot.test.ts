@@ -6,7 +6,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import mongoose from 'mongoose';
-import { harness, mongoUri, post, recordingStripe, WEBHOOK_SECRET, type Harness } from './helpers';
+import { harness, mongoUri, post, postWebhook, recordingStripe, WEBHOOK_SECRET, type Harness } from './helpers';
 import { delivery, newSub, sessionCompleted } from './subscription-events';
 
 let a: Harness;
@@ -165,7 +165,6 @@ describe('one subscription checkout per user', () => {
   });
 });
 
-async function deliverTo(h: Harness, d: { body: string; headers: Record<string, string> }) {
-  const res = await fetch(`${h.url}/api/stripe/webhook`, { method: 'POST', headers: d.headers, body: d.body });
-  return { status: res.status, body: (await res.json()) as Record<string, unknown> };
+function deliverTo(h: Harness, d: { body: string; headers: Record<string, string> }) {
+  return postWebhook(h.url, d);
 }

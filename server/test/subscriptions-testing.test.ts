@@ -3,7 +3,7 @@
  * (README "Subscriptions", Testing): a period granted once, a renewal, a cancellation, a refund.
  */
 import { invoiceDisputed, invoiceRefunded, signEvent, subscriptionCheckoutCompleted, subscriptionInvoicePaid, subscriptionUpdated } from 'credit-kit/testing';
-import { consistentAudit, harness, post, recordingStripe, WEBHOOK_SECRET, type Harness } from './helpers';
+import { consistentAudit, harness, post, postWebhook, recordingStripe, WEBHOOK_SECRET, type Harness } from './helpers';
 
 let h: Harness;
 let rec: Awaited<ReturnType<typeof recordingStripe>>;
@@ -16,10 +16,7 @@ afterAll(async () => {
   await rec.close();
 });
 
-const deliver = async (d: { body: string; headers: Record<string, string> }) => {
-  const res = await fetch(`${h.url}/api/stripe/webhook`, { method: 'POST', headers: d.headers, body: d.body });
-  return { status: res.status, body: (await res.json()) as Record<string, unknown> };
-};
+const deliver = (d: { body: string; headers: Record<string, string> }) => postWebhook(h.url, d);
 
 it('builds the events of a subscription the app started, for its own tests', async () => {
   expect((await post(`${h.url}/api/credits/subscribe`, 't1', { plan: 'basic' })).status).toBe(201);
