@@ -215,6 +215,14 @@ export function signedDelivery(
   return signPayload(stripe, eventPayload(event), { ...opts, secret: opts.secret ?? WEBHOOK_SECRET });
 }
 
+/** `n` concurrent POSTs to `url` as `user`: exactly `allowed` of them must be answered 200, and the rest 402. */
+export async function crowdThrough(url: string, user: string, n: number, allowed: number): Promise<void> {
+  const responses = await Promise.all(Array.from({ length: n }, () => post(url, user)));
+  const statuses = responses.map((r) => r.status);
+  expect(statuses.filter((s) => s === 200)).toHaveLength(allowed);
+  expect(statuses.filter((s) => s === 402)).toHaveLength(n - allowed);
+}
+
 /** Posts a signed delivery to the kit's webhook route (the router mounted at /api under `url`); the status and the JSON answer. */
 export async function postWebhook(url: string, d: { body: string; headers: Record<string, string> }): Promise<{ status: number; body: Record<string, unknown> }> {
   const res = await fetch(`${url}/api/stripe/webhook`, { method: 'POST', headers: d.headers, body: d.body });
