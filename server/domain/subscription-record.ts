@@ -23,6 +23,11 @@ export interface SubscriptionGrant {
   id: string;
   plan: string;
   credits: number;
+  /**
+   * What the invoice paying for it covers on the period's ladder of credits: [0, plan] for the allowance,
+   * [old plan, new plan] for an upgrade (absent on older records: the top `credits` of its plan's).
+   */
+  covers?: [number, number];
   /** The invoice that paid for it. */
   invoiceId: string;
   /** The payments of that invoice: a refund or dispute of one takes this grant back (absent on older records: any of the period's). */

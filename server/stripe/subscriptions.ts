@@ -404,7 +404,7 @@ export class Subscriptions {
     const after = await this.update(record, (s) => {
       claimed = null;
       const periods = [...s.periods];
-      const i = periods.findIndex((p) => p.end === want.period.end || (!upgrade && p.start === want.period.start));
+      const i = periodOf(periods, want.period, upgrade);
       const base: SubscriptionPeriod = i >= 0 ? periods[i]! : { start: want.period.start, end: want.period.end, grants: [], paymentIntentIds: [], revokedAt: null };
       let grants = base.grants;
       const same = grants.find((g) => g.id === grantId) ?? (upgrade ? undefined : grants.find((g) => !isUpgrade(g.id)));
@@ -414,14 +414,16 @@ export class Subscriptions {
         claimed = same.invoiceId === invoice.id ? { ...same, paymentIntentIds: [...new Set([...(same.paymentIntentIds ?? []), ...paymentIntents])] } : same;
         grants = grants.map((g) => (g === same ? claimed! : g));
       } else {
-        // What the period is owed once this invoice is paid: the biggest plan paid for in it so far (an upgrade
-        // names the plan it leaves, which was paid for too), whatever order the invoices arrive in; the grant
-        // is what that adds to what the period holds. So up to Pro then up to Max, delivered either way round,
-        // ends with Max's credits.
-        const held = grants.reduce((sum, g) => sum + g.credits, 0);
-        const credits = Math.max(want.plan.credits, upgrade ? want.from!.credits : 0, held) - held;
+        // What this invoice pays for, on the period's ladder of credits: the allowance from 0 to its plan's
+        // credits, an upgrade from the plan it leaves to the new one. The grant is the part of that no grant of
+        // the period covers yet, so once a period's invoices are all in it holds the biggest plan paid for, and
+        // each payment's grant is the same whatever order they arrive in (an upgrade delivered before the
+        // period's own invoice grants its difference only; the allowance, granted when its invoice comes, goes
+        // with that invoice's payment). Up to Pro then up to Max, either way round, ends with Max's credits.
+        const covers: [number, number] = [upgrade ? want.from!.credits : 0, want.plan.credits];
+        const credits = uncovered(covers, grants.map((g) => coversOf(g, this.plans.byId.get(g.plan)?.credits)));
         if (credits > 0) {
-          claimed = { id: grantId, plan: want.plan.id, credits, invoiceId: invoice.id, paymentIntentIds: paymentIntents, revokedAt: null };
+          claimed = { id: grantId, plan: want.plan.id, credits, covers, invoiceId: invoice.id, paymentIntentIds: paymentIntents, revokedAt: null };
           grants = [...grants, claimed];
         }
       }
@@ -613,6 +615,45 @@ export class Subscriptions {
       if (await store.replaceSubscription(written)) return written;
     }
   }
+}
+
+/**
+ * The period an invoice's line belongs to: the one with the same end (an upgrade's line ends with its
+ * period), else for a period's own invoice the one with the same start; else one whose span the other's
+ * start falls in, as when a re-issued invoice's end drifted (an upgrade then starts within it) or an upgrade
+ * came first (the period it made starts within the invoice's span). -1: a new period.
+ */
+function periodOf(periods: SubscriptionPeriod[], span: { start: number; end: number }, upgrade: boolean): number {
+  const byEnd = periods.findIndex((p) => p.end === span.end);
+  if (byEnd >= 0) return byEnd;
+  if (!upgrade) {
+    const byStart = periods.findIndex((p) => p.start === span.start);
+    if (byStart >= 0) return byStart;
+    // A period made by an upgrade only (its start is the upgrade's, mid-period) that starts within this span.
+    return periods.findIndex((p) => p.grants.length > 0 && p.grants.every((g) => isUpgrade(g.id)) && span.start <= p.start && p.start < span.end);
+  }
+  return periods.findIndex((p) => p.start <= span.start && span.start < p.end);
+}
+
+/** The credits a grant pays for on its period's ladder (recorded since grants carry it; before, its top part). */
+function coversOf(g: SubscriptionGrant, planCredits: number | undefined): [number, number] {
+  if (g.covers) return g.covers;
+  const top = Math.max(planCredits ?? g.credits, g.credits);
+  return [top - g.credits, top];
+}
+
+/** How much of [lo, hi] none of `taken` covers. */
+function uncovered([lo, hi]: [number, number], taken: Array<[number, number]>): number {
+  let free = 0;
+  let at = lo;
+  for (const [a, b] of [...taken].sort((x, y) => x[0] - y[0])) {
+    if (b <= at) continue;
+    if (a >= hi) break;
+    if (a > at) free += Math.min(a, hi) - at;
+    at = Math.max(at, b);
+    if (at >= hi) break;
+  }
+  return free + Math.max(0, hi - at);
 }
 
 /** A refund that returned money, or a dispute not decided for the merchant, takes the period back. */

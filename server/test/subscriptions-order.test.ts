@@ -1,0 +1,91 @@
+/**
+ * Subscriptions whose invoices arrive out of order, as the model-based checker
+ * (server/reliability/checker.test.ts, invariant 13) delivers them.
+ */
+import { randomUUID } from 'node:crypto';
+import { consistentAudit, harness, post, recordingStripe, WEBHOOK_SECRET, type Harness } from './helpers';
+import { chargeRefunded, DAY, delivery, invoice, newSub, nowSeconds, paymentIntentOf, type Sub } from './subscription-events';
+
+let h: Harness;
+let rec: Awaited<ReturnType<typeof recordingStripe>>;
+
+const PLANS = {
+  basic: { price: 'price_basic_monthly', credits: 100, label: 'Basic' },
+  pro: { price: 'price_pro_monthly', credits: 300, label: 'Pro' },
+};
+
+beforeAll(async () => {
+  rec = await recordingStripe();
+  h = await harness(() => undefined, { stripe: rec.stripe, webhookSecret: WEBHOOK_SECRET, publicUrl: 'https://app.example.com', plans: PLANS });
+});
+afterAll(async () => {
+  await h.close();
+  await rec.close();
+});
+
+async function subscribe(userId: string): Promise<Sub> {
+  const res = await post(`${h.url}/api/credits/subscribe`, userId, { plan: 'basic' });
+  expect(res.status).toBe(201);
+  const body = (await res.json()) as { id: string };
+  const [record] = await h.credits.store.findSubscriptions({ userId }, 1);
+  return newSub(record!.id, userId, 'basic', body.id);
+}
+
+async function send(type: string, object: unknown) {
+  const d = delivery(rec.stripe, type, object);
+  const res = await fetch(`${h.url}/api/stripe/webhook`, { method: 'POST', headers: d.headers, body: d.body });
+  return { status: res.status, body: (await res.json()) as Record<string, unknown> };
+}
+
+const orders = <T>(items: T[]): T[][] => (items.length <= 1 ? [items] : items.flatMap((x, i) => orders([...items.slice(0, i), ...items.slice(i + 1)]).map((rest) => [x, ...rest])));
+
+it('a re-issued invoice whose start or end drifted, its period’s own invoice and an upgrade, in every order: the period holds the bigger plan, not both', async () => {
+  for (const drift of ['start', 'end'] as const) {
+    for (const order of orders(['reissued', 'own', 'upgrade'] as const)) {
+      const s = await subscribe(`u-${randomUUID()}`);
+      const start = nowSeconds() - 60;
+      const end = start + 30 * DAY;
+      const mid = start + 5 * DAY;
+      const invoices = {
+        reissued: invoice(s, [{ price: 'price_basic_monthly', amount: 900, ...(drift === 'start' ? { start: start + 20, end } : { start, end: end + 3600 }) }], { billingReason: 'manual' }),
+        own: invoice(s, [{ price: 'price_basic_monthly', amount: 900, start, end }], { billingReason: 'subscription_create' }),
+        upgrade: invoice(
+          s,
+          [
+            { price: 'price_basic_monthly', amount: -750, start: mid, end },
+            { price: 'price_pro_monthly', amount: 2500, start: mid, end },
+          ],
+          { billingReason: 'subscription_update' },
+        ),
+      };
+      for (const name of order) expect((await send('invoice.paid', invoices[name])).status).toBe(200);
+      expect([drift, order.join(' '), await h.credits.getBalance(s.userId)]).toEqual([drift, order.join(' '), 300]);
+      await consistentAudit(h.credits, s.userId);
+    }
+  }
+});
+
+it('an upgrade delivered before the period’s own invoice, then a refund of that invoice: the same as in order', async () => {
+  const results: number[] = [];
+  for (const order of ['in order', 'upgrade first'] as const) {
+    const s = await subscribe(`u-${randomUUID()}`);
+    const start = nowSeconds() - 60;
+    const end = start + 30 * DAY;
+    const mid = start + 5 * DAY;
+    const own = invoice(s, [{ price: 'price_basic_monthly', amount: 900, start, end }], { billingReason: 'subscription_create' });
+    const upgrade = invoice(
+      s,
+      [
+        { price: 'price_basic_monthly', amount: -750, start: mid, end },
+        { price: 'price_pro_monthly', amount: 2500, start: mid, end },
+      ],
+      { billingReason: 'subscription_update' },
+    );
+    for (const inv of order === 'in order' ? [own, upgrade] : [upgrade, own]) expect((await send('invoice.paid', inv)).status).toBe(200);
+    expect(await h.credits.getBalance(s.userId)).toBe(300);
+    expect((await send('charge.refunded', chargeRefunded(paymentIntentOf(own), 900))).status).toBe(200);
+    results.push(await h.credits.getBalance(s.userId));
+    await consistentAudit(h.credits, s.userId);
+  }
+  expect(results).toEqual([200, 200]);
+});
