@@ -5,8 +5,9 @@
  *
  *   node -r tsx/cjs --require ./tools/skew-clock.cjs server/reliability/checker-instance.ts MONGO_URI DB_NAME NAME
  *
- * Environment: STRIPE_MOCK_URL (stripe-mock), CK_WEBHOOK_SECRET, CK_CLOCK_SKEW_MS. Prints `ready <port>` on
- * stdout once it listens.
+ * Environment: STRIPE_MOCK_URL (stripe-mock), CK_WEBHOOK_SECRET, CK_CLOCK_SKEW_MS, and optionally
+ * CK_ALERT_LEVELS, CK_RECHARGE=1 and CK_PLANS (the `plans` option, as JSON). Prints `ready <port>` on stdout
+ * once it listens.
  *
  * Routes (user from the x-user header, the checker's request id from x-req):
  *   POST /ai/fixed      requireCredits(3); 200 {chargeId}, or with `x-fail: 1` a thrown error (500)
@@ -45,6 +46,8 @@ async function main(): Promise<void> {
   if (!webhookSecret) throw new Error('CK_WEBHOOK_SECRET is not set');
   // The checker sets low-balance levels (its invariant 9); faults.test.ts runs this instance without them.
   const alertLevels = (process.env.CK_ALERT_LEVELS ?? '').split(',').filter(Boolean).map(Number);
+  // The checker's subscription plans (its invariant 13); faults.test.ts runs this instance without them.
+  const plans = process.env.CK_PLANS ? (JSON.parse(process.env.CK_PLANS) as Record<string, { price: string; credits: number; rollover?: { max: number }; priority?: number }>) : undefined;
 
   // directConnection: the fault proxy relays to one server; a driver that followed `hello` would go around it.
   const connection = mongoose.createConnection(uri, { dbName, maxPoolSize: 20, serverSelectionTimeoutMS: 2000, directConnection: true });
@@ -79,6 +82,7 @@ async function main(): Promise<void> {
     // Auto-recharge for the users the checker opted in (their records are written by the checker): stripe-mock
     // answers every payment as created and no event follows, so each attempt stays in flight to the end.
     ...(process.env.CK_RECHARGE === '1' ? { autoRecharge: { monthlyCap: 1_000_000, cooldownMs: 0 } } : {}),
+    ...(plans ? { plans } : {}),
     hooks: {
       onBackgroundError: (err) => {
         backgroundErrors++;

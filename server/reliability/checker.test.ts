@@ -9,7 +9,13 @@
  * 503), metered streams (server-sent events: whole, failing before their first byte, failing after their
  * settlement), deductions with and without keys, and Checkout purchases whose signed Stripe events (completion,
  * refunds, refunds that fail, disputes won or lost) are delivered shuffled, duplicated, concurrently and
- * re-delivered until acknowledged. Meanwhile the proxies stall, delay, lose replies and reset connections,
+ * re-delivered until acknowledged, and subscriptions: a few users subscribe (POST /credits/subscribe), then
+ * their signed events (the checkout's completion, the subscription's created and updated states, each
+ * period's invoice.paid, sometimes a re-issued invoice for the same period with its start or end drifted,
+ * upgrades' proration invoices mid-period, a refund or dispute of one of a period's payments, delivered in
+ * that period or after the next sweep) go through the same delivery machinery, period after period, with
+ * a sweep of the simulated clock at each period's end (the allowance expires, its plan's rollover is kept).
+ * Meanwhile the proxies stall, delay, lose replies and reset connections,
  * and whole instances stall for longer than the claim lease.
  *
  * Then every fault is turned off, unacknowledged events are re-delivered, each instance reconciles twice
@@ -41,6 +47,17 @@
  *      most one attempt), each attempt started for a real crossing of the user's threshold in the final
  *      ledger, recorded as seen, and no credits from a payment Stripe never confirmed; a crossing kept owed
  *      for later (cooldown, open payment) is a real one, seen, on an idle record (nothing in flight beside it).
+ *  13. subscriptions, against what the schedule sent and Stripe's final truth: each period's allowance granted
+ *      exactly once (of its own and its re-issued invoice, one key), each upgrade's difference once, each
+ *      payment granting what it pays for (the allowance its plan, an upgrade the new plan less the old),
+ *      whatever the order, so the period holds the biggest plan paid for in it; every grant an entry of its
+ *      own (purchased credits never touched), expiring at its invoice's period end; a refunded or disputed
+ *      payment's grant and its rollover left holding nothing, each revoked at most once and never for more
+ *      than it granted, and a grant whose payment was never refunded never revoked; an expiry rolls over at
+ *      most its plan's max (exactly min(rest, max) for a period's only grant), a period at most its biggest
+ *      plan's; no subscription grant without its invoice; deliveries report each credit granted or revoked
+ *      at most once; the record ends with Stripe's newest state (plan, current period, active, linked) and
+ *      every grant it claimed made. Expiries, revokes and balances are also judged by 1, 8 and 11.
  *
  * CHECKER_SEED=n replays a schedule (timing still varies); the seed is printed at the start and in every
  * failure. CHECKER_SECONDS sets the length of the load phase (default 24); CHECKER_FAULTS=0 runs the same
@@ -56,6 +73,8 @@ import { startFaultProxy, type FaultProxy } from '../../tools/fault-proxy';
 import { readyPort } from './instance-ready';
 import { eventPayload, signPayload } from '../../tools/stripe-events';
 import { checkoutSession, connect, mongoUri, stripeMockClient, WEBHOOK_SECRET } from '../test/helpers';
+import { invoice, sessionCompleted, subscription, type InvoiceLine, type Sub } from '../test/subscription-events';
+import { periodKey, upgradeKey } from '../stripe/subscriptions';
 import { mulberry32 } from '../../tools/prng';
 
 jest.spyOn(console, 'error').mockImplementation(() => undefined);
@@ -71,6 +90,20 @@ const USERS = ['ada', 'bob', 'cy', 'dee', 'eve', 'fay'];
 const ALERT_LEVELS = [40, 15];
 /** The auto-recharge threshold of the users opted in (all of them), below the opening balances. */
 const RECHARGE_THRESHOLD = 30;
+/** The instances' subscription plans (invariant 13): two roll over (each its own max), the biggest does not. */
+const PLANS = {
+  basic: { price: 'price_ck_basic', credits: 40, rollover: { max: 15 } },
+  pro: { price: 'price_ck_pro', credits: 90, rollover: { max: 25 }, priority: 30 },
+  max: { price: 'price_ck_max', credits: 150, priority: 70 },
+} as const;
+type PlanId = keyof typeof PLANS;
+const PLAN_ORDER: readonly PlanId[] = ['basic', 'pro', 'max'];
+const PLAN_CENTS: Record<PlanId, number> = { basic: 900, pro: 1900, max: 4900 };
+const rolloverMaxOf = (plan: PlanId): number => (PLANS[plan] as { rollover?: { max: number } }).rollover?.max ?? 0;
+/** Subscribers, each paying this many billing periods of SUB_PERIOD_S on the sweeps' simulated clock. */
+const SUBSCRIBERS = 3;
+const SUB_PERIODS = 3;
+const SUB_PERIOD_S = 12 * 60;
 
 // ---------------------------------------------------------------------------------------------------------
 // A seeded schedule
@@ -137,7 +170,7 @@ async function startInstance(index: number, dbName: string, seed: number): Promi
     ['-r', 'tsx/cjs', '--require', './tools/skew-clock.cjs', 'server/reliability/checker-instance.ts', proxy.uri, dbName, name],
     {
       cwd: ROOT,
-      env: { ...process.env, CK_CLOCK_SKEW_MS: String(SKEWS[index]), CK_WEBHOOK_SECRET: WEBHOOK_SECRET, CK_ALERT_LEVELS: ALERT_LEVELS.join(','), CK_RECHARGE: '1' },
+      env: { ...process.env, CK_CLOCK_SKEW_MS: String(SKEWS[index]), CK_WEBHOOK_SECRET: WEBHOOK_SECRET, CK_ALERT_LEVELS: ALERT_LEVELS.join(','), CK_RECHARGE: '1', CK_PLANS: JSON.stringify(PLANS) },
       stdio: ['pipe', 'pipe', 'pipe'],
     },
   );
@@ -271,6 +304,39 @@ interface PurchaseRecord {
   refundedFinal: number;
   disputeHeld: number;
   expected: number;
+  story: string[];
+  events: EventRecord[];
+}
+
+/** One paid invoice of a subscription, as the schedule sent it. */
+interface SubInvoice {
+  id: string;
+  /** The period's own invoice, a re-issued one for the same period (its start or end drifted), or an upgrade's proration. */
+  kind: 'base' | 'reissue' | 'upgrade';
+  period: number;
+  /** The plan of its positive line (an upgrade's new plan); an upgrade's `from` is the plan it leaves. */
+  plan: PlanId;
+  from?: PlanId;
+  start: number;
+  end: number;
+  amount: number;
+  pi: string;
+  /** The grant key the kit grants under when this invoice is the one that claims its grant. */
+  key: string;
+}
+
+interface SubscriptionModel {
+  n: string;
+  user: string;
+  ref: string;
+  subscriptionId: string;
+  /** Each billing period, with every plan paid for in it (its own, and each upgrade's old and new). */
+  periods: Array<{ start: number; end: number; paid: PlanId[] }>;
+  invoices: SubInvoice[];
+  /** Payments with a refund or a dispute (not won, not warning_closed) in Stripe's history: what they paid for is taken back. */
+  takenBack: Set<string>;
+  /** Stripe's final truth: the newest subscription state sent. */
+  final: { plan: PlanId; start: number; end: number };
   story: string[];
   events: EventRecord[];
 }
@@ -468,11 +534,14 @@ it('keeps every money rule under faults, skewed clocks and Stripe chaos across t
       return terms;
     }
     let latestSweep = 0;
+    const sweepAt = async (now: number, instance: number) => {
+      latestSweep = Math.max(latestSweep, now);
+      const a = await http(`${inst(instance).url}/admin/expire`, json({ now: new Date(now).toISOString() }));
+      count('expire', a.status);
+    };
     const expireOp = async (rng: Rng) => {
       const now = started + rng.int(0, 40) * 60_000;
-      latestSweep = Math.max(latestSweep, now);
-      const a = await http(`${inst(rng.int(0, instances.length - 1)).url}/admin/expire`, json({ now: new Date(now).toISOString() }));
-      count('expire', a.status);
+      await sweepAt(now, rng.int(0, instances.length - 1));
     };
 
     // ----- revokeGrant -----
@@ -662,9 +731,13 @@ it('keeps every money rule under faults, skewed clocks and Stripe chaos across t
         p.expected = credits - proportion(credits, Math.min(A, p.refundedFinal + p.disputeHeld), A);
       }
 
-      // Deliveries: each event once to three times, to random instances, shuffled, some at once.
+      await deliverShuffled(rng, p.events);
+    };
+
+    /** Deliveries: each event once to three times, to random instances, shuffled, some at once; then Stripe's retries. */
+    const deliverShuffled = async (rng: Rng, events: EventRecord[]) => {
       const copies: Array<{ e: EventRecord; instance: number }> = [];
-      for (const e of p.events) {
+      for (const e of events) {
         const k = rng.weighted<'1' | '2' | '3'>([
           ['1', 55],
           ['2', 33],
@@ -681,9 +754,141 @@ it('keeps every money rule under faults, skewed clocks and Stripe chaos across t
         await sleep(rng.int(0, 60));
       }
       // Stripe retries what was not acknowledged, for a while.
-      for (let round = 0; round < 3 && p.events.some((e) => !e.acked); round++) {
+      for (let round = 0; round < 3 && events.some((e) => !e.acked); round++) {
         await sleep(rng.int(200, 600));
-        for (const e of p.events.filter((x) => !x.acked)) await deliver(e, rng.int(0, instances.length - 1));
+        for (const e of events.filter((x) => !x.acked)) await deliver(e, rng.int(0, instances.length - 1));
+      }
+    };
+
+    // ----- subscriptions -----
+    // A few users subscribe (POST /credits/subscribe under faults), then pay SUB_PERIODS periods of the
+    // simulated clock: each period's invoice.paid and subscription state, sometimes a re-issued invoice for the
+    // same period (its start or end drifted), one or two upgrades' proration invoices mid-period, a refund or
+    // dispute of one of the period's payments (delivered in the period or after the next sweep), and between
+    // periods a sweep at the period's end (its allowance expires, what its plan rolls over is kept). Every
+    // event goes through deliverShuffled, as the purchases' do. The history is drawn before any answer.
+    const subscriptions: SubscriptionModel[] = [];
+    const subscriptionRun = async (k: number, user: string) => {
+      const rng = new Rng(subSeed(seed, 200 + k));
+      const first = rng.pick<PlanId>(['basic', 'pro']);
+      const subscribeAt = [0, 1, 2, 3].map(() => rng.int(0, instances.length - 1));
+      let sessionId: string | undefined;
+      for (let attempt = 0; attempt < subscribeAt.length && !sessionId; attempt++) {
+        if (attempt > 0) await sleep(400 * attempt);
+        const a = await http(`${inst(subscribeAt[attempt]!).url}/api/credits/subscribe`, json({ plan: first }, { 'x-user': user }));
+        count('subscribe', a.status);
+        if (a.status === 201 && typeof a.body.id === 'string') sessionId = a.body.id;
+      }
+      // The kit's id for the subscription, which the metadata of its session and subscription carry: from the
+      // record the subscribe wrote first (a subscribe that failed after writing it leaves it: the session's
+      // completion then links the session).
+      const [doc] = (await connection.getClient().db(dbName).collection('credit_subscriptions').find({ userId: user }).sort({ slot: -1 }).limit(1).toArray()) as unknown as Array<{
+        _id: string;
+        checkoutSessionId: string | null;
+      }>;
+      if (!doc) return;
+      const s: Sub = {
+        ref: doc._id,
+        userId: user,
+        plan: first,
+        sessionId: sessionId ?? doc.checkoutSessionId ?? `cs_test_cksub_${seed}_${k}`,
+        subscriptionId: `sub_1ck${seed}x${k}`,
+        customerId: `cus_1ck${seed}x${k}`,
+      };
+      const m: SubscriptionModel = { n: `sub-${k}`, user, ref: s.ref, subscriptionId: s.subscriptionId, periods: [], invoices: [], takenBack: new Set(), final: { plan: first, start: 0, end: 0 }, story: [first], events: [] };
+      subscriptions.push(m);
+
+      // The true history, in order (`created` increases with it), in one batch per period and one after the last.
+      const batches: EventRecord[][] = Array.from({ length: SUB_PERIODS + 1 }, () => []);
+      let t = Math.floor(Date.now() / 1000) - 3600;
+      const ev = (batch: EventRecord[], type: string, object: Record<string, unknown>) => {
+        t += rng.int(1, 30);
+        const id = `evt_cksub_${seed}_${k}_${m.events.length}`;
+        const payload = JSON.parse(eventPayload({ id, type, object })) as Record<string, unknown>;
+        payload.created = t;
+        const e: EventRecord = { id, type, payload: JSON.stringify(payload), acked: false, deliveries: [] };
+        m.events.push(e);
+        batch.push(e);
+      };
+      const state = (batch: EventRecord[], type: string, plan: PlanId, p: { start: number; end: number }) => {
+        ev(batch, type, subscription(s, { price: PLANS[plan].price, start: p.start, end: p.end }));
+        m.final = { plan, start: p.start, end: p.end };
+      };
+      const paid = (batch: EventRecord[], inv: SubInvoice, lines: InvoiceLine[], billingReason: string) => {
+        m.invoices.push(inv);
+        ev(batch, 'invoice.paid', invoice(s, lines, { id: inv.id, billingReason, paymentIntent: inv.pi }));
+      };
+      ev(batches[0]!, 'checkout.session.completed', sessionCompleted(s));
+      const base = Math.floor(started / 1000) - 120;
+      let plan = first;
+      for (let i = 0; i < SUB_PERIODS; i++) {
+        const batch = batches[i]!;
+        const start = base + i * SUB_PERIOD_S;
+        const end = start + SUB_PERIOD_S;
+        const period = { start, end, paid: [plan] };
+        m.periods.push(period);
+        state(batch, i === 0 ? 'customer.subscription.created' : 'customer.subscription.updated', plan, period);
+        const id = `in_ck_${seed}_${k}_${i}`;
+        const pi = `pi_cksub_${seed}_${k}_${i}`;
+        paid(batch, { id, kind: 'base', period: i, plan, start, end, amount: PLAN_CENTS[plan], pi, key: periodKey(s.subscriptionId, start) }, [{ price: PLANS[plan].price, amount: PLAN_CENTS[plan], start, end }], i === 0 ? 'subscription_create' : 'subscription_cycle');
+        if (rng.chance(0.3)) {
+          const drift = rng.chance(0.5) ? { start: start + rng.int(1, 30), end } : { start, end: end + rng.int(60, 600) };
+          paid(batch, { id: `${id}_r`, kind: 'reissue', period: i, plan, ...drift, amount: PLAN_CENTS[plan], pi: `${pi}_r`, key: periodKey(s.subscriptionId, drift.start) }, [{ price: PLANS[plan].price, amount: PLAN_CENTS[plan], ...drift }], 'manual');
+          m.story.push(`p${i} re-issued (${drift.start - start}s, ${drift.end - end}s)`);
+        }
+        let mid = start + rng.int(60, SUB_PERIOD_S / 2);
+        for (let u = 1; u <= 2 && plan !== 'max' && rng.chance(u === 1 ? 0.4 : 0.35); u++) {
+          const from = plan;
+          const to = PLAN_ORDER[rng.int(PLAN_ORDER.indexOf(from) + 1, PLAN_ORDER.length - 1)]!;
+          const credit = Math.round((PLAN_CENTS[from] * (end - mid)) / SUB_PERIOD_S);
+          const charge = Math.round((PLAN_CENTS[to] * (end - mid)) / SUB_PERIOD_S);
+          paid(
+            batch,
+            { id: `${id}_u${u}`, kind: 'upgrade', period: i, plan: to, from, start: mid, end, amount: charge, pi: `${pi}_u${u}`, key: upgradeKey(s.subscriptionId, end, to) },
+            [
+              { price: PLANS[from].price, amount: -credit, start: mid, end },
+              { price: PLANS[to].price, amount: charge, start: mid, end },
+            ],
+            'subscription_update',
+          );
+          state(batch, 'customer.subscription.updated', to, period);
+          period.paid.push(to);
+          m.story.push(`p${i} ${from}→${to}`);
+          plan = to;
+          mid += rng.int(10, 60);
+        }
+        if (rng.chance(0.4)) {
+          // One of the period's payments refunded (partly or in full) or disputed, delivered now or after the sweep.
+          const target = rng.pick(m.invoices.filter((x) => x.period === i));
+          const later = batches[rng.chance(0.5) ? i : i + 1]!;
+          const charge = `ch_cksub_${seed}_${k}_${i}`;
+          if (rng.chance(0.6)) {
+            const refunded = rng.chance(0.5) ? target.amount : rng.int(1, target.amount - 1);
+            ev(later, 'charge.refunded', { id: charge, object: 'charge', amount: target.amount, amount_refunded: refunded, refunded: refunded === target.amount, payment_intent: target.pi, currency: 'usd' });
+            m.story.push(`p${i} ${target.kind} ${target.id} refunded ${refunded}`);
+          } else {
+            const dispute = { id: `dp_cksub_${seed}_${k}_${i}`, object: 'dispute', amount: target.amount, payment_intent: target.pi, charge, currency: 'usd' };
+            ev(later, 'charge.dispute.created', { ...dispute, status: 'needs_response' });
+            const closed = rng.pick(['open', 'won', 'lost'] as const);
+            if (closed !== 'open') ev(later, 'charge.dispute.closed', { ...dispute, status: closed });
+            m.story.push(`p${i} ${target.kind} ${target.id} disputed (${closed})`);
+          }
+          m.takenBack.add(target.pi);
+        }
+        // At the renewal, sometimes a downgrade: the next period's invoice is for a smaller plan.
+        if (i + 1 < SUB_PERIODS && plan !== 'basic' && rng.chance(0.25)) {
+          plan = PLAN_ORDER[rng.int(0, PLAN_ORDER.indexOf(plan) - 1)]!;
+          m.story.push(`p${i + 1} down to ${plan}`);
+        }
+      }
+      for (let i = 0; i <= SUB_PERIODS; i++) {
+        if (i > 0) {
+          // The period's end on the simulated clock: its allowance expires, its plan's rollover is kept.
+          const now = (m.periods[i - 1]!.end + rng.int(5, 120)) * 1000;
+          const at = rng.int(0, instances.length - 1);
+          await Promise.all((rng.chance(0.3) ? [at, other(rng, at)] : [at]).map((x) => sweepAt(now, x)));
+        }
+        await deliverShuffled(rng, batches[i]!);
       }
     };
 
@@ -806,7 +1011,8 @@ it('keeps every money rule under faults, skewed clocks and Stripe chaos across t
 
     // CHECKER_FAULTS=0: the same schedule with no faults (to tell a fault's doing from the schedule's).
     const faultRuns = process.env.CHECKER_FAULTS === '0' ? [] : instances.map((_, i) => faults(i));
-    await Promise.all(Array.from({ length: WORKERS }, (_, w) => worker(w)));
+    const subscribers = new Rng(subSeed(seed, 199)).shuffle([...USERS]).slice(0, SUBSCRIBERS);
+    await Promise.all([...Array.from({ length: WORKERS }, (_, w) => worker(w)), ...subscribers.map((user, k) => subscriptionRun(k, user))]);
     await Promise.all(faultRuns);
 
     // ----- end phase: no more faults; Stripe retries until acknowledged; recovery -----
@@ -817,7 +1023,7 @@ it('keeps every money rule under faults, skewed clocks and Stripe chaos across t
       i.proxy.releaseReplies();
     }
     const endRng = new Rng(subSeed(seed, 999));
-    const allEvents = () => purchases.flatMap((p) => p.events);
+    const allEvents = () => [...purchases.flatMap((p) => p.events), ...subscriptions.flatMap((m) => m.events)];
     for (let round = 0; round < 20 && allEvents().some((e) => !e.acked); round++) {
       if (round > 0) await sleep(250);
       await Promise.all(allEvents().filter((e) => !e.acked).map((e) => deliver(e, endRng.int(0, instances.length - 1))));
@@ -1222,6 +1428,101 @@ it('keeps every money rule under faults, skewed clocks and Stripe chaos across t
       check('12 nothing credited unconfirmed', attempts.every((p) => (p.granted ?? 0) === 0 && p.status !== 'paid'), () => `${r._id}: ${JSON.stringify(attempts)}`);
     }
 
+    // 13. subscriptions, against what the schedule sent (the model) and Stripe's final truth.
+    const heldBy = new Map<string, number>();
+    for (const e of ledgerDocs) for (const p of e.grants ?? []) heldBy.set(`${e.userId}\n${p.grant}`, (heldBy.get(`${e.userId}\n${p.grant}`) ?? 0) + p.amount);
+    const subDocs = (await db.collection('credit_subscriptions').find({}).toArray()) as unknown as Array<{
+      _id: string;
+      plan: string;
+      status: string;
+      stripeSubscriptionId: string | null;
+      currentPeriod: { start: number; end: number } | null;
+      periods: Array<{ start: number; end: number; grants: Array<{ id: string; plan: string; credits: number; invoiceId: string }> }>;
+    }>;
+    const subStats = { periods: 0, grants: 0, revoked: 0, rolledOver: 0, expired: 0 };
+    for (const m of subscriptions) {
+      const tagOf = `${m.n} ${m.subscriptionId} (${m.user}; ${m.story.join(', ')})`;
+      const entriesOf = (k: string) => byKey.get(claimId(m.user, grantKey(k))) ?? [];
+      const from = (grant: string, kind: string) => ledgerDocs.filter((e) => e.userId === m.user && e.kind === kind && e.from === grant);
+      const held = (grant: string) => heldBy.get(`${m.user}\n${grant}`) ?? 0;
+      check('13 every subscription event acknowledged', m.events.every((e) => e.acked), () => `${tagOf}: ${JSON.stringify(m.events.filter((e) => !e.acked).map((e) => [e.type, e.deliveries.map((d) => d.status)]))}`);
+      let granted = 0;
+      let revoked = 0;
+      for (const [i, p] of m.periods.entries()) {
+        subStats.periods++;
+        const invs = m.invoices.filter((x) => x.period === i);
+        const keys = [...new Set(invs.map((x) => x.key))];
+        const made = keys.flatMap((k) => entriesOf(k).map((e) => ({ k, e })));
+        const allowances = made.filter(({ k }) => invs.some((x) => x.key === k && x.kind !== 'upgrade'));
+        const want = Math.max(...p.paid.map((plan) => PLANS[plan].credits));
+        const sum = made.reduce((t, { e }) => t + e.amount, 0);
+        const describe = () => `${tagOf} period ${i} [${p.start}, ${p.end}] paid ${p.paid.join('+')}: ${made.map(({ e }) => show(e)).join(' ')}; invoices ${JSON.stringify(invs.map((x) => [x.id, x.key, x.pi]))}`;
+        granted += sum;
+        check('13 a period’s allowance granted once', allowances.length === 1, describe);
+        check('13 a period holds the biggest plan paid for', sum === want && made.length >= 1, () => `want ${want}, granted ${sum}: ${describe()}`);
+        let keptInPeriod = 0;
+        for (const { k, e } of made) {
+          subStats.grants++;
+          const grant = grantKey(k);
+          const of = invs.filter((x) => x.key === k);
+          const parts = e.grants ?? [];
+          const due = parts[0]?.expiresAt ? new Date(parts[0].expiresAt).getTime() : NaN;
+          // Purchased credits are never touched by a renewal: its entry adds to its own grant only, expiring with its invoice's period.
+          // Each invoice grants what it pays for on the period's ladder: the allowance its plan, an upgrade (always
+          // up, one step after another, in this schedule) the difference; whatever order they arrive in.
+          const owed = of[0]!.kind === 'upgrade' ? PLANS[of[0]!.plan].credits - PLANS[of[0]!.from!].credits : PLANS[of[0]!.plan].credits;
+          check('13 each payment grants what it pays for', e.amount === owed, () => `${show(e)}, want ${owed}: ${describe()}`);
+          check('13 a renewal adds to its own grant only', e.kind === 'grant' && e.amount > 0 && parts.length === 1 && parts[0]!.grant === grant && parts[0]!.amount === e.amount && of.some((x) => x.end * 1000 === due), () => `${show(e)} parts ${JSON.stringify(parts)}: ${describe()}`);
+          // A refunded or disputed payment takes back what it paid for (its grant and that grant's rollover), once;
+          // a grant paid by a payment never refunded is never taken back. When two invoices claim the same key
+          // (a re-issued one with the same start), the one delivered first is linked: either outcome is right.
+          const taken = of.filter((x) => m.takenBack.has(x.pi)).length;
+          const revokes = [...from(grant, 'revoke'), ...from(`rollover:${grant}`, 'revoke')];
+          revoked += revokes.reduce((t, r) => t - r.amount, 0);
+          subStats.revoked += revokes.length;
+          check('13 taken back at most once, never more than it granted', from(grant, 'revoke').length <= 1 && from(`rollover:${grant}`, 'revoke').length <= 1 && revokes.reduce((t, r) => t - r.amount, 0) <= e.amount, () => `${revokes.map(show).join(' ')}: ${describe()}`);
+          if (taken === 0) {
+            check('13 a payment never refunded keeps what it paid for', revokes.length === 0, () => `${grant} revoked by ${revokes.map(show).join(' ')}: ${describe()}`);
+          } else if (taken === of.length) {
+            check('13 a refunded payment’s grant and rollover taken back', held(grant) === 0 && held(`rollover:${grant}`) === 0, () => `${grant} still holds ${held(grant)}, its rollover ${held(`rollover:${grant}`)}; revokes ${revokes.map(show).join(' ')}: ${describe()}`);
+          }
+          // Rollover: at most its plan's max, and for a period's only grant exactly min(rest, max).
+          const plan = of[0]!.plan;
+          for (const x of from(grant, 'expire')) {
+            subStats.expired++;
+            const kept = (x as { rolledOver?: number }).rolledOver ?? 0;
+            const rest = kept - x.amount;
+            keptInPeriod += kept;
+            if (kept > 0) subStats.rolledOver++;
+            check('13 rollover within the plan’s max', kept <= rolloverMaxOf(plan) && (made.length > 1 || kept === Math.min(rest, rolloverMaxOf(plan))), () => `${show(x)} kept ${kept} of ${rest} (${plan} keeps up to ${rolloverMaxOf(plan)}): ${describe()}`);
+          }
+        }
+        check('13 a period rolls over at most its biggest plan’s max', keptInPeriod <= Math.max(...p.paid.map(rolloverMaxOf)), () => `rolled over ${keptInPeriod}: ${describe()}`);
+      }
+      const known = new Set(m.invoices.map((x) => grantKey(x.key)));
+      const strays = ledgerDocs.filter((e) => e.userId === m.user && e.kind === 'grant' && e.key?.startsWith(grantKey(`subscription:${m.subscriptionId}:`)) && !known.has(e.key as `grant:${string}`));
+      check('13 no subscription grant without its paid invoice', strays.length === 0, () => `${tagOf}: ${strays.map(show).join(' ')}`);
+      const outcomes = m.events.flatMap((e) => e.deliveries).map((d) => d.outcome ?? {});
+      const saidGranted = outcomes.reduce((t, o) => t + (typeof o.creditsGranted === 'number' ? o.creditsGranted : 0), 0);
+      const saidRevoked = outcomes.reduce((t, o) => t + (typeof o.revoked === 'number' ? o.revoked : 0), 0);
+      check('13 credits reported granted and revoked once', saidGranted <= granted && saidRevoked <= revoked, () => `${tagOf}: deliveries report ${saidGranted} granted, ${saidRevoked} revoked; the ledger holds ${granted} granted, ${revoked} revoked`);
+      const doc = subDocs.find((d) => d._id === m.ref);
+      check(
+        '13 the record holds Stripe’s final state',
+        !!doc && doc.stripeSubscriptionId === m.subscriptionId && doc.status === 'active' && doc.plan === m.final.plan && doc.currentPeriod?.start === m.final.start && doc.currentPeriod?.end === m.final.end,
+        () => `${tagOf}: want ${JSON.stringify(m.final)}, record ${JSON.stringify(doc && { plan: doc.plan, status: doc.status, sub: doc.stripeSubscriptionId, currentPeriod: doc.currentPeriod })}`,
+      );
+      const unmade = (doc?.periods ?? []).flatMap((p) => p.grants).filter((g) => (byKey.get(claimId(m.user, g.id)) ?? []).length !== 1);
+      check('13 every grant claimed in the record is made', unmade.length === 0, () => `${tagOf}: ${JSON.stringify(unmade)}`);
+    }
+    // Purchased credits are never touched by a subscription's expiry or refund: those name subscription grants only.
+    const isSubGrant = (g: string) => g.startsWith('grant:subscription:') || g.startsWith('rollover:grant:subscription:');
+    for (const e of ledgerDocs) {
+      if ((e.kind === 'revoke' || e.kind === 'expire') && isSubGrant(e.from ?? '')) {
+        check('13 a subscription’s expiry or refund touches its grants only', (e.grants ?? []).every((p) => isSubGrant(p.grant)), () => `${show(e)} parts ${JSON.stringify(e.grants)}`);
+      }
+    }
+
     // Liveness, reported: claims still pending after recovery.
     const pendingClaims = claims.filter((c) => c.state === 'pending');
     const consumedKeys = [...keyAttempts.values()].filter((list) => list.every((r) => r.status !== 200) && list.some((r) => r.status === 409) && list.every((r) => !runs.has(r.id))).length;
@@ -1236,6 +1537,7 @@ it('keeps every money rule under faults, skewed clocks and Stripe chaos across t
       `  ops: ${Object.entries(ops).map(([k, v]) => `${k} ${JSON.stringify(v)}`).join('; ')}`,
       `  fixed ${JSON.stringify(statusCounts(requests.filter((r) => r.route === 'fixed')))}, metered ${JSON.stringify(statusCounts(requests.filter((r) => r.route === 'metered')))}`,
       `  purchases: ${purchases.length} (${Object.entries(purchases.reduce<Record<string, number>>((acc, p) => ((acc[p.kind] = (acc[p.kind] ?? 0) + 1), acc), {})).map(([k, v]) => `${k} ${v}`).join(', ')}), ${allEvents().length} events, ${allEvents().reduce((s, e) => s + e.deliveries.length, 0)} deliveries, ${allEvents().filter((e) => !e.acked).length} never acknowledged`,
+      `  subscriptions: ${subscriptions.length} (${subStats.periods} periods, ${subscriptions.reduce((t, m) => t + m.invoices.length, 0)} invoices, ${subscriptions.reduce((t, m) => t + m.takenBack.size, 0)} payments refunded or disputed), ${subStats.grants} grants, ${subStats.expired} expired (${subStats.rolledOver} rolled over), ${subStats.revoked} revokes; ${subscriptions.reduce((t, m) => t + m.events.length, 0)} events`,
       `  faults: ${JSON.stringify(faultLog)}; ${proxyStats.join('; ')}`,
       `  recovery: reconcile 1 ${JSON.stringify(reconcile1)}; reconcile 2 ${JSON.stringify(reconcile2)}; background errors ${JSON.stringify(flushed.map((f) => f.backgroundErrors))}`,
       `  database: ${all.length} entries, ${accounts.length} accounts, ${claims.length} claims (${pendingClaims.length} pending), ${purchaseDocs.length} purchases, ${alertDocs.length} low-balance alerts (${repeatedCalls} delivered again), ${rechargeDocs.filter((r) => r.attempt).length} auto-recharges started (${rechargesSent} sent to Stripe); ${consumedKeys} keys refused everywhere yet answered 409 later`,
@@ -1256,6 +1558,7 @@ it('keeps every money rule under faults, skewed clocks and Stripe chaos across t
     // Real outcomes, not an idle run.
     expect(requests.filter((r) => r.status === 200).length).toBeGreaterThan(50);
     expect(purchases.filter((p) => p.expected > 0).length).toBeGreaterThan(0);
+    expect(subStats.grants).toBeGreaterThan(0);
     expect(Object.values(checked).reduce((s, v) => s + v, 0)).toBeGreaterThan(500);
     if (process.env.CHECKER_FAULTS !== '0') {
       expect(instances.reduce((s, i) => s + i.proxy.stats().stalled + i.proxy.stats().resets + i.proxy.stats().repliesDropped, 0)).toBeGreaterThan(0);

@@ -394,8 +394,8 @@ export class Subscriptions {
 
     // The claim: which grant this invoice makes, and how many credits, is written into the record (a
     // compare-and-set) before it is made, then made under its key. So two invoices for one period (a
-    // re-issued invoice, a start or end that drifted) make one allowance grant, and an upgrade tops the
-    // period up to the new plan's allowance, counting what the period already holds (up, down and up again
+    // re-issued invoice, a start or end that drifted) make one allowance grant, and an upgrade grants what
+    // of the step from its old plan to its new one the period does not hold yet (up, down and up again
     // never adds up to more than the biggest plan paid for). A crash after the claim is finished by any
     // retry: it reads the claim and makes that grant, under the same key.
     let claimed: SubscriptionGrant | null = null;
