@@ -619,9 +619,10 @@ export class Subscriptions {
 
 /**
  * The period an invoice's line belongs to: the one with the same end (an upgrade's line ends with its
- * period), else for a period's own invoice the one with the same start; else one whose span the other's
- * start falls in, as when a re-issued invoice's end drifted (an upgrade then starts within it) or an upgrade
- * came first (the period it made starts within the invoice's span). -1: a new period.
+ * period), else for a period's own invoice the one with the same start; else one that most of the line's
+ * span overlaps (or that mostly lies within it), as when a re-issued invoice's end drifted and an upgrade
+ * starts within it, or an upgrade came first and the period it made lies within the invoice's span (only a
+ * period made by upgrades alone: a period of its own is matched by its start or end). -1: a new period.
  */
 function periodOf(periods: SubscriptionPeriod[], span: { start: number; end: number }, upgrade: boolean): number {
   const byEnd = periods.findIndex((p) => p.end === span.end);
@@ -629,10 +630,11 @@ function periodOf(periods: SubscriptionPeriod[], span: { start: number; end: num
   if (!upgrade) {
     const byStart = periods.findIndex((p) => p.start === span.start);
     if (byStart >= 0) return byStart;
-    // A period made by an upgrade only (its start is the upgrade's, mid-period) that starts within this span.
-    return periods.findIndex((p) => p.grants.length > 0 && p.grants.every((g) => isUpgrade(g.id)) && span.start <= p.start && p.start < span.end);
   }
-  return periods.findIndex((p) => p.start <= span.start && span.start < p.end);
+  const overlap = (p: SubscriptionPeriod) => Math.min(p.end, span.end) - Math.max(p.start, span.start);
+  return periods.findIndex(
+    (p) => (upgrade || (p.grants.length > 0 && p.grants.every((g) => isUpgrade(g.id)))) && 2 * overlap(p) > Math.min(p.end - p.start, span.end - span.start),
+  );
 }
 
 /** The credits a grant pays for on its period's ladder (recorded since grants carry it; before, its top part). */

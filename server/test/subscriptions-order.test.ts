@@ -89,3 +89,27 @@ it('an upgrade delivered before the period’s own invoice, then a refund of tha
   }
   expect(results).toEqual([200, 200]);
 });
+
+it('an upgrade early in a period, delivered before its own invoice, is not taken for the previous period whose re-issued invoice’s end drifted into it', async () => {
+  const s = await subscribe(`u-${randomUUID()}`);
+  const start = nowSeconds() - 60;
+  const end = start + 30 * DAY;
+  const next = { start: end, end: end + 30 * DAY };
+  const early = end + 600;
+  const previous = invoice(s, [{ price: 'price_basic_monthly', amount: 900, start, end: end + 3600 }], { billingReason: 'manual' });
+  const upgrade = invoice(
+    s,
+    [
+      { price: 'price_basic_monthly', amount: -880, start: early, end: next.end },
+      { price: 'price_pro_monthly', amount: 2480, start: early, end: next.end },
+    ],
+    { billingReason: 'subscription_update' },
+  );
+  const own = invoice(s, [{ price: 'price_basic_monthly', amount: 900, ...next }], { billingReason: 'subscription_cycle' });
+  for (const inv of [previous, upgrade, own]) expect((await send('invoice.paid', inv)).status).toBe(200);
+  // The previous period's 100, and the next one's 300, which expire with the next period.
+  expect(await h.credits.getBalance(s.userId)).toBe(400);
+  const details = await h.credits.getBalanceDetails(s.userId);
+  expect(details.grants.filter((g) => g.expiresAt === new Date(next.end * 1000).toISOString()).reduce((t, g) => t + g.remaining, 0)).toBe(300);
+  await consistentAudit(h.credits, s.userId);
+});
