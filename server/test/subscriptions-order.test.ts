@@ -3,8 +3,8 @@
  * (server/reliability/checker.test.ts, invariant 13) delivers them.
  */
 import { randomUUID } from 'node:crypto';
-import { consistentAudit, harness, post, recordingStripe, WEBHOOK_SECRET, type Harness } from './helpers';
-import { chargeRefunded, DAY, delivery, invoice, newSub, nowSeconds, paymentIntentOf, type Sub } from './subscription-events';
+import { consistentAudit, harness, recordingStripe, WEBHOOK_SECRET, type Harness } from './helpers';
+import { chargeRefunded, DAY, delivery, invoice, newSub, nowSeconds, paymentIntentOf, subscribeSession, type Sub } from './subscription-events';
 
 let h: Harness;
 let rec: Awaited<ReturnType<typeof recordingStripe>>;
@@ -24,11 +24,9 @@ afterAll(async () => {
 });
 
 async function subscribe(userId: string): Promise<Sub> {
-  const res = await post(`${h.url}/api/credits/subscribe`, userId, { plan: 'basic' });
-  expect(res.status).toBe(201);
-  const body = (await res.json()) as { id: string };
+  const session = await subscribeSession(h.url, userId, 'basic');
   const [record] = await h.credits.store.findSubscriptions({ userId }, 1);
-  return newSub(record!.id, userId, 'basic', body.id);
+  return newSub(record!.id, userId, 'basic', session);
 }
 
 async function send(type: string, object: unknown) {
