@@ -136,8 +136,9 @@ export interface AccountSnapshot {
   /** Entries applied but not yet moved to the ledger collection, oldest first. */
   journal: JournalEntry[];
   /**
-   * The grant book as of the last entry moved out of the journal (`book.seq` = count - journal.length);
-   * absent on accounts from before grants (their balance then is one `base` grant: ledger/grants.ts).
+   * Only on an account a kit from before the book had its own document (CreditStore.getBooks) last moved:
+   * the grant book it kept on the account, as of the last entry it moved out of the journal. Read as the
+   * stored book while no book document exists; the next move stores it as one and removes it from here.
    */
   book?: GrantBook;
 }

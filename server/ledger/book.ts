@@ -12,27 +12,51 @@ import { ledgerEntriesOf } from './history';
 import { claimId, isForeclosure } from './changes';
 
 export interface Folded {
-  /** The journal's entries as ledger entries, with their grant parts. */
+  /** The journal's entries the stored book does not cover yet, as ledger entries, with their grant parts. */
   entries: LedgerEntry[];
-  /** The book after the last of them (seq = snapshot.count). */
+  /** The book after the last of them (seq = snapshot.count, or the stored book's when that is further on). */
   book: GrantBook;
   /** The book the fold started from (as stored, or the starting book of an account from before grants). */
   from: GrantBook;
+  /** The book document as read (null: none yet); a write of `book` is a compare-and-set from its seq. */
+  stored: GrantBook | null;
 }
 
-export async function foldJournal(store: CreditStore, snapshot: AccountSnapshot): Promise<Folded> {
-  const from = startingBook(snapshot);
-  const raw = ledgerEntriesOf(snapshot);
+/** An account's stored book document, or null. */
+export async function readBook(store: CreditStore, userId: string): Promise<GrantBook | null> {
+  return (await store.getBooks([userId]))[0]?.book ?? null;
+}
+
+/**
+ * An account's book as of its latest entry: the stored book read first, then the account, so that the book
+ * is never ahead of the account read (entries moved in between are folded from the ledger).
+ */
+export async function currentBook(store: CreditStore, userId: string): Promise<{ account: AccountSnapshot | null; folded: Folded | null }> {
+  const stored = await readBook(store, userId);
+  const account = await store.getAccount(userId);
+  return { account, folded: account ? await foldJournal(store, account, stored) : null };
+}
+
+/**
+ * Folds the journal over the stored book (`stored`; read when not given). Journal entries the book covers
+ * already (seq at or below its seq: a mover stored the book, then stopped before pulling them, or the
+ * snapshot is older than the book) are skipped: they are in the ledger with their parts.
+ */
+export async function foldJournal(store: CreditStore, snapshot: AccountSnapshot, stored?: GrantBook | null): Promise<Folded> {
+  const doc = stored === undefined ? await readBook(store, snapshot.userId) : stored;
+  const from = startingBook(snapshot, doc);
+  const raw = ledgerEntriesOf(snapshot).filter((e) => e.seq > from.seq);
   const replay = await missingEntries(store, snapshot, from);
   const all = replay.length > 0 ? [...replay, ...raw] : raw;
   const earlier = await earlierEntries(store, snapshot.userId, all);
   const { entries, book } = allocate(from, all, earlier);
-  return { entries: replay.length > 0 ? entries.slice(replay.length) : entries, book, from };
+  return { entries: replay.length > 0 ? entries.slice(replay.length) : entries, book, from, stored: doc };
 }
 
 /**
  * Entries between the stored book and the journal: none, unless an instance of a kit from before grants
- * moved a journal without keeping the book (a rolling upgrade). They are in the ledger (a journal is only
+ * moved a journal without keeping the book (a rolling upgrade), or another mover stored a book and pulled
+ * the journal between a read of the book and a read of the account (currentBook). They are in the ledger (a journal is only
  * emptied after its entries are), so they are folded from there; their ledger rows keep no parts.
  */
 async function missingEntries(store: CreditStore, snapshot: AccountSnapshot, from: GrantBook): Promise<LedgerEntry[]> {

@@ -31,7 +31,7 @@ import { ConflictError, CreditsError } from '../errors';
 import { expireKey, revokeKey } from '../domain/keys';
 import type { ChangeInput, Changes, KeyedOutcome } from './changes';
 import type { JournalMover } from './journal-mover';
-import { foldJournal } from './book';
+import { currentBook } from './book';
 import { rolloverAt } from './grants';
 
 export interface ExpiryReport {
@@ -178,9 +178,9 @@ export class Expiry {
    * exactly what the book held right before it.
    */
   private async atCount(userId: string, plan: (book: GrantBook) => Planned | null): Promise<Round> {
-    const account = await this.store.getAccount(userId);
-    if (!account) return { status: 'nothing', account: null };
-    const { book } = await foldJournal(this.store, account);
+    const { account, folded } = await currentBook(this.store, userId);
+    if (!account || !folded) return { status: 'nothing', account: null };
+    const { book } = folded;
     const planned = plan(book);
     if (!planned) return { status: 'nothing', account };
     const outcome = await this.changes.applyOnce(userId, planned.key, planned.change, { ifCount: account.count, resolveIfUncertain: true });

@@ -49,8 +49,13 @@ export interface Earlier {
   settlementOf(chargeId: string): string | undefined;
 }
 
-/** The book before the journal, for an account from before grants: its balance then, as `base`. */
-export function startingBook(snapshot: AccountSnapshot): GrantBook {
+/**
+ * The book a fold of the journal starts from: the stored book document, else the book a kit from before
+ * credit_books kept on the account, else (an account from before grants) its balance before the journal,
+ * as `base`.
+ */
+export function startingBook(snapshot: AccountSnapshot, stored: GrantBook | null = null): GrantBook {
+  if (stored) return stored;
   if (snapshot.book) return snapshot.book;
   const before = snapshot.balance - snapshot.journal.reduce((sum, e) => sum + e.amount, 0);
   return {

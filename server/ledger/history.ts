@@ -47,8 +47,11 @@ export async function listTransactions(
 ): Promise<TransactionPage> {
   const account = await store.getAccount(userId);
   if (!account) return { transactions: [], nextCursor: null, balance: 0 };
-  const journalled = account.journal.length > 0 ? (await foldJournal(store, account)).entries : [];
-  const firstJournalSeq = account.count - account.journal.length + 1;
+  const folded = account.journal.length > 0 ? await foldJournal(store, account) : undefined;
+  const journalled = folded?.entries ?? [];
+  // Journal entries the stored book covers already (a move stopped between its book and its pull) are
+  // read from the ledger, where they are with their parts; the fold returns only the others.
+  const firstJournalSeq = Math.min(account.count + 1, Math.max(account.count - account.journal.length + 1, (folded?.from.seq ?? 0) + 1));
   const before = options.cursor ?? account.count + 1;
 
   const fromJournal = journalled.filter((e) => e.seq < before).reverse().slice(0, options.limit);

@@ -20,10 +20,9 @@ import type { CreditStore } from '../store/types';
 import type { Claim, GrantBook, LedgerEntry, StoredReply } from '../domain/types';
 import { LowBalanceAlerts, type LowBalanceWatch } from './alerts';
 import { Background } from './background';
-import { foldJournal } from './book';
+import { currentBook } from './book';
 import { Changes, claimId, type ChangeInput, type ChangeOptions } from './changes';
 import { Expiry, type ExpiryReport, type RevokeResult } from './expiry';
-import { startingBook } from './grants';
 import { listTransactions, type TransactionPage } from './history';
 import { JournalMover } from './journal-mover';
 import { reconcileLedger, type DecideReservation, type ReconcileReport as RecoveryReport } from './recovery';
@@ -110,10 +109,9 @@ export class Ledger {
 
   /** The account's grant book as of its latest entry, and its balance. */
   async grantBook(userId: string): Promise<{ balance: number; book: GrantBook }> {
-    const account = await this.store.getAccount(userId);
-    if (!account) return { balance: 0, book: { seq: 0, clock: null, debt: 0, grants: [] } };
-    const book = account.journal.length > 0 ? (await foldJournal(this.store, account)).book : startingBook(account);
-    return { balance: account.balance, book };
+    const { account, folded } = await currentBook(this.store, userId);
+    if (!account || !folded) return { balance: 0, book: { seq: 0, clock: null, debt: 0, grants: [] } };
+    return { balance: account.balance, book: folded.book };
   }
 
   /**

@@ -11,19 +11,28 @@
  * documents stay small. A move that fails leaves the entries journalled, where reads still count them and
  * reconcile() moves them.
  *
- * Grants: each account's journal is folded over its grant book (book.ts, grants.ts) so that every ledger
- * entry is written with the grants it took from or added to, and the pull stores the book after the pulled
- * entries, with a compare-and-set on the book's `seq`. The fold is a pure function of the entries, so a
- * second mover, or one re-run after a crash, writes the same entries and the same book.
+ * Grants: each account's journal is folded over its stored grant book (book.ts, grants.ts) so that every
+ * ledger entry is written with the grants it took from or added to. The book is its own document (so a
+ * spend's update neither rewrites nor returns it), and a move writes in this order: the ledger entries
+ * (idempotent by id), the book after them (a compare-and-set on the stored book's `seq`: of two movers the
+ * first wins and the other writes nothing more), then the pull of the journal entries the book now covers.
+ * A crash after the book and before the pull leaves entries the book covers in the journal: reads count
+ * them once by id, and the next fold skips them (seq at or below the book's) and pulls them. The fold is a
+ * pure function of the entries, so a second mover, or one re-run after a crash, writes the same entries and
+ * the same book.
  */
 import type { CreditStore } from '../store/types';
 import type { AccountSnapshot, GrantBook, LedgerEntry } from '../domain/types';
 import { foldJournal } from './book';
 
-/** A snapshot with the book its journal leads to. */
+/** A snapshot with the book its journal leads to, and the books it was folded from. */
 interface Moved {
   snapshot: AccountSnapshot;
   book: GrantBook;
+  /** The book document as read (null: none yet): the compare-and-set's `from`. */
+  stored: GrantBook | null;
+  /** The book the fold started from (`stored`, or one a kit from before credit_books kept on the account). */
+  from: GrantBook;
 }
 
 /** An account whose journal is all in the ledger: when its entries got there, and how long it may wait. */
@@ -88,11 +97,12 @@ export class JournalMover {
 
   /** Moves one account's whole journal now (recovery, the expiry sweep); true when its book was stored. */
   async moveNow(snapshot: AccountSnapshot): Promise<boolean> {
-    if (snapshot.journal.length === 0) return true;
-    const { entries, book } = await foldJournal(this.store, snapshot);
+    // An empty journal with a book still on the account (a kit from before credit_books) is migrated.
+    if (snapshot.journal.length === 0 && !snapshot.book) return true;
+    const { entries, book, stored, from } = await foldJournal(this.store, snapshot);
     await this.store.insertLedgerEntries(entries);
     await this.moved(entries);
-    return (await this.pull([{ snapshot, book }])).length === 0;
+    return (await this.pull([{ snapshot, book, stored, from }])).length === 0;
   }
 
   /** Moves everything scheduled so far, empties the journals it moved, and resolves when done. */
@@ -126,7 +136,8 @@ export class JournalMover {
     // Folding reads only for give-backs whose charge has left the journal; accounts fold side by side. One
     // account whose fold fails (a read refused) is reported and left journalled, for its next change or
     // reconcile(); the others move on.
-    const tried = await Promise.allSettled(pendingBatch.map((snapshot) => foldJournal(this.store, snapshot)));
+    const stored = new Map((await this.store.getBooks(pendingBatch.map((s) => s.userId))).map((b) => [b.userId, b.book]));
+    const tried = await Promise.allSettled(pendingBatch.map((snapshot) => foldJournal(this.store, snapshot, stored.get(snapshot.userId) ?? null)));
     const batch: AccountSnapshot[] = [];
     const folds: Array<Awaited<ReturnType<typeof foldJournal>>> = [];
     tried.forEach((t, i) => {
@@ -134,7 +145,7 @@ export class JournalMover {
       batch.push(pendingBatch[i]!);
       folds.push(t.value);
     });
-    const moved: Moved[] = batch.map((snapshot, i) => ({ snapshot, book: folds[i]!.book }));
+    const moved: Moved[] = batch.map((snapshot, i) => ({ snapshot, book: folds[i]!.book, stored: folds[i]!.stored, from: folds[i]!.from }));
     const entries = batch.flatMap((snapshot, i) => {
       const known = this.inLedger.get(snapshot.userId) ?? 0;
       return folds[i]!.entries.filter((e) => e.seq > known);
@@ -172,20 +183,28 @@ export class JournalMover {
   }
 
   /**
-   * One pull command per PULL_CHUNK accounts, one after the other, each its own store call: the embedded
-   * server's gate (tools/mongo/gate.go) holds every account a command names until the command is done, so
-   * one command for a thousand idle accounts held a thousand accounts' spends for about a second. On
-   * MongoDB each statement holds its own document only; there the chunks are a few more background round trips.
+   * Per PULL_CHUNK accounts, one command storing their books, then one pulling their journals, one chunk
+   * after the other, each its own store call: the embedded server's gate (tools/mongo/gate.go) holds every
+   * account a command names until the command is done, so one command for a thousand idle accounts held a
+   * thousand accounts' spends for about a second. On MongoDB each statement holds its own document only;
+   * there the chunks are a few more background round trips. Returns the accounts whose book another mover
+   * stored first (their journals are left as they are).
    */
   private async pull(moved: Moved[]): Promise<string[]> {
     const lost: string[] = [];
     for (let i = 0; i < moved.length; i += PULL_CHUNK) {
       const chunk = moved.slice(i, i + PULL_CHUNK);
-      lost.push(
-        ...(await this.store.pullJournals(
-          chunk.map(({ snapshot, book }) => ({ userId: snapshot.userId, entries: snapshot.journal, book: { from: snapshot.book?.seq ?? null, to: book } })),
-        )),
-      );
+      // A book already stored as far (a crash after its write, an older snapshot) is not written again.
+      const writes = chunk
+        .filter(({ book, stored }) => !stored || stored.seq !== book.seq)
+        .map(({ snapshot, book, stored }) => ({ userId: snapshot.userId, from: stored?.seq ?? null, to: book }));
+      const lostHere = new Set(await this.store.writeBooks(writes));
+      // Every journalled entry of the snapshot is covered now: the book's seq is at least the snapshot's count.
+      const pulls = chunk
+        .filter(({ snapshot }) => !lostHere.has(snapshot.userId) && (snapshot.journal.length > 0 || snapshot.book))
+        .map(({ snapshot }) => ({ userId: snapshot.userId, entries: snapshot.journal }));
+      await this.store.pullJournals(pulls);
+      lost.push(...lostHere);
     }
     return lost;
   }
@@ -218,8 +237,8 @@ export class JournalMover {
  * Whether the book a journal folds to holds an expiring grant that the stored book (the one the journal
  * started from) does not hold with that expiry: until it is stored, the expiry sweep cannot find it.
  */
-function addsExpiringGrant({ snapshot, book }: Moved): boolean {
-  const stored = snapshot.book?.grants ?? [];
+function addsExpiringGrant({ from, book }: Moved): boolean {
+  const stored = from.grants;
   const time = (d: unknown) => (d instanceof Date ? d.getTime() : undefined);
   return book.grants.some((g) => {
     const expires = time(g.expiresAt);

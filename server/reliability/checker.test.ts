@@ -1074,6 +1074,9 @@ it('keeps every money rule under faults, skewed clocks and Stripe chaos across t
       journal?: Array<Omit<Entry, '_id' | 'userId'> & { id: string }>;
       book?: { seq: number; debt: number; grants: Array<{ id: string; remaining: number }> };
     }>;
+    // The grant books: their own documents (a book still on an account is one an old kit kept there).
+    const bookDocs = (await db.collection('credit_books').find({}).toArray()) as unknown as Array<{ _id: string; seq: number; debt: number; grants: Array<{ id: string; remaining: number }> }>;
+    const bookOf = new Map(bookDocs.map((b) => [b._id, b]));
     const claims = (await db.collection('credit_claims').find({}).toArray()) as unknown as Array<{ _id: string; state: string; key: string; createdAt: Date; entryId: string }>;
     const purchaseDocs = (await db.collection('credit_purchases').find({}).toArray()) as unknown as Array<{ _id: string; pendingAdjustments?: unknown[]; granted?: number; status?: string }>;
 
@@ -1351,7 +1354,7 @@ it('keeps every money rule under faults, skewed clocks and Stripe chaos across t
         }
       }
       // An account only ever fenced (no entry yet) has no book.
-      const book = a.book ?? ((a.count ?? 0) === 0 ? { seq: 0, debt: 0, grants: [] } : undefined);
+      const book = bookOf.get(a._id) ?? a.book ?? ((a.count ?? 0) === 0 ? { seq: 0, debt: 0, grants: [] } : undefined);
       const left = [...held].filter(([, n]) => n !== 0);
       check('8 the book is what the ledger says', !!book && book.seq === (a.count ?? 0) && book.debt === debt && left.length === book.grants.length && left.every(([id, n]) => book.grants.some((g) => g.id === id && g.remaining === n)), () =>
         `${a._id}: book ${JSON.stringify(book)}; the ledger's parts leave ${JSON.stringify(left)}, debt ${debt}, count ${a.count}`,

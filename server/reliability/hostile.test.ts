@@ -55,7 +55,7 @@ afterAll(async () => {
 async function snapshot(connection: Connection): Promise<string> {
   const db = connection.getClient().db(connection.name);
   const out: Record<string, unknown[]> = {};
-  for (const name of ['credit_accounts', 'credit_ledger', 'credit_claims', 'credit_purchases']) {
+  for (const name of ['credit_accounts', 'credit_books', 'credit_ledger', 'credit_claims', 'credit_purchases']) {
     out[name] = await db.collection(name).find({}).sort({ _id: 1 }).toArray();
   }
   return JSON.stringify(out);

@@ -104,10 +104,28 @@ export function describeCreditStore(name: string, create: () => Promise<StoreUnd
       await Promise.all([t.store.insertLedgerEntries(ledgerEntries), t.store.insertLedgerEntries(ledgerEntries)]);
       await t.store.insertLedgerEntries([ledgerEntries[1]!, { ...ledgerEntries[0]!, id: randomUUID(), seq: 99 }]);
       const book = { seq: 2, clock: null, debt: 0, grants: [{ id: 'base', source: 'base', priority: 1000, seq: 0, remaining: 7 }] };
-      expect(await t.store.pullJournals([{ userId: user, entries: snap.journal, book: { from: null, to: book } }])).toEqual([]);
+      expect(await t.store.getBooks([user])).toEqual([]);
+      // Two movers storing the first book at once: one stores it, the other is told it lost only when the
+      // stored book is not the one it would have written.
+      const [a, b] = await Promise.all([
+        t.store.writeBooks([{ userId: user, from: null, to: book }]),
+        t.store.writeBooks([{ userId: user, from: null, to: book }]),
+      ]);
+      expect([a, b]).toEqual([[], []]);
+      expect(await t.store.writeBooks([{ userId: user, from: null, to: { ...book, seq: 3 } }])).toEqual([user]);
       // A mover that read an older book changes nothing and is told so.
-      expect(await t.store.pullJournals([{ userId: user, entries: snap.journal, book: { from: 0, to: { ...book, seq: 9 } } }])).toEqual([user]);
-      expect((await t.store.getAccount(user))?.book).toEqual(book);
+      expect(await t.store.writeBooks([{ userId: user, from: 0, to: { ...book, seq: 9 } }])).toEqual([user]);
+      expect(await t.store.getBooks([user, `c-${randomUUID()}`])).toEqual([{ userId: user, book }]);
+      // The book is its own document: the account's changes neither hold nor return it.
+      expect(await t.rawAccount(user)).not.toHaveProperty('book');
+      await t.store.pullJournals([{ userId: user, entries: snap.journal }]);
+      await t.store.pullJournals([{ userId: user, entries: snap.journal }]); // again: nothing more to remove
+      expect((await t.store.getAccount(user))?.journal).toEqual([]);
+      // The next book replaces this one only from its seq.
+      const next = { ...book, seq: 3, grants: [{ ...book.grants[0]!, remaining: 8 }] };
+      expect(await t.store.writeBooks([{ userId: user, from: 2, to: next }])).toEqual([]);
+      expect(await t.store.writeBooks([{ userId: user, from: 2, to: { ...next, seq: 4 } }])).toEqual([user]);
+      expect(await t.store.getBooks([user])).toEqual([{ userId: user, book: next }]);
       const later = (await t.store.applyEntry(user, entry(1)))!;
       expect(later.journal).toHaveLength(1);
       expect((await t.rawAccount(user))?.journal).toHaveLength(1);
@@ -140,7 +158,7 @@ export function describeCreditStore(name: string, create: () => Promise<StoreUnd
       expect(await t.store.getLedgerEntries([e.id, randomUUID()])).toEqual([e]);
       const due = new Date(Date.now() + 60_000);
       const book = { seq: 1, clock: null, debt: 0, grants: [{ id: 'g', source: 'promotion', priority: 50, seq: 1, remaining: 10, expiresAt: due }] };
-      expect(await t.store.pullJournals([{ userId: user, entries: snap.journal, book: { from: null, to: book } }])).toEqual([]);
+      expect(await t.store.writeBooks([{ userId: user, from: null, to: book }])).toEqual([]);
       expect(await t.store.accountsWithGrantsDue(new Date(due.getTime() - 1), 10_000)).not.toContain(user);
       expect(await t.store.accountsWithGrantsDue(due, 10_000)).toContain(user);
       const server = await t.store.serverTime();

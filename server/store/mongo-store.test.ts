@@ -36,7 +36,7 @@ it('createCredits({ store }) runs the whole kit on the store it is given, withou
     expect(await credits.deductCredits('plugged', 4)).toBe(true);
     await credits.flush();
     expect(await credits.getBalance('plugged')).toBe(6);
-    expect(calls).toEqual(expect.arrayContaining(['init', 'insertClaim', 'applyEntry', 'insertLedgerEntries', 'pullJournals', 'getAccount']));
+    expect(calls).toEqual(expect.arrayContaining(['init', 'insertClaim', 'applyEntry', 'insertLedgerEntries', 'getBooks', 'writeBooks', 'pullJournals', 'getAccount']));
     expect(await connection.getClient().db(connection.name).collection('plugged_accounts').findOne({ _id: 'plugged' as never })).toMatchObject({ balance: 6 });
   } finally {
     await connection.close();

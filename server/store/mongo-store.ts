@@ -8,8 +8,10 @@ import type {
   CreditStore,
   GrantBook,
   JournalEntry,
+  BookWrite,
   JournalPull,
   LedgerEntry,
+  StoredBook,
   Purchase,
   RechargeRecord,
   StoredReply,
@@ -27,9 +29,17 @@ interface AccountDoc {
   journal: JournalEntry[];
   /** Entry ids that may never be applied (see CreditStore.fenceEntry). Absent on most accounts. */
   fenced?: string[];
-  /** The grant book as of the journal's start; absent on accounts from before grants. */
+  /**
+   * The grant book as a kit from before credit_books kept it (AccountSnapshot.book); removed by the first
+   * pull after the book is stored in its own document. Never written here.
+   */
   book?: GrantBook;
 }
+/**
+ * An account's grant book, in its own document (`_id`: the user id) so that a spend's update neither
+ * rewrites nor returns it: written only by the journal mover (writeBooks), with a compare-and-set on `seq`.
+ */
+type BookDoc = GrantBook & { _id: string };
 /**
  * `reservationDue`: an open metered charge's `ref.settleBy`, copied to the top when the entry is written and
  * removed by closeReservation(), so the index reconcile() reads holds only the reservations still open.
@@ -86,6 +96,9 @@ export class MongoCreditStore implements CreditStore {
   private get accounts() {
     return this.collection<AccountDoc>('accounts');
   }
+  private get books() {
+    return this.collection<BookDoc>('books');
+  }
   private get ledger() {
     return this.collection<LedgerDoc>('ledger');
   }
@@ -120,7 +133,10 @@ export class MongoCreditStore implements CreditStore {
       this.subscriptions.createIndex({ userId: 1, createdAt: -1 }),
       this.subscriptions.createIndex({ stripeSubscriptionId: 1 }),
       this.subscriptions.createIndex({ 'periods.paymentIntentIds': 1 }),
-      // The expiry sweep's question. Written only when a journal is pulled, never by a spend.
+      // The expiry sweep's question. Written only by the journal mover, never by a spend.
+      this.books.createIndex({ 'grants.expiresAt': 1 }),
+      // The same question of accounts whose book a kit from before credit_books kept on the account (until
+      // their next move). No spend writes `book`, so a spend never changes this index's entry.
       this.accounts.createIndex({ 'book.grants.expiresAt': 1 }),
       this.expiryIndex(),
     ]);
@@ -221,26 +237,47 @@ export class MongoCreditStore implements CreditStore {
     );
   }
 
-  async pullJournals(batch: JournalPull[]): Promise<string[]> {
+  async getBooks(userIds: string[]): Promise<StoredBook[]> {
+    if (userIds.length === 0) return [];
+    const docs = await this.books.find({ _id: { $in: userIds } }).toArray();
+    return docs.map(({ _id, ...book }) => ({ userId: _id, book: book as GrantBook }));
+  }
+
+  async writeBooks(batch: BookWrite[]): Promise<string[]> {
     if (batch.length === 0) return [];
-    // $pullAll removes elements equal to the given ones: exactly the entries already in the ledger. The
-    // book filter makes it a compare-and-set: a mover that read an older book changes nothing.
-    const r = await this.accounts.bulkWrite(
-      batch.map(({ userId, entries, book }) => ({
-        updateOne: {
-          filter: { _id: userId, ...(book.from === null ? { book: { $exists: false } } : { 'book.seq': book.from }) },
-          update: { $pullAll: { journal: entries.map(stripUndefined) }, $set: { book: stripUndefined(book.to) } },
-        },
+    // A first book is an insert (a second mover's collides on _id); a later one replaces the book it was
+    // folded from, only if the stored seq is still that one.
+    let complete = false;
+    try {
+      const r = await this.books.bulkWrite(
+        batch.map(({ userId, from, to }) =>
+          from === null
+            ? { insertOne: { document: { _id: userId, ...stripUndefined(to) } } }
+            : { replaceOne: { filter: { _id: userId, seq: from }, replacement: stripUndefined(to) as GrantBook } },
+        ),
+        { ordered: false },
+      );
+      complete = r.insertedCount + r.matchedCount === batch.length;
+    } catch (err) {
+      if (!onlyDuplicateKeys(err)) throw err;
+    }
+    if (complete) return [];
+    // Which ones lost: only read when some did (two movers of one account). A mover that stored the same
+    // book (the fold is a pure function of the entries) did this call's work.
+    const docs = await this.books.find({ _id: { $in: batch.map((b) => b.userId) } }, { projection: { _id: 1, seq: 1 } }).toArray();
+    const seqOf = new Map(docs.map((d) => [d._id, d.seq]));
+    return batch.filter((b) => seqOf.get(b.userId) !== b.to.seq).map((b) => b.userId);
+  }
+
+  async pullJournals(batch: JournalPull[]): Promise<void> {
+    if (batch.length === 0) return;
+    // $pullAll removes elements equal to the given ones: exactly the entries already in the ledger.
+    await this.accounts.bulkWrite(
+      batch.map(({ userId, entries }) => ({
+        updateOne: { filter: { _id: userId }, update: { $pullAll: { journal: entries.map(stripUndefined) }, $unset: { book: '' } } },
       })),
       { ordered: false },
     );
-    if (r.matchedCount === batch.length) return [];
-    // Which ones lost: only read when some did (two movers of one account).
-    const docs = await this.accounts
-      .find({ _id: { $in: batch.map((b) => b.userId) } }, { projection: { _id: 1, 'book.seq': 1 } })
-      .toArray();
-    const seqOf = new Map(docs.map((d) => [d._id, d.book?.seq]));
-    return batch.filter((b) => seqOf.get(b.userId) !== b.book.to.seq).map((b) => b.userId);
   }
 
   async hasLedgerEntry(entryId: string): Promise<boolean> {
@@ -255,8 +292,15 @@ export class MongoCreditStore implements CreditStore {
   }
 
   async accountsWithGrantsDue(before: Date, limit: number): Promise<string[]> {
-    const docs = await this.accounts.find({ 'book.grants.expiresAt': { $lte: before } }, { limit, projection: { _id: 1 } }).toArray();
-    return docs.map((d) => d._id);
+    const due = { $lte: before };
+    const stored = await this.books.find({ 'grants.expiresAt': due }, { limit, projection: { _id: 1 } }).toArray();
+    const ids = new Set(stored.map((d) => d._id));
+    if (ids.size < limit) {
+      // Books still on their account (a kit from before credit_books); a book document, once stored, wins.
+      const old = await this.accounts.find({ 'book.grants.expiresAt': due }, { limit: limit - ids.size, projection: { _id: 1 } }).toArray();
+      for (const d of old) ids.add(d._id);
+    }
+    return [...ids];
   }
 
   async serverTime(): Promise<Date | null> {
@@ -524,11 +568,20 @@ async function insertNew<T extends { _id: string }>(collection: Collection<T>, d
     await collection.insertMany(docs as never, { ordered: false });
     return new Set();
   } catch (err) {
-    const writeErrors = (err as { writeErrors?: Array<{ code?: number; index?: number }> | { code?: number; index?: number } }).writeErrors;
-    const list = Array.isArray(writeErrors) ? writeErrors : writeErrors ? [writeErrors] : [];
-    if (list.length === 0 || list.some((e) => e.code !== DUPLICATE_KEY || typeof e.index !== 'number')) throw err;
-    return new Set(list.map((e) => e.index!));
+    if (!onlyDuplicateKeys(err)) throw err;
+    return new Set(writeErrorsOf(err).map((e) => e.index!));
   }
+}
+
+function writeErrorsOf(err: unknown): Array<{ code?: number; index?: number }> {
+  const writeErrors = (err as { writeErrors?: Array<{ code?: number; index?: number }> | { code?: number; index?: number } }).writeErrors;
+  return Array.isArray(writeErrors) ? writeErrors : writeErrors ? [writeErrors] : [];
+}
+
+/** Whether a batch write failed only on ids already taken (each error names its statement). */
+function onlyDuplicateKeys(err: unknown): boolean {
+  const list = writeErrorsOf(err);
+  return list.length > 0 && list.every((e) => e.code === DUPLICATE_KEY && typeof e.index === 'number');
 }
 
 /** BSON stores `undefined` as null; leaving such keys out keeps journal entries comparable for $pullAll. */

@@ -22,12 +22,23 @@ export interface ApplyOptions {
   ifCount?: number;
 }
 
-/** One account's journal entries to remove, now in the ledger, and the grant book after them. */
+/** One account's grant book as the journal mover stored it (its own document, never on the account). */
+export interface StoredBook {
+  userId: string;
+  book: GrantBook;
+}
+
+/** A grant book to store: only if the stored one is still at seq `from` (`null`: none stored yet). */
+export interface BookWrite {
+  userId: string;
+  from: number | null;
+  to: GrantBook;
+}
+
+/** One account's journal entries to remove: all in the ledger and all covered by its stored book. */
 export interface JournalPull {
   userId: string;
   entries: JournalEntry[];
-  /** The book the entries were folded from (`null`: the account has none yet), and the book after them. */
-  book: { from: number | null; to: GrantBook };
 }
 
 export interface CreditStore {
@@ -61,15 +72,30 @@ export interface CreditStore {
   /** Writes entries to the ledger collection; an entry already there (same id) is left as it is. */
   insertLedgerEntries(entries: LedgerEntry[]): Promise<void>;
   /**
-   * Removes exactly these entries (already in the ledger) from each account's journal and stores the book
-   * after them, in one batch; each account only if its book is still `book.from` (a compare-and-set).
-   * Returns the accounts it did not change (another mover got there first).
+   * The stored grant books of these accounts (those that have one). A book is its own document, written
+   * only by writeBooks (the journal mover), so a change of balance never rewrites or returns it.
    */
-  pullJournals(batch: JournalPull[]): Promise<string[]>;
+  getBooks(userIds: string[]): Promise<StoredBook[]>;
+  /**
+   * Stores each account's book after entries now in the ledger, in one batch; each only if the stored book
+   * is still at `from` (a compare-and-set on its seq). Returns the accounts whose stored book is not `to`
+   * afterwards (another mover got there first with another book).
+   */
+  writeBooks(batch: BookWrite[]): Promise<string[]>;
+  /**
+   * Removes exactly these entries from each account's journal, in one batch, and the grant book a kit from
+   * before the book had its own document kept on the account (migrated: the caller stored it first). The
+   * caller removes only entries its stored book covers (seq at or below the book's), so no compare-and-set
+   * is needed: removing an entry already removed changes nothing.
+   */
+  pullJournals(batch: JournalPull[]): Promise<void>;
   hasLedgerEntry(entryId: string): Promise<boolean>;
   /** The ledger entries with these ids (those that exist). */
   getLedgerEntries(ids: string[]): Promise<LedgerEntry[]>;
-  /** Ids of accounts whose stored grant book holds a grant expiring at or before `before` (for the sweep). */
+  /**
+   * Ids of accounts whose stored grant book holds a grant expiring at or before `before` (for the sweep),
+   * in a book document or still on an account from before the book had its own document.
+   */
   accountsWithGrantsDue(before: Date, limit: number): Promise<string[]>;
   /** The database server's clock, or null when the server does not say (one clock for every instance). */
   serverTime(): Promise<Date | null>;
@@ -157,6 +183,8 @@ export const CREDIT_STORE_METHODS = [
   'getAccount',
   'accountsWithJournal',
   'insertLedgerEntries',
+  'getBooks',
+  'writeBooks',
   'pullJournals',
   'hasLedgerEntry',
   'getLedgerEntries',

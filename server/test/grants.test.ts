@@ -417,6 +417,6 @@ it('works out grants across entries an older instance moved without keeping the 
   const d = await credits.getBalanceDetails(u);
   expect(d.grants.map((g) => [g.id, g.remaining])).toEqual([['grant:promo', 18], ['grant:keep', 10]]);
   await credits.flush();
-  expect((await credits.store.getAccount(u))!.book).toMatchObject({ seq: 4, grants: [{ id: 'grant:promo', remaining: 18 }, { id: 'grant:keep', remaining: 10 }] });
+  expect((await credits.store.getBooks([u]))[0]?.book).toMatchObject({ seq: 4, grants: [{ id: 'grant:promo', remaining: 18 }, { id: 'grant:keep', remaining: 10 }] });
   await consistentAudit(credits, u);
 });
