@@ -79,8 +79,9 @@ export class JournalMover {
     private readonly store: CreditStore,
     private readonly onError: (err: unknown) => void,
     /**
-     * Told of entries once they are in the ledger and before they leave their journals (low-balance alerts
-     * record their crossings here); if it throws, the journals are left for the next move.
+     * Told of entries once they are in the ledger and before the book that covers them is stored (then
+     * they are not folded, nor told of, again) and they leave their journals (low-balance alerts record
+     * their crossings here); if it throws, the book and the journals are left for the next move.
      */
     private readonly moved: (entries: LedgerEntry[]) => Promise<void> = async () => undefined,
   ) {}
