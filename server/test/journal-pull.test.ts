@@ -131,30 +131,35 @@ describe('journal pulls', () => {
       await books.deleteOne({ _id: u });
       expect(await store.getBooks([u])).toEqual([]);
     };
+    // An instance of this kit started after that one: it knows nothing of either account's book.
+    const upgraded = () => createCredits({ connection, getUserId: headerUser });
 
     // Its next change: read over the old book, then stored in its own document and removed from the account.
     const u = user('legacy');
     await oldFormat(u);
-    expect((await credits.getBalanceDetails(u)).grants.map((g) => [g.id, g.remaining])).toEqual([['grant:promo', 5], ['grant:plain', 10]]);
+    const first = upgraded();
+    expect((await first.getBalanceDetails(u)).grants.map((g) => [g.id, g.remaining])).toEqual([['grant:promo', 5], ['grant:plain', 10]]);
     expect(await store.accountsWithGrantsDue(new Date(expiresAt.getTime() + 1), 10_000)).toContain(u); // the sweep finds it
-    expect(await credits.deductCredits(u, 3)).toBe(true);
-    expect((await credits.getBalanceDetails(u)).grants.map((g) => [g.id, g.remaining])).toEqual([['grant:promo', 2], ['grant:plain', 10]]);
-    await credits.flush();
+    expect(await first.deductCredits(u, 3)).toBe(true);
+    expect((await first.getBalanceDetails(u)).grants.map((g) => [g.id, g.remaining])).toEqual([['grant:promo', 2], ['grant:plain', 10]]);
+    await first.flush();
     expect(await accounts.findOne({ _id: u })).not.toHaveProperty('book');
     const stored = (await store.getBooks([u]))[0]?.book;
     expect(stored?.seq).toBe(3);
     expect(stored?.grants.map((g) => [g.id, g.remaining])).toEqual([['grant:promo', 2], ['grant:plain', 10]]);
     expect(await store.accountsWithGrantsDue(new Date(expiresAt.getTime() + 1), 10_000)).toContain(u);
-    expect(await credits.getBalance(u)).toBe(12);
+    expect(await first.getBalance(u)).toBe(12);
 
     // No change at all: the expiry sweep, which finds the account by its old book, migrates it.
     const quiet = user('legacy-quiet');
     await oldFormat(quiet);
-    expect(await credits.expireGrants({ userId: quiet })).toMatchObject({ grantsExpired: 0 });
+    const second = upgraded();
+    expect(await second.expireGrants({ userId: quiet })).toMatchObject({ grantsExpired: 0 });
     expect(await accounts.findOne({ _id: quiet })).not.toHaveProperty('book');
     expect((await store.getBooks([quiet]))[0]?.book).toMatchObject({ seq: 2, grants: [{ id: 'grant:promo', remaining: 5 }, { id: 'grant:plain', remaining: 10 }] });
     // Once due, the sweep expires the grant from the book document.
-    expect(await credits.expireGrants({ userId: quiet, now: new Date(expiresAt.getTime() + 1) })).toMatchObject({ grantsExpired: 1, creditsExpired: 5 });
-    expect(await credits.getBalance(quiet)).toBe(10);
+    expect(await second.expireGrants({ userId: quiet, now: new Date(expiresAt.getTime() + 1) })).toMatchObject({ grantsExpired: 1, creditsExpired: 5 });
+    expect(await second.getBalance(quiet)).toBe(10);
+    await Promise.all([first.flush(), second.flush()]);
   });
 });
