@@ -29,12 +29,18 @@ export async function readBook(store: CreditStore, userId: string): Promise<Gran
 
 /**
  * An account's book as of its latest entry: the stored book read first, then the account, so that the book
- * is never ahead of the account read (entries moved in between are folded from the ledger).
+ * is never ahead of the account read (entries moved in between are folded from the ledger). No book at the
+ * first read and one at a second: the account's first book was stored, and its journal perhaps pulled, in
+ * between, and a fold from no book would take the balance for one `base` grant; so it is read again.
  */
 export async function currentBook(store: CreditStore, userId: string): Promise<{ account: AccountSnapshot | null; folded: Folded | null }> {
-  const stored = await readBook(store, userId);
-  const account = await store.getAccount(userId);
-  return { account, folded: account ? await foldJournal(store, account, stored) : null };
+  for (let round = 0; ; round++) {
+    const stored = await readBook(store, userId);
+    const account = await store.getAccount(userId);
+    if (!account) return { account, folded: null };
+    if (stored === null && round < 3 && (await readBook(store, userId)) !== null) continue;
+    return { account, folded: await foldJournal(store, account, stored) };
+  }
 }
 
 /**
