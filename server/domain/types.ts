@@ -141,6 +141,11 @@ export interface AccountSnapshot {
    * stored book while no book document exists; the next move stores it as one and removes it from here.
    */
   book?: GrantBook;
+  /**
+   * The account's book is a document of its own (CreditStore.getBooks), stored before this was set: a fold
+   * that finds none throws rather than start from the balance.
+   */
+  bookMoved?: true;
 }
 
 export interface LedgerEntry extends JournalEntry {

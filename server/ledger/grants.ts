@@ -57,6 +57,7 @@ export interface Earlier {
 export function startingBook(snapshot: AccountSnapshot, stored: GrantBook | null = null): GrantBook {
   if (stored) return stored;
   if (snapshot.book) return snapshot.book;
+  if (snapshot.bookMoved) throw new Error(`the grant book of ${snapshot.userId} was stored, but is not found; its grants cannot be worked out`);
   const before = snapshot.balance - snapshot.journal.reduce((sum, e) => sum + e.amount, 0);
   return {
     seq: snapshot.count - snapshot.journal.length,

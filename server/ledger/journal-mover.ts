@@ -106,11 +106,16 @@ export class JournalMover {
     return (await this.pull([{ snapshot, book, stored, from }])).length === 0;
   }
 
-  /** Moves everything scheduled so far, empties the journals it moved, and resolves when done. */
+  /**
+   * Moves everything scheduled so far, empties the journals it moved, and resolves when done: also with the
+   * accounts a pull scheduled again (another mover stored their book first and they journal newer entries).
+   */
   async flush(): Promise<void> {
-    while (this.running || this.pending.size > 0) await this.start();
-    await this.pulling;
-    await this.pullIdle(true).catch((err: unknown) => this.onError(err));
+    do {
+      while (this.running || this.pending.size > 0) await this.start();
+      await this.pulling;
+      await this.pullIdle(true).catch((err: unknown) => this.onError(err));
+    } while (this.running || this.pending.size > 0);
   }
 
   private start(): Promise<void> {

@@ -30,11 +30,20 @@ interface AccountDoc {
   /** Entry ids that may never be applied (see CreditStore.fenceEntry). Absent on most accounts. */
   fenced?: string[];
   /**
-   * The grant book as a kit from before credit_books kept it (AccountSnapshot.book); removed by the first
-   * pull after the book is stored in its own document. Never written here.
+   * The grant book as a kit from before credit_books kept it (AccountSnapshot.book), until the first pull
+   * after the book is stored in its own document replaces it with MOVED_BOOK.
    */
-  book?: GrantBook;
+  book?: GrantBook | typeof MOVED_BOOK;
 }
+/**
+ * What a pull leaves in an account's `book` once its book is a document of its own (AccountSnapshot.bookMoved).
+ * For a rolling upgrade: an instance of a kit from before credit_books folds an account's journal over the
+ * `book` on it, or (none) over its whole balance as one never-expiring grant, and stores the result with a
+ * compare-and-set that is `book: { $exists: false }` or `'book.seq': <the seq it read>`. This mark fails the
+ * first (it exists), and that kit's fold over it fails before the second is tried (no `grants`, and a seq no
+ * journal follows), so that kit never writes a book or grant parts for an account this kit moved.
+ */
+const MOVED_BOOK = { seq: Number.MAX_SAFE_INTEGER, moved: true } as const;
 /**
  * An account's grant book, in its own document (`_id`: the user id) so that a spend's update neither
  * rewrites nor returns it: written only by the journal mover (writeBooks), with a compare-and-set on `seq`.
@@ -274,7 +283,7 @@ export class MongoCreditStore implements CreditStore {
     // $pullAll removes elements equal to the given ones: exactly the entries already in the ledger.
     await this.accounts.bulkWrite(
       batch.map(({ userId, entries }) => ({
-        updateOne: { filter: { _id: userId }, update: { $pullAll: { journal: entries.map(stripUndefined) }, $unset: { book: '' } } },
+        updateOne: { filter: { _id: userId }, update: { $pullAll: { journal: entries.map(stripUndefined) }, $set: { book: MOVED_BOOK } } },
       })),
       { ordered: false },
     );
@@ -536,7 +545,8 @@ function balanceGuard(amount: number, minBalance: number | undefined): { $gte?: 
 function toSnapshot(doc: AccountDoc): AccountSnapshot {
   // A field never written reads as its empty value: an account created by a fence has no journal yet.
   const snapshot: AccountSnapshot = { userId: doc._id, balance: doc.balance ?? 0, count: doc.count ?? 0, journal: doc.journal ?? [] };
-  if (doc.book) snapshot.book = doc.book;
+  if (doc.book && 'moved' in doc.book) snapshot.bookMoved = true;
+  else if (doc.book) snapshot.book = doc.book;
   return snapshot;
 }
 

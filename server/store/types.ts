@@ -83,10 +83,11 @@ export interface CreditStore {
    */
   writeBooks(batch: BookWrite[]): Promise<string[]>;
   /**
-   * Removes exactly these entries from each account's journal, in one batch, and the grant book a kit from
-   * before the book had its own document kept on the account (migrated: the caller stored it first). The
-   * caller removes only entries its stored book covers (seq at or below the book's), so no compare-and-set
-   * is needed: removing an entry already removed changes nothing.
+   * Removes exactly these entries from each account's journal, in one batch, and marks each account's book
+   * as stored in its own document (getAccount reports `bookMoved` from then on), in place of the grant book a
+   * kit from before the book had its own document kept on the account (migrated: the caller stored it first).
+   * The caller removes only entries its stored book covers (seq at or below the book's), so no
+   * compare-and-set is needed: removing an entry already removed changes nothing.
    */
   pullJournals(batch: JournalPull[]): Promise<void>;
   hasLedgerEntry(entryId: string): Promise<boolean>;

@@ -9,7 +9,9 @@
  *                          for spends batched together, a lost reply)
  *   after-apply            an entry's update landed, then the process died (applyEntry, applyEntries)
  *   before-move            journal entries were about to be written to the ledger (insertLedgerEntries)
+ *   before-book            a move wrote its ledger entries, then stopped before it stored their grant books (writeBooks)
  *   after-book             a move stored its grant books, before it pulled their journals (writeBooks answered "stored")
+ *   after-pull             a move pulled its journals, and the answer never arrived (pullJournals)
  *   after-purchase-update  a purchase's decision was written (replacePurchase answered "written")
  *
  * A plan says what happens when its point is reached: `throw` fails that one call (the rest of the process
@@ -22,7 +24,7 @@ import { MongoCreditStore } from '../store/mongo-store';
 import type { CreditStore } from '../store/types';
 import type { Connection } from 'mongoose';
 
-export type CrashPoint = 'after-claim' | 'reply-lost' | 'after-apply' | 'before-move' | 'after-book' | 'after-purchase-update';
+export type CrashPoint = 'after-claim' | 'reply-lost' | 'after-apply' | 'before-move' | 'before-book' | 'after-book' | 'after-pull' | 'after-purchase-update';
 
 export interface CrashPlan {
   point: CrashPoint;
@@ -44,7 +46,9 @@ const POINTS: Record<CrashPoint, { methods: StoreMethod[]; when: 'before' | 'aft
   'reply-lost': { methods: ['applyEntry', 'applyEntries'], when: 'after', reached: (snapshot) => snapshot !== null },
   'after-apply': { methods: ['applyEntry', 'applyEntries'], when: 'after', reached: (snapshot) => snapshot !== null },
   'before-move': { methods: ['insertLedgerEntries'], when: 'before' },
+  'before-book': { methods: ['writeBooks'], when: 'before' },
   'after-book': { methods: ['writeBooks'], when: 'after', reached: (lost) => Array.isArray(lost) && lost.length === 0 },
+  'after-pull': { methods: ['pullJournals'], when: 'after' },
   'after-purchase-update': { methods: ['replacePurchase'], when: 'after', reached: (written) => written === true },
 };
 
