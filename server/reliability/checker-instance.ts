@@ -6,8 +6,9 @@
  *   node -r tsx/cjs --require ./tools/skew-clock.cjs server/reliability/checker-instance.ts MONGO_URI DB_NAME NAME
  *
  * Environment: STRIPE_MOCK_URL (stripe-mock), CK_WEBHOOK_SECRET, CK_CLOCK_SKEW_MS, and optionally
- * CK_ALERT_LEVELS, CK_RECHARGE=1 and CK_PLANS (the `plans` option, as JSON). Prints `ready <port>` on stdout
- * once it listens.
+ * CK_ALERT_LEVELS, CK_RECHARGE=1, CK_PLANS (the `plans` option, as JSON) and CK_MOVE_CRASHES (the chance
+ * that a journal move's call to store books or pull journals fails, before the books, after them or after
+ * the pull, as a crash between those writes would leave it). Prints `ready <port>` on stdout once it listens.
  *
  * Routes (user from the x-user header, the checker's request id from x-req):
  *   POST /ai/fixed      requireCredits(3); 200 {chargeId}, or with `x-fail: 1` a thrown error (500)
@@ -22,11 +23,14 @@
  *   POST /admin/revoke  {user, grant, key?, reason?}  → revokeGrant
  *   POST /admin/deduct  {user, amount, key?, reason}  → deductCredits
  *   POST /admin/reconcile, /admin/flush
+ *   POST /admin/move-crashes {chance}                 → sets CK_MOVE_CRASHES (0: no more)
  *   GET  /admin/runs    what each request id did here: handler runs, charge ids, settlements
  */
 import express, { type NextFunction, type Request, type Response } from 'express';
 import mongoose from 'mongoose';
 import { createCredits } from '../index';
+import { MongoCreditStore } from '../store/mongo-store';
+import { crashingStore, type CrashPlan, type CrashPoint } from '../test/crashing-store';
 import { stripeMockClient } from '../../tools/stripe-mock-client';
 
 interface Run {
@@ -59,8 +63,16 @@ async function main(): Promise<void> {
   let backgroundErrors = 0;
   /** The last few errors the kit reported from background work, for the checker's report. */
   const backgroundErrorLog: string[] = [];
+  // Crashes between the writes of a journal move: now and then a call that stores books fails before or
+  // after it lands, or a pull's answer is lost (the process goes on, as after a connection error).
+  let moveCrashChance = Number(process.env.CK_MOVE_CRASHES ?? 0);
+  const MOVE_POINTS: CrashPoint[] = ['before-book', 'after-book', 'after-pull'];
+  const movePlan = (): CrashPlan | undefined =>
+    moveCrashChance > 0 && Math.random() < moveCrashChance ? { point: MOVE_POINTS[Math.floor(Math.random() * MOVE_POINTS.length)]!, mode: 'throw' } : undefined;
+  const store = crashingStore(new MongoCreditStore({ connection, collectionPrefix: 'credit_' }), movePlan);
   const credits = createCredits({
     connection,
+    store,
     getUserId: (req) => req.get('x-user') ?? null,
     stripe,
     webhookSecret,
@@ -228,6 +240,13 @@ async function main(): Promise<void> {
     }),
   );
   admin.post('/reconcile', wrap(() => credits.reconcile()));
+  admin.post(
+    '/move-crashes',
+    wrap(async (req) => {
+      moveCrashChance = Number((req.body as { chance: number }).chance);
+      return { chance: moveCrashChance };
+    }),
+  );
   admin.post(
     '/flush',
     wrap(async () => {
