@@ -13,6 +13,7 @@ import { createCredits, type Credits } from 'credit-kit/server';
 import { connect, headerUser, listen, post } from './helpers';
 import { MongoCreditStore } from '../store/mongo-store';
 import { crashingMongoStore, type CrashPlan } from './crashing-store';
+import { decorateStore } from '../store/decorate';
 import { allocate } from '../ledger/grants';
 import { ledgerEntriesOf } from '../ledger/history';
 import type { AccountSnapshot, GrantBook } from '../domain/types';
@@ -167,6 +168,32 @@ describe('journal pulls', () => {
     expect(await second.expireGrants({ userId: quiet, now: new Date(expiresAt.getTime() + 1) })).toMatchObject({ grantsExpired: 1, creditsExpired: 5 });
     expect(await second.getBalance(quiet)).toBe(10);
     await Promise.all([first.flush(), second.flush()]);
+  });
+
+  it('a read that finds no book, then an account whose first book another instance stored and pulled meanwhile, reads again', async () => {
+    const u = user('first-book');
+    const writer = createCredits({ connection, getUserId: headerUser });
+    await writer.grantCredits(u, 10, { idempotencyKey: 'plain' });
+    await writer.grantCredits(u, 5, { idempotencyKey: 'promo', source: 'promotion', expiresAt: new Date(Date.now() + 3_600_000) });
+    expect(await store.getBooks([u])).toEqual([]);
+    // Between this reader's read of the book (none yet) and its read of the account, the writer moves it.
+    let interleave = true;
+    const reader = createCredits({
+      store: decorateStore(new MongoCreditStore({ connection, collectionPrefix: 'credit_' }), async (name, call) => {
+        if (name === 'getAccount' && interleave) {
+          interleave = false;
+          await writer.flush();
+          expect((await store.getAccount(u))?.journal).toEqual([]);
+        }
+        return call();
+      }),
+      getUserId: headerUser,
+    });
+    const details = await reader.getBalanceDetails(u);
+    expect(interleave).toBe(false);
+    expect(details.balance).toBe(15);
+    expect(details.grants.map((g) => [g.id, g.remaining])).toEqual([['grant:promo', 5], ['grant:plain', 10]]);
+    await Promise.all([writer.flush(), reader.flush()]);
   });
 
   it('flush() returns only once an account whose book another instance stored first is moved again', async () => {
