@@ -28,6 +28,11 @@ export interface SubscriptionGrant {
    * [old plan, new plan] for an upgrade (absent on older records: the top `credits` of its plan's).
    */
   covers?: [number, number];
+  /**
+   * How much of its rest its expiry keeps (its share of the period's biggest `rollover.max`, from the part of
+   * the ladder it grants; absent on older records: its plan's max less those of the grants claimed before it).
+   */
+  rollover?: number;
   /** The invoice that paid for it. */
   invoiceId: string;
   /** The payments of that invoice: a refund or dispute of one takes this grant back (absent on older records: any of the period's). */

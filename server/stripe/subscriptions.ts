@@ -391,6 +391,10 @@ export class Subscriptions {
       return ignored(record.id, 'the subscription was cancelled before this period began');
     }
     const paymentIntents = await this.paymentIntentsOf(invoice);
+    // An upgrade's line starts mid-period: the period's true start (which sets how long its rollover lasts)
+    // comes from the period's own invoice, the subscription's state, or else Stripe, so that an upgrade
+    // delivered before its period's own invoice rolls over as long as one delivered after it.
+    const periodStart = upgrade ? await this.periodStartOf(record, subscriptionId, want.period) : want.period.start;
 
     // The claim: which grant this invoice makes, and how many credits, is written into the record (a
     // compare-and-set) before it is made, then made under its key. So two invoices for one period (a
@@ -405,7 +409,7 @@ export class Subscriptions {
       claimed = null;
       const periods = [...s.periods];
       const i = periodOf(periods, want.period, upgrade);
-      const base: SubscriptionPeriod = i >= 0 ? periods[i]! : { start: want.period.start, end: want.period.end, grants: [], paymentIntentIds: [], revokedAt: null };
+      const base: SubscriptionPeriod = i >= 0 ? periods[i]! : { start: periodStart, end: want.period.end, grants: [], paymentIntentIds: [], revokedAt: null };
       let grants = base.grants;
       const same = grants.find((g) => g.id === grantId) ?? (upgrade ? undefined : grants.find((g) => !isUpgrade(g.id)));
       if (same) {
@@ -421,9 +425,11 @@ export class Subscriptions {
         // period's own invoice grants its difference only; the allowance, granted when its invoice comes, goes
         // with that invoice's payment). Up to Pro then up to Max, either way round, ends with Max's credits.
         const covers: [number, number] = [upgrade ? want.from!.credits : 0, want.plan.credits];
-        const credits = uncovered(covers, grants.map((g) => coversOf(g, this.plans.byId.get(g.plan)?.credits)));
+        const free = uncoveredParts(covers, grants.map((g) => coversOf(g, this.plans.byId.get(g.plan)?.credits)));
+        const credits = free.reduce((t, [a, b]) => t + b - a, 0);
         if (credits > 0) {
-          claimed = { id: grantId, plan: want.plan.id, credits, covers, invoiceId: invoice.id, paymentIntentIds: paymentIntents, revokedAt: null };
+          const rollover = this.rolloverShare(want.plan, free);
+          claimed = { id: grantId, plan: want.plan.id, credits, covers, rollover, invoiceId: invoice.id, paymentIntentIds: paymentIntents, revokedAt: null };
           grants = [...grants, claimed];
         }
       }
@@ -555,11 +561,46 @@ export class Subscriptions {
   }
 
   /**
-   * What a grant may roll over: its plan's `rollover.max`, less what the period's other grants may already
-   * carry, so that a period with upgrades rolls over at most the biggest `max` among the plans it was paid
-   * at (each grant's share is the increase over the plans granted before it).
+   * The period's start, for an upgrade's line (which starts mid-period): the start of the period with the
+   * same end that its own invoice set, else of the subscription's current period when it ends then, else
+   * Stripe's (the subscription's current period, when it ends then; it does while the period can still be
+   * granted), else the line's start.
+   */
+  private async periodStartOf(record: SubscriptionRecord, subscriptionId: string, line: { start: number; end: number }): Promise<number> {
+    const known = record.periods.find((p) => p.end === line.end);
+    if (known && known.grants.some((g) => !isUpgrade(g.id))) return known.start;
+    if (record.currentPeriod?.end === line.end) return record.currentPeriod.start;
+    if (known) return known.start;
+    let sub: Stripe.Subscription;
+    try {
+      sub = await this.stripe.subscriptions.retrieve(subscriptionId);
+    } catch (err) {
+      throw new PaymentProviderError(err);
+    }
+    const item = sub.items?.data?.find((it) => it.current_period_end === line.end);
+    return item && item.current_period_start < line.end ? Math.min(item.current_period_start, line.start) : line.start;
+  }
+
+  /**
+   * What a grant may roll over, from the part of the period's ladder of credits it grants (`free`): for each
+   * piece, how much the biggest `rollover.max` among the plans up to its top exceeds that among the plans up
+   * to its bottom; never more than its own plan's max. The pieces of a period's grants never overlap, so
+   * the period rolls over at most the biggest max among its plans; and a grant's share does not depend on
+   * which of the period's other invoices came first (Basic's allowance keeps Basic's max, an upgrade to Pro
+   * what Pro's adds to it, in either order).
+   */
+  private rolloverShare(plan: ResolvedPlan, free: Array<[number, number]>): number {
+    const maxUpTo = (credits: number) => [...this.plans.byId.values()].reduce((top, p) => (p.credits <= credits ? Math.max(top, p.rollover?.max ?? 0) : top), 0);
+    const share = free.reduce((t, [a, b]) => t + Math.max(0, maxUpTo(b) - maxUpTo(a)), 0);
+    return Math.min(plan.rollover?.max ?? 0, share);
+  }
+
+  /**
+   * What a grant may roll over: the share recorded in its claim; for a claim recorded before claims carried
+   * it, its plan's `rollover.max` less the biggest max among the period's grants claimed before it.
    */
   private rolloverMax(plan: ResolvedPlan, grant: SubscriptionGrant, period: SubscriptionPeriod): number {
+    if (grant.rollover !== undefined) return grant.rollover;
     const max = plan.rollover?.max ?? 0;
     const before = period.grants
       .slice(0, Math.max(0, period.grants.findIndex((g) => g.id === grant.id)))
@@ -644,18 +685,19 @@ function coversOf(g: SubscriptionGrant, planCredits: number | undefined): [numbe
   return [top - g.credits, top];
 }
 
-/** How much of [lo, hi] none of `taken` covers. */
-function uncovered([lo, hi]: [number, number], taken: Array<[number, number]>): number {
-  let free = 0;
+/** The parts of [lo, hi] none of `taken` covers. */
+function uncoveredParts([lo, hi]: [number, number], taken: Array<[number, number]>): Array<[number, number]> {
+  const free: Array<[number, number]> = [];
   let at = lo;
   for (const [a, b] of [...taken].sort((x, y) => x[0] - y[0])) {
     if (b <= at) continue;
     if (a >= hi) break;
-    if (a > at) free += Math.min(a, hi) - at;
+    if (a > at) free.push([at, Math.min(a, hi)]);
     at = Math.max(at, b);
     if (at >= hi) break;
   }
-  return free + Math.max(0, hi - at);
+  if (hi > at) free.push([at, hi]);
+  return free;
 }
 
 /** A refund that returned money, or a dispute not decided for the merchant, takes the period back. */

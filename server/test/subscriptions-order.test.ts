@@ -4,18 +4,35 @@
  */
 import { randomUUID } from 'node:crypto';
 import { consistentAudit, harness, recordingStripe, WEBHOOK_SECRET, type Harness } from './helpers';
-import { chargeRefunded, DAY, delivery, invoice, newSub, nowSeconds, paymentIntentOf, subscribeSession, type Sub } from './subscription-events';
+import { chargeRefunded, DAY, delivery, invoice, newSub, nowSeconds, paymentIntentOf, subscribeSession, subscription, type Sub } from './subscription-events';
 
 let h: Harness;
 let rec: Awaited<ReturnType<typeof recordingStripe>>;
 
 const PLANS = {
-  basic: { price: 'price_basic_monthly', credits: 100, label: 'Basic' },
-  pro: { price: 'price_pro_monthly', credits: 300, label: 'Pro' },
+  basic: { price: 'price_basic_monthly', credits: 100, label: 'Basic', rollover: { max: 30 } },
+  pro: { price: 'price_pro_monthly', credits: 300, label: 'Pro', rollover: { max: 80 } },
+  team: { price: 'price_team_monthly', credits: 600, label: 'Team', rollover: { max: 50 } },
 };
 
+/**
+ * Stripe's current state of the subscriptions a test sets here (GET /v1/subscriptions/:id is answered with
+ * it; stripe-mock keeps no state), as Stripe would give it to the kit.
+ */
+const stripeState = new Map<string, Record<string, unknown>>();
+
 beforeAll(async () => {
-  rec = await recordingStripe();
+  rec = await recordingStripe({
+    replaceAnswer: (r) => {
+      const id = r.method === 'GET' ? /^\/v1\/subscriptions\/([^/?]+)/.exec(r.path)?.[1] : undefined;
+      const state = id ? stripeState.get(id) : undefined;
+      if (!state) return null;
+      return (res) => {
+        res.writeHead(200, { 'content-type': 'application/json', 'request-id': `req_state_${id}` });
+        res.end(JSON.stringify(state));
+      };
+    },
+  });
   h = await harness(() => undefined, { stripe: rec.stripe, webhookSecret: WEBHOOK_SECRET, publicUrl: 'https://app.example.com', plans: PLANS });
 });
 afterAll(async () => {
@@ -110,4 +127,54 @@ it('an upgrade early in a period, delivered before its own invoice, is not taken
   const details = await h.credits.getBalanceDetails(s.userId);
   expect(details.grants.filter((g) => g.expiresAt === new Date(next.end * 1000).toISOString()).reduce((t, g) => t + g.remaining, 0)).toBe(300);
   await consistentAudit(h.credits, s.userId);
+});
+
+it('a period’s own invoice and two upgrades, in every order: the same grants and rollovers (ids, rests, expiries), each rollover lasting one full period after the period’s end', async () => {
+  const outcomes: Array<{ order: string; grants: Array<[string, number, number | null]> }> = [];
+  for (const order of orders(['own', 'toPro', 'toTeam'] as const)) {
+    const s = await subscribe(`u-${randomUUID()}`);
+    const start = nowSeconds() - 60;
+    const end = start + 30 * DAY;
+    const mid = start + 5 * DAY;
+    const late = start + 12 * DAY;
+    // Stripe's subscription as the kit would read it: on Team now, in this period.
+    stripeState.set(s.subscriptionId, subscription(s, { price: 'price_team_monthly', start, end }));
+    const invoices = {
+      own: invoice(s, [{ price: 'price_basic_monthly', amount: 900, start, end }], { billingReason: 'subscription_create' }),
+      toPro: invoice(
+        s,
+        [
+          { price: 'price_basic_monthly', amount: -750, start: mid, end },
+          { price: 'price_pro_monthly', amount: 2500, start: mid, end },
+        ],
+        { billingReason: 'subscription_update' },
+      ),
+      toTeam: invoice(
+        s,
+        [
+          { price: 'price_pro_monthly', amount: -1800, start: late, end },
+          { price: 'price_team_monthly', amount: 3600, start: late, end },
+        ],
+        { billingReason: 'subscription_update' },
+      ),
+    };
+    for (const name of order) expect((await send('invoice.paid', invoices[name])).status).toBe(200);
+    expect(await h.credits.getBalance(s.userId)).toBe(600);
+    // Nothing spent: at the period's end each grant keeps its share of the biggest max (Pro's 80).
+    await h.credits.expireGrants({ now: new Date(end * 1000 + 1000), userId: s.userId });
+    const details = await h.credits.getBalanceDetails(s.userId);
+    const grants = details.grants
+      .map((g): [string, number, number | null] => [g.id.replace(s.subscriptionId, 'SUB').replace(String(end), 'END').replace(String(start), 'START'), g.remaining, g.expiresAt === null ? null : Date.parse(g.expiresAt) / 1000 - end])
+      .sort((a, b) => a[0].localeCompare(b[0]));
+    outcomes.push({ order: order.join(' '), grants });
+    await consistentAudit(h.credits, s.userId);
+  }
+  const inOrder = outcomes[0]!.grants;
+  // Basic's allowance keeps Basic's 30, the upgrade to Pro what Pro's max adds (50), Team's adds nothing;
+  // each until one full period (30 days) after the period's end.
+  expect(inOrder).toEqual([
+    ['rollover:grant:subscription:SUB:START', 30, 30 * DAY],
+    ['rollover:grant:subscription:SUB:upgrade:END:pro', 50, 30 * DAY],
+  ]);
+  for (const o of outcomes) expect(o).toEqual({ order: o.order, grants: inOrder });
 });
