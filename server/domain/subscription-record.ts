@@ -29,10 +29,17 @@ export interface SubscriptionGrant {
    */
   covers?: [number, number];
   /**
-   * How much of its rest its expiry keeps (its share of the period's biggest `rollover.max`, from the part of
-   * the ladder it grants; absent on older records: its plan's max less those of the grants claimed before it).
+   * How much of its rest its expiry keeps: the part of `rolloverCovers` no other grant of the period covered
+   * when it was claimed (absent on older records: its plan's max less those of the grants claimed before it).
    */
   rollover?: number;
+  /**
+   * What it pays for on the period's ladder of rollover maxes: [0, plan's max] for the allowance, [old plan's
+   * max, new plan's max] for an upgrade (empty when the new plan keeps less). So the period keeps at most the
+   * biggest max among the plans paid for in it, split the same whatever order its invoices came in when each
+   * plan keeps at least as much as the one before.
+   */
+  rolloverCovers?: [number, number];
   /** The invoice that paid for it. */
   invoiceId: string;
   /** The payments of that invoice: a refund or dispute of one takes this grant back (absent on older records: any of the period's). */

@@ -426,10 +426,13 @@ export class Subscriptions {
         // with that invoice's payment). Up to Pro then up to Max, either way round, ends with Max's credits.
         const covers: [number, number] = [upgrade ? want.from!.credits : 0, want.plan.credits];
         const free = uncoveredParts(covers, grants.map((g) => coversOf(g, this.plans.byId.get(g.plan)?.credits)));
-        const credits = free.reduce((t, [a, b]) => t + b - a, 0);
+        const credits = sumOf(free);
         if (credits > 0) {
-          const rollover = this.rolloverShare(want.plan, free);
-          claimed = { id: grantId, plan: want.plan.id, credits, covers, rollover, invoiceId: invoice.id, paymentIntentIds: paymentIntents, revokedAt: null };
+          // Its rollover, on the period's ladder of rollover maxes the same way: the allowance from 0 to its
+          // plan's max, an upgrade from the old plan's max to the new one's, less what the period's grants cover.
+          const rolloverCovers: [number, number] = [upgrade ? maxOf(want.from!) : 0, maxOf(want.plan)];
+          const rollover = sumOf(uncoveredParts(rolloverCovers, grants.map((g) => rolloverCoversOf(g, this.plans.byId.get(g.plan)))));
+          claimed = { id: grantId, plan: want.plan.id, credits, covers, rollover, rolloverCovers, invoiceId: invoice.id, paymentIntentIds: paymentIntents, revokedAt: null };
           grants = [...grants, claimed];
         }
       }
@@ -582,20 +585,6 @@ export class Subscriptions {
   }
 
   /**
-   * What a grant may roll over, from the part of the period's ladder of credits it grants (`free`): for each
-   * piece, how much the biggest `rollover.max` among the plans up to its top exceeds that among the plans up
-   * to its bottom; never more than its own plan's max. The pieces of a period's grants never overlap, so
-   * the period rolls over at most the biggest max among its plans; and a grant's share does not depend on
-   * which of the period's other invoices came first (Basic's allowance keeps Basic's max, an upgrade to Pro
-   * what Pro's adds to it, in either order).
-   */
-  private rolloverShare(plan: ResolvedPlan, free: Array<[number, number]>): number {
-    const maxUpTo = (credits: number) => [...this.plans.byId.values()].reduce((top, p) => (p.credits <= credits ? Math.max(top, p.rollover?.max ?? 0) : top), 0);
-    const share = free.reduce((t, [a, b]) => t + Math.max(0, maxUpTo(b) - maxUpTo(a)), 0);
-    return Math.min(plan.rollover?.max ?? 0, share);
-  }
-
-  /**
    * What a grant may roll over: the share recorded in its claim; for a claim recorded before claims carried
    * it, its plan's `rollover.max` less the biggest max among the period's grants claimed before it.
    */
@@ -662,8 +651,9 @@ export class Subscriptions {
  * The period an invoice's line belongs to: the one with the same end (an upgrade's line ends with its
  * period), else for a period's own invoice the one with the same start; else one that most of the line's
  * span overlaps (or that mostly lies within it), as when a re-issued invoice's end drifted and an upgrade
- * starts within it, or an upgrade came first and the period it made lies within the invoice's span (only a
- * period made by upgrades alone: a period of its own is matched by its start or end). -1: a new period.
+ * starts within it, an upgrade came first and the period it made lies within the invoice's span, or a
+ * re-issued invoice's start and end both drifted. Two periods of a subscription overlap by a drift at most,
+ * never by half of either. -1: a new period.
  */
 function periodOf(periods: SubscriptionPeriod[], span: { start: number; end: number }, upgrade: boolean): number {
   const byEnd = periods.findIndex((p) => p.end === span.end);
@@ -673,9 +663,7 @@ function periodOf(periods: SubscriptionPeriod[], span: { start: number; end: num
     if (byStart >= 0) return byStart;
   }
   const overlap = (p: SubscriptionPeriod) => Math.min(p.end, span.end) - Math.max(p.start, span.start);
-  return periods.findIndex(
-    (p) => (upgrade || (p.grants.length > 0 && p.grants.every((g) => isUpgrade(g.id)))) && 2 * overlap(p) > Math.min(p.end - p.start, span.end - span.start),
-  );
+  return periods.findIndex((p) => 2 * overlap(p) > Math.min(p.end - p.start, span.end - span.start));
 }
 
 /** The credits a grant pays for on its period's ladder (recorded since grants carry it; before, its top part). */
@@ -685,7 +673,15 @@ function coversOf(g: SubscriptionGrant, planCredits: number | undefined): [numbe
   return [top - g.credits, top];
 }
 
-/** The parts of [lo, hi] none of `taken` covers. */
+/** What a grant covers on its period's ladder of rollover maxes (before claims carried it: 0 to its plan's max). */
+function rolloverCoversOf(g: SubscriptionGrant, plan: ResolvedPlan | undefined): [number, number] {
+  return g.rolloverCovers ?? [0, plan?.rollover?.max ?? 0];
+}
+
+const maxOf = (plan: ResolvedPlan) => plan.rollover?.max ?? 0;
+const sumOf = (parts: Array<[number, number]>) => parts.reduce((t, [a, b]) => t + b - a, 0);
+
+/** The parts of [lo, hi] none of `taken` covers (none when hi <= lo). */
 function uncoveredParts([lo, hi]: [number, number], taken: Array<[number, number]>): Array<[number, number]> {
   const free: Array<[number, number]> = [];
   let at = lo;

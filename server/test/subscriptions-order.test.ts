@@ -13,6 +13,8 @@ const PLANS = {
   basic: { price: 'price_basic_monthly', credits: 100, label: 'Basic', rollover: { max: 30 } },
   pro: { price: 'price_pro_monthly', credits: 300, label: 'Pro', rollover: { max: 80 } },
   team: { price: 'price_team_monthly', credits: 600, label: 'Team', rollover: { max: 50 } },
+  // Between Basic and Pro, with a bigger rollover than either; never paid for below.
+  plus: { price: 'price_plus_monthly', credits: 200, label: 'Plus', rollover: { max: 90 } },
 };
 
 /**
@@ -177,4 +179,45 @@ it('a period’s own invoice and two upgrades, in every order: the same grants a
     ['rollover:grant:subscription:SUB:upgrade:END:pro', 50, 30 * DAY],
   ]);
   for (const o of outcomes) expect(o).toEqual({ order: o.order, grants: inOrder });
+});
+
+it('a period rolls over at most the biggest max among the plans paid for in it, though a plan not paid for keeps more', async () => {
+  for (const order of orders(['own', 'toPro'] as const)) {
+    const s = await subscribe(`u-${randomUUID()}`);
+    const start = nowSeconds() - 60;
+    const end = start + 30 * DAY;
+    const mid = start + 5 * DAY;
+    stripeState.set(s.subscriptionId, subscription(s, { price: 'price_pro_monthly', start, end }));
+    const invoices = {
+      own: invoice(s, [{ price: 'price_basic_monthly', amount: 900, start, end }], { billingReason: 'subscription_create' }),
+      toPro: invoice(
+        s,
+        [
+          { price: 'price_basic_monthly', amount: -750, start: mid, end },
+          { price: 'price_pro_monthly', amount: 2500, start: mid, end },
+        ],
+        { billingReason: 'subscription_update' },
+      ),
+    };
+    for (const name of order) expect((await send('invoice.paid', invoices[name])).status).toBe(200);
+    await h.credits.expireGrants({ now: new Date(end * 1000 + 1000), userId: s.userId });
+    // Basic keeps 30, Pro 80: the period keeps 80 (Plus's 90 was never paid for).
+    expect([order.join(' '), await h.credits.getBalance(s.userId)]).toEqual([order.join(' '), 80]);
+    await consistentAudit(h.credits, s.userId);
+  }
+});
+
+it('a re-issued invoice whose start and end both drifted is the same period: it grants nothing more', async () => {
+  for (const order of [['own', 'reissued'], ['reissued', 'own']] as const) {
+    const s = await subscribe(`u-${randomUUID()}`);
+    const start = nowSeconds() - 60;
+    const end = start + 30 * DAY;
+    const invoices = {
+      own: invoice(s, [{ price: 'price_basic_monthly', amount: 900, start, end }], { billingReason: 'subscription_create' }),
+      reissued: invoice(s, [{ price: 'price_basic_monthly', amount: 900, start: start + 20, end: end + 3600 }], { billingReason: 'manual' }),
+    };
+    for (const name of order) expect((await send('invoice.paid', invoices[name])).status).toBe(200);
+    expect([order.join(' '), await h.credits.getBalance(s.userId)]).toEqual([order.join(' '), 100]);
+    await consistentAudit(h.credits, s.userId);
+  }
 });
