@@ -11,10 +11,12 @@
  * refunds, refunds that fail, disputes won or lost) are delivered shuffled, duplicated, concurrently and
  * re-delivered until acknowledged, and subscriptions: a few users subscribe (POST /credits/subscribe), then
  * their signed events (the checkout's completion, the subscription's created and updated states, each
- * period's invoice.paid, sometimes a re-issued invoice for the same period with its start or end drifted,
+ * period's invoice.paid, sometimes a re-issued invoice for the same period with its start, end or both drifted,
  * upgrades' proration invoices mid-period, a refund or dispute of one of a period's payments, delivered in
  * that period or after the next sweep) go through the same delivery machinery, period after period, with
- * a sweep of the simulated clock at each period's end (the allowance expires, its plan's rollover is kept).
+ * a sweep of the simulated clock at each period's end (the allowance expires, its plan's rollover is kept);
+ * some are cancelled (customer.subscription.deleted at once, or a cancel_at_period_end update then the
+ * deletion at the period's end), and after the deletion an invoice.paid for the next period is sent anyway.
  * Meanwhile the proxies stall, delay, lose replies and reset connections,
  * and whole instances stall for longer than the claim lease.
  *
@@ -56,8 +58,12 @@
  *      than it granted, and a grant whose payment was never refunded never revoked; an expiry rolls over at
  *      most its plan's max (exactly min(rest, max) for a period's only grant), a period at most its biggest
  *      plan's; no subscription grant without its invoice; deliveries report each credit granted or revoked
- *      at most once; the record ends with Stripe's newest state (plan, current period, active, linked) and
- *      every grant it claimed made. Expiries, revokes and balances are also judged by 1, 8 and 11.
+ *      at most once; the record ends with Stripe's newest state (plan, current period, status, ended_at,
+ *      cancel_at_period_end, linked) and every grant it claimed made. Cancelled subscriptions (deleted at
+ *      once mid-period, or cancel_at_period_end then deleted at its end): the last period's grants run to
+ *      its end, an invoice.paid for a later period sent after the deletion was acknowledged grants nothing,
+ *      and POST /credits/subscribe opens a new checkout (201), where a live subscription still answers 409.
+ *      Expiries, revokes and balances are also judged by 1, 8 and 11.
  *
  * CHECKER_SEED=n replays a schedule (timing still varies); the seed is printed at the start and in every
  * failure. CHECKER_SECONDS sets the length of the load phase (default 24); CHECKER_FAULTS=0 runs the same
@@ -346,7 +352,13 @@ interface SubscriptionModel {
   /** Payments with a refund or a dispute (not won, not warning_closed) in Stripe's history: what they paid for is taken back. */
   takenBack: Set<string>;
   /** Stripe's final truth: the newest subscription state sent. */
-  final: { plan: PlanId; start: number; end: number };
+  final: { plan: PlanId; start: number; end: number; status: string; endedAt: number | null; cancelAtPeriodEnd: boolean };
+  /** Cancelled: at the end of period `period` (cancel_at_period_end, then deleted at its end) or `now`, mid-period at `endedAt`. */
+  cancel?: { mode: 'period-end' | 'now'; period: number; endedAt: number };
+  /** Invoices for a period after the subscription ended, sent once its deletion was acknowledged: they must grant nothing. */
+  afterEnd: SubInvoice[];
+  /** What POST /credits/subscribe answered once every event was in (201 once cancelled, else 409: the slot is held). */
+  subscribeAgain?: number | 'error';
   story: string[];
   events: EventRecord[];
 }
@@ -805,11 +817,33 @@ it('keeps every money rule under faults, skewed clocks and Stripe chaos across t
         subscriptionId: `sub_1ck${seed}x${k}`,
         customerId: `cus_1ck${seed}x${k}`,
       };
-      const m: SubscriptionModel = { n: `sub-${k}`, user, ref: s.ref, subscriptionId: s.subscriptionId, periods: [], invoices: [], takenBack: new Set(), final: { plan: first, start: 0, end: 0 }, story: [first], events: [] };
+      const m: SubscriptionModel = {
+        n: `sub-${k}`,
+        user,
+        ref: s.ref,
+        subscriptionId: s.subscriptionId,
+        periods: [],
+        invoices: [],
+        takenBack: new Set(),
+        final: { plan: first, start: 0, end: 0, status: 'active', endedAt: null, cancelAtPeriodEnd: false },
+        afterEnd: [],
+        story: [first],
+        events: [],
+      };
       subscriptions.push(m);
 
-      // The true history, in order (`created` increases with it), in one batch per period and one after the last.
-      const batches: EventRecord[][] = Array.from({ length: SUB_PERIODS + 1 }, () => []);
+      // Some subscriptions are cancelled (drawn from a generator of their own, so the rest of the schedule is
+      // the seed's as before): at the end of a period (cancel_at_period_end in it, then deleted at its end,
+      // delivered after its sweep), or at once mid-period (deleted with ended_at then, delivered with the
+      // period's other events, in any order). No period follows; once the deletion is acknowledged, an
+      // invoice.paid for the next period is sent anyway (Stripe would not bill one: it must grant nothing).
+      const cx = new Rng(subSeed(seed, 300 + k));
+      const cancelPlan = cx.chance(0.6) ? { mode: cx.pick(['period-end', 'now'] as const), period: cx.int(0, SUB_PERIODS - 1) } : null;
+      // The true history, in order (`created` increases with it), in one batch per period and one after the
+      // last, and one more for what comes after a cancellation.
+      const batches: EventRecord[][] = Array.from({ length: SUB_PERIODS + 2 }, () => []);
+      let lateBatch = -1;
+      let deletion: EventRecord | undefined;
       let t = Math.floor(Date.now() / 1000) - 3600;
       const ev = (batch: EventRecord[], type: string, object: Record<string, unknown>) => {
         t += rng.int(1, 30);
@@ -820,9 +854,9 @@ it('keeps every money rule under faults, skewed clocks and Stripe chaos across t
         m.events.push(e);
         batch.push(e);
       };
-      const state = (batch: EventRecord[], type: string, plan: PlanId, p: { start: number; end: number }) => {
-        ev(batch, type, subscription(s, { price: PLANS[plan].price, start: p.start, end: p.end }));
-        m.final = { plan, start: p.start, end: p.end };
+      const state = (batch: EventRecord[], type: string, plan: PlanId, p: { start: number; end: number }, end: { status?: string; endedAt?: number; cancelAtPeriodEnd?: boolean } = {}) => {
+        ev(batch, type, subscription(s, { price: PLANS[plan].price, start: p.start, end: p.end, ...end }));
+        m.final = { plan, start: p.start, end: p.end, status: end.status ?? 'active', endedAt: end.endedAt ?? null, cancelAtPeriodEnd: end.cancelAtPeriodEnd ?? false };
       };
       const paid = (batch: EventRecord[], inv: SubInvoice, lines: InvoiceLine[], billingReason: string) => {
         m.invoices.push(inv);
@@ -842,7 +876,8 @@ it('keeps every money rule under faults, skewed clocks and Stripe chaos across t
         const pi = `pi_cksub_${seed}_${k}_${i}`;
         paid(batch, { id, kind: 'base', period: i, plan, start, end, amount: PLAN_CENTS[plan], pi, key: periodKey(s.subscriptionId, start) }, [{ price: PLANS[plan].price, amount: PLAN_CENTS[plan], start, end }], i === 0 ? 'subscription_create' : 'subscription_cycle');
         if (rng.chance(0.3)) {
-          const drift = rng.chance(0.5) ? { start: start + rng.int(1, 30), end } : { start, end: end + rng.int(60, 600) };
+          const how = rng.pick(['start', 'end', 'both'] as const);
+          const drift = { start: how === 'end' ? start : start + rng.int(1, 30), end: how === 'start' ? end : end + rng.int(60, 600) };
           paid(batch, { id: `${id}_r`, kind: 'reissue', period: i, plan, ...drift, amount: PLAN_CENTS[plan], pi: `${pi}_r`, key: periodKey(s.subscriptionId, drift.start) }, [{ price: PLANS[plan].price, amount: PLAN_CENTS[plan], ...drift }], 'manual');
           m.story.push(`p${i} re-issued (${drift.start - start}s, ${drift.end - end}s)`);
         }
@@ -885,18 +920,61 @@ it('keeps every money rule under faults, skewed clocks and Stripe chaos across t
           }
           m.takenBack.add(target.pi);
         }
+        if (cancelPlan?.period === i) {
+          if (cancelPlan.mode === 'period-end') {
+            state(batch, 'customer.subscription.updated', plan, period, { cancelAtPeriodEnd: true });
+            state(batches[i + 1]!, 'customer.subscription.deleted', plan, period, { status: 'canceled', cancelAtPeriodEnd: true, endedAt: end });
+            deletion = m.events[m.events.length - 1];
+            m.cancel = { mode: 'period-end', period: i, endedAt: end };
+            lateBatch = i + 2;
+          } else {
+            // After the period's last upgrade (a plan change after the end is impossible), before its end.
+            const endedAt = Math.min(end - 30, mid + cx.int(5, 60));
+            state(batch, 'customer.subscription.deleted', plan, period, { status: 'canceled', endedAt });
+            deletion = m.events[m.events.length - 1];
+            m.cancel = { mode: 'now', period: i, endedAt };
+            lateBatch = i + 1;
+            if (cx.chance(0.5)) {
+              // The final invoice, paid after the deletion: for the current period, which it already holds.
+              const p0 = period.paid[0]!;
+              paid(batch, { id: `${id}_f`, kind: 'reissue', period: i, plan: p0, start, end, amount: PLAN_CENTS[p0], pi: `${pi}_f`, key: periodKey(s.subscriptionId, start) }, [{ price: PLANS[p0].price, amount: PLAN_CENTS[p0], start, end }], 'subscription_cycle');
+              m.story.push(`p${i} final invoice`);
+            }
+          }
+          m.story.push(`p${i} cancelled ${cancelPlan.mode === 'now' ? `now (at +${m.cancel.endedAt - start}s)` : 'at period end'}`);
+          const next = { start: end, end: end + SUB_PERIOD_S };
+          const late: SubInvoice = { id: `${id}_late`, kind: 'base', period: i + 1, plan, start: next.start, end: next.end, amount: PLAN_CENTS[plan], pi: `${pi}_late`, key: periodKey(s.subscriptionId, next.start) };
+          m.afterEnd.push(late);
+          ev(batches[lateBatch]!, 'invoice.paid', invoice(s, [{ price: PLANS[plan].price, amount: PLAN_CENTS[plan], ...next }], { id: late.id, billingReason: 'subscription_cycle', paymentIntent: late.pi }));
+          break;
+        }
         // At the renewal, sometimes a downgrade: the next period's invoice is for a smaller plan.
         if (i + 1 < SUB_PERIODS && plan !== 'basic' && rng.chance(0.25)) {
           plan = PLAN_ORDER[rng.int(0, PLAN_ORDER.indexOf(plan) - 1)]!;
           m.story.push(`p${i + 1} down to ${plan}`);
         }
       }
-      for (let i = 0; i <= SUB_PERIODS; i++) {
-        if (i > 0) {
+      for (let i = 0; i < batches.length; i++) {
+        if (i > 0 && i <= m.periods.length) {
           // The period's end on the simulated clock: its allowance expires, its plan's rollover is kept.
           const now = (m.periods[i - 1]!.end + rng.int(5, 120)) * 1000;
           const at = rng.int(0, instances.length - 1);
           await Promise.all((rng.chance(0.3) ? [at, other(rng, at)] : [at]).map((x) => sweepAt(now, x)));
+        }
+        if (i === lateBatch && deletion) {
+          // Stripe retries the deletion until acknowledged; the late invoice is sent only after that (never, if
+          // it is not acknowledged in time: then it is no event of the history at all).
+          for (let n = 0; n < 40 && !deletion.acked; n++) {
+            await sleep(300);
+            await deliver(deletion, cx.int(0, instances.length - 1));
+          }
+          if (!deletion.acked) {
+            const lateIds = new Set(batches[i]!.map((e) => e.id));
+            m.events = m.events.filter((e) => !lateIds.has(e.id));
+            m.afterEnd = [];
+            m.story.push('late invoice not sent (deletion not acknowledged)');
+            continue;
+          }
         }
         await deliverShuffled(rng, batches[i]!);
       }
@@ -1039,6 +1117,18 @@ it('keeps every money rule under faults, skewed clocks and Stripe chaos across t
     for (let round = 0; round < 20 && allEvents().some((e) => !e.acked); round++) {
       if (round > 0) await sleep(250);
       await Promise.all(allEvents().filter((e) => !e.acked).map((e) => deliver(e, endRng.int(0, instances.length - 1))));
+    }
+    // A subscription that ended frees its user's slot: subscribing again opens a checkout (201); a live one
+    // still holds it (409).
+    const againRng = new Rng(subSeed(seed, 998));
+    for (const m of subscriptions) {
+      for (let attempt = 0; attempt < 6; attempt++) {
+        if (attempt > 0) await sleep(300);
+        const a = await http(`${inst(againRng.int(0, instances.length - 1)).url}/api/credits/subscribe`, json({ plan: 'basic' }, { 'x-user': m.user }));
+        count('subscribe-again', a.status);
+        m.subscribeAgain = a.status;
+        if (a.status === 201 || a.status === 409) break;
+      }
     }
     const everyInstance = async (path: string) => {
       const answers = await Promise.all(instances.map((i) => http(`${i.url}${path}`, {}, 60_000)));
@@ -1452,6 +1542,8 @@ it('keeps every money rule under faults, skewed clocks and Stripe chaos across t
       status: string;
       stripeSubscriptionId: string | null;
       currentPeriod: { start: number; end: number } | null;
+      endedAt: number | null;
+      cancelAtPeriodEnd: boolean;
       periods: Array<{ start: number; end: number; grants: Array<{ id: string; plan: string; credits: number; invoiceId: string }> }>;
     }>;
     const subStats = { periods: 0, grants: 0, revoked: 0, rolledOver: 0, expired: 0 };
@@ -1514,7 +1606,21 @@ it('keeps every money rule under faults, skewed clocks and Stripe chaos across t
           }
         }
         check('13 a period rolls over at most its biggest plan’s max', keptInPeriod <= Math.max(...p.paid.map(rolloverMaxOf)), () => `rolled over ${keptInPeriod}: ${describe()}`);
+        if (m.cancel?.period === i) {
+          // Cancelled (at once or at the period's end): what the period was paid for runs to the period's end.
+          const dues = made.map(({ e }) => (e.grants?.[0]?.expiresAt ? new Date(e.grants[0].expiresAt).getTime() : NaN));
+          check('13 a cancelled subscription’s last period runs to its end', dues.every((d) => d >= p.end * 1000), () => `ended at ${m.cancel!.endedAt}, expiries ${dues.join(',')}: ${describe()}`);
+        }
       }
+      for (const x of m.afterEnd) {
+        const late = entriesOf(x.key);
+        check('13 no period after the subscription ended is granted', late.length === 0, () => `${tagOf}: ${x.id} [${x.start}, ${x.end}] after ended_at ${m.cancel?.endedAt}: ${late.map(show).join(' ')}`);
+      }
+      check(
+        '13 an ended subscription frees the slot, a live one holds it',
+        m.subscribeAgain === (m.cancel ? 201 : 409),
+        () => `${tagOf}: POST /credits/subscribe answered ${m.subscribeAgain}, want ${m.cancel ? 201 : 409}`,
+      );
       const known = new Set(m.invoices.map((x) => grantKey(x.key)));
       const strays = ledgerDocs.filter((e) => e.userId === m.user && e.kind === 'grant' && e.key?.startsWith(grantKey(`subscription:${m.subscriptionId}:`)) && !known.has(e.key as `grant:${string}`));
       check('13 no subscription grant without its paid invoice', strays.length === 0, () => `${tagOf}: ${strays.map(show).join(' ')}`);
@@ -1525,8 +1631,16 @@ it('keeps every money rule under faults, skewed clocks and Stripe chaos across t
       const doc = subDocs.find((d) => d._id === m.ref);
       check(
         '13 the record holds Stripe’s final state',
-        !!doc && doc.stripeSubscriptionId === m.subscriptionId && doc.status === 'active' && doc.plan === m.final.plan && doc.currentPeriod?.start === m.final.start && doc.currentPeriod?.end === m.final.end,
-        () => `${tagOf}: want ${JSON.stringify(m.final)}, record ${JSON.stringify(doc && { plan: doc.plan, status: doc.status, sub: doc.stripeSubscriptionId, currentPeriod: doc.currentPeriod })}`,
+        !!doc &&
+          doc.stripeSubscriptionId === m.subscriptionId &&
+          doc.status === m.final.status &&
+          doc.endedAt === m.final.endedAt &&
+          doc.cancelAtPeriodEnd === m.final.cancelAtPeriodEnd &&
+          doc.plan === m.final.plan &&
+          doc.currentPeriod?.start === m.final.start &&
+          doc.currentPeriod?.end === m.final.end,
+        () =>
+          `${tagOf}: want ${JSON.stringify(m.final)}, record ${JSON.stringify(doc && { plan: doc.plan, status: doc.status, endedAt: doc.endedAt, cancelAtPeriodEnd: doc.cancelAtPeriodEnd, sub: doc.stripeSubscriptionId, currentPeriod: doc.currentPeriod })}`,
       );
       const unmade = (doc?.periods ?? []).flatMap((p) => p.grants).filter((g) => (byKey.get(claimId(m.user, g.id)) ?? []).length !== 1);
       check('13 every grant claimed in the record is made', unmade.length === 0, () => `${tagOf}: ${JSON.stringify(unmade)}`);
