@@ -368,7 +368,8 @@ export class Subscriptions {
     const lines = (invoice.lines?.data ?? []).flatMap((line) => {
       const price = idOf(line.pricing?.price_details?.price);
       const plan = price ? this.plans.byPrice.get(price) : undefined;
-      return plan ? [{ plan, amount: line.amount, period: line.period }] : [];
+      const proration = line.parent?.subscription_item_details?.proration === true || line.parent?.invoice_item_details?.proration === true;
+      return plan ? [{ plan, amount: line.amount, period: line.period, proration }] : [];
     });
     if (lines.length === 0) return ignored(record.id, 'no line of the invoice is for a price in `plans`');
 
@@ -384,7 +385,9 @@ export class Subscriptions {
       }
       want = { key: upgradeKey(subscriptionId, to.period.end, to.plan.id), plan: to.plan, from: from.plan, period: to.period };
     } else {
-      const line = lines.find((l) => l.amount >= 0) ?? lines[0]!;
+      // The period's own line, not a proration an earlier plan change left for this invoice (a renewal carries
+      // those of an upgrade made with proration_behavior create_prorations: they are for the period that ended).
+      const line = lines.find((l) => l.amount >= 0 && !l.proration) ?? lines.find((l) => l.amount >= 0) ?? lines[0]!;
       want = { key: periodKey(subscriptionId, line.period.start), plan: line.plan, from: null, period: line.period };
     }
     if (record.endedAt !== null && want.period.start >= record.endedAt) {

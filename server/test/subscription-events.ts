@@ -67,6 +67,8 @@ export interface InvoiceLine {
   amount: number;
   start: number;
   end: number;
+  /** A proration (an invoice item a plan change left for the next invoice), as its line's `parent` says. */
+  proration?: boolean;
 }
 
 export function invoice(
@@ -104,6 +106,17 @@ export function invoice(
         period: { start: l.start, end: l.end },
         pricing: { type: 'price_details', price_details: { price: l.price, product: 'prod_1' }, unit_amount_decimal: String(Math.abs(l.amount)) },
         subscription: s.subscriptionId,
+        ...(l.proration === undefined
+          ? {}
+          : {
+              parent: l.proration
+                ? { type: 'invoice_item_details', invoice_item_details: { invoice_item: `ii_${hex()}`, proration: true, proration_details: null, subscription: s.subscriptionId }, subscription_item_details: null }
+                : {
+                    type: 'subscription_item_details',
+                    invoice_item_details: null,
+                    subscription_item_details: { invoice_item: null, proration: false, proration_details: null, subscription: s.subscriptionId, subscription_item: `si_${hex()}` },
+                  },
+            }),
       })),
     },
     ...(pi

@@ -221,3 +221,27 @@ it('a re-issued invoice whose start and end both drifted is the same period: it 
     await consistentAudit(h.credits, s.userId);
   }
 });
+
+it('a renewal invoice that carries an upgrade’s prorations (left for the next invoice) grants the new period’s plan, whatever order its lines are in', async () => {
+  for (const prorationsFirst of [true, false]) {
+    const s = await subscribe(`u-${randomUUID()}`);
+    const start = nowSeconds() - 60;
+    const end = start + 30 * DAY;
+    const mid = start - 5 * DAY;
+    const previous = { start: start - 30 * DAY, end: start };
+    // The upgrade to Pro mid-previous-period invoiced nothing then (proration_behavior create_prorations):
+    // its two prorations come on the renewal invoice, with the new period's Pro line.
+    const prorations = [
+      { price: 'price_basic_monthly', amount: -150, start: mid, end: previous.end, proration: true },
+      { price: 'price_pro_monthly', amount: 320, start: mid, end: previous.end, proration: true },
+    ];
+    const renewal = { price: 'price_pro_monthly', amount: 1900, start, end, proration: false };
+    const lines = prorationsFirst ? [...prorations, renewal] : [renewal, ...prorations];
+    expect((await send('invoice.paid', invoice(s, [{ price: 'price_basic_monthly', amount: 900, ...previous }], { billingReason: 'subscription_create' }))).status).toBe(200);
+    const res = await send('invoice.paid', invoice(s, lines, { billingReason: 'subscription_cycle' }));
+    expect([prorationsFirst, res.status, res.body.creditsGranted]).toEqual([prorationsFirst, 200, 300]);
+    const details = await h.credits.getBalanceDetails(s.userId);
+    expect(details.grants.map((g) => [g.id, g.remaining, g.expiresAt])).toEqual([[`grant:subscription:${s.subscriptionId}:${start}`, 300, new Date(end * 1000).toISOString()]]);
+    await consistentAudit(h.credits, s.userId);
+  }
+});
