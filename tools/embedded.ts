@@ -47,7 +47,7 @@ const TOOLS: Record<'mongo' | 'stripe-mock', ToolSpec> = {
     dir: 'mongo',
     pkg: '.',
     what: 'the embedded MongoDB-compatible server (FerretDB v1.24.2 + atomicity gate)',
-    patch: { module: 'github.com/FerretDB/FerretDB', files: ['ferretdb-sqlite-index.patch', 'ferretdb-sqlite-pushdown.patch', 'ferretdb-update-connections.patch', 'ferretdb-overhead.patch'] },
+    patch: { module: 'github.com/FerretDB/FerretDB', files: ['ferretdb-sqlite-index.patch', 'ferretdb-sqlite-pushdown.patch', 'ferretdb-sqlite-id-in.patch', 'ferretdb-update-connections.patch', 'ferretdb-overhead.patch'] },
   },
   'stripe-mock': { dir: 'stripe-mock', pkg: 'github.com/stripe/stripe-mock', what: "Stripe's API mock (stripe-mock)" },
 };

@@ -141,6 +141,18 @@ describe('embedded server: lookups by _id use the _id index', () => {
     expect(res).toMatchObject({ deletedCount: 1 });
   });
 
+  it('find({ _id: { $in } }) of strings searches the index and finds those documents (ferretdb-sqlite-id-in.patch)', async () => {
+    let found: Array<{ _id: string }> = [];
+    expectIdIndexOnly(await statementsOf(async () => (found = await accounts().find({ _id: { $in: ['u3', 'u1', 'nobody', 'u2'] } }).toArray())));
+    expect(found.map((d) => d._id).sort()).toEqual(['u1', 'u2', 'u3']);
+    // Anything else is left to the handler, with the same answers: a number among the ids, another operator.
+    const mixed = await accounts().find({ _id: { $in: ['u4', 5 as unknown as string] } }).toArray();
+    expect(mixed.map((d) => d._id)).toEqual(['u4']);
+    const withNin = await accounts().find({ _id: { $in: ['u4', 'u5'], $nin: ['u5'] } }).toArray();
+    expect(withNin.map((d) => d._id)).toEqual(['u4']);
+    expect(await accounts().find({ _id: { $in: [] } }).toArray()).toEqual([]);
+  });
+
   it("explain says so too: the filter is pushed down and SQLite's plan searches the _id index", async () => {
     const res = await connection.db!.command({ explain: { find: 'accounts', filter: guard('u13', 1) } });
     expect(res).toMatchObject({ filterPushdown: true });
