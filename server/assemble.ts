@@ -97,7 +97,7 @@ export function assemble(resolved: NeutralOptions): Assembly {
     new MongoCreditStore({ connection: resolved.connection!, collectionPrefix: resolved.collectionPrefix });
   // Every store call is bounded by timeoutMs and fails closed; wrapped once, here.
   const store = failClosed(backing, resolved.timeoutMs);
-  const ledger = new Ledger(store, resolved.claimLeaseMs, resolved.hooks.onBackgroundError, resolved.lowBalance);
+  const ledger = new Ledger(store, resolved.claimLeaseMs, resolved.hooks.onBackgroundError, resolved.timeoutMs, resolved.lowBalance);
   const core = new CreditsCore(resolved, ledger);
   const purchases = new Purchases({ store, ledger, options: resolved });
   const subscriptions = new Subscriptions({

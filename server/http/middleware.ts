@@ -175,6 +175,9 @@ function watchAnswer(
     if (res.writableFinished) answer.ended();
     else answer.cut();
   });
+  // A client that left while the charge was on its way (or waiting for its account's update) closed the
+  // connection before the listener above was there: the answer is cut already.
+  if (!res.writableFinished && (res.destroyed || res.socket?.destroyed)) answer.cut();
 }
 
 /** The bytes of a chunk as `res.write(chunk, encoding)` takes it; 0 for none (or a callback in its place). */

@@ -86,8 +86,9 @@ export class Changes {
     private readonly mover: JournalMover,
     private readonly background: Background,
     private readonly leaseMs: number,
+    timeoutMs: number,
   ) {
-    this.spends = new SpendBatcher(store);
+    this.spends = new SpendBatcher(store, timeoutMs);
   }
 
   /** One change with no key: one round trip. Returns null when the guard refused it. */
@@ -382,7 +383,13 @@ export function newEntry(change: ChangeInput, key?: string): JournalEntry {
  * connected, or no connection came free in time. Such a write cannot land. Anything else (a network
  * error mid-command, a timeout) may have landed.
  */
-const NOT_SENT = new Set(['MongoServerSelectionError', 'MongoNotConnectedError', 'MongoTopologyClosedError', 'MongoWaitQueueTimeoutError']);
+const NOT_SENT = new Set([
+  'MongoServerSelectionError',
+  'MongoNotConnectedError',
+  'MongoTopologyClosedError',
+  'MongoWaitQueueTimeoutError',
+  'SpendNotSentError', // ledger/spends.ts: its time ran out while it waited for its account's update
+]);
 
 function neverSent(err: unknown): boolean {
   for (let e = err, depth = 0; e && depth < 4; e = (e as { cause?: unknown }).cause, depth++) {

@@ -56,6 +56,8 @@ export class Ledger {
     private readonly store: CreditStore,
     private readonly leaseMs: number,
     private readonly onError: (err: unknown) => void,
+    /** The bound on a store call (createCredits' timeoutMs), which spends waiting to be batched keep too. */
+    timeoutMs: number,
     lowBalance?: LowBalanceWatch,
   ) {
     this.background = new Background((err) => this.backgroundError(err));
@@ -65,7 +67,7 @@ export class Ledger {
       await alerts?.record(entries);
       for (const watch of this.watchers) await watch(entries);
     });
-    this.changes = new Changes(store, this.mover, this.background, leaseMs);
+    this.changes = new Changes(store, this.mover, this.background, leaseMs, timeoutMs);
     this.expiry = new Expiry(store, this.changes, this.mover);
   }
 

@@ -27,13 +27,19 @@ beforeAll(async () => {
 });
 afterAll(() => connection.close());
 
-/** A kit whose store counts its spend writes; `loseReply` makes the next batched update's reply get lost. */
-async function kit(options: { loseReply?: { armed: boolean } } = {}): Promise<Kit> {
+/**
+ * A kit whose store counts its spend writes. `loseReply` makes the next batched update's reply get lost;
+ * `stall` holds each single or batched spend update that long before it is sent (a slow database), with
+ * `timeoutMs` as the kit's bound.
+ */
+async function kit(options: { loseReply?: { armed: boolean }; stall?: { applyEntry?: number; applyEntries?: number }; timeoutMs?: number } = {}): Promise<Kit> {
   const writes: Record<string, number> = {};
   const batches: number[] = [];
   const inner: CreditStore = new MongoCreditStore({ connection, collectionPrefix: 'credit_' });
   const store = decorateStore(inner, async (name, call) => {
     if (name === 'applyEntry' || name === 'applyEntries') writes[name] = (writes[name] ?? 0) + 1;
+    const stall = name === 'applyEntry' || name === 'applyEntries' ? options.stall?.[name] : undefined;
+    if (stall) await new Promise((r) => setTimeout(r, stall));
     const result = await call();
     if (name === 'applyEntries' && options.loseReply?.armed && result !== null) {
       options.loseReply.armed = false;
@@ -49,9 +55,9 @@ async function kit(options: { loseReply?: { armed: boolean } } = {}): Promise<Ki
   const credits = createCredits({
     store,
     getUserId: headerUser,
-    timeoutMs: 20_000,
+    timeoutMs: options.timeoutMs ?? 20_000,
     claimLeaseMs: 60_000,
-    ...(options.loseReply ? { logger: () => undefined } : {}), // the injected 503s are expected
+    ...(options.loseReply || options.stall ? { logger: () => undefined } : {}), // the injected 503s are expected
   });
   await credits.init();
   const app = express();
@@ -124,6 +130,49 @@ describe('spends of one account that arrive together', () => {
       const a = await consistentAudit(k.credits, 'group-3');
       // The lost batch landed: each of its charges is in the ledger, and given back once.
       expect(a).toMatchObject({ balance: 100 - 2 * passed, kinds: { grant: 1, usage: 30, refund: failed } });
+    } finally {
+      await k.close();
+    }
+  });
+
+  it('refuses a spend whose time ran out while it waited, never sending it: nothing charged', async () => {
+    // The first spend's update takes 1,900 of the 2,000 ms allowed; the ones asked for 20 ms later have less
+    // than a tenth of their time left when it is done, so they are refused without being sent. (deductCredits
+    // is the same guarded spend as requireCredits' charge, asked for at a moment the test chooses.)
+    const k = await kit({ timeoutMs: 2000, stall: { applyEntry: 1900 } });
+    try {
+      await k.credits.grantCredits('group-4', 100, { idempotencyKey: 'start' });
+      const first = k.credits.deductCredits('group-4', 1);
+      await new Promise((r) => setTimeout(r, 20)); // the first update is on its way
+      const waiting = await Promise.allSettled(Array.from({ length: 8 }, () => k.credits.deductCredits('group-4', 1)));
+      expect(await first).toBe(true);
+      expect(waiting.map((r) => (r.status === 'rejected' ? (r.reason as { code?: string }).code : r.value))).toEqual(Array(8).fill('store_unavailable'));
+      // Only the grant and the first spend were ever sent.
+      expect({ writes: k.writes, batches: k.batches }).toEqual({ writes: { applyEntry: 2 }, batches: [] });
+      const a = await consistentAudit(k.credits, 'group-4');
+      expect(a).toMatchObject({ balance: 99, kinds: { grant: 1, usage: 1 } }); // nothing charged, nothing to give back
+    } finally {
+      await k.close();
+    }
+  });
+
+  it("fails a batch whose update outlasts its spends' time as uncertain, and each charge that lands is given back once", async () => {
+    // The batch's update is held past the earliest limit among its spends, then lands: each spend is
+    // refused (503) before its own request's limit, and each of their charges is given back.
+    const k = await kit({ timeoutMs: 400, stall: { applyEntry: 60, applyEntries: 500 } });
+    try {
+      await k.credits.grantCredits('group-5', 100, { idempotencyKey: 'start' });
+      const first = spend(k, 'group-5');
+      await new Promise((r) => setTimeout(r, 20));
+      const waiting = await Promise.all(Array.from({ length: 6 }, () => spend(k, 'group-5')));
+      expect((await first).status).toBe(200);
+      expect(waiting.map((r) => r.status)).toEqual(Array(6).fill(503));
+      expect(k.batches).toEqual([6]);
+      await new Promise((r) => setTimeout(r, 600)); // the held batch lands
+      const a = await consistentAudit(k.credits, 'group-5');
+      // Either the batch landed and each of its six charges was given back, or a fence refused it.
+      expect(a.balance).toBe(99);
+      expect(a.kinds.usage! - 1).toBe(a.kinds.refund ?? 0);
     } finally {
       await k.close();
     }
