@@ -21,7 +21,7 @@
  * Keyed changes, credits and unguarded spends never wait here: they are one update each, as before.
  */
 import { StoreUnavailableError } from '../errors';
-import { StoreTimeoutError } from '../store/fail-closed';
+import { bounded } from '../store/fail-closed';
 import type { CreditStore } from '../store/types';
 import type { AccountSnapshot, JournalEntry } from '../domain/types';
 
@@ -119,7 +119,7 @@ export class SpendBatcher {
     if (!Number.isSafeInteger(guard) || !Number.isSafeInteger(entries.reduce((sum, e) => sum + e.amount, 0))) return false;
     let snapshot: AccountSnapshot | null;
     try {
-      snapshot = await this.bounded(this.store.applyEntries!(userId, entries, guard), Math.min(...batch.map((w) => w.deadline)));
+      snapshot = await this.within('applyEntries', () => this.store.applyEntries!(userId, entries, guard), Math.min(...batch.map((w) => w.deadline)));
     } catch (err) {
       for (const w of batch) w.reject(err);
       return true;
@@ -133,24 +133,20 @@ export class SpendBatcher {
     return true;
   }
 
-  /** The update, or a timeout at `deadline` (the store's own bound, timeoutMs from now, may come later). */
-  private async bounded<T>(call: Promise<T>, deadline: number): Promise<T> {
-    let timer: NodeJS.Timeout | undefined;
+  /**
+   * The store call, failing as a timeout at `deadline`. A spend sent in the millisecond it was asked for (the
+   * usual case: its account had no update on its way) needs no timer of its own: the fail-closed store below
+   * bounds the call by the same timeoutMs from now.
+   */
+  private within<T>(name: string, call: () => Promise<T>, deadline: number): Promise<T> {
     const ms = Math.max(0, deadline - Date.now());
-    const late = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new StoreUnavailableError(new StoreTimeoutError('applyEntries', ms))), ms);
-    });
-    try {
-      return await Promise.race([call, late]);
-    } finally {
-      clearTimeout(timer);
-    }
+    return ms >= this.timeoutMs - 1 ? call() : bounded(name, call, ms);
   }
 
   private async alone(userId: string, w: Waiting): Promise<void> {
     try {
       if (w.deadline <= Date.now()) throw new StoreUnavailableError(new SpendNotSentError(this.timeoutMs));
-      const snapshot = await this.bounded(this.store.applyEntry(userId, w.entry, { minBalance: w.minBalance }), w.deadline);
+      const snapshot = await this.within('applyEntry', () => this.store.applyEntry(userId, w.entry, { minBalance: w.minBalance }), w.deadline);
       w.resolve(snapshot ? { snapshot, balance: snapshot.balance } : null);
     } catch (err) {
       w.reject(err);

@@ -24,7 +24,7 @@ export function failClosed(store: CreditStore, timeoutMs: number): CreditStore {
  * stack traces run through it to the kit's caller, as tools and profilers that attribute database commands
  * to their callers need (bench/lib/measure.ts).
  */
-async function bounded<T>(name: string, call: () => Promise<T>, ms: number): Promise<T> {
+export async function bounded<T>(name: string, call: () => Promise<T>, ms: number): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   const deadline = new Promise<never>((_, reject) => {
     timer = setTimeout(() => reject(new StoreUnavailableError(new StoreTimeoutError(name, ms))), ms);
