@@ -20,6 +20,7 @@ import { join } from 'node:path';
 import mongoose from 'mongoose';
 import { createCredits } from 'credit-kit/server';
 import { ensureBinary, startEmbeddedMongo } from '../tools/embedded';
+import { fundWithGrants, inBatches } from './lib/funding';
 
 const RESULTS = join(__dirname, 'results');
 const log = (line: string) => process.stderr.write(`[db-profile] ${line}\n`);
@@ -94,21 +95,8 @@ async function main(): Promise<void> {
     const users = Array.from({ length: 200 }, (_, i) => `u${i}`);
     const grantUsers = Array.from({ length: 100 }, (_, i) => `g${i}`);
     log('funding 200 accounts, one hot account and 100 accounts of 20 grants each...');
-    const inBatches = async <T>(items: T[], fn: (item: T) => Promise<unknown>) => {
-      for (let i = 0; i < items.length; i += 25) await Promise.all(items.slice(i, i + 25).map(fn));
-    };
-    await inBatches([...users, 'hot'], (u) => credits.grantCredits(u, BIG, { idempotencyKey: `fund:${u}` }));
-    const farOff = Date.now() + 365 * 86_400_000;
-    await inBatches(
-      grantUsers.flatMap((u) => Array.from({ length: 20 }, (_, k) => [u, k] as const)),
-      ([u, k]) =>
-        credits.grantCredits(u, BIG / 20, {
-          idempotencyKey: `fund:${u}:${k}`,
-          source: 'promotion',
-          priority: (k % 5) * 10,
-          expiresAt: new Date(farOff + k * 86_400_000),
-        }),
-    );
+    await inBatches([...users, 'hot'], 25, (u) => credits.grantCredits(u, BIG, { idempotencyKey: `fund:${u}` }));
+    await fundWithGrants(credits, grantUsers, 20, BIG);
     const raw = connection.getClient().db('ck_db_profile').collection<{ _id: string; balance: number }>('bench_raw');
     await raw.insertMany(users.map((_id) => ({ _id, balance: BIG })));
     await credits.flush();

@@ -41,6 +41,7 @@ import {
 } from './lib/measure';
 import { renderReport, type Report, type ScenarioRow } from './lib/report';
 import { measureScale, renderScale } from './lib/scale';
+import { fundWithGrants, inBatches } from './lib/funding';
 
 const RESULTS = join(__dirname, 'results');
 /** Open grants on each account of the requireCredits-grants scenario. */
@@ -178,22 +179,8 @@ async function main(): Promise<void> {
   // account's journal is as long in both: the comparison is then about the grants alone.
   const grantUsers = Array.from({ length: cfg.users }, (_, i) => `g${String(i).padStart(5, '0')}`);
   const pickGrantUser = () => grantUsers[Math.floor(Math.random() * grantUsers.length)]!;
-  const farOff = Date.now() + 365 * 86_400_000;
   log(`funding ${grantUsers.length} users with ${GRANTS_EACH} grants each...`);
-  // Grant k of every account before grant k + 1 of any: each batch then writes 50 different accounts side by
-  // side, where 20 grants of one account would wait for each other.
-  await inBatches(
-    Array.from({ length: GRANTS_EACH }, (_, k) => grantUsers.map((u) => [u, k] as const)).flat(),
-    50,
-    ([u, k]) =>
-      credits.grantCredits(u, BIG / GRANTS_EACH, {
-        idempotencyKey: `fund:${u}:${k}`,
-        source: 'promotion',
-        priority: (k % 5) * 10,
-        expiresAt: new Date(farOff + k * 86_400_000),
-        reason: 'bench funding',
-      }),
-  );
+  await fundWithGrants(credits, grantUsers, GRANTS_EACH, BIG);
   const nativeDb = client.db(connection.name);
   const raw = nativeDb.collection<BenchAccount>('bench_raw');
   const naive = nativeDb.collection<BenchAccount>('bench_naive');
@@ -465,10 +452,6 @@ async function main(): Promise<void> {
 
 function sum(values: number[]): number {
   return values.reduce((a, b) => a + b, 0);
-}
-
-async function inBatches<T>(items: T[], width: number, fn: (item: T) => Promise<unknown>): Promise<void> {
-  for (let i = 0; i < items.length; i += width) await Promise.all(items.slice(i, i + width).map(fn));
 }
 
 /** The gzipped size of credit-kit/client, as `npm run size` computes it. */
