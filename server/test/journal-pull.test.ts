@@ -255,6 +255,16 @@ describe('give-backs whose charge has left the journal', () => {
   }
   const parts = async (u: string) =>
     (await store.listLedger(u, { limit: 10 })).reverse().map((e) => [e.kind, (e.grants ?? []).map((p) => `${p.grant}${p.amount}`).join(' ')]);
+  /** The promo of 6 and the top-up of 20, a charge of 10 from both (promo first) and its give-back in reverse. */
+  async function expectChargeGivenBackToItsGrants(u: string): Promise<void> {
+    expect(await parts(u)).toEqual([
+      ['grant', 'grant:promo6'],
+      ['grant', 'grant:topup20'],
+      ['usage', 'grant:promo-6 grant:topup-4'],
+      ['refund', 'grant:topup4 grant:promo6'],
+    ]);
+    expect(await bookAudit(u)).toEqual([['grant:promo', 6], ['grant:topup', 20]]);
+  }
 
   it('returns to the grants the charge took from, read from the ledger once the charge is moved and pulled', async () => {
     const u = user('gb-pulled');
@@ -266,13 +276,7 @@ describe('give-backs whose charge has left the journal', () => {
       expect((await store.getBooks([u]))[0]?.book.grants.map((g) => [g.id, g.remaining])).toEqual([['grant:topup', 16]]);
     });
     await credits.flush();
-    expect(await parts(u)).toEqual([
-      ['grant', 'grant:promo6'],
-      ['grant', 'grant:topup20'],
-      ['usage', 'grant:promo-6 grant:topup-4'],
-      ['refund', 'grant:topup4 grant:promo6'],
-    ]);
-    expect(await bookAudit(u)).toEqual([['grant:promo', 6], ['grant:topup', 20]]);
+    await expectChargeGivenBackToItsGrants(u);
   });
 
   it('returns to the right grants when the charge is still journalled but the stored book covers it (a move stopped after the book)', async () => {
@@ -291,13 +295,7 @@ describe('give-backs whose charge has left the journal', () => {
     expect((await store.getAccount(u))?.journal).toHaveLength(4);
     expect((await credits.getBalanceDetails(u)).grants.map((g) => [g.id, g.remaining])).toEqual([['grant:promo', 6], ['grant:topup', 20]]);
     await flaky.flush();
-    expect(await parts(u)).toEqual([
-      ['grant', 'grant:promo6'],
-      ['grant', 'grant:topup20'],
-      ['usage', 'grant:promo-6 grant:topup-4'],
-      ['refund', 'grant:topup4 grant:promo6'],
-    ]);
-    expect(await bookAudit(u)).toEqual([['grant:promo', 6], ['grant:topup', 20]]);
+    await expectChargeGivenBackToItsGrants(u);
   });
 
   it('returns to the right grants when the charge is between the stored book and the journal (folded again from the ledger)', async () => {
