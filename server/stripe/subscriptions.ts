@@ -655,8 +655,8 @@ export class Subscriptions {
  * period), else for a period's own invoice the one with the same start; else one that most of the line's
  * span overlaps (or that mostly lies within it), as when a re-issued invoice's end drifted and an upgrade
  * starts within it, an upgrade came first and the period it made lies within the invoice's span, or a
- * re-issued invoice's start and end both drifted. Two periods of a subscription overlap by a drift at most,
- * never by half of either. -1: a new period.
+ * re-issued invoice's start and end both drifted. A period's own or re-issued invoice joins by overlap only
+ * a period it starts in the first half of: an end may drift far, a start only a little. -1: a new period.
  */
 function periodOf(periods: SubscriptionPeriod[], span: { start: number; end: number }, upgrade: boolean): number {
   const byEnd = periods.findIndex((p) => p.end === span.end);
@@ -666,7 +666,10 @@ function periodOf(periods: SubscriptionPeriod[], span: { start: number; end: num
     if (byStart >= 0) return byStart;
   }
   const overlap = (p: SubscriptionPeriod) => Math.min(p.end, span.end) - Math.max(p.start, span.start);
-  return periods.findIndex((p) => 2 * overlap(p) > Math.min(p.end - p.start, span.end - span.start));
+  // A period's own or re-issued invoice starts where its period does, give or take a small drift: one that
+  // starts past the middle of a period is the next period's, however far the earlier one's end drifted.
+  const startsWithin = (p: SubscriptionPeriod) => upgrade || 2 * (span.start - p.start) < p.end - p.start;
+  return periods.findIndex((p) => startsWithin(p) && 2 * overlap(p) > Math.min(p.end - p.start, span.end - span.start));
 }
 
 /** The credits a grant pays for on its period's ladder (recorded since grants carry it; before, its top part). */
